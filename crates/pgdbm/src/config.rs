@@ -1,0 +1,645 @@
+//! `DatabaseConfig`: every field of Python pgdbm's config, with the same names and defaults.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::template::validate_identifier;
+
+/// Characters that must be escaped inside the userinfo part of a URL. A space becomes `%20`,
+/// never `+` (Python's `quote_plus` got that wrong).
+const USERINFO: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b':')
+    .add(b';')
+    .add(b'<')
+    .add(b'=')
+    .add(b'>')
+    .add(b'?')
+    .add(b'@')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}')
+    .add(b'\'')
+    .add(b'&')
+    .add(b'+')
+    .add(b',');
+
+/// How to reach PostgreSQL and how to run the pool.
+///
+/// Durations keep the seed's units (`f64` seconds, `Option<u64>` milliseconds) so a config file
+/// written for Python pgdbm reads the same.
+///
+/// ```
+/// use pgdbm::DatabaseConfig;
+/// let config = DatabaseConfig {
+///     connection_string: Some("postgresql://postgres@localhost/myapp".into()),
+///     schema: Some("myapp".into()),
+///     min_connections: 2,
+///     max_connections: 10,
+///     ..Default::default()
+/// };
+/// assert_eq!(config.statement_timeout_ms, Some(60_000));
+/// ```
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// A `postgresql://` URL or a `key=value` string; when set, it wins over the fields below.
+    pub connection_string: Option<String>,
+    /// Host name, IP address, or socket directory (starting with `/`).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password; never printed.
+    pub password: Option<String>,
+    /// The schema this manager works in (`{{tables.x}}` renders to `"schema".x`).
+    #[serde(alias = "schema_name")]
+    pub schema: Option<String>,
+
+    /// Connections opened at connect and kept open.
+    pub min_connections: usize,
+    /// Upper bound of open connections.
+    pub max_connections: usize,
+    /// Queries a connection serves before it is replaced.
+    pub max_queries: u64,
+    /// Seconds an idle connection is kept (never reaping below `min_connections`); 0 = forever.
+    pub max_inactive_connection_lifetime: f64,
+    /// Default per-call timeout in seconds, covering the wait for a connection too; 0 = none.
+    pub command_timeout: f64,
+
+    /// `SET name = value` on every new connection. `jit=off` is added unless given.
+    pub server_settings: Option<HashMap<String, String>>,
+    /// SQL run on every new connection, after the settings.
+    pub init_commands: Option<Vec<String>>,
+
+    /// Use TLS.
+    pub ssl_enabled: bool,
+    /// `require`, `verify-ca` or `verify-full` (the default when TLS is enabled).
+    pub ssl_mode: Option<String>,
+    /// CA certificate (PEM) to trust; the system roots when unset.
+    pub ssl_ca_file: Option<String>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub ssl_cert_file: Option<String>,
+    /// Client key (PEM: PKCS#8, PKCS#1 or SEC1; encrypted PKCS#8 with `ssl_key_password`).
+    pub ssl_key_file: Option<String>,
+    /// Password of an encrypted client key; never printed.
+    pub ssl_key_password: Option<String>,
+
+    /// Server-side `statement_timeout` in ms; `None` leaves the server's value.
+    pub statement_timeout_ms: Option<u64>,
+    /// Server-side `idle_in_transaction_session_timeout` in ms; `None` leaves the server's value.
+    pub idle_in_transaction_session_timeout_ms: Option<u64>,
+    /// Server-side `lock_timeout` in ms; `None` leaves the server's value.
+    pub lock_timeout_ms: Option<u64>,
+
+    /// Retries after the first connect attempt, for connect-class failures only.
+    pub retry_attempts: u32,
+    /// First delay between attempts, seconds.
+    pub retry_delay: f64,
+    /// Multiplier applied to the delay after each attempt.
+    pub retry_backoff: f64,
+    /// Upper bound of one delay, seconds.
+    pub retry_max_delay: f64,
+
+    /// Prepared statements cached per connection; 0 = no named statements at all (PgBouncer
+    /// transaction mode).
+    pub statement_cache_size: usize,
+    /// The `search_path` a shared pool pins so that unqualified names fail loudly; `None` = off.
+    pub shared_pool_search_path: Option<String>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            connection_string: None,
+            host: "localhost".into(),
+            port: 5432,
+            database: "postgres".into(),
+            user: "postgres".into(),
+            password: None,
+            schema: None,
+            min_connections: 10,
+            max_connections: 20,
+            max_queries: 50_000,
+            max_inactive_connection_lifetime: 300.0,
+            command_timeout: 60.0,
+            server_settings: None,
+            init_commands: None,
+            ssl_enabled: false,
+            ssl_mode: None,
+            ssl_ca_file: None,
+            ssl_cert_file: None,
+            ssl_key_file: None,
+            ssl_key_password: None,
+            statement_timeout_ms: Some(60_000),
+            idle_in_transaction_session_timeout_ms: Some(60_000),
+            lock_timeout_ms: Some(5_000),
+            retry_attempts: 3,
+            retry_delay: 1.0,
+            retry_backoff: 2.0,
+            retry_max_delay: 30.0,
+            statement_cache_size: 1000,
+            shared_pool_search_path: Some("pg_catalog".into()),
+        }
+    }
+}
+
+/// TLS verification level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SslMode {
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl DatabaseConfig {
+    /// A config from the environment: `DATABASE_URL` as the connection string, and
+    /// `DB_PASSWORD` when the URL carries no password. Other fields keep their defaults.
+    ///
+    /// ```
+    /// let config = pgdbm::DatabaseConfig::from_env();
+    /// assert!(config.min_connections <= config.max_connections);
+    /// ```
+    pub fn from_env() -> Self {
+        let mut config = DatabaseConfig::default();
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            if !url.trim().is_empty() {
+                config.connection_string = Some(url);
+            }
+        }
+        if let Ok(pw) = std::env::var("DB_PASSWORD") {
+            if !pw.is_empty() {
+                config.password = Some(pw);
+            }
+        }
+        config
+    }
+
+    /// The connection string: `connection_string` as given, or one built from the fields with
+    /// the user and password percent-encoded. It contains the password; see [`get_dsn_masked`].
+    ///
+    /// [`get_dsn_masked`]: DatabaseConfig::get_dsn_masked
+    pub fn get_dsn(&self) -> String {
+        if let Some(cs) = &self.connection_string {
+            return cs.clone();
+        }
+        let user = utf8_percent_encode(&self.user, USERINFO);
+        let auth = match &self.password {
+            Some(pw) => format!("{user}:{}@", utf8_percent_encode(pw, USERINFO)),
+            None => format!("{user}@"),
+        };
+        let host = if self.host.starts_with('/') {
+            // A socket directory goes into the query string, as libpq accepts it.
+            return format!(
+                "postgresql://{auth}/{}?host={}&port={}",
+                utf8_percent_encode(&self.database, USERINFO),
+                utf8_percent_encode(&self.host, USERINFO),
+                self.port
+            );
+        } else if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!(
+            "postgresql://{auth}{host}:{}/{}",
+            self.port,
+            utf8_percent_encode(&self.database, USERINFO)
+        )
+    }
+
+    /// The connection string with the whole password replaced by `****`, safe to log.
+    ///
+    /// ```
+    /// let c = pgdbm::DatabaseConfig {
+    ///     connection_string: Some("postgresql://app:p@ss:w/rd@db:5432/app".into()),
+    ///     ..Default::default()
+    /// };
+    /// assert_eq!(c.get_dsn_masked(), "postgresql://app:****@db:5432/app");
+    /// ```
+    pub fn get_dsn_masked(&self) -> String {
+        let mut dsn = mask_dsn(&self.get_dsn());
+        // Belt and braces: a password that the structural masking could not find is still cut.
+        for pw in [self.password.as_deref(), self.url_password().as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if pw.len() >= 3 {
+                dsn = dsn.replace(pw, "****");
+                dsn = dsn.replace(&utf8_percent_encode(pw, USERINFO).to_string(), "****");
+            }
+        }
+        dsn
+    }
+
+    fn url_password(&self) -> Option<String> {
+        let cs = self.connection_string.as_deref()?;
+        let cfg: tokio_postgres::Config = cs.parse().ok()?;
+        cfg.get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    }
+
+    /// Checks everything that can be checked without I/O.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if let Some(schema) = &self.schema {
+            validate_identifier(schema).map_err(|_| {
+                Error::Schema(format!(
+                    "schema {:?} is not a valid identifier: use letters, digits and underscores, \
+                     starting with a letter or underscore, at most 63 characters (e.g. \"my_schema\")",
+                    crate::template::shorten(schema)
+                ))
+            })?;
+        }
+        if self.max_connections == 0 {
+            return Err(Error::config(
+                "max_connections",
+                "must be at least 1 (e.g. max_connections: 10)",
+            ));
+        }
+        if self.min_connections > self.max_connections {
+            return Err(Error::config(
+                "min_connections",
+                format!(
+                    "min_connections ({}) must not exceed max_connections ({})",
+                    self.min_connections, self.max_connections
+                ),
+            ));
+        }
+        self.ssl_mode()?;
+        for (field, v) in [
+            ("max_inactive_connection_lifetime", self.max_inactive_connection_lifetime),
+            ("command_timeout", self.command_timeout),
+            ("retry_delay", self.retry_delay),
+            ("retry_max_delay", self.retry_max_delay),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(Error::config(field, format!("must be a finite number of seconds >= 0, got {v}")));
+            }
+        }
+        if !self.retry_backoff.is_finite() || self.retry_backoff < 1.0 {
+            return Err(Error::config(
+                "retry_backoff",
+                format!("must be >= 1.0, got {}", self.retry_backoff),
+            ));
+        }
+        if let Some(settings) = &self.server_settings {
+            for name in settings.keys() {
+                validate_setting_name(name)?;
+            }
+        }
+        if let Some(path) = &self.shared_pool_search_path {
+            for part in path.split(',') {
+                validate_identifier(part.trim().trim_matches('"')).map_err(|_| {
+                    Error::config(
+                        "shared_pool_search_path",
+                        "must be a comma-separated list of schema names, e.g. \"pg_catalog\"",
+                    )
+                })?;
+            }
+        }
+        if self.connection_string.is_some() {
+            self.pg_config()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ssl_mode(&self) -> Result<Option<SslMode>> {
+        let mode = match self.ssl_mode.as_deref() {
+            None if !self.ssl_enabled => return Ok(None),
+            None => SslMode::VerifyFull,
+            Some("require") => SslMode::Require,
+            Some("verify-ca") => SslMode::VerifyCa,
+            Some("verify-full") => SslMode::VerifyFull,
+            Some("disable") if !self.ssl_enabled => return Ok(None),
+            Some(other) => {
+                return Err(Error::config(
+                    "ssl_mode",
+                    format!(
+                        "{other:?} is not supported: use \"require\", \"verify-ca\" or \"verify-full\" \
+                         (with ssl_enabled: true)"
+                    ),
+                ))
+            }
+        };
+        Ok(Some(mode))
+    }
+
+    pub(crate) fn command_timeout(&self) -> Option<Duration> {
+        secs(self.command_timeout)
+    }
+
+    pub(crate) fn idle_lifetime(&self) -> Option<Duration> {
+        secs(self.max_inactive_connection_lifetime)
+    }
+
+    /// The driver's config: the connection string or the fields, plus the application name.
+    pub(crate) fn pg_config(&self) -> Result<tokio_postgres::Config> {
+        let mut cfg = match &self.connection_string {
+            Some(cs) => cs.parse::<tokio_postgres::Config>().map_err(|e| {
+                Error::config(
+                    "connection_string",
+                    format!(
+                        "cannot parse {}: {e}. Expected postgresql://user:password@host:port/database \
+                         with special characters in the password percent-encoded",
+                        mask_dsn(cs)
+                    ),
+                )
+            })?,
+            None => {
+                let mut c = tokio_postgres::Config::new();
+                c.host(&self.host).port(self.port).dbname(&self.database).user(&self.user);
+                c
+            }
+        };
+        if cfg.get_password().is_none() {
+            if let Some(pw) = &self.password {
+                cfg.password(pw.as_str());
+            }
+        }
+        if cfg.get_user().is_none() {
+            cfg.user(&self.user);
+        }
+        if cfg.get_hosts().is_empty() {
+            cfg.host(&self.host);
+        }
+        if cfg.get_ports().is_empty() {
+            cfg.port(self.port);
+        }
+        if cfg.get_dbname().is_none() {
+            // libpq defaults the database to the user name; do the same.
+            let user = cfg.get_user().unwrap_or("postgres").to_owned();
+            cfg.dbname(&user);
+        }
+        if cfg.get_application_name().is_none() {
+            let name = self
+                .server_settings
+                .as_ref()
+                .and_then(|s| s.get("application_name").cloned())
+                .unwrap_or_else(|| "pgdbm".to_owned());
+            cfg.application_name(&name);
+        }
+        // TLS is negotiated by our own connector; the mode only says whether to ask for it.
+        cfg.ssl_mode(if self.ssl_mode()?.is_some() {
+            tokio_postgres::config::SslMode::Require
+        } else {
+            tokio_postgres::config::SslMode::Disable
+        });
+        Ok(cfg)
+    }
+
+    /// `SET` statements for a new connection, as one batch.
+    pub(crate) fn session_setup_sql(&self, search_path: Option<&str>) -> String {
+        let mut sql = String::new();
+        let mut set = |name: &str, value: &str| {
+            sql.push_str("SET ");
+            sql.push_str(name);
+            sql.push_str(" = ");
+            sql.push_str(&quote_literal(value));
+            sql.push_str(";\n");
+        };
+        let settings = self.server_settings.as_ref();
+        if !settings.is_some_and(|s| s.contains_key("jit")) {
+            set("jit", "off");
+        }
+        if let Some(settings) = settings {
+            let mut names: Vec<_> = settings.keys().collect();
+            names.sort();
+            for name in names {
+                if name != "application_name" {
+                    set(name, &settings[name]);
+                }
+            }
+        }
+        for (name, value) in [
+            ("statement_timeout", self.statement_timeout_ms),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_session_timeout_ms,
+            ),
+            ("lock_timeout", self.lock_timeout_ms),
+        ] {
+            if let Some(ms) = value {
+                set(name, &ms.to_string());
+            }
+        }
+        if let Some(path) = search_path {
+            // search_path takes identifiers, not a literal: the caller quoted them.
+            sql.push_str("SET search_path = ");
+            sql.push_str(path);
+            sql.push_str(";\n");
+        }
+        sql
+    }
+}
+
+fn secs(v: f64) -> Option<Duration> {
+    (v > 0.0).then(|| Duration::from_secs_f64(v))
+}
+
+fn validate_setting_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "server_settings",
+            format!(
+                "{:?} is not a valid setting name (letters, digits, '_' and '.', e.g. \"work_mem\")",
+                crate::template::shorten(name)
+            ),
+        ))
+    }
+}
+
+/// A SQL string literal, with `'` doubled and backslashes made safe via `E''` only when needed.
+pub(crate) fn quote_literal(value: &str) -> String {
+    let escaped = value.replace('\'', "''");
+    if escaped.contains('\\') {
+        format!("E'{}'", escaped.replace('\\', "\\\\"))
+    } else {
+        format!("'{escaped}'")
+    }
+}
+
+/// Masks the password part of a DSN, in URL or `key=value` form. It errs on the side of masking
+/// too much: a password containing `@`, `:` or `/` is never partly shown.
+pub(crate) fn mask_dsn(dsn: &str) -> String {
+    if let Some(scheme_end) = dsn.find("://") {
+        let rest = &dsn[scheme_end + 3..];
+        // The userinfo ends at the last '@' followed by something that looks like a host.
+        let at = rest.char_indices().rev().filter(|&(_, c)| c == '@').find_map(|(i, _)| {
+            let after = &rest[i + 1..];
+            let host_end = after.find(['/', '?']).unwrap_or(after.len());
+            let host = &after[..host_end];
+            host.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]%,_".contains(c))
+                .then_some(i)
+        });
+        let Some(at) = at else {
+            return dsn.to_owned();
+        };
+        let userinfo = &rest[..at];
+        let masked = match userinfo.find(':') {
+            Some(colon) => format!("{}:****", &userinfo[..colon]),
+            None => userinfo.to_owned(),
+        };
+        let mut out = format!("{}{}{}", &dsn[..scheme_end + 3], masked, &rest[at..]);
+        // A password may also come as a query parameter.
+        if let Some(q) = out.find("password=") {
+            let end = out[q..].find('&').map(|e| q + e).unwrap_or(out.len());
+            out.replace_range(q + "password=".len()..end, "****");
+        }
+        out
+    } else {
+        // key=value form: mask the value of `password`, quoted or not.
+        let mut out = String::with_capacity(dsn.len());
+        let mut rest = dsn;
+        while let Some(pos) = rest.find("password") {
+            let (before, after) = rest.split_at(pos);
+            out.push_str(before);
+            let after_key = &after["password".len()..];
+            let trimmed = after_key.trim_start();
+            if let Some(value) = trimmed.strip_prefix('=') {
+                let value = value.trim_start();
+                out.push_str("password=****");
+                rest = if let Some(quoted) = value.strip_prefix('\'') {
+                    let mut end = quoted.len();
+                    let mut chars = quoted.char_indices();
+                    while let Some((i, c)) = chars.next() {
+                        if c == '\\' {
+                            chars.next();
+                        } else if c == '\'' {
+                            end = i + 1;
+                            break;
+                        }
+                    }
+                    &quoted[end..]
+                } else {
+                    let end = value.find(char::is_whitespace).unwrap_or(value.len());
+                    &value[end..]
+                };
+            } else {
+                out.push_str("password");
+                rest = after_key;
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mask = |o: &Option<String>| o.as_ref().map(|_| "****");
+        f.debug_struct("DatabaseConfig")
+            .field("connection_string", &self.connection_string.as_ref().map(|_| self.get_dsn_masked()))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &mask(&self.password))
+            .field("schema", &self.schema)
+            .field("min_connections", &self.min_connections)
+            .field("max_connections", &self.max_connections)
+            .field("max_queries", &self.max_queries)
+            .field("max_inactive_connection_lifetime", &self.max_inactive_connection_lifetime)
+            .field("command_timeout", &self.command_timeout)
+            .field("server_settings", &self.server_settings)
+            .field("init_commands", &self.init_commands.as_ref().map(Vec::len))
+            .field("ssl_enabled", &self.ssl_enabled)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_ca_file", &self.ssl_ca_file)
+            .field("ssl_cert_file", &self.ssl_cert_file)
+            .field("ssl_key_file", &self.ssl_key_file)
+            .field("ssl_key_password", &mask(&self.ssl_key_password))
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field(
+                "idle_in_transaction_session_timeout_ms",
+                &self.idle_in_transaction_session_timeout_ms,
+            )
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
+            .field("retry_attempts", &self.retry_attempts)
+            .field("retry_delay", &self.retry_delay)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("retry_max_delay", &self.retry_max_delay)
+            .field("statement_cache_size", &self.statement_cache_size)
+            .field("shared_pool_search_path", &self.shared_pool_search_path)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_tricky_passwords() {
+        for (dsn, want) in [
+            ("postgresql://u:secret@h/db", "postgresql://u:****@h/db"),
+            ("postgresql://u:p@ss@h:5432/db", "postgresql://u:****@h:5432/db"),
+            ("postgresql://u:a:b/c@h/db?sslmode=disable", "postgresql://u:****@h/db?sslmode=disable"),
+            ("postgresql://u@h/db", "postgresql://u@h/db"),
+            ("postgres://u:x%40y@[::1]:5432/db", "postgres://u:****@[::1]:5432/db"),
+            ("host=h password=secret user=u", "host=h password=**** user=u"),
+            ("host=h password='se cr\\'et' user=u", "host=h password=**** user=u"),
+        ] {
+            assert_eq!(mask_dsn(dsn), want, "{dsn}");
+        }
+    }
+
+    #[test]
+    fn dsn_encodes_space_as_percent20() {
+        let c = DatabaseConfig {
+            password: Some("a b@c:d/e%f".into()),
+            host: "db".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.get_dsn(), "postgresql://postgres:a%20b%40c%3Ad%2Fe%25f@db:5432/postgres");
+        let parsed: tokio_postgres::Config = c.get_dsn().parse().unwrap();
+        assert_eq!(parsed.get_password(), Some(&b"a b@c:d/e%f"[..]));
+        assert!(!c.get_dsn_masked().contains("a b"));
+        assert!(!format!("{c:?}").contains("a b@c"));
+    }
+
+    #[test]
+    fn schema_name_alias_and_defaults() {
+        let c: DatabaseConfig = serde_json::from_str(r#"{"schema_name": "app", "lock_timeout_ms": null}"#).unwrap();
+        assert_eq!(c.schema.as_deref(), Some("app"));
+        assert_eq!(c.lock_timeout_ms, None);
+        assert_eq!(c.statement_timeout_ms, Some(60_000));
+        assert_eq!(c.min_connections, 10);
+        assert_eq!(c.max_connections, 20);
+    }
+
+    #[test]
+    fn validation() {
+        let bad = DatabaseConfig { min_connections: 5, max_connections: 2, ..Default::default() };
+        assert!(matches!(bad.validate(), Err(Error::Configuration { field: "min_connections", .. })));
+        let bad = DatabaseConfig { ssl_enabled: true, ssl_mode: Some("prefer".into()), ..Default::default() };
+        assert!(matches!(bad.validate(), Err(Error::Configuration { field: "ssl_mode", .. })));
+        let bad = DatabaseConfig { schema: Some("a-b".into()), ..Default::default() };
+        assert!(matches!(bad.validate(), Err(Error::Schema(_))));
+    }
+}

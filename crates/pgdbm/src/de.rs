@@ -1,0 +1,381 @@
+//! A serde `Deserializer` that reads a struct straight from a row's wire bytes: no JSON round
+//! trip, no intermediate `Value` for scalar columns, and borrowed `&str` where serde allows it.
+
+use std::fmt;
+
+use postgres_types::{FromSql, Kind, Type};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use tokio_postgres::Row;
+
+use crate::error::Error;
+use crate::value::{hex_bytea, RawColumn, Value};
+
+/// Deserializes `T` from `row`, fields matched to columns by name.
+pub(crate) fn from_row<T: DeserializeOwned>(row: &Row) -> Result<T, Error> {
+    let mut current = None;
+    T::deserialize(RowDe { row, current: &mut current }).map_err(|e: DeError| {
+        let (column, pg_type) = match current.and_then(|i: usize| row.columns().get(i)) {
+            Some(c) => (c.name().to_owned(), c.type_().to_string()),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        Error::decode(column, pg_type, e.0)
+    })
+}
+
+#[derive(Debug)]
+pub(crate) struct DeError(String);
+
+impl fmt::Display for DeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for DeError {}
+impl de::Error for DeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        DeError(msg.to_string())
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Sync + Send>;
+
+fn wire(e: BoxError) -> DeError {
+    DeError(e.to_string())
+}
+
+struct RowDe<'r, 'c> {
+    row: &'r Row,
+    current: &'c mut Option<usize>,
+}
+
+impl<'de, 'r: 'de, 'c> de::Deserializer<'de> for RowDe<'r, 'c> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_map(RowMap {
+            row: self.row,
+            next: 0,
+            current: self.current,
+        })
+    }
+
+    /// A tuple struct or tuple reads columns by position.
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_seq(RowSeq {
+            row: self.row,
+            next: 0,
+            current: self.current,
+        })
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(self, _: &'static str, _: usize, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_seq(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct map struct enum identifier ignored_any
+    }
+}
+
+struct RowMap<'r, 'c> {
+    row: &'r Row,
+    next: usize,
+    current: &'c mut Option<usize>,
+}
+
+impl<'de, 'r: 'de> MapAccess<'de> for RowMap<'r, '_> {
+    type Error = DeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+        if self.next >= self.row.len() {
+            return Ok(None);
+        }
+        let name: &'r str = self.row.columns()[self.next].name();
+        seed.deserialize(name.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+        let i = self.next;
+        self.next += 1;
+        *self.current = Some(i);
+        let v = seed.deserialize(column(self.row, i)?)?;
+        *self.current = None;
+        Ok(v)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.row.len() - self.next)
+    }
+}
+
+struct RowSeq<'r, 'c> {
+    row: &'r Row,
+    next: usize,
+    current: &'c mut Option<usize>,
+}
+
+impl<'de, 'r: 'de> SeqAccess<'de> for RowSeq<'r, '_> {
+    type Error = DeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+        if self.next >= self.row.len() {
+            return Ok(None);
+        }
+        let i = self.next;
+        self.next += 1;
+        *self.current = Some(i);
+        let v = seed.deserialize(column(self.row, i)?)?;
+        *self.current = None;
+        Ok(Some(v))
+    }
+}
+
+fn column(row: &Row, i: usize) -> Result<ColumnDe<'_>, DeError> {
+    let raw = row
+        .try_get::<_, RawColumn<'_>>(i)
+        .map_err(|e| DeError(e.to_string()))?;
+    Ok(ColumnDe {
+        ty: row.columns()[i].type_(),
+        raw: raw.0,
+    })
+}
+
+/// One value: its type and wire bytes (`None` = NULL).
+struct ColumnDe<'a> {
+    ty: &'a Type,
+    raw: Option<&'a [u8]>,
+}
+
+impl<'a> ColumnDe<'a> {
+    fn bytes(&self) -> Result<&'a [u8], DeError> {
+        self.raw
+            .ok_or_else(|| DeError("unexpected NULL; use an Option field for nullable columns".into()))
+    }
+
+    fn decode<T: FromSql<'a>>(&self) -> Result<T, DeError> {
+        T::from_sql(self.ty, self.bytes()?).map_err(wire)
+    }
+
+    fn text(&self) -> Result<&'a str, DeError> {
+        std::str::from_utf8(self.bytes()?).map_err(|e| DeError(e.to_string()))
+    }
+
+    fn is_text_like(&self) -> bool {
+        matches!(
+            *self.ty,
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::XML
+        ) || matches!(self.ty.kind(), Kind::Enum(_))
+            || self.ty.name() == "citext"
+    }
+
+    /// Reads through the dynamic decoder, for the less common types.
+    fn value(&self) -> Result<Value, DeError> {
+        Value::decode(self.ty, self.raw).map_err(wire)
+    }
+
+    fn number_text(&self) -> Result<String, DeError> {
+        match self.value()? {
+            Value::Numeric(n) => Ok(n.as_str().to_owned()),
+            Value::Text(s) => Ok(s),
+            other => Err(DeError(format!("expected a number, found {other:?}"))),
+        }
+    }
+}
+
+macro_rules! deserialize_int {
+    ($method:ident, $visit:ident, $t:ty) => {
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            match *self.ty {
+                Type::INT2 | Type::INT4 | Type::INT8 | Type::OID | Type::FLOAT4 | Type::FLOAT8 | Type::BOOL | Type::JSON | Type::JSONB => {
+                    self.deserialize_any(visitor)
+                }
+                _ => {
+                    // numeric or text: parse, so `i64` fields can read `numeric` columns.
+                    let s = self.number_text()?;
+                    let v: $t = s
+                        .parse()
+                        .map_err(|_| DeError(format!("{s:?} does not fit in {}", stringify!($t))))?;
+                    visitor.$visit(v)
+                }
+            }
+        }
+    };
+}
+
+impl<'de, 'a: 'de> de::Deserializer<'de> for ColumnDe<'a> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        if self.raw.is_none() {
+            return visitor.visit_none();
+        }
+        match *self.ty {
+            Type::BOOL => visitor.visit_bool(self.decode()?),
+            Type::INT2 => visitor.visit_i16(self.decode()?),
+            Type::INT4 => visitor.visit_i32(self.decode()?),
+            Type::INT8 => visitor.visit_i64(self.decode()?),
+            Type::OID => visitor.visit_u32(self.decode()?),
+            Type::FLOAT4 => visitor.visit_f32(self.decode()?),
+            Type::FLOAT8 => visitor.visit_f64(self.decode()?),
+            Type::BYTEA => visitor.visit_borrowed_bytes(self.bytes()?),
+            Type::JSON => {
+                let mut d = serde_json::Deserializer::from_slice(self.bytes()?);
+                de::Deserializer::deserialize_any(&mut d, visitor).map_err(|e| DeError(e.to_string()))
+            }
+            Type::JSONB => {
+                let raw = self.bytes()?;
+                match raw.split_first() {
+                    Some((1, body)) => {
+                        let mut d = serde_json::Deserializer::from_slice(body);
+                        de::Deserializer::deserialize_any(&mut d, visitor).map_err(|e| DeError(e.to_string()))
+                    }
+                    _ => Err(DeError("unsupported jsonb version".into())),
+                }
+            }
+            _ if self.is_text_like() => visitor.visit_borrowed_str(self.text()?),
+            _ => match self.value()? {
+                Value::Array(items) => visitor.visit_seq(de::value::SeqDeserializer::new(
+                    items.into_iter().map(ValueDe),
+                )),
+                Value::Text(s) => visitor.visit_string(s),
+                Value::Bytes(b) => visitor.visit_byte_buf(b),
+                other => visitor.visit_string(scalar_text(&other)),
+            },
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.raw {
+            None => visitor.visit_none(),
+            Some(_) => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match *self.ty {
+            Type::NUMERIC => {
+                let s = self.number_text()?;
+                let v: f64 = s.parse().map_err(|_| DeError(format!("{s:?} is not a number")))?;
+                visitor.visit_f64(v)
+            }
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_f64(visitor)
+    }
+
+    deserialize_int!(deserialize_i8, visit_i8, i8);
+    deserialize_int!(deserialize_i16, visit_i16, i16);
+    deserialize_int!(deserialize_i32, visit_i32, i32);
+    deserialize_int!(deserialize_i64, visit_i64, i64);
+    deserialize_int!(deserialize_i128, visit_i128, i128);
+    deserialize_int!(deserialize_u8, visit_u8, u8);
+    deserialize_int!(deserialize_u16, visit_u16, u16);
+    deserialize_int!(deserialize_u32, visit_u32, u32);
+    deserialize_int!(deserialize_u64, visit_u64, u64);
+    deserialize_int!(deserialize_u128, visit_u128, u128);
+
+    /// `Vec<u8>` fields read `bytea` as a sequence of bytes.
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        if *self.ty == Type::BYTEA && self.raw.is_some() {
+            let bytes = self.bytes()?;
+            return visitor.visit_seq(de::value::SeqDeserializer::<_, DeError>::new(bytes.iter().copied()));
+        }
+        self.deserialize_any(visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    /// Enums (e.g. a Rust enum for a PostgreSQL enum) read their variant from text.
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        match *self.ty {
+            Type::JSON | Type::JSONB => self.deserialize_any(visitor),
+            _ => visitor.visit_enum(self.text()?.into_deserializer()),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool char str string bytes byte_buf unit unit_struct tuple tuple_struct map struct identifier
+    }
+}
+
+/// Text form of a scalar `Value` for string-typed fields (dates, uuids, numerics, …).
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::Numeric(n) => n.as_str().to_owned(),
+        Value::Bytes(b) => hex_bytea(b),
+        other => match other.to_json() {
+            serde_json::Value::String(s) => s,
+            j => j.to_string(),
+        },
+    }
+}
+
+/// Deserializer over an owned `Value`, for array elements.
+struct ValueDe(Value);
+
+impl<'de> IntoDeserializer<'de, DeError> for ValueDe {
+    type Deserializer = Self;
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+impl<'de> de::Deserializer<'de> for ValueDe {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            Value::Null => visitor.visit_none(),
+            Value::Bool(b) => visitor.visit_bool(b),
+            Value::Int2(v) => visitor.visit_i16(v),
+            Value::Int4(v) => visitor.visit_i32(v),
+            Value::Int8(v) => visitor.visit_i64(v),
+            Value::Oid(v) => visitor.visit_u32(v),
+            Value::Float4(v) => visitor.visit_f32(v),
+            Value::Float8(v) => visitor.visit_f64(v),
+            Value::Text(s) => visitor.visit_string(s),
+            Value::Bytes(b) => visitor.visit_byte_buf(b),
+            Value::Json(j) => j.deserialize_any(visitor).map_err(|e| DeError(e.to_string())),
+            Value::Array(items) => visitor.visit_seq(de::value::SeqDeserializer::new(items.into_iter().map(ValueDe))),
+            other => visitor.visit_string(scalar_text(&other)),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            Value::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match &self.0 {
+            Value::Numeric(n) => visitor.visit_f64(n.as_str().parse().map_err(|_| DeError(format!("{n} is not a number")))?),
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 char str string
+        bytes byte_buf unit unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
+}

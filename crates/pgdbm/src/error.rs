@@ -1,0 +1,285 @@
+//! The one error type of the crate, with portable kinds and the server's SQLSTATE.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio_postgres::error::{DbError, SqlState};
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in pgdbm.
+///
+/// Variants mirror Python pgdbm's exception hierarchy. Server errors keep their SQLSTATE,
+/// constraint and detail, reachable through [`Error::sqlstate`], [`Error::as_db_error`] and the
+/// portable [`Error::kind`]. Messages never contain a password or a long parameter value.
+///
+/// ```
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+/// match db.execute("INSERT INTO {{tables.users}} (email) VALUES ($1)", &[&"a@x.org"]).await {
+///     Err(e) if e.is_unique_violation() => println!("already there: {:?}", e.constraint()),
+///     other => { other?; }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid; `field` names it.
+    #[error("invalid configuration `{field}`: {message}")]
+    Configuration {
+        /// The offending `DatabaseConfig` field.
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// The server could not be reached (after retries, where retrying made sense).
+    #[error(
+        "could not connect to PostgreSQL at {host}:{port}/{database} after {attempts} attempt(s): {message}\n\
+         Troubleshooting: is the server running and accepting TCP connections on {host}:{port}? \
+         Are the user, password and database right? Is TLS required (ssl_enabled / ssl_mode)? \
+         Check pg_hba.conf and the server log."
+    )]
+    Connection {
+        /// Host (or socket directory) tried.
+        host: String,
+        /// Port tried.
+        port: u16,
+        /// Database name.
+        database: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure, masked.
+        message: String,
+        /// The underlying driver error, if any.
+        #[source]
+        source: Option<tokio_postgres::Error>,
+    },
+
+    /// The pool is not usable in this way: not connected, closed, external, or exhausted.
+    #[error("pool error: {0}")]
+    Pool(String),
+
+    /// The server (or the driver) rejected a query.
+    #[error("{}", display_query(sql, source))]
+    Query {
+        /// The rendered SQL (templates applied), shortened when very long.
+        sql: String,
+        /// The parameters, masked: short values shown, long ones as their length.
+        params: String,
+        /// The driver error; `as_db_error()` gives the server's fields.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// An invalid schema, table or other identifier, or a malformed template placeholder.
+    #[error("invalid identifier: {0}")]
+    Schema(String),
+
+    /// A migration failed; `file` names it when one file is at fault.
+    #[error("migration failed{}: {message}", file.as_deref().map(|f| format!(" in {f}")).unwrap_or_default())]
+    Migration {
+        /// The migration file at fault, if any.
+        file: Option<String>,
+        /// What went wrong.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<Error>>,
+    },
+
+    /// A call did not finish in time; the server-side query was cancelled.
+    #[error("{operation} timed out after {:?}; the query was cancelled on the server. Raise the limit with `with_timeout` or `command_timeout`.", after)]
+    Timeout {
+        /// What timed out (a shortened SQL text, or "acquiring a connection").
+        operation: String,
+        /// The limit that was exceeded.
+        after: Duration,
+    },
+
+    /// A transaction was used wrongly (for example after it failed).
+    #[error("transaction error: {0}")]
+    Transaction(String),
+
+    /// A column could not be decoded into the requested Rust type.
+    #[error("cannot decode column `{column}` of PostgreSQL type `{pg_type}`: {message}")]
+    Decode {
+        /// Column name (or index when the name is unknown).
+        column: String,
+        /// The column's PostgreSQL type name.
+        pg_type: String,
+        /// Why decoding failed.
+        message: String,
+    },
+
+    /// A test database could not be created, used or dropped.
+    #[error("test database error: {0}")]
+    TestDatabase(String),
+}
+
+/// Portable error kinds that application code can branch on, whatever the SQLSTATE detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// `23505`
+    UniqueViolation,
+    /// `23503`
+    ForeignKeyViolation,
+    /// `23502`
+    NotNullViolation,
+    /// `23514`
+    CheckViolation,
+    /// `40001`
+    SerializationFailure,
+    /// `40P01`
+    DeadlockDetected,
+    /// `57014`: cancelled, including by a timeout.
+    QueryCanceled,
+    /// `42P01`
+    UndefinedTable,
+    /// `42703`
+    UndefinedColumn,
+    /// `42601`
+    SyntaxError,
+    /// Any other server error.
+    OtherDatabase,
+    /// Not a server error.
+    Other,
+}
+
+const MAX_SQL_IN_ERROR: usize = 1000;
+
+fn display_query(sql: &str, source: &tokio_postgres::Error) -> String {
+    match source.as_db_error() {
+        Some(db) => {
+            let mut s = format!(
+                "query failed: {}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            );
+            if let Some(d) = db.detail() {
+                s.push_str("\n  detail: ");
+                s.push_str(d);
+            }
+            if let Some(h) = db.hint() {
+                s.push_str("\n  hint: ");
+                s.push_str(h);
+            }
+            s.push_str("\n  sql: ");
+            s.push_str(sql);
+            s
+        }
+        None => format!("query failed: {source}\n  sql: {sql}"),
+    }
+}
+
+pub(crate) fn shorten_sql(sql: &str) -> String {
+    if sql.len() <= MAX_SQL_IN_ERROR {
+        return sql.to_owned();
+    }
+    let mut end = MAX_SQL_IN_ERROR;
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &sql[..end], sql.len())
+}
+
+impl Error {
+    /// The server's error fields, when the server raised this error.
+    pub fn as_db_error(&self) -> Option<&DbError> {
+        match self {
+            Error::Query { source, .. } => source.as_db_error(),
+            Error::Connection {
+                source: Some(source),
+                ..
+            } => source.as_db_error(),
+            Error::Migration {
+                source: Some(inner),
+                ..
+            } => inner.as_db_error(),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE, when the server raised this error.
+    pub fn sqlstate(&self) -> Option<&SqlState> {
+        self.as_db_error().map(DbError::code)
+    }
+
+    /// The five-character SQLSTATE code, e.g. `"23505"`.
+    pub fn code(&self) -> Option<&str> {
+        self.sqlstate().map(SqlState::code)
+    }
+
+    /// The violated constraint's name, if any.
+    pub fn constraint(&self) -> Option<&str> {
+        self.as_db_error().and_then(DbError::constraint)
+    }
+
+    /// The server's DETAIL line, if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.as_db_error().and_then(DbError::detail)
+    }
+
+    /// The portable kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        let Some(state) = self.sqlstate() else {
+            return ErrorKind::Other;
+        };
+        match *state {
+            SqlState::UNIQUE_VIOLATION => ErrorKind::UniqueViolation,
+            SqlState::FOREIGN_KEY_VIOLATION => ErrorKind::ForeignKeyViolation,
+            SqlState::NOT_NULL_VIOLATION => ErrorKind::NotNullViolation,
+            SqlState::CHECK_VIOLATION => ErrorKind::CheckViolation,
+            SqlState::T_R_SERIALIZATION_FAILURE => ErrorKind::SerializationFailure,
+            SqlState::T_R_DEADLOCK_DETECTED => ErrorKind::DeadlockDetected,
+            SqlState::QUERY_CANCELED => ErrorKind::QueryCanceled,
+            SqlState::UNDEFINED_TABLE => ErrorKind::UndefinedTable,
+            SqlState::UNDEFINED_COLUMN => ErrorKind::UndefinedColumn,
+            SqlState::SYNTAX_ERROR => ErrorKind::SyntaxError,
+            _ => ErrorKind::OtherDatabase,
+        }
+    }
+
+    /// A unique constraint was violated (`23505`).
+    pub fn is_unique_violation(&self) -> bool {
+        self.kind() == ErrorKind::UniqueViolation
+    }
+
+    /// A foreign key constraint was violated (`23503`).
+    pub fn is_foreign_key_violation(&self) -> bool {
+        self.kind() == ErrorKind::ForeignKeyViolation
+    }
+
+    /// A NOT NULL constraint was violated (`23502`).
+    pub fn is_not_null_violation(&self) -> bool {
+        self.kind() == ErrorKind::NotNullViolation
+    }
+
+    /// A CHECK constraint was violated (`23514`).
+    pub fn is_check_violation(&self) -> bool {
+        self.kind() == ErrorKind::CheckViolation
+    }
+
+    /// This is a timeout raised by pgdbm (the query was cancelled on the server).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    pub(crate) fn config(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Configuration {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn decode(column: impl fmt::Display, pg_type: impl fmt::Display, message: impl fmt::Display) -> Self {
+        Error::Decode {
+            column: column.to_string(),
+            pg_type: pg_type.to_string(),
+            message: message.to_string(),
+        }
+    }
+}

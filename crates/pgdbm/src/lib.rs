@@ -1,0 +1,68 @@
+//! # pgdbm
+//!
+//! An async PostgreSQL database manager: one pooled manager per schema over a shared connection
+//! pool, `{{tables.x}}` schema templates, execute/fetch helpers, typed rows through serde, binary
+//! COPY, nested transactions, pool statistics, TLS, server-side timeouts and connection retry.
+//! A Rust version of the Python library pgdbm, with the same names where Rust allows.
+//!
+//! ```no_run
+//! use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
+//!
+//! # async fn run() -> pgdbm::Result<()> {
+//! let db = AsyncDatabaseManager::new(DatabaseConfig {
+//!     connection_string: Some("postgresql://postgres@localhost/postgres".into()),
+//!     schema: Some("myapp".into()),
+//!     min_connections: 2,
+//!     max_connections: 10,
+//!     ..Default::default()
+//! })?;
+//! db.connect().await?;
+//! db.execute("CREATE TABLE IF NOT EXISTS {{tables.users}} (id serial PRIMARY KEY, email text UNIQUE)", &[]).await?;
+//! let id: i32 = db.execute_and_return_id("INSERT INTO {{tables.users}} (email) VALUES ($1)", &[&"a@x.org"]).await?;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct User { id: i32, email: String }
+//! let user: Option<User> = db.fetch_as_model("SELECT * FROM {{tables.users}} WHERE id = $1", &[&id]).await?;
+//! db.disconnect().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Modules by capability: [`config`](DatabaseConfig), templates, [`pool`](Pool),
+//! [`manager`](AsyncDatabaseManager), [`transaction`](Transaction), rows and values
+//! ([`Record`], [`Value`], [`types`]), COPY and batches ([`Params`]), [`Error`]s.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+
+mod config;
+mod connection;
+mod de;
+mod error;
+mod manager;
+mod params;
+mod pool;
+mod query;
+mod record;
+mod stats;
+mod template;
+mod tls;
+mod transaction;
+pub mod types;
+mod value;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::DatabaseConfig;
+pub use connection::PoolConnection;
+pub use error::{Error, ErrorKind, Result};
+pub use manager::AsyncDatabaseManager;
+pub use params::Params;
+pub use pool::Pool;
+pub use record::{ColumnIndex, Record};
+pub use stats::{PoolStats, PoolStatus};
+pub use transaction::Transaction;
+pub use value::{EnumText, Value};
+
+/// The driver underneath, for anything pgdbm does not wrap.
+pub use tokio_postgres;

@@ -1,0 +1,339 @@
+//! `AsyncDatabaseManager`: a schema-scoped handle over an owned or a shared pool.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::types::ToSql;
+
+use crate::config::DatabaseConfig;
+use crate::connection::PoolConnection;
+use crate::error::{Error, Result};
+use crate::pool::{owned_search_path, Pool, PoolOptions, PreparedRegistry};
+use crate::query::{query_methods, ConnRef, Executor};
+use crate::stats::{PoolStats, PoolStatus};
+use crate::template::{check_identifier, quote_ident, Templates};
+use crate::transaction::Transaction;
+
+/// The database manager: query helpers with `{{tables.x}}` templates over a pool.
+///
+/// Cheap to clone (shared state behind an `Arc`), `Send + Sync`, usable from many tasks.
+///
+/// ```no_run
+/// use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
+/// # async fn f() -> pgdbm::Result<()> {
+/// // Pattern 1: the manager owns its pool.
+/// let db = AsyncDatabaseManager::new(DatabaseConfig {
+///     connection_string: Some("postgresql://postgres@localhost/myapp".into()),
+///     schema: Some("myapp".into()),
+///     ..Default::default()
+/// })?;
+/// db.connect().await?;
+/// let n: Option<i64> = db.fetch_value("SELECT count(*) FROM {{tables.users}}", &[]).await?;
+/// db.disconnect().await?;
+///
+/// // Pattern 2: one shared pool, one manager per schema.
+/// let pool = AsyncDatabaseManager::create_shared_pool(&DatabaseConfig::from_env()).await?;
+/// let users = AsyncDatabaseManager::from_pool(pool.clone(), Some("users"))?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AsyncDatabaseManager {
+    inner: Arc<ManagerInner>,
+    /// Set by `with_timeout`; `None` = the pool's `command_timeout`.
+    timeout_override: Option<Option<Duration>>,
+}
+
+struct ManagerInner {
+    source: PoolSource,
+    templates: Templates,
+    registry: Arc<PreparedRegistry>,
+    default_timeout: Option<Duration>,
+}
+
+enum PoolSource {
+    Owned {
+        config: Box<DatabaseConfig>,
+        pool: RwLock<Option<Pool>>,
+    },
+    External(Pool),
+}
+
+impl AsyncDatabaseManager {
+    /// A manager that will own its pool. Validates the config; does no I/O. Call
+    /// [`connect`](Self::connect) before use.
+    pub fn new(config: DatabaseConfig) -> Result<Self> {
+        config.validate()?;
+        let templates = Templates::new(config.schema.as_deref());
+        let default_timeout = config.command_timeout();
+        Ok(AsyncDatabaseManager {
+            inner: Arc::new(ManagerInner {
+                source: PoolSource::Owned {
+                    config: Box::new(config),
+                    pool: RwLock::new(None),
+                },
+                templates,
+                registry: Arc::default(),
+                default_timeout,
+            }),
+            timeout_override: None,
+        })
+    }
+
+    /// A manager over an existing (shared) pool, scoped to `schema`. Never call `connect` on
+    /// it; `disconnect` does nothing.
+    pub fn from_pool(pool: Pool, schema: Option<&str>) -> Result<Self> {
+        if let Some(s) = schema {
+            check_identifier(s, "schema")?;
+        }
+        let registry = pool.inner.registry.clone();
+        let default_timeout = pool.inner.command_timeout;
+        Ok(AsyncDatabaseManager {
+            inner: Arc::new(ManagerInner {
+                source: PoolSource::External(pool),
+                templates: Templates::new(schema),
+                registry,
+                default_timeout,
+            }),
+            timeout_override: None,
+        })
+    }
+
+    /// Creates a pool to share between managers. It never changes `search_path` per manager;
+    /// it pins `shared_pool_search_path` (default `pg_catalog`) so that an unqualified table
+    /// name fails loudly. `config.schema` is ignored here: give each manager its schema in
+    /// [`from_pool`](Self::from_pool). The config is not modified.
+    pub async fn create_shared_pool(config: &DatabaseConfig) -> Result<Pool> {
+        config.validate()?;
+        let search_path = config.shared_pool_search_path.as_ref().map(|p| {
+            p.split(',')
+                .map(|s| quote_ident(s.trim().trim_matches('"')))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        Pool::connect(PoolOptions {
+            expect_search_path: search_path.is_some(),
+            search_path,
+            registry: Arc::default(),
+            config,
+        })
+        .await
+    }
+
+    /// Opens the owned pool: `min_connections` connections, with retry and backoff for
+    /// connect-class failures. With a schema, creates it if missing and sets
+    /// `search_path` to `"schema", public`. On a manager over an external pool this is
+    /// [`Error::Pool`]. Calling it twice is harmless.
+    pub async fn connect(&self) -> Result<()> {
+        let PoolSource::Owned { config, pool } = &self.inner.source else {
+            return Err(Error::Pool(
+                "this manager uses an external pool: do not call connect() on it; the pool's owner \
+                 created it with AsyncDatabaseManager::create_shared_pool"
+                    .into(),
+            ));
+        };
+        if pool.read().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|p| !p.is_closed()) {
+            return Ok(());
+        }
+        let schema = config.schema.as_deref();
+        let new_pool = Pool::connect(PoolOptions {
+            search_path: schema.map(owned_search_path),
+            expect_search_path: false,
+            registry: self.inner.registry.clone(),
+            config,
+        })
+        .await?;
+        if let Some(schema) = schema {
+            let conn = new_pool.get(self.deadline()).await?;
+            let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
+            if let Err(e) = conn.batch_execute(&sql).await {
+                // Two processes creating the same schema at once: the loser's error is harmless.
+                let benign = e.code().is_some_and(|c| c.code() == "23505" || c.code() == "42P06");
+                if !benign {
+                    new_pool.close();
+                    return Err(crate::query::query_error(e, &sql, std::iter::empty()));
+                }
+            }
+        }
+        let old = pool.write().unwrap_or_else(|e| e.into_inner()).replace(new_pool);
+        if let Some(old) = old {
+            old.close();
+        }
+        Ok(())
+    }
+
+    /// Closes the owned pool (connections are closed on the server). Does nothing for an
+    /// external pool.
+    pub async fn disconnect(&self) -> Result<()> {
+        if let PoolSource::Owned { pool, .. } = &self.inner.source {
+            let taken = pool.write().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(p) = taken {
+                p.close();
+                // Give the connection tasks a moment to send Terminate, so the server sees the
+                // sessions end before we return.
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool, or a clear error when the manager is not connected.
+    pub fn pool(&self) -> Result<Pool> {
+        match &self.inner.source {
+            PoolSource::External(p) => Ok(p.clone()),
+            PoolSource::Owned { pool, .. } => pool
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .ok_or_else(|| {
+                    Error::Pool("not connected: call `db.connect().await?` before running queries".into())
+                }),
+        }
+    }
+
+    /// The schema this manager works in.
+    pub fn schema(&self) -> Option<&str> {
+        self.inner.templates.schema()
+    }
+
+    /// The same manager with a different per-call timeout (`command_timeout` otherwise). On
+    /// expiry a call returns [`Error::Timeout`] and the query is cancelled on the server.
+    ///
+    /// ```no_run
+    /// # async fn f(db: &pgdbm::AsyncDatabaseManager) {
+    /// let r = db.with_timeout(std::time::Duration::from_millis(100)).fetch_all("SELECT pg_sleep(5)", &[]).await;
+    /// assert!(matches!(r, Err(pgdbm::Error::Timeout { .. })));
+    /// # }
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        AsyncDatabaseManager {
+            inner: self.inner.clone(),
+            timeout_override: Some(Some(timeout)),
+        }
+    }
+
+    /// The same manager with no per-call timeout at all.
+    pub fn without_timeout(&self) -> Self {
+        AsyncDatabaseManager {
+            inner: self.inner.clone(),
+            timeout_override: Some(None),
+        }
+    }
+
+    /// A raw pooled connection (derefs to `tokio_postgres::Client`).
+    pub async fn acquire(&self) -> Result<PoolConnection> {
+        self.pool()?.get(self.deadline()).await
+    }
+
+    /// Starts a transaction. Commit it with [`Transaction::commit`]; dropping it uncommitted
+    /// rolls it back. [`Transaction::transaction`] nests a savepoint.
+    ///
+    /// ```no_run
+    /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+    /// let tx = db.transaction().await?;
+    /// tx.execute("UPDATE {{tables.users}} SET name = 'x' WHERE id = $1", &[&1_i32]).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction(&self) -> Result<Transaction<'static>> {
+        Transaction::begin(self.clone()).await
+    }
+
+    /// Pool statistics: the seed's keys plus acquire-wait figures.
+    pub async fn get_pool_stats(&self) -> Result<PoolStats> {
+        let schema = self.schema().map(str::to_owned);
+        let pool = match self.pool() {
+            Ok(p) if !p.is_closed() => p,
+            _ => {
+                let (min, max, database) = match &self.inner.source {
+                    PoolSource::Owned { config, .. } => (config.min_connections, config.max_connections, config.database.clone()),
+                    PoolSource::External(p) => (p.inner.min_size, p.raw_status().max_size, p.inner.database.clone()),
+                };
+                return Ok(PoolStats::disconnected(min, max, database, schema));
+            }
+        };
+        let status = pool.raw_status();
+        let (acquire_count, acquire_wait_total, acquire_timeouts) = pool.wait_stats();
+        let info: Option<crate::Record> = self
+            .fetch_one("SELECT pg_backend_pid() AS pid, version() AS version", &[])
+            .await?;
+        let (pid, version) = match info {
+            Some(r) => (r.get::<i32>("pid").ok(), r.get::<String>("version").ok()),
+            None => (None, None),
+        };
+        Ok(PoolStats {
+            status: PoolStatus::Connected,
+            min_size: pool.inner.min_size,
+            max_size: status.max_size,
+            size: status.size,
+            free_size: status.available,
+            used_size: status.size.saturating_sub(status.available),
+            database: pool.inner.database.clone(),
+            schema,
+            pid,
+            version,
+            waiting: status.waiting,
+            acquire_count,
+            acquire_wait_total,
+            acquire_timeouts,
+        })
+    }
+
+    /// Registers a statement to prepare on every current and future connection of the pool
+    /// (current ones at their next checkout). A statement that cannot be prepared yet (its
+    /// table does not exist) is prepared on first use instead.
+    ///
+    /// ```no_run
+    /// # fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+    /// db.add_prepared_statement("user_by_email", "SELECT * FROM {{tables.users}} WHERE email = $1")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn add_prepared_statement(&self, name: &str, query: &str) -> Result<()> {
+        check_identifier(name, "prepared statement name")?;
+        let sql = self.inner.templates.render_shared(query)?;
+        self.inner.registry.add(name, sql);
+        Ok(())
+    }
+
+    query_methods!();
+}
+
+impl Executor for AsyncDatabaseManager {
+    fn templates(&self) -> &Templates {
+        &self.inner.templates
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout_override.unwrap_or(self.inner.default_timeout)
+    }
+
+    fn conn(&self, deadline: Option<Instant>) -> impl Future<Output = Result<ConnRef<'_>>> + Send {
+        async move {
+            let pool = self.pool()?;
+            Ok(ConnRef::Pooled(pool.get(deadline).await?))
+        }
+    }
+
+    fn in_transaction(&self) -> bool {
+        false
+    }
+}
+
+impl fmt::Debug for AsyncDatabaseManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, connected) = match &self.inner.source {
+            PoolSource::Owned { pool, .. } => ("owned", pool.read().map(|p| p.is_some()).unwrap_or(false)),
+            PoolSource::External(_) => ("external", true),
+        };
+        f.debug_struct("AsyncDatabaseManager")
+            .field("schema", &self.schema())
+            .field("pool", &kind)
+            .field("connected", &connected)
+            .finish()
+    }
+}
+
+// Keep the parameter type in scope for the generated methods.
+#[allow(unused_imports)]
+use ToSql as _;

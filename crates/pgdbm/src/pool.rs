@@ -1,0 +1,505 @@
+//! The connection pool: deadpool's core with our own manager (start-up settings, retry, statement
+//! cache, `max_queries` recycling, idle reaping that never goes below `min_connections`), plus
+//! wait statistics.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool::Runtime;
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::config::DatabaseConfig;
+use crate::connection::{now_micros, PgConn, PoolConnection};
+use crate::error::{Error, Result};
+use crate::template::quote_ident;
+use crate::tls::{make_tls_connector, MakeTls};
+
+/// Statements registered with `add_prepared_statement`, shared by every connection of a pool.
+#[derive(Debug, Default)]
+pub(crate) struct PreparedRegistry {
+    statements: RwLock<Vec<(String, Arc<str>)>>,
+    generation: AtomicU64,
+}
+
+impl PreparedRegistry {
+    pub(crate) fn add(&self, name: &str, sql: Arc<str>) {
+        let mut list = self.statements.write().unwrap_or_else(|e| e.into_inner());
+        match list.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = sql,
+            None => list.push((name.to_owned(), sql)),
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn snapshot(&self) -> (u64, Vec<Arc<str>>) {
+        let list = self.statements.read().unwrap_or_else(|e| e.into_inner());
+        (
+            self.generation.load(Ordering::Acquire),
+            list.iter().map(|(_, s)| s.clone()).collect(),
+        )
+    }
+
+    async fn apply(&self, conn: &PgConn) {
+        let current = self.generation.load(Ordering::Acquire);
+        if conn.prepared_generation.load(Ordering::Relaxed) == current {
+            return;
+        }
+        let (generation, statements) = self.snapshot();
+        for sql in statements {
+            conn.pin_statement(sql).await;
+        }
+        conn.prepared_generation.store(generation, Ordering::Relaxed);
+    }
+}
+
+/// Creates and recycles connections for deadpool.
+pub(crate) struct PgManager {
+    pg_config: tokio_postgres::Config,
+    tls: Option<MakeTls>,
+    setup_sql: String,
+    init_commands: Vec<String>,
+    expected_search_path: Option<String>,
+    max_queries: u64,
+    statement_cache_size: usize,
+    registry: Arc<PreparedRegistry>,
+}
+
+impl PgManager {
+    async fn connect(&self) -> Result<PgConn, ConnectFailure> {
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, conn) = self.pg_config.connect(tls.clone()).await.map_err(ConnectFailure::Driver)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection closed with an error");
+                    }
+                });
+                client
+            }
+            None => {
+                let (client, conn) = self
+                    .pg_config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(ConnectFailure::Driver)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection closed with an error");
+                    }
+                });
+                client
+            }
+        };
+        // One round trip: settings, then facts we want to know about the session.
+        let mut sql = self.setup_sql.clone();
+        sql.push_str("SELECT pg_backend_pid()::text");
+        let msgs = client.simple_query(&sql).await.map_err(|e| ConnectFailure::Setup {
+            what: "applying server settings and timeouts",
+            source: e,
+        })?;
+        let pid = first_cell(&msgs).and_then(|s| s.parse().ok()).unwrap_or(0);
+        for cmd in &self.init_commands {
+            client.batch_execute(cmd).await.map_err(|e| ConnectFailure::Setup {
+                what: "running init_commands",
+                source: e,
+            })?;
+        }
+        if let Some(expected) = &self.expected_search_path {
+            let msgs = client.simple_query("SHOW search_path").await.map_err(|e| ConnectFailure::Setup {
+                what: "reading back search_path",
+                source: e,
+            })?;
+            let actual = first_cell(&msgs).unwrap_or_default();
+            if normalize_path(&actual) != normalize_path(expected) {
+                return Err(ConnectFailure::SearchPath {
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        let conn = PgConn::new(client, self.statement_cache_size, pid, self.tls.clone());
+        self.registry.apply(&conn).await;
+        Ok(conn)
+    }
+}
+
+fn first_cell(msgs: &[SimpleQueryMessage]) -> Option<String> {
+    msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    })
+}
+
+fn normalize_path(p: &str) -> String {
+    p.split(',')
+        .map(|s| s.trim().trim_matches('"').to_owned())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Why a new connection could not be made.
+#[derive(Debug)]
+pub(crate) enum ConnectFailure {
+    Driver(tokio_postgres::Error),
+    Setup {
+        what: &'static str,
+        source: tokio_postgres::Error,
+    },
+    SearchPath {
+        expected: String,
+        actual: String,
+    },
+}
+
+impl ConnectFailure {
+    /// Only failures that a later attempt can cure are retried: refused, reset, the server
+    /// starting up. Authentication, TLS and configuration errors fail at once.
+    fn is_retryable(&self) -> bool {
+        let ConnectFailure::Driver(e) = self else {
+            return false;
+        };
+        if let Some(db) = e.as_db_error() {
+            return db.code() == &tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW
+                || db.code() == &tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS;
+        }
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                    return false;
+                }
+                return matches!(
+                    io.kind(),
+                    ConnectionRefused | ConnectionReset | ConnectionAborted | TimedOut | NotFound | AddrNotAvailable | UnexpectedEof | BrokenPipe
+                );
+            }
+            source = s.source();
+        }
+        // A connect timeout from the driver.
+        e.to_string().contains("timed out")
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ConnectFailure::Driver(e) => match e.as_db_error() {
+                Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+                None => e.to_string(),
+            },
+            ConnectFailure::Setup { what, source } => format!("{what}: {}", db_message(source)),
+            ConnectFailure::SearchPath { expected, actual } => format!(
+                "the shared pool pins search_path to {expected:?}, but the server reports {actual:?} \
+                 (an init command, role or database setting overrides it). Remove the override, or \
+                 set shared_pool_search_path: None to turn the pin off"
+            ),
+        }
+    }
+
+    fn into_source(self) -> Option<tokio_postgres::Error> {
+        match self {
+            ConnectFailure::Driver(e) | ConnectFailure::Setup { source: e, .. } => Some(e),
+            ConnectFailure::SearchPath { .. } => None,
+        }
+    }
+}
+
+fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl managed::Manager for PgManager {
+    type Type = PgConn;
+    type Error = ConnectFailure;
+
+    async fn create(&self) -> Result<PgConn, ConnectFailure> {
+        self.connect().await
+    }
+
+    async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> RecycleResult<ConnectFailure> {
+        if conn.is_broken() {
+            return Err(RecycleError::message("connection is closed or broken"));
+        }
+        if self.max_queries > 0 && conn.queries.load(Ordering::Relaxed) >= self.max_queries {
+            return Err(RecycleError::message("max_queries reached"));
+        }
+        self.registry.apply(conn).await;
+        Ok(())
+    }
+}
+
+/// Acquire counters, read by `get_pool_stats`.
+#[derive(Debug, Default)]
+pub(crate) struct WaitCounters {
+    acquires: AtomicU64,
+    wait_micros: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+pub(crate) struct PoolInner {
+    pool: managed::Pool<PgManager>,
+    pub(crate) min_size: usize,
+    pub(crate) database: String,
+    pub(crate) registry: Arc<PreparedRegistry>,
+    pub(crate) command_timeout: Option<Duration>,
+    counters: WaitCounters,
+}
+
+/// A connection pool, cheap to clone and shared by any number of managers and tasks.
+///
+/// ```no_run
+/// # async fn f() -> pgdbm::Result<()> {
+/// use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
+/// let pool = AsyncDatabaseManager::create_shared_pool(&DatabaseConfig::from_env()).await?;
+/// let users = AsyncDatabaseManager::from_pool(pool.clone(), Some("users"))?;
+/// let orders = AsyncDatabaseManager::from_pool(pool, Some("orders"))?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Pool {
+    pub(crate) inner: Arc<PoolInner>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.inner.pool.status();
+        f.debug_struct("Pool")
+            .field("database", &self.inner.database)
+            .field("size", &s.size)
+            .field("max_size", &s.max_size)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// What kind of pool to build.
+pub(crate) struct PoolOptions<'a> {
+    /// A shared pool pins the neutral search_path; an owned one uses the manager's schema.
+    pub(crate) search_path: Option<String>,
+    pub(crate) expect_search_path: bool,
+    pub(crate) registry: Arc<PreparedRegistry>,
+    pub(crate) config: &'a DatabaseConfig,
+}
+
+impl Pool {
+    pub(crate) async fn connect(opts: PoolOptions<'_>) -> Result<Pool> {
+        let config = opts.config;
+        config.validate()?;
+        let mut pg_config = config.pg_config()?;
+        if pg_config.get_connect_timeout().is_none() {
+            pg_config.connect_timeout(Duration::from_secs(10));
+        }
+        let tls = match config.ssl_mode()? {
+            Some(mode) => Some(make_tls_connector(config, mode)?),
+            None => None,
+        };
+        let host = pg_config
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .unwrap_or_default();
+        let port = pg_config.get_ports().first().copied().unwrap_or(5432);
+        let database = pg_config.get_dbname().unwrap_or_default().to_owned();
+        let manager = PgManager {
+            setup_sql: config.session_setup_sql(opts.search_path.as_deref()),
+            init_commands: config.init_commands.clone().unwrap_or_default(),
+            expected_search_path: if opts.expect_search_path { opts.search_path.clone() } else { None },
+            max_queries: config.max_queries,
+            statement_cache_size: config.statement_cache_size,
+            registry: opts.registry.clone(),
+            pg_config,
+            tls,
+        };
+        let pool = managed::Pool::builder(manager)
+            .max_size(config.max_connections)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Pool(format!("cannot build the pool: {e}")))?;
+
+        // The first connection is made with retry; the rest of `min_connections` after it.
+        let mut attempts = 0u32;
+        let mut delay = config.retry_delay;
+        let first = loop {
+            attempts += 1;
+            match pool.get().await {
+                Ok(obj) => break obj,
+                Err(e) => {
+                    let failure = match e {
+                        managed::PoolError::Backend(f) => f,
+                        other => {
+                            return Err(Error::Connection {
+                                host,
+                                port,
+                                database,
+                                attempts,
+                                message: other.to_string(),
+                                source: None,
+                            })
+                        }
+                    };
+                    if failure.is_retryable() && attempts <= config.retry_attempts {
+                        let wait = delay.min(config.retry_max_delay).max(0.0);
+                        tracing::warn!(
+                            attempt = attempts,
+                            retry_in_secs = wait,
+                            error = %failure,
+                            "PostgreSQL not reachable yet, retrying"
+                        );
+                        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                        delay *= config.retry_backoff;
+                        continue;
+                    }
+                    return Err(Error::Connection {
+                        host,
+                        port,
+                        database,
+                        attempts,
+                        message: failure.message(),
+                        source: failure.into_source(),
+                    });
+                }
+            }
+        };
+        let rest = config.min_connections.saturating_sub(1);
+        let more = futures_util::future::join_all((0..rest).map(|_| pool.get())).await;
+        drop(first);
+        for r in more {
+            if let Err(e) = r {
+                pool.close();
+                return Err(Error::Connection {
+                    host,
+                    port,
+                    database,
+                    attempts,
+                    message: format!("opening min_connections: {e}"),
+                    source: None,
+                });
+            }
+        }
+        let inner = Arc::new(PoolInner {
+            pool,
+            min_size: config.min_connections,
+            database,
+            registry: opts.registry,
+            command_timeout: config.command_timeout(),
+            counters: WaitCounters::default(),
+        });
+        if let Some(lifetime) = config.idle_lifetime() {
+            spawn_reaper(Arc::downgrade(&inner), lifetime);
+        }
+        Ok(Pool { inner })
+    }
+
+    /// Checks a connection out, waiting at most until `deadline`.
+    pub(crate) async fn get(&self, deadline: Option<Instant>) -> Result<PoolConnection> {
+        let started = Instant::now();
+        let counters = &self.inner.counters;
+        let got = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), self.inner.pool.get()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Err(Error::Timeout {
+                        operation: "acquiring a connection from the pool".into(),
+                        after: started.elapsed(),
+                    });
+                }
+            },
+            None => self.inner.pool.get().await,
+        };
+        counters.acquires.fetch_add(1, Ordering::Relaxed);
+        counters
+            .wait_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match got {
+            Ok(obj) => Ok(PoolConnection::new(obj)),
+            Err(managed::PoolError::Closed) => Err(Error::Pool(
+                "the pool is closed (disconnect() was called); create a new manager or call connect() again".into(),
+            )),
+            Err(managed::PoolError::Backend(f)) => Err(Error::Pool(format!("cannot open a new connection: {f}"))),
+            Err(e) => Err(Error::Pool(e.to_string())),
+        }
+    }
+
+    /// Closes the pool: idle connections now, busy ones as they come back.
+    pub fn close(&self) {
+        self.inner.pool.close();
+    }
+
+    /// Whether [`close`](Pool::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.pool.is_closed()
+    }
+
+    pub(crate) fn raw_status(&self) -> deadpool::Status {
+        self.inner.pool.status()
+    }
+
+    pub(crate) fn wait_stats(&self) -> (u64, Duration, u64) {
+        let c = &self.inner.counters;
+        (
+            c.acquires.load(Ordering::Relaxed),
+            Duration::from_micros(c.wait_micros.load(Ordering::Relaxed)),
+            c.timeouts.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Closes connections idle for longer than `lifetime`, keeping `min_size`, and tops the pool
+/// back up to `min_size` when connections were lost.
+fn spawn_reaper(pool: std::sync::Weak<PoolInner>, lifetime: Duration) {
+    let period = (lifetime / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(inner) = pool.upgrade() else { return };
+            if inner.pool.is_closed() {
+                return;
+            }
+            let size = inner.pool.status().size;
+            let mut removable = size.saturating_sub(inner.min_size);
+            let limit = lifetime.as_micros() as u64;
+            let now = now_micros();
+            let removed = inner.pool.retain(|conn, _| {
+                let idle = now.saturating_sub(conn.last_used.load(Ordering::Relaxed));
+                if removable > 0 && (idle > limit || conn.is_broken()) {
+                    removable -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+            if !removed.removed.is_empty() {
+                tracing::debug!(closed = removed.removed.len(), "closed idle connections");
+            }
+            let missing = inner.min_size.saturating_sub(inner.pool.status().size);
+            if missing > 0 {
+                let got = futures_util::future::join_all((0..missing).map(|_| inner.pool.get())).await;
+                drop(got);
+            }
+        }
+    });
+}
+
+/// The search_path an owned pool sets for its schema: the schema, then public.
+pub(crate) fn owned_search_path(schema: &str) -> String {
+    format!("{}, public", quote_ident(schema))
+}

@@ -1,0 +1,599 @@
+//! The query methods, written once for both the manager and transactions: template rendering,
+//! logging, timeouts, error wrapping.
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+use postgres_types::FromSqlOwned;
+use serde::de::DeserializeOwned;
+use tokio_postgres::types::ToSql;
+
+use crate::connection::{typed_params, PgConn, PoolConnection};
+use crate::error::{shorten_sql, Error, Result};
+use crate::params::{mask_params, param_iter, Params};
+use crate::record::Record;
+use crate::template::{check_identifier, qualify_table, Templates};
+
+/// Statements kept in flight at once by `executemany`.
+const PIPELINE_DEPTH: usize = 256;
+
+/// A connection for one call: checked out of the pool, or borrowed from a transaction.
+pub(crate) enum ConnRef<'a> {
+    Pooled(PoolConnection),
+    Borrowed(&'a PgConn),
+}
+
+impl Deref for ConnRef<'_> {
+    type Target = PgConn;
+    fn deref(&self) -> &PgConn {
+        match self {
+            ConnRef::Pooled(c) => c.conn(),
+            ConnRef::Borrowed(c) => c,
+        }
+    }
+}
+
+/// What the query methods need from whoever runs them.
+pub(crate) trait Executor: Sync {
+    fn templates(&self) -> &Templates;
+    fn timeout(&self) -> Option<Duration>;
+    fn conn(&self, deadline: Option<Instant>) -> impl Future<Output = Result<ConnRef<'_>>> + Send;
+    /// Inside a transaction: no implicit BEGIN/COMMIT, and errors abort the transaction.
+    fn in_transaction(&self) -> bool;
+    /// Called with every failed call's error.
+    fn note_error(&self, _error: &Error) {}
+
+    fn deadline(&self) -> Option<Instant> {
+        self.timeout().map(|t| Instant::now() + t)
+    }
+}
+
+fn debug_env() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("DB_DEBUG").is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+    })
+}
+
+pub(crate) fn log_query<'a>(sql: &str, params: impl Iterator<Item = &'a (dyn ToSql + Sync)>) {
+    if debug_env() {
+        tracing::info!(target: "pgdbm::query", sql, params = %mask_params(params), "query");
+    } else if tracing::enabled!(target: "pgdbm::query", tracing::Level::DEBUG) {
+        tracing::debug!(target: "pgdbm::query", sql, params = %mask_params(params), "query");
+    }
+}
+
+pub(crate) fn query_error<'a>(
+    source: tokio_postgres::Error,
+    sql: &str,
+    params: impl Iterator<Item = &'a (dyn ToSql + Sync)>,
+) -> Error {
+    Error::Query {
+        sql: shorten_sql(sql),
+        params: mask_params(params),
+        source,
+    }
+}
+
+/// Renders, logs, checks out a connection and runs `$body` under the call's deadline.
+macro_rules! run {
+    ($ex:expr, $query:expr, $params:expr, |$conn:ident, $sql:ident| $body:expr) => {{
+        let ex = $ex;
+        let $sql: &str = &ex.templates().render($query)?;
+        let params: &[&(dyn ToSql + Sync)] = $params;
+        log_query($sql, params.iter().copied());
+        let deadline = ex.deadline();
+        let result = async {
+            let $conn = ex.conn(deadline).await?;
+            let $conn: &PgConn = &$conn;
+            $conn
+                .timed(deadline, !ex.in_transaction(), $sql, async {
+                    $body.await.map_err(|e| query_error(e, $sql, params.iter().copied()))
+                })
+                .await
+        }
+        .await;
+        if let Err(e) = &result {
+            ex.note_error(e);
+        }
+        result
+    }};
+}
+
+pub(crate) async fn execute<E: Executor>(ex: &E, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+    run!(ex, query, params, |conn, sql| conn.execute(sql, params))
+}
+
+pub(crate) async fn fetch_all<E: Executor>(ex: &E, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Record>> {
+    let rows = run!(ex, query, params, |conn, sql| conn.query(sql, params))?;
+    Ok(rows.into_iter().map(Record::new).collect())
+}
+
+pub(crate) async fn fetch_one<E: Executor>(ex: &E, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Record>> {
+    let row = run!(ex, query, params, |conn, sql| conn.query_first(sql, params))?;
+    Ok(row.map(Record::new))
+}
+
+pub(crate) async fn fetch_value_at<E: Executor, T: FromSqlOwned>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+    column: usize,
+) -> Result<Option<T>> {
+    match fetch_one(ex, query, params).await? {
+        None => Ok(None),
+        Some(row) => {
+            if column >= row.len() {
+                return Err(Error::decode(
+                    column,
+                    "-",
+                    format!("column index out of range: the query returns {} column(s)", row.len()),
+                ));
+            }
+            row.get::<Option<T>>(column)
+        }
+    }
+}
+
+pub(crate) async fn fetch_as_model<E: Executor, T: DeserializeOwned>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<T>> {
+    match fetch_one(ex, query, params).await? {
+        None => Ok(None),
+        Some(row) => crate::de::from_row(row.as_row()).map(Some),
+    }
+}
+
+pub(crate) async fn fetch_all_as_model<E: Executor, T: DeserializeOwned>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<T>> {
+    let rows = run!(ex, query, params, |conn, sql| conn.query(sql, params))?;
+    rows.iter().map(crate::de::from_row).collect()
+}
+
+/// `INSERT …` gets `RETURNING id` unless it already has a RETURNING clause.
+pub(crate) fn with_returning_id(query: &str) -> String {
+    let trimmed = query.trim_end().trim_end_matches(';').trim_end();
+    if has_word(trimmed, "returning") {
+        trimmed.to_owned()
+    } else {
+        format!("{trimmed} RETURNING id")
+    }
+}
+
+fn has_word(haystack: &str, word: &str) -> bool {
+    let lower = haystack.to_ascii_lowercase();
+    let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    lower.match_indices(word).any(|(i, _)| {
+        !ident(lower[..i].chars().next_back()) && !ident(lower[i + word.len()..].chars().next())
+    })
+}
+
+pub(crate) async fn execute_and_return_id<E: Executor, T: FromSqlOwned>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<T> {
+    let query = with_returning_id(query);
+    match fetch_value_at::<E, T>(ex, &query, params, 0).await? {
+        Some(id) => Ok(id),
+        None => Err(Error::decode(
+            "id",
+            "-",
+            "the statement returned no row or a NULL id (did the INSERT insert nothing?)",
+        )),
+    }
+}
+
+/// A guard that discards the connection if the call is dropped halfway (cancelled by the
+/// caller), so a half-done implicit transaction never goes back to the pool.
+struct DiscardUnlessDone<'a> {
+    conn: &'a PgConn,
+    done: bool,
+}
+
+impl Drop for DiscardUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.mark_broken();
+        }
+    }
+}
+
+pub(crate) async fn executemany<E: Executor, P: Params>(
+    ex: &E,
+    query: &str,
+    rows: impl IntoIterator<Item = P>,
+) -> Result<u64> {
+    let rows: Vec<P> = rows.into_iter().collect();
+    let sql: &str = &ex.templates().render(query)?;
+    log_query(sql, std::iter::empty());
+    let deadline = ex.deadline();
+    let implicit_tx = !ex.in_transaction();
+    let result = async {
+        let conn = ex.conn(deadline).await?;
+        let conn: &PgConn = &conn;
+        let mut guard = DiscardUnlessDone { conn, done: false };
+        let r = conn
+            .timed(deadline, implicit_tx, sql, async {
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                if implicit_tx {
+                    conn.client.batch_execute("BEGIN").await.map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
+                }
+                let outcome = pipeline(conn, sql, &rows).await;
+                if implicit_tx {
+                    let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                    conn.client.batch_execute(end).await.map_err(|e| query_error(e, end, std::iter::empty()))?;
+                }
+                outcome
+            })
+            .await;
+        guard.done = true;
+        r
+    }
+    .await;
+    if let Err(e) = &result {
+        ex.note_error(e);
+    }
+    result
+}
+
+/// Sends every row's statement without waiting for the previous answer, keeping up to
+/// `PIPELINE_DEPTH` in flight, and stops at the first failure.
+async fn pipeline<P: Params>(conn: &PgConn, sql: &str, rows: &[P]) -> Result<u64> {
+    let statement = if conn.uses_named_statements() {
+        Some(conn.statement(sql).await.map_err(|e| query_error(e, sql, std::iter::empty()))?)
+    } else {
+        None
+    };
+    let statement = statement.as_ref();
+    conn.queries.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let mut results = futures_util::stream::iter(rows.iter().enumerate().map(|(i, row)| async move {
+        let r = match statement {
+            Some(st) => conn.client.execute_raw(st, param_iter(row)).await,
+            None => {
+                let refs: Vec<_> = param_iter(row).collect();
+                let typed = typed_params(&refs);
+                conn.client.execute_typed(sql, &typed).await
+            }
+        };
+        r.map_err(|e| {
+            let mut err = query_error(e, sql, param_iter(row));
+            if let Error::Query { params, .. } = &mut err {
+                *params = format!("row {i}: {params}");
+            }
+            err
+        })
+    }))
+    .buffered(PIPELINE_DEPTH);
+    let mut total = 0;
+    while let Some(n) = results.next().await {
+        total += n?;
+    }
+    Ok(total)
+}
+
+pub(crate) async fn copy_records_to_table<E: Executor, P: Params>(
+    ex: &E,
+    table: &str,
+    records: impl IntoIterator<Item = P>,
+    columns: Option<&[&str]>,
+) -> Result<u64> {
+    let qualified = qualify_table(table, ex.templates().schema())?;
+    let column_list = match columns {
+        Some(cols) => {
+            if cols.is_empty() {
+                return Err(Error::Schema("columns must not be empty; pass None for all columns".into()));
+            }
+            for c in cols {
+                check_identifier(c, "column")?;
+            }
+            Some(cols.join(", "))
+        }
+        None => None,
+    };
+    let select = format!("SELECT {} FROM {qualified} LIMIT 0", column_list.as_deref().unwrap_or("*"));
+    log_query(&format!("COPY {qualified} FROM STDIN (FORMAT binary)"), std::iter::empty());
+    let deadline = ex.deadline();
+    let implicit_tx = !ex.in_transaction();
+    let result = async {
+        let conn = ex.conn(deadline).await?;
+        let conn: &PgConn = &conn;
+        let mut guard = DiscardUnlessDone { conn, done: false };
+        let r = conn
+            .timed(deadline, implicit_tx, &select, async {
+                if implicit_tx {
+                    conn.client.batch_execute("BEGIN").await.map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
+                }
+                let outcome = copy_in(conn, &qualified, &select, records).await;
+                if implicit_tx {
+                    let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                    conn.client.batch_execute(end).await.map_err(|e| query_error(e, end, std::iter::empty()))?;
+                }
+                outcome
+            })
+            .await;
+        guard.done = true;
+        r
+    }
+    .await;
+    if let Err(e) = &result {
+        ex.note_error(e);
+    }
+    result
+}
+
+async fn copy_in<P: Params>(
+    conn: &PgConn,
+    qualified: &str,
+    select: &str,
+    records: impl IntoIterator<Item = P>,
+) -> Result<u64> {
+    // The table's own column types, so values are encoded exactly as the columns expect.
+    let probe = conn.client.prepare(select).await.map_err(|e| query_error(e, select, std::iter::empty()))?;
+    let types: Vec<_> = probe.columns().iter().map(|c| c.type_().clone()).collect();
+    let names: Vec<String> = probe.columns().iter().map(|c| crate::template::quote_ident(c.name())).collect();
+    drop(probe);
+    let copy_sql = format!("COPY {qualified} ({}) FROM STDIN (FORMAT binary)", names.join(", "));
+    let sink = conn
+        .client
+        .copy_in(&copy_sql)
+        .await
+        .map_err(|e| query_error(e, &copy_sql, std::iter::empty()))?;
+    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+    futures_util::pin_mut!(writer);
+    for (i, row) in records.into_iter().enumerate() {
+        if row.param_count() != types.len() {
+            return Err(Error::decode(
+                format!("record {i}"),
+                "-",
+                format!("has {} value(s) but the COPY targets {} column(s)", row.param_count(), types.len()),
+            ));
+        }
+        // Dropping the writer on error aborts the COPY on the server.
+        writer.as_mut().write_raw(param_iter(&row)).await.map_err(|e| {
+            let mut err = query_error(e, &copy_sql, param_iter(&row));
+            if let Error::Query { params, .. } = &mut err {
+                *params = format!("record {i}: {params}");
+            }
+            err
+        })?;
+    }
+    let n = writer.finish().await.map_err(|e| query_error(e, &copy_sql, std::iter::empty()))?;
+    conn.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(n)
+}
+
+pub(crate) async fn table_exists<E: Executor>(ex: &E, name: &str) -> Result<bool> {
+    let (schema, table) = match name.split_once('.') {
+        Some((s, t)) => (s.to_owned(), t),
+        None => (ex.templates().schema().unwrap_or("public").to_owned(), name),
+    };
+    check_identifier(&schema, "schema")?;
+    check_identifier(table, "table")?;
+    // Unquoted table names fold to lower case in templates; do the same here.
+    let table = table.to_ascii_lowercase();
+    let exists: Option<bool> = fetch_value_at(
+        ex,
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f'))",
+        &[&schema, &table],
+        0,
+    )
+    .await?;
+    Ok(exists.unwrap_or(false))
+}
+
+/// Rows as a stream, for results too large to hold at once.
+pub(crate) async fn stream_rows<'e, E: Executor>(
+    ex: &'e E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<impl futures_util::Stream<Item = Result<Record>> + Send + 'e> {
+    let sql = ex.templates().render(query)?.into_owned();
+    log_query(&sql, params.iter().copied());
+    let conn = ex.conn(ex.deadline()).await?;
+    let stream = conn
+        .query_stream(&sql, params)
+        .await
+        .map_err(|e| query_error(e, &sql, params.iter().copied()))?;
+    // The connection travels with the stream and goes back to the pool when it is dropped.
+    Ok(futures_util::stream::unfold(
+        Some((Box::pin(stream), conn, sql)),
+        |state| async move {
+            let (mut stream, conn, sql) = state?;
+            match stream.try_next().await {
+                Ok(Some(row)) => Some((Ok(Record::new(row)), Some((stream, conn, sql)))),
+                Ok(None) => None,
+                Err(e) => Some((Err(query_error(e, &sql, std::iter::empty())), None)),
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returning_is_appended_once() {
+        assert_eq!(with_returning_id("INSERT INTO t (a) VALUES ($1)"), "INSERT INTO t (a) VALUES ($1) RETURNING id");
+        assert_eq!(with_returning_id("INSERT INTO t (a) VALUES ($1);  "), "INSERT INTO t (a) VALUES ($1) RETURNING id");
+        assert_eq!(
+            with_returning_id("insert into t (a) values ($1) Returning user_id"),
+            "insert into t (a) values ($1) Returning user_id"
+        );
+        assert_eq!(
+            with_returning_id("INSERT INTO returning_things (a) VALUES ($1)"),
+            "INSERT INTO returning_things (a) VALUES ($1) RETURNING id"
+        );
+    }
+}
+
+/// The public query methods, identical on the manager and on transactions.
+macro_rules! query_methods {
+    () => {
+        /// Runs a statement; returns the number of rows affected. Without parameters it uses
+        /// the simple protocol, so a script of several statements runs in one call.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let n = db.execute("DELETE FROM {{tables.users}} WHERE id = $1", &[&7_i32]).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn execute(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+            crate::query::execute(self, query, params).await
+        }
+
+        /// Runs an `INSERT` and returns its `id`, appending `RETURNING id` unless the
+        /// statement already has a `RETURNING` clause.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let id: i32 = db.execute_and_return_id(
+        ///     "INSERT INTO {{tables.users}} (email) VALUES ($1)", &[&"a@x.org"]).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn execute_and_return_id<T: postgres_types::FromSqlOwned>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<T> {
+            crate::query::execute_and_return_id(self, query, params).await
+        }
+
+        /// Runs one statement once per row of parameters, pipelined on one connection. Outside a
+        /// transaction it runs in its own transaction: all rows or none. Returns rows affected.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// db.executemany("INSERT INTO {{tables.users}} (email, name) VALUES ($1, $2)",
+        ///     vec![("a@x.org", "A"), ("b@x.org", "B")]).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn executemany<P: crate::params::Params>(
+            &self,
+            query: &str,
+            rows: impl IntoIterator<Item = P>,
+        ) -> Result<u64> {
+            crate::query::executemany(self, query, rows).await
+        }
+
+        /// The first column of the first row; `None` for no row and for SQL NULL.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let count: Option<i64> = db.fetch_value("SELECT count(*) FROM {{tables.users}}", &[]).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn fetch_value<T: postgres_types::FromSqlOwned>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Option<T>> {
+            crate::query::fetch_value_at(self, query, params, 0).await
+        }
+
+        /// Column `column` (0-based) of the first row; `None` for no row and for SQL NULL.
+        pub async fn fetch_value_at<T: postgres_types::FromSqlOwned>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+            column: usize,
+        ) -> Result<Option<T>> {
+            crate::query::fetch_value_at(self, query, params, column).await
+        }
+
+        /// The first row, if any.
+        pub async fn fetch_one(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<crate::Record>> {
+            crate::query::fetch_one(self, query, params).await
+        }
+
+        /// All rows.
+        pub async fn fetch_all(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<crate::Record>> {
+            crate::query::fetch_all(self, query, params).await
+        }
+
+        /// The first row deserialized into `T` (fields matched to columns by name).
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// #[derive(serde::Deserialize)]
+        /// struct User { id: i32, email: String }
+        /// let u: Option<User> = db.fetch_as_model("SELECT * FROM {{tables.users}} WHERE id = $1", &[&1_i32]).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn fetch_as_model<T: serde::de::DeserializeOwned>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Option<T>> {
+            crate::query::fetch_as_model(self, query, params).await
+        }
+
+        /// All rows deserialized into `T`.
+        pub async fn fetch_all_as_model<T: serde::de::DeserializeOwned>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Vec<T>> {
+            crate::query::fetch_all_as_model(self, query, params).await
+        }
+
+        /// Rows one at a time, for results too large to hold in memory. The connection is held
+        /// until the stream is dropped; the call's timeout covers only getting the first answer.
+        pub async fn fetch_stream(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<impl futures_util::Stream<Item = Result<crate::Record>> + Send + '_> {
+            crate::query::stream_rows(self, query, params).await
+        }
+
+        /// Bulk-loads rows with binary `COPY`. `table` is a plain name (the manager's schema is
+        /// applied) or `schema.table`; values are encoded as the table's column types. Returns
+        /// the number of rows copied. Outside a transaction it is all-or-nothing.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let n = db.copy_records_to_table("users", vec![("c@x.org", "C")], Some(&["email", "name"])).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn copy_records_to_table<P: crate::params::Params>(
+            &self,
+            table: &str,
+            records: impl IntoIterator<Item = P>,
+            columns: Option<&[&str]>,
+        ) -> Result<u64> {
+            crate::query::copy_records_to_table(self, table, records, columns).await
+        }
+
+        /// Whether a table (or view) exists: `name` in the manager's schema (`public` without
+        /// one), or `schema.name`.
+        pub async fn table_exists(&self, name: &str) -> Result<bool> {
+            crate::query::table_exists(self, name).await
+        }
+
+        /// The query with templates applied, as it would be sent.
+        ///
+        /// ```
+        /// let db = pgdbm::AsyncDatabaseManager::new(pgdbm::DatabaseConfig {
+        ///     schema: Some("app".into()), ..Default::default() }).unwrap();
+        /// assert_eq!(db.prepare_query("SELECT * FROM {{tables.users}}").unwrap(), r#"SELECT * FROM "app".users"#);
+        /// ```
+        pub fn prepare_query(&self, query: &str) -> Result<String> {
+            Ok(crate::query::Executor::templates(self).render(query)?.into_owned())
+        }
+    };
+}
+
+pub(crate) use query_methods;

@@ -1,0 +1,160 @@
+//! `Record`: one result row, in column order, with typed access by name or index.
+
+use std::fmt;
+
+use postgres_types::FromSql;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use tokio_postgres::Row;
+
+use crate::error::{Error, Result};
+use crate::value::{RawColumn, Value};
+
+/// A row as returned by `fetch_one` / `fetch_all`. Columns keep the query's order.
+///
+/// ```no_run
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+/// let row = db.fetch_one("SELECT 1::int4 AS id, 'a' AS name", &[]).await?.unwrap();
+/// let id: i32 = row.get("id")?;
+/// let name: String = row.get(1)?;
+/// let json = serde_json::to_string(&row).unwrap(); // {"id":1,"name":"a"}
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Record {
+    row: Row,
+}
+
+/// A column position: a name (`&str`) or an index (`usize`).
+pub trait ColumnIndex: fmt::Display + Copy {
+    /// The column's index in `row`, if present.
+    fn index_in(self, row: &Row) -> Option<usize>;
+}
+
+impl ColumnIndex for usize {
+    fn index_in(self, row: &Row) -> Option<usize> {
+        (self < row.len()).then_some(self)
+    }
+}
+
+impl ColumnIndex for &str {
+    fn index_in(self, row: &Row) -> Option<usize> {
+        row.columns().iter().position(|c| c.name() == self)
+    }
+}
+
+impl Record {
+    pub(crate) fn new(row: Row) -> Self {
+        Record { row }
+    }
+
+    /// A column decoded as `T`. A missing column or an incompatible type is
+    /// [`Error::Decode`] naming the column and its PostgreSQL type.
+    pub fn get<'a, T: FromSql<'a>>(&'a self, idx: impl ColumnIndex) -> Result<T> {
+        let i = self.index(idx)?;
+        self.row.try_get::<_, T>(i).map_err(|e| {
+            let col = &self.row.columns()[i];
+            Error::decode(col.name(), col.type_(), source_message(&e))
+        })
+    }
+
+    /// A column as a dynamic [`Value`].
+    pub fn get_value(&self, idx: impl ColumnIndex) -> Result<Value> {
+        let i = self.index(idx)?;
+        let col = &self.row.columns()[i];
+        let raw = self
+            .row
+            .try_get::<_, RawColumn<'_>>(i)
+            .map_err(|e| Error::decode(col.name(), col.type_(), e))?;
+        Value::decode(col.type_(), raw.0).map_err(|e| Error::decode(col.name(), col.type_(), e))
+    }
+
+    /// Column names, in order.
+    pub fn columns(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.row.columns().iter().map(|c| c.name())
+    }
+
+    /// Number of columns.
+    pub fn len(&self) -> usize {
+        self.row.len()
+    }
+
+    /// Whether the row has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.row.is_empty()
+    }
+
+    /// `(name, value)` pairs in column order.
+    pub fn values(&self) -> Result<Vec<(String, Value)>> {
+        (0..self.len())
+            .map(|i| Ok((self.row.columns()[i].name().to_owned(), self.get_value(i)?)))
+            .collect()
+    }
+
+    /// The row as a JSON object (see [`Value::to_json`] for the mapping).
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        let mut map = serde_json::Map::with_capacity(self.len());
+        for i in 0..self.len() {
+            map.insert(self.row.columns()[i].name().to_owned(), self.get_value(i)?.to_json());
+        }
+        Ok(serde_json::Value::Object(map))
+    }
+
+    /// Deserializes the row into `T` (see `fetch_as_model`).
+    pub fn to_model<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        crate::de::from_row(&self.row)
+    }
+
+    /// The driver's row.
+    pub fn as_row(&self) -> &Row {
+        &self.row
+    }
+
+    /// Unwraps the driver's row.
+    pub fn into_row(self) -> Row {
+        self.row
+    }
+
+    fn index(&self, idx: impl ColumnIndex) -> Result<usize> {
+        idx.index_in(&self.row).ok_or_else(|| {
+            let names: Vec<_> = self.columns().collect();
+            Error::decode(idx, "-", format!("no such column; the row has {names:?}"))
+        })
+    }
+}
+
+fn source_message(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(s) => s.to_string(),
+        None => e.to_string(),
+    }
+}
+
+impl From<Row> for Record {
+    fn from(row: Row) -> Self {
+        Record { row }
+    }
+}
+
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.len()))?;
+        for (i, col) in self.row.columns().iter().enumerate() {
+            let v = self.get_value(i).map_err(serde::ser::Error::custom)?;
+            map.serialize_entry(col.name(), &v)?;
+        }
+        map.end()
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (i, col) in self.row.columns().iter().enumerate() {
+            match self.get_value(i) {
+                Ok(v) => m.entry(&col.name(), &v),
+                Err(_) => m.entry(&col.name(), &format_args!("<{}>", col.type_())),
+            };
+        }
+        m.finish()
+    }
+}

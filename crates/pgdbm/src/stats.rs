@@ -1,0 +1,113 @@
+//! Pool statistics.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Whether the pool is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum PoolStatus {
+    /// The pool is open.
+    Connected,
+    /// Not connected yet, or disconnected.
+    Disconnected,
+}
+
+impl fmt::Display for PoolStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PoolStatus::Connected => "connected",
+            PoolStatus::Disconnected => "disconnected",
+        })
+    }
+}
+
+/// A snapshot of the pool: the seed's keys plus acquire-wait figures.
+///
+/// ```no_run
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+/// let stats = db.get_pool_stats().await?;
+/// if stats.usage() > 0.8 {
+///     tracing::warn!(used = stats.used_size, size = stats.size, "high pool usage");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// `connected` or `disconnected`.
+    pub status: PoolStatus,
+    /// `min_connections`.
+    pub min_size: usize,
+    /// `max_connections`.
+    pub max_size: usize,
+    /// Open connections.
+    pub size: usize,
+    /// Idle connections.
+    pub free_size: usize,
+    /// Connections in use.
+    pub used_size: usize,
+    /// Database name.
+    pub database: String,
+    /// The manager's schema.
+    pub schema: Option<String>,
+    /// Backend PID of the connection that answered the stats query.
+    pub pid: Option<i32>,
+    /// `version()` of the server.
+    pub version: Option<String>,
+    /// Tasks waiting for a connection right now.
+    pub waiting: usize,
+    /// Connections handed out since the pool was created.
+    pub acquire_count: u64,
+    /// Total time spent waiting for connections.
+    pub acquire_wait_total: Duration,
+    /// Acquires that gave up because the call's timeout expired.
+    pub acquire_timeouts: u64,
+}
+
+impl PoolStats {
+    pub(crate) fn disconnected(min_size: usize, max_size: usize, database: String, schema: Option<String>) -> Self {
+        PoolStats {
+            status: PoolStatus::Disconnected,
+            min_size,
+            max_size,
+            size: 0,
+            free_size: 0,
+            used_size: 0,
+            database,
+            schema,
+            pid: None,
+            version: None,
+            waiting: 0,
+            acquire_count: 0,
+            acquire_wait_total: Duration::ZERO,
+            acquire_timeouts: 0,
+        }
+    }
+
+    /// `used_size / size`, 0 when the pool is empty.
+    pub fn usage(&self) -> f64 {
+        if self.size == 0 {
+            0.0
+        } else {
+            self.used_size as f64 / self.size as f64
+        }
+    }
+
+    /// Mean wait per acquire.
+    pub fn avg_acquire_wait(&self) -> Duration {
+        if self.acquire_count == 0 {
+            Duration::ZERO
+        } else {
+            self.acquire_wait_total / self.acquire_count as u32
+        }
+    }
+
+    /// Whether the pool is open.
+    pub fn is_connected(&self) -> bool {
+        self.status == PoolStatus::Connected
+    }
+}

@@ -1,0 +1,278 @@
+//! `{{tables.x}}` and `{{schema}}` templates, and identifier validation.
+//!
+//! `{{tables.t}}` → `"schema".t` (or `t` without a schema); `{{tables.s.t}}` → `"s".t`;
+//! `{{schema}}` → `"schema"` (without a schema, `{{schema}}.` disappears and a bare `{{schema}}`
+//! becomes `public`). Anything that starts like a placeholder but is not a valid one is an
+//! [`Error::Schema`](crate::Error::Schema): it never reaches the server as SQL the user did not
+//! mean to write.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::error::{Error, Result};
+
+const MAX_IDENT: usize = 63;
+/// Rendered queries kept per manager; past this the cache is cleared and refilled.
+const CACHE_LIMIT: usize = 4096;
+
+/// Checks `^[A-Za-z_][A-Za-z0-9_]{0,62}$`.
+pub(crate) fn validate_identifier(name: &str) -> std::result::Result<(), ()> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_IDENT
+        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+/// Validates an identifier, naming `what` it is in the error.
+pub(crate) fn check_identifier(name: &str, what: &str) -> Result<()> {
+    validate_identifier(name).map_err(|_| {
+        Error::Schema(format!(
+            "{what} {:?} is not a valid identifier: use letters, digits and underscores, starting \
+             with a letter or underscore, at most 63 characters",
+            shorten(name)
+        ))
+    })
+}
+
+/// Double-quotes an already validated identifier.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Cuts a user-supplied string for display in an error.
+pub(crate) fn shorten(s: &str) -> Cow<'_, str> {
+    if s.chars().count() <= 80 {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(format!("{}…", s.chars().take(80).collect::<String>()))
+    }
+}
+
+/// Resolves a `table` or `schema.table` name the way `{{tables.…}}` does: the schema quoted, the
+/// (validated) table name not, so it folds to lower case exactly like the templates.
+pub(crate) fn qualify_table(name: &str, schema: Option<&str>) -> Result<String> {
+    match name.split_once('.') {
+        Some((s, t)) => {
+            check_identifier(s, "schema")?;
+            check_identifier(t, "table")?;
+            Ok(format!("{}.{t}", quote_ident(s)))
+        }
+        None => {
+            check_identifier(name, "table")?;
+            Ok(match schema {
+                Some(s) => format!("{}.{name}", quote_ident(s)),
+                None => name.to_owned(),
+            })
+        }
+    }
+}
+
+/// Renders templates for one schema and remembers the results.
+#[derive(Debug)]
+pub(crate) struct Templates {
+    schema: Option<String>,
+    quoted_schema: Option<String>,
+    cache: RwLock<HashMap<Box<str>, Arc<str>>>,
+}
+
+impl Templates {
+    pub(crate) fn new(schema: Option<&str>) -> Self {
+        Templates {
+            schema: schema.map(str::to_owned),
+            quoted_schema: schema.map(quote_ident),
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The query with templates applied. Queries without `{{` are returned as they are, without
+    /// touching the cache.
+    pub(crate) fn render<'q>(&self, query: &'q str) -> Result<Cow<'q, str>> {
+        if !query.contains("{{") {
+            return Ok(Cow::Borrowed(query));
+        }
+        if let Some(hit) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(query) {
+            return Ok(Cow::Owned(hit.to_string()));
+        }
+        let rendered = self.render_uncached(query)?;
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(query.into(), Arc::from(rendered.as_str()));
+        Ok(Cow::Owned(rendered))
+    }
+
+    /// Like [`render`](Self::render) but hands out the shared cached string.
+    pub(crate) fn render_shared(&self, query: &str) -> Result<Arc<str>> {
+        if !query.contains("{{") {
+            return Ok(Arc::from(query));
+        }
+        if let Some(hit) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(query) {
+            return Ok(hit.clone());
+        }
+        let rendered: Arc<str> = Arc::from(self.render_uncached(query)?.as_str());
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(query.into(), rendered.clone());
+        Ok(rendered)
+    }
+
+    fn render_uncached(&self, query: &str) -> Result<String> {
+        let mut out = String::with_capacity(query.len() + 32);
+        let mut rest = query;
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let tail = &rest[start..];
+            if let Some(after) = tail.strip_prefix("{{tables.") {
+                let end = after.find("}}").ok_or_else(|| malformed(tail))?;
+                let inner = &after[..end];
+                let (schema, table) = match inner.split_once('.') {
+                    Some((s, t)) => (Some(s), t),
+                    None => (None, inner),
+                };
+                if let Some(s) = schema {
+                    validate_identifier(s).map_err(|_| malformed(tail))?;
+                }
+                validate_identifier(table).map_err(|_| malformed(tail))?;
+                match (schema, &self.quoted_schema) {
+                    (Some(s), _) => {
+                        out.push_str(&quote_ident(s));
+                        out.push('.');
+                    }
+                    (None, Some(q)) => {
+                        out.push_str(q);
+                        out.push('.');
+                    }
+                    (None, None) => {}
+                }
+                out.push_str(table);
+                rest = &after[end + 2..];
+            } else if let Some(after) = tail.strip_prefix("{{schema}}") {
+                match &self.quoted_schema {
+                    Some(q) => {
+                        out.push_str(q);
+                        rest = after;
+                    }
+                    None => match after.strip_prefix('.') {
+                        Some(after_dot) => rest = after_dot,
+                        None => {
+                            out.push_str("public");
+                            rest = after;
+                        }
+                    },
+                }
+            } else if tail.starts_with("{{schema") || tail.starts_with("{{tables") {
+                return Err(malformed(tail));
+            } else {
+                // Not ours (e.g. a JSON literal): keep the braces and move on.
+                out.push_str("{{");
+                rest = &tail[2..];
+            }
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+fn malformed(at: &str) -> Error {
+    let shown: String = at.chars().take(60).collect();
+    Error::Schema(format!(
+        "malformed template placeholder near {shown:?}: use {{{{tables.name}}}}, \
+         {{{{tables.schema.name}}}} or {{{{schema}}}} with identifiers of letters, digits and \
+         underscores"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_with_schema() {
+        let t = Templates::new(Some("myapp"));
+        assert_eq!(
+            t.render("SELECT * FROM {{tables.users}} WHERE x > $1").unwrap(),
+            r#"SELECT * FROM "myapp".users WHERE x > $1"#
+        );
+        assert_eq!(t.render("SELECT * FROM {{tables.other.users}}").unwrap(), r#"SELECT * FROM "other".users"#);
+        assert_eq!(t.render("CREATE SCHEMA {{schema}}").unwrap(), r#"CREATE SCHEMA "myapp""#);
+        assert_eq!(t.render("SELECT 1 FROM {{schema}}.t").unwrap(), r#"SELECT 1 FROM "myapp".t"#);
+        // cached path gives the same
+        assert_eq!(t.render("SELECT * FROM {{tables.other.users}}").unwrap(), r#"SELECT * FROM "other".users"#);
+    }
+
+    #[test]
+    fn renders_without_schema() {
+        let t = Templates::new(None);
+        assert_eq!(t.render("SELECT * FROM {{tables.users}}").unwrap(), "SELECT * FROM users");
+        assert_eq!(t.render("SELECT 1 FROM {{schema}}.t").unwrap(), "SELECT 1 FROM t");
+        assert_eq!(t.render("SET search_path TO {{schema}}").unwrap(), "SET search_path TO public");
+    }
+
+    #[test]
+    fn camel_case_schema_is_quoted() {
+        let t = Templates::new(Some("CamelCaseSchema"));
+        assert_eq!(t.render("{{tables.t}}").unwrap(), r#""CamelCaseSchema".t"#);
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        let t = Templates::new(Some("s"));
+        for q in [
+            "SELECT * FROM {{tables.bad; DROP.users}}",
+            "SELECT * FROM {{tables.}}",
+            "SELECT * FROM {{tables.a.b.c}}",
+            "SELECT * FROM {{tables.users",
+            "SELECT * FROM {{tables.1abc}}",
+            "SELECT * FROM {{schema }}.x",
+            "SELECT * FROM {{tables.x-y}}",
+        ] {
+            assert!(matches!(t.render(q), Err(Error::Schema(_))), "{q}");
+        }
+        // Other double braces are left alone.
+        assert_eq!(t.render("SELECT '{{a}}'").unwrap(), "SELECT '{{a}}'");
+    }
+
+    #[test]
+    fn identifiers() {
+        for ok in ["public", "my_schema", "schema123", "_private_schema", "CamelCaseSchema", &"a".repeat(63)] {
+            assert!(validate_identifier(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "public\"; DROP TABLE users; --",
+            "public' OR '1'='1",
+            "public; DELETE FROM users WHERE 1=1; --",
+            "public/*comment*/",
+            "public-- comment",
+            "123_invalid_start",
+            "contains-hyphen",
+            "contains space",
+            &"a".repeat(64),
+            "",
+            "é",
+        ] {
+            assert!(validate_identifier(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn qualify() {
+        assert_eq!(qualify_table("users", Some("app")).unwrap(), r#""app".users"#);
+        assert_eq!(qualify_table("s.users", Some("app")).unwrap(), r#""s".users"#);
+        assert_eq!(qualify_table("users", None).unwrap(), "users");
+        assert!(qualify_table("a;b", None).is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! Shared test helpers: every test gets its own schema on the real server, dropped afterwards
+//! even when the test panics.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos % 100_000)
+}
+
+pub fn config() -> DatabaseConfig {
+    DatabaseConfig {
+        connection_string: Some(database_url()),
+        min_connections: 1,
+        max_connections: 4,
+        retry_attempts: 0,
+        ..Default::default()
+    }
+}
+
+/// Runs SQL on a fresh connection of its own, outside any pool (for setup and checks).
+pub async fn admin(sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(conn);
+    client.simple_query(sql).await.expect("admin query")
+}
+
+pub async fn admin_value(sql: &str) -> Option<String> {
+    admin(sql).await.into_iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    })
+}
+
+/// Drops a schema when dropped, on a thread of its own so it works while panicking.
+pub struct SchemaGuard(pub String);
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0);
+        drop_with_fresh_runtime(sql);
+    }
+}
+
+pub fn drop_with_fresh_runtime(sql: String) {
+    let url = database_url();
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                tokio::spawn(conn);
+                if let Err(e) = client.batch_execute(&sql).await {
+                    eprintln!("cleanup failed: {sql}: {e}");
+                }
+            }
+        });
+    })
+    .join();
+}
+
+/// A connected manager with its own pool in a fresh schema.
+pub async fn schema_db() -> (AsyncDatabaseManager, SchemaGuard) {
+    schema_db_with(|_| {}).await
+}
+
+pub async fn schema_db_with(tweak: impl FnOnce(&mut DatabaseConfig)) -> (AsyncDatabaseManager, SchemaGuard) {
+    let schema = unique("t");
+    let guard = SchemaGuard(schema.clone());
+    let mut cfg = config();
+    cfg.schema = Some(schema);
+    tweak(&mut cfg);
+    let db = AsyncDatabaseManager::new(cfg).expect("valid config");
+    db.connect().await.expect("connect");
+    (db, guard)
+}
+
+pub async fn users_table(db: &AsyncDatabaseManager) {
+    db.execute(
+        "CREATE TABLE {{tables.users}} (id serial PRIMARY KEY, email text UNIQUE NOT NULL, name text, \
+         age int4 CHECK (age >= 0))",
+        &[],
+    )
+    .await
+    .expect("create users");
+}
