@@ -14,11 +14,17 @@ use crate::value::{hex_bytea, RawColumn, Value};
 pub(crate) fn from_row<T: DeserializeOwned>(row: &Row) -> Result<T, Error> {
     let mut current = None;
     T::deserialize(RowDe { row, current: &mut current }).map_err(|e: DeError| {
-        let (column, pg_type) = match current.and_then(|i: usize| row.columns().get(i)) {
-            Some(c) => (c.name().to_owned(), c.type_().to_string()),
-            None => ("-".to_owned(), "-".to_owned()),
+        let Some(i) = current.filter(|&i| i < row.len()) else {
+            return Error::decode("-", "-", e.0);
         };
-        Error::decode(column, pg_type, e.0)
+        let col = &row.columns()[i];
+        let is_null = row.try_get::<_, RawColumn<'_>>(i).is_ok_and(|r| r.0.is_none());
+        let message = if is_null && e.0.starts_with("invalid type: Option value") {
+            "unexpected NULL; use an Option field for nullable columns".to_owned()
+        } else {
+            e.0
+        };
+        Error::decode(col.name(), col.type_(), message)
     })
 }
 

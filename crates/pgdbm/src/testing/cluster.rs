@@ -1,0 +1,709 @@
+//! [`TempCluster`]: a throwaway PostgreSQL server started from the locally installed binaries.
+//!
+//! It is synchronous (plain `std::process`) so any test, async or not, can start one, and cheap:
+//! `initdb --no-sync`, `fsync=off`, about a second to start. Everything lives in one temporary
+//! directory that is deleted, with the server stopped, when the cluster is dropped, including
+//! when a test panics.
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::DatabaseConfig;
+use crate::error::{Error, Result};
+
+/// Where Debian and Ubuntu install the server binaries, one directory per major version.
+const DEBIAN_PG_ROOT: &str = "/usr/lib/postgresql";
+/// Overrides the directory holding `initdb`, `pg_ctl` and `postgres`.
+const BIN_ENV: &str = "PGDBM_PG_BIN";
+/// The OS user the server runs as when the tests run as root (PostgreSQL refuses to run as root).
+const SERVER_OS_USER: &str = "postgres";
+const HOST: &str = "127.0.0.1";
+/// Start attempts; a fresh port is picked after a port clash.
+const START_ATTEMPTS: usize = 5;
+/// Lines of the server log quoted in a startup error.
+const LOG_TAIL_LINES: usize = 30;
+
+/// Settings that make a disposable cluster fast; crash safety is pointless here.
+const FAST_SETTINGS: &[(&str, &str)] = &[
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+];
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A throwaway PostgreSQL cluster in a temporary directory, listening on `127.0.0.1` only.
+///
+/// The superuser is `postgres`, authentication is `trust` unless [`TempClusterBuilder::hba`]
+/// says otherwise. Dropping it stops the server (`pg_ctl -m immediate`) and deletes the
+/// directory.
+///
+/// ```no_run
+/// let cluster = pgdbm::testing::TempCluster::start()?;
+/// let url = cluster.connection_string("postgres"); // postgresql://postgres@127.0.0.1:PORT/postgres
+/// # Ok::<(), pgdbm::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct TempCluster {
+    root: PathBuf,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    log_file: PathBuf,
+    bin_dir: PathBuf,
+    owner: Option<Owner>,
+    port: u16,
+    running: bool,
+    cleaned_up: bool,
+}
+
+/// Options for [`TempCluster`]; finish with [`start`](TempClusterBuilder::start).
+#[derive(Debug, Default, Clone)]
+pub struct TempClusterBuilder {
+    bin_dir: Option<PathBuf>,
+    ssl: Option<SslFiles>,
+    hba: Option<Vec<String>>,
+    settings: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+struct SslFiles {
+    cert_pem: String,
+    key_pem: String,
+    ca_pem: Option<String>,
+}
+
+/// The OS user that owns the cluster when it is not the current one (we run as root).
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+}
+
+impl TempClusterBuilder {
+    /// The directory holding `initdb` and `pg_ctl`. Default: `$PGDBM_PG_BIN`, else the highest
+    /// version under `/usr/lib/postgresql/*/bin`, else the directory of `initdb` on `PATH`.
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// Turns on TLS (`ssl = on`) with this server certificate and key (PEM). With `ca_pem`, the
+    /// server also asks for client certificates signed by that CA (`ssl_ca_file`), which
+    /// `clientcert=verify-ca|verify-full` lines in [`hba`](Self::hba) can then require.
+    pub fn ssl(
+        mut self,
+        server_cert_pem: &str,
+        server_key_pem: &str,
+        ca_pem: Option<&str>,
+    ) -> Self {
+        self.ssl = Some(SslFiles {
+            cert_pem: server_cert_pem.to_owned(),
+            key_pem: server_key_pem.to_owned(),
+            ca_pem: ca_pem.map(str::to_owned),
+        });
+        self
+    }
+
+    /// Replaces `pg_hba.conf` with these lines, e.g.
+    /// `hostssl all all 127.0.0.1/32 trust clientcert=verify-full`.
+    pub fn hba<I, S>(mut self, lines: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.hba = Some(lines.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Adds `name = 'value'` to `postgresql.conf`; later settings win over earlier ones and
+    /// over the defaults (`fsync = off`, ...).
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// Runs `initdb` and starts the server; blocks until it accepts connections.
+    ///
+    /// Errors are [`Error::TestDatabase`] with the command's output or the server log's tail.
+    pub fn start(self) -> Result<TempCluster> {
+        for (name, _) in &self.settings {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
+                return Err(Error::TestDatabase(format!(
+                    "invalid setting name {name:?}: use a postgresql.conf parameter such as \"work_mem\""
+                )));
+            }
+        }
+        let bin_dir = match self.bin_dir.clone() {
+            Some(dir) => dir,
+            None => find_bin_dir()?,
+        };
+        for tool in ["initdb", "pg_ctl"] {
+            if !bin_dir.join(tool).is_file() {
+                return Err(Error::TestDatabase(format!(
+                    "{} not found; set {BIN_ENV} to the directory holding initdb and pg_ctl",
+                    bin_dir.join(tool).display()
+                )));
+            }
+        }
+
+        let root = unique_dir()?;
+        // From here on Drop removes the directory (and stops the server) whatever fails.
+        let mut cluster = TempCluster {
+            data_dir: root.join("data"),
+            socket_dir: root.join("socket"),
+            log_file: root.join("server.log"),
+            root,
+            bin_dir,
+            owner: None,
+            port: 0,
+            running: false,
+            cleaned_up: false,
+        };
+        cluster.owner = server_owner(&cluster.root)?;
+        cluster.create_dir(&cluster.socket_dir)?;
+        cluster.chown(&cluster.root)?;
+
+        let initdb = cluster
+            .command("initdb")
+            .arg("-D")
+            .arg(&cluster.data_dir)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output();
+        check("initdb", initdb, &cluster)?;
+
+        cluster.write_config(&self)?;
+        cluster.start_server()?;
+        Ok(cluster)
+    }
+}
+
+impl TempCluster {
+    /// Options for a cluster: TLS, `pg_hba.conf`, settings.
+    pub fn builder() -> TempClusterBuilder {
+        TempClusterBuilder::default()
+    }
+
+    /// Starts a cluster with the defaults (`trust` authentication, no TLS).
+    pub fn start() -> Result<TempCluster> {
+        TempClusterBuilder::default().start()
+    }
+
+    /// The TCP port, on [`host`](Self::host).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Always `127.0.0.1`: the server listens on the loopback address only.
+    pub fn host(&self) -> &str {
+        HOST
+    }
+
+    /// The directory of the server's Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The data directory (`PGDATA`).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// `postgresql://postgres@127.0.0.1:PORT/{database}`.
+    pub fn connection_string(&self, database: &str) -> String {
+        format!("postgresql://postgres@{HOST}:{}/{database}", self.port)
+    }
+
+    /// A [`DatabaseConfig`] for `database` on this cluster as `postgres`, other fields default.
+    pub fn database_config(&self, database: &str) -> DatabaseConfig {
+        DatabaseConfig {
+            host: HOST.to_owned(),
+            port: self.port,
+            user: "postgres".to_owned(),
+            database: database.to_owned(),
+            ..DatabaseConfig::default()
+        }
+    }
+
+    /// Stops the server and deletes the directory, reporting failures that `Drop` would ignore.
+    pub fn stop(mut self) -> Result<()> {
+        self.cleanup()
+    }
+
+    fn cleanup(&mut self) -> Result<()> {
+        if self.cleaned_up {
+            return Ok(());
+        }
+        self.cleaned_up = true;
+        let mut problems = Vec::new();
+        if self.running {
+            let out = self
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(&self.data_dir)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+            match out {
+                Ok(o) if o.status.success() => self.running = false,
+                Ok(o) => problems.push(format!("pg_ctl stop failed: {}", output_text(&o))),
+                Err(e) => problems.push(format!("cannot run pg_ctl stop: {e}")),
+            }
+        }
+        if let Err(e) = fs::remove_dir_all(&self.root) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                problems.push(format!("cannot delete {}: {e}", self.root.display()));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::TestDatabase(problems.join("; ")))
+        }
+    }
+
+    /// A command for a server binary, run as the cluster's owner.
+    fn command(&self, tool: &str) -> Command {
+        let program = self.bin_dir.join(tool);
+        let mut cmd = match self.owner {
+            Some(_) => {
+                let mut c = Command::new(runuser());
+                c.args(["-u", SERVER_OS_USER, "--"]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        // The server user may not be able to enter the caller's working directory.
+        cmd.current_dir(&self.root)
+            .env_remove("PGDATA")
+            .env_remove("PGPORT");
+        cmd
+    }
+
+    fn create_dir(&self, dir: &Path) -> Result<()> {
+        fs::create_dir(dir).map_err(|e| io_error("create", dir, e))?;
+        self.chown(dir)
+    }
+
+    fn chown(&self, path: &Path) -> Result<()> {
+        match self.owner {
+            Some(o) => std::os::unix::fs::chown(path, Some(o.uid), Some(o.gid))
+                .map_err(|e| io_error("chown", path, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a file owned by the server user, readable by it only when `private`.
+    fn write_file(&self, path: &Path, contents: &str, private: bool) -> Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(if private { 0o600 } else { 0o644 })
+            .open(path)
+            .map_err(|e| io_error("create", path, e))?;
+        file.write_all(contents.as_bytes())
+            .map_err(|e| io_error("write", path, e))?;
+        self.chown(path)
+    }
+
+    fn write_config(&self, options: &TempClusterBuilder) -> Result<()> {
+        let mut settings: Vec<(String, String)> = vec![
+            ("listen_addresses".into(), HOST.into()),
+            (
+                "unix_socket_directories".into(),
+                self.socket_dir.display().to_string(),
+            ),
+        ];
+        settings.extend(
+            FAST_SETTINGS
+                .iter()
+                .map(|&(n, v)| (n.to_owned(), v.to_owned())),
+        );
+
+        if let Some(ssl) = &options.ssl {
+            let dir = self.root.join("ssl");
+            self.create_dir(&dir)?;
+            let cert = dir.join("server.crt");
+            let key = dir.join("server.key");
+            self.write_file(&cert, &ssl.cert_pem, false)?;
+            // The server refuses a key that others can read.
+            self.write_file(&key, &ssl.key_pem, true)?;
+            settings.push(("ssl".into(), "on".into()));
+            settings.push(("ssl_cert_file".into(), cert.display().to_string()));
+            settings.push(("ssl_key_file".into(), key.display().to_string()));
+            if let Some(ca_pem) = &ssl.ca_pem {
+                let ca = dir.join("ca.crt");
+                self.write_file(&ca, ca_pem, false)?;
+                settings.push(("ssl_ca_file".into(), ca.display().to_string()));
+            }
+        }
+        settings.extend(options.settings.iter().cloned());
+
+        let mut conf = String::from("\n# pgdbm TempCluster\n");
+        for (name, value) in &settings {
+            conf.push_str(&format!("{name} = {}\n", conf_quote(value)));
+        }
+        let path = self.data_dir.join("postgresql.conf");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(conf.as_bytes()))
+            .map_err(|e| io_error("append to", &path, e))?;
+
+        if let Some(lines) = &options.hba {
+            let mut hba = lines.join("\n");
+            hba.push('\n');
+            self.write_file(&self.data_dir.join("pg_hba.conf"), &hba, true)?;
+        }
+        Ok(())
+    }
+
+    /// `pg_ctl -w start` on a free port, retrying with another port after a clash.
+    fn start_server(&mut self) -> Result<()> {
+        let mut last_error = String::new();
+        for _ in 0..START_ATTEMPTS {
+            self.port = free_port()?;
+            let log_start = fs::metadata(&self.log_file).map(|m| m.len()).unwrap_or(0);
+            let out = self
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(&self.data_dir)
+                .arg("-l")
+                .arg(&self.log_file)
+                .args(["-w", "-t", "60", "-o"])
+                .arg(format!("-p {}", self.port))
+                .arg("start")
+                .output();
+            // Even a failed start may leave a postmaster behind (e.g. after the wait timed out).
+            self.running = true;
+            match out {
+                Ok(o) if o.status.success() => return Ok(()),
+                Ok(o) => {
+                    let log = log_since(&self.log_file, log_start);
+                    let _ = self
+                        .command("pg_ctl")
+                        .arg("-D")
+                        .arg(&self.data_dir)
+                        .args(["-m", "immediate", "-w", "stop"])
+                        .output();
+                    self.running = false;
+                    last_error = format!(
+                        "pg_ctl start on port {} failed: {}\nserver log (last lines):\n{}",
+                        self.port,
+                        output_text(&o),
+                        tail(&log, LOG_TAIL_LINES)
+                    );
+                    if !log.contains("Address already in use") && !log.contains("could not bind") {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.running = false;
+                    return Err(Error::TestDatabase(format!("cannot run pg_ctl: {e}")));
+                }
+            }
+        }
+        Err(Error::TestDatabase(last_error))
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        // Errors cannot be reported from Drop and a panic here would abort a panicking test.
+        let _ = self.cleanup();
+    }
+}
+
+/// `$PGDBM_PG_BIN`, else the highest `/usr/lib/postgresql/<version>/bin`, else `initdb` on `PATH`.
+fn find_bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(BIN_ENV).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = fs::read_dir(DEBIAN_PG_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let version = name
+                .split('.')
+                .map(str::parse)
+                .collect::<std::result::Result<Vec<u32>, _>>()
+                .ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    if let Some(dir) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+    {
+        return Ok(dir);
+    }
+    Err(Error::TestDatabase(format!(
+        "no PostgreSQL server binaries found (looked in {DEBIAN_PG_ROOT}/*/bin and PATH); install the \
+         PostgreSQL server package or set {BIN_ENV} to the directory holding initdb and pg_ctl"
+    )))
+}
+
+/// A new, empty directory under the system temp directory.
+fn unique_dir() -> Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!(
+        "pgdbm-cluster-{}-{}-{nanos:x}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = std::env::temp_dir().join(name);
+    fs::create_dir(&dir).map_err(|e| io_error("create", &dir, e))?;
+    Ok(dir)
+}
+
+/// `Some(postgres)` when we run as root, whom PostgreSQL refuses to run as.
+fn server_owner(our_dir: &Path) -> Result<Option<Owner>> {
+    // A directory we just created is owned by our effective uid.
+    let uid = fs::metadata(our_dir)
+        .map_err(|e| io_error("stat", our_dir, e))?
+        .uid();
+    if uid != 0 {
+        return Ok(None);
+    }
+    let id = |flag: &str| -> Result<u32> {
+        let out = Command::new("id")
+            .args([flag, SERVER_OS_USER])
+            .output()
+            .map_err(|e| Error::TestDatabase(format!("cannot run `id`: {e}")))?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| {
+            Error::TestDatabase(format!(
+                "running as root, so the server must run as the `{SERVER_OS_USER}` OS user, which \
+                 does not exist; create it (useradd {SERVER_OS_USER}) or run the tests as a normal user"
+            ))
+        })
+    };
+    Ok(Some(Owner {
+        uid: id("-u")?,
+        gid: id("-g")?,
+    }))
+}
+
+/// `runuser` lives in sbin, which is not always on a root shell's `PATH` inside containers.
+fn runuser() -> PathBuf {
+    [
+        "/usr/sbin/runuser",
+        "/sbin/runuser",
+        "/usr/bin/runuser",
+        "/bin/runuser",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| PathBuf::from("runuser"))
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> Result<u16> {
+    TcpListener::bind((HOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::TestDatabase(format!("cannot find a free port on {HOST}: {e}")))
+}
+
+/// A postgresql.conf string literal; quoting works for every parameter type.
+fn conf_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+fn check(what: &str, out: std::io::Result<Output>, cluster: &TempCluster) -> Result<()> {
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => {
+            let hint = if cluster.owner.is_some() {
+                format!(
+                    " (running as root: the `{SERVER_OS_USER}` user must be able to enter {})",
+                    cluster.root.display()
+                )
+            } else {
+                String::new()
+            };
+            Err(Error::TestDatabase(format!(
+                "{what} failed{hint}: {}",
+                output_text(&o)
+            )))
+        }
+        Err(e) => Err(Error::TestDatabase(format!("cannot run {what}: {e}"))),
+    }
+}
+
+fn output_text(out: &Output) -> String {
+    let text = format!(
+        "{} {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    tail(text.trim(), LOG_TAIL_LINES)
+}
+
+fn log_since(path: &Path, offset: u64) -> String {
+    let bytes = fs::read(path).unwrap_or_default();
+    let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn io_error(action: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::TestDatabase(format!("cannot {action} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn select_one(url: &str) -> i32 {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let task = tokio::spawn(conn);
+        let one: i32 = client
+            .query_one("SELECT 1", &[])
+            .await
+            .expect("SELECT 1")
+            .get(0);
+        drop(client);
+        let _ = task.await;
+        one
+    }
+
+    #[tokio::test]
+    async fn starts_serves_and_cleans_up() {
+        let cluster = TempCluster::start().expect("start cluster");
+        let root = cluster.root.clone();
+        assert!(cluster.data_dir().join("PG_VERSION").is_file());
+        assert!(cluster.socket_dir().starts_with(&root));
+        assert_eq!(cluster.host(), "127.0.0.1");
+        assert_eq!(select_one(&cluster.connection_string("postgres")).await, 1);
+        drop(cluster);
+        assert!(!root.exists(), "{} still exists", root.display());
+    }
+
+    #[tokio::test]
+    async fn settings_apply_and_stop_reports() {
+        let cluster = TempCluster::builder()
+            .setting("work_mem", "7MB")
+            .setting("application_name", "it's")
+            .start()
+            .expect("start cluster");
+        let (client, conn) = tokio_postgres::connect(
+            &cluster.connection_string("postgres"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect");
+        let task = tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT current_setting('work_mem'), current_setting('fsync')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "7MB");
+        assert_eq!(row.get::<_, String>(1), "off");
+        let name: String = client
+            .query_one("SHOW application_name", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(name, "it's");
+        drop(client);
+        let _ = task.await;
+        let root = cluster.root.clone();
+        cluster.stop().expect("stop");
+        assert!(!root.exists());
+    }
+
+    #[test]
+    fn cleans_up_when_a_test_panics() {
+        let mut root = None;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let cluster = TempCluster::start().expect("start cluster");
+            root = Some(cluster.root.clone());
+            panic!("intentional panic with a running cluster");
+        }));
+        assert!(result.is_err());
+        let root = root.expect("cluster started");
+        assert!(!root.exists(), "{} still exists", root.display());
+    }
+
+    #[test]
+    fn two_clusters_side_by_side() {
+        let a = TempCluster::start().expect("first");
+        let b = TempCluster::start().expect("second");
+        assert_ne!(a.port(), b.port());
+        assert_ne!(a.data_dir(), b.data_dir());
+    }
+
+    #[test]
+    fn startup_failure_reports_log_and_cleans_up() {
+        let err = TempCluster::builder()
+            .setting("shared_buffers", "not-a-size")
+            .start()
+            .expect_err("bad setting must fail");
+        let Error::TestDatabase(message) = &err else {
+            panic!("unexpected error {err:?}")
+        };
+        assert!(message.contains("shared_buffers"), "{message}");
+        // Other tests' clusters may be alive in the same temp dir; none may be this one.
+        let prefix = format!("pgdbm-cluster-{}-", std::process::id());
+        for entry in fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let conf = fs::read_to_string(entry.path().join("data/postgresql.conf"))
+                    .unwrap_or_default();
+                assert!(
+                    !conf.contains("not-a-size"),
+                    "{} was left behind",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_setting_names() {
+        let err = TempCluster::builder()
+            .setting("a = 1\nb", "x")
+            .start()
+            .unwrap_err();
+        assert!(matches!(err, Error::TestDatabase(_)));
+    }
+}
