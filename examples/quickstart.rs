@@ -17,7 +17,8 @@ struct User {
 
 #[tokio::main]
 async fn main() -> pgdbm::Result<()> {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
     let schema = format!("quickstart_{}", std::process::id());
     let db = AsyncDatabaseManager::new(DatabaseConfig {
         connection_string: Some(url),
@@ -32,7 +33,8 @@ async fn main() -> pgdbm::Result<()> {
     let result = tour(&db).await;
 
     // Clean up even when the tour failed.
-    db.execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"), &[]).await?;
+    db.execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"), &[])
+        .await?;
     db.disconnect().await?;
     println!("dropped schema {schema:?} and disconnected");
     result
@@ -44,10 +46,16 @@ async fn tour(db: &AsyncDatabaseManager) -> pgdbm::Result<()> {
         &[],
     )
     .await?;
-    println!("rendered: {}", db.prepare_query("SELECT * FROM {{tables.users}}")?);
+    println!(
+        "rendered: {}",
+        db.prepare_query("SELECT * FROM {{tables.users}}")?
+    );
 
     let id: i32 = db
-        .execute_and_return_id("INSERT INTO {{tables.users}} (email, name) VALUES ($1, $2)", &[&"alice@example.com", &"Alice"])
+        .execute_and_return_id(
+            "INSERT INTO {{tables.users}} (email, name) VALUES ($1, $2)",
+            &[&"alice@example.com", &"Alice"],
+        )
         .await?;
     println!("inserted alice with id {id}");
 
@@ -59,12 +67,20 @@ async fn tour(db: &AsyncDatabaseManager) -> pgdbm::Result<()> {
         .await?;
     println!("executemany inserted {n} rows");
 
-    let records: Vec<(String, Option<String>)> = (0..1000).map(|i| (format!("bulk{i}@example.com"), None)).collect();
-    let copied = db.copy_records_to_table("users", records, Some(&["email", "name"])).await?;
+    let records: Vec<(String, Option<String>)> = (0..1000)
+        .map(|i| (format!("bulk{i}@example.com"), None))
+        .collect();
+    let copied = db
+        .copy_records_to_table("users", records, Some(&["email", "name"]))
+        .await?;
     println!("COPY loaded {copied} rows");
 
     let tx = db.transaction().await?;
-    tx.execute("UPDATE {{tables.users}} SET name = 'Alice A.' WHERE id = $1", &[&id]).await?;
+    tx.execute(
+        "UPDATE {{tables.users}} SET name = 'Alice A.' WHERE id = $1",
+        &[&id],
+    )
+    .await?;
     {
         let sp = tx.transaction().await?;
         sp.execute("DELETE FROM {{tables.users}}", &[]).await?;
@@ -72,21 +88,40 @@ async fn tour(db: &AsyncDatabaseManager) -> pgdbm::Result<()> {
     }
     tx.commit().await?;
 
-    let count: Option<i64> = db.fetch_value("SELECT count(*) FROM {{tables.users}}", &[]).await?;
+    let count: Option<i64> = db
+        .fetch_value("SELECT count(*) FROM {{tables.users}}", &[])
+        .await?;
     println!("users after the nested transaction: {}", count.unwrap_or(0));
 
-    let alice: Option<User> = db.fetch_as_model("SELECT id, email, name FROM {{tables.users}} WHERE id = $1", &[&id]).await?;
+    let alice: Option<User> = db
+        .fetch_as_model(
+            "SELECT id, email, name FROM {{tables.users}} WHERE id = $1",
+            &[&id],
+        )
+        .await?;
     if let Some(u) = &alice {
         println!("typed row: id={} email={} name={:?}", u.id, u.email, u.name);
     }
     let named: Vec<User> = db
-        .fetch_all_as_model("SELECT id, email, name FROM {{tables.users}} WHERE name IS NOT NULL ORDER BY id", &[])
+        .fetch_all_as_model(
+            "SELECT id, email, name FROM {{tables.users}} WHERE name IS NOT NULL ORDER BY id",
+            &[],
+        )
         .await?;
-    println!("{} named users: {:?}", named.len(), named.iter().map(|u| &u.email).collect::<Vec<_>>());
+    println!(
+        "{} named users: {:?}",
+        named.len(),
+        named.iter().map(|u| &u.email).collect::<Vec<_>>()
+    );
 
-    let row = db.fetch_one("SELECT * FROM {{tables.users}} WHERE id = $1", &[&id]).await?;
+    let row = db
+        .fetch_one("SELECT * FROM {{tables.users}} WHERE id = $1", &[&id])
+        .await?;
     if let Some(row) = row {
-        println!("as JSON: {}", serde_json::to_string(&row).expect("a record serializes"));
+        println!(
+            "as JSON: {}",
+            serde_json::to_string(&row).expect("a record serializes")
+        );
         let _: i32 = row.get("id")?;
     }
 
@@ -98,7 +133,13 @@ async fn tour(db: &AsyncDatabaseManager) -> pgdbm::Result<()> {
         stats.free_size,
         stats.used_size,
         stats.max_size,
-        stats.version.as_deref().unwrap_or("?").split(" on ").next().unwrap_or("?")
+        stats
+            .version
+            .as_deref()
+            .unwrap_or("?")
+            .split(" on ")
+            .next()
+            .unwrap_or("?")
     );
     Ok(())
 }

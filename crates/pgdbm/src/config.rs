@@ -284,13 +284,19 @@ impl DatabaseConfig {
         }
         self.ssl_mode()?;
         for (field, v) in [
-            ("max_inactive_connection_lifetime", self.max_inactive_connection_lifetime),
+            (
+                "max_inactive_connection_lifetime",
+                self.max_inactive_connection_lifetime,
+            ),
             ("command_timeout", self.command_timeout),
             ("retry_delay", self.retry_delay),
             ("retry_max_delay", self.retry_max_delay),
         ] {
             if !v.is_finite() || v < 0.0 {
-                return Err(Error::config(field, format!("must be a finite number of seconds >= 0, got {v}")));
+                return Err(Error::config(
+                    field,
+                    format!("must be a finite number of seconds >= 0, got {v}"),
+                ));
             }
         }
         if !self.retry_backoff.is_finite() || self.retry_backoff < 1.0 {
@@ -489,14 +495,18 @@ pub(crate) fn mask_dsn(dsn: &str) -> String {
     if let Some(scheme_end) = dsn.find("://") {
         let rest = &dsn[scheme_end + 3..];
         // The userinfo ends at the last '@' followed by something that looks like a host.
-        let at = rest.char_indices().rev().filter(|&(_, c)| c == '@').find_map(|(i, _)| {
-            let after = &rest[i + 1..];
-            let host_end = after.find(['/', '?']).unwrap_or(after.len());
-            let host = &after[..host_end];
-            host.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.:[]%,_".contains(c))
-                .then_some(i)
-        });
+        let at = rest
+            .char_indices()
+            .rev()
+            .filter(|&(_, c)| c == '@')
+            .find_map(|(i, _)| {
+                let after = &rest[i + 1..];
+                let host_end = after.find(['/', '?']).unwrap_or(after.len());
+                let host = &after[..host_end];
+                host.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]%,_".contains(c))
+                    .then_some(i)
+            });
         let Some(at) = at else {
             return dsn.to_owned();
         };
@@ -554,7 +564,13 @@ impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mask = |o: &Option<String>| o.as_ref().map(|_| "****");
         f.debug_struct("DatabaseConfig")
-            .field("connection_string", &self.connection_string.as_ref().map(|_| self.get_dsn_masked()))
+            .field(
+                "connection_string",
+                &self
+                    .connection_string
+                    .as_ref()
+                    .map(|_| self.get_dsn_masked()),
+            )
             .field("host", &self.host)
             .field("port", &self.port)
             .field("database", &self.database)
@@ -564,7 +580,10 @@ impl fmt::Debug for DatabaseConfig {
             .field("min_connections", &self.min_connections)
             .field("max_connections", &self.max_connections)
             .field("max_queries", &self.max_queries)
-            .field("max_inactive_connection_lifetime", &self.max_inactive_connection_lifetime)
+            .field(
+                "max_inactive_connection_lifetime",
+                &self.max_inactive_connection_lifetime,
+            )
             .field("command_timeout", &self.command_timeout)
             .field("server_settings", &self.server_settings)
             .field("init_commands", &self.init_commands.as_ref().map(Vec::len))
@@ -598,12 +617,27 @@ mod tests {
     fn masks_tricky_passwords() {
         for (dsn, want) in [
             ("postgresql://u:secret@h/db", "postgresql://u:****@h/db"),
-            ("postgresql://u:p@ss@h:5432/db", "postgresql://u:****@h:5432/db"),
-            ("postgresql://u:a:b/c@h/db?sslmode=disable", "postgresql://u:****@h/db?sslmode=disable"),
+            (
+                "postgresql://u:p@ss@h:5432/db",
+                "postgresql://u:****@h:5432/db",
+            ),
+            (
+                "postgresql://u:a:b/c@h/db?sslmode=disable",
+                "postgresql://u:****@h/db?sslmode=disable",
+            ),
             ("postgresql://u@h/db", "postgresql://u@h/db"),
-            ("postgres://u:x%40y@[::1]:5432/db", "postgres://u:****@[::1]:5432/db"),
-            ("host=h password=secret user=u", "host=h password=**** user=u"),
-            ("host=h password='se cr\\'et' user=u", "host=h password=**** user=u"),
+            (
+                "postgres://u:x%40y@[::1]:5432/db",
+                "postgres://u:****@[::1]:5432/db",
+            ),
+            (
+                "host=h password=secret user=u",
+                "host=h password=**** user=u",
+            ),
+            (
+                "host=h password='se cr\\'et' user=u",
+                "host=h password=**** user=u",
+            ),
         ] {
             assert_eq!(mask_dsn(dsn), want, "{dsn}");
         }
@@ -616,7 +650,10 @@ mod tests {
             host: "db".into(),
             ..Default::default()
         };
-        assert_eq!(c.get_dsn(), "postgresql://postgres:a%20b%40c%3Ad%2Fe%25f@db:5432/postgres");
+        assert_eq!(
+            c.get_dsn(),
+            "postgresql://postgres:a%20b%40c%3Ad%2Fe%25f@db:5432/postgres"
+        );
         let parsed: tokio_postgres::Config = c.get_dsn().parse().unwrap();
         assert_eq!(parsed.get_password(), Some(&b"a b@c:d/e%f"[..]));
         assert!(!c.get_dsn_masked().contains("a b"));
@@ -625,7 +662,8 @@ mod tests {
 
     #[test]
     fn schema_name_alias_and_defaults() {
-        let c: DatabaseConfig = serde_json::from_str(r#"{"schema_name": "app", "lock_timeout_ms": null}"#).unwrap();
+        let c: DatabaseConfig =
+            serde_json::from_str(r#"{"schema_name": "app", "lock_timeout_ms": null}"#).unwrap();
         assert_eq!(c.schema.as_deref(), Some("app"));
         assert_eq!(c.lock_timeout_ms, None);
         assert_eq!(c.statement_timeout_ms, Some(60_000));
@@ -635,11 +673,34 @@ mod tests {
 
     #[test]
     fn validation() {
-        let bad = DatabaseConfig { min_connections: 5, max_connections: 2, ..Default::default() };
-        assert!(matches!(bad.validate(), Err(Error::Configuration { field: "min_connections", .. })));
-        let bad = DatabaseConfig { ssl_enabled: true, ssl_mode: Some("prefer".into()), ..Default::default() };
-        assert!(matches!(bad.validate(), Err(Error::Configuration { field: "ssl_mode", .. })));
-        let bad = DatabaseConfig { schema: Some("a-b".into()), ..Default::default() };
+        let bad = DatabaseConfig {
+            min_connections: 5,
+            max_connections: 2,
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::Configuration {
+                field: "min_connections",
+                ..
+            })
+        ));
+        let bad = DatabaseConfig {
+            ssl_enabled: true,
+            ssl_mode: Some("prefer".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::Configuration {
+                field: "ssl_mode",
+                ..
+            })
+        ));
+        let bad = DatabaseConfig {
+            schema: Some("a-b".into()),
+            ..Default::default()
+        };
         assert!(matches!(bad.validate(), Err(Error::Schema(_))));
     }
 }

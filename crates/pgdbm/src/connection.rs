@@ -41,11 +41,18 @@ pub(crate) struct PgConn {
     pub(crate) last_used: AtomicU64,
     broken: AtomicBool,
     pub(crate) backend_pid: i32,
+    pub(crate) version: String,
     tls: Option<MakeTls>,
 }
 
 impl PgConn {
-    pub(crate) fn new(client: Client, cache_size: usize, backend_pid: i32, tls: Option<MakeTls>) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        cache_size: usize,
+        backend_pid: i32,
+        version: String,
+        tls: Option<MakeTls>,
+    ) -> Self {
         PgConn {
             client,
             statements: NonZeroUsize::new(cache_size).map(|n| Mutex::new(LruCache::new(n))),
@@ -55,6 +62,7 @@ impl PgConn {
             last_used: AtomicU64::new(now_micros()),
             broken: AtomicBool::new(false),
             backend_pid,
+            version,
             tls,
         }
     }
@@ -97,7 +105,10 @@ impl PgConn {
         if pinned.is_empty() {
             return None;
         }
-        pinned.iter().find(|(s, _)| &**s == sql).map(|(_, st)| st.clone())
+        pinned
+            .iter()
+            .find(|(s, _)| &**s == sql)
+            .map(|(_, st)| st.clone())
     }
 
     /// Prepares and pins a registered statement; failures are left for the first real use.
@@ -106,8 +117,14 @@ impl PgConn {
             return;
         }
         match self.client.prepare(&sql).await {
-            Ok(st) => self.pinned.lock().unwrap_or_else(|e| e.into_inner()).push((sql, st)),
-            Err(e) => tracing::debug!(error = %e, "prepared statement not ready yet; it will be prepared on first use"),
+            Ok(st) => self
+                .pinned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((sql, st)),
+            Err(e) => {
+                tracing::debug!(error = %e, "prepared statement not ready yet; it will be prepared on first use")
+            }
         }
     }
 
@@ -117,7 +134,11 @@ impl PgConn {
 
     /// Rows of a query, by cached statement or, without named statements, by one unnamed round
     /// trip with the parameter types taken from the values.
-    pub(crate) async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, tokio_postgres::Error> {
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
         self.count();
         if self.uses_named_statements() {
             let st = self.statement(sql).await?;
@@ -129,7 +150,11 @@ impl PgConn {
     }
 
     /// A stream of rows, for callers that want only the first row or want to stream.
-    pub(crate) async fn query_stream(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<RowStream, tokio_postgres::Error> {
+    pub(crate) async fn query_stream(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<RowStream, tokio_postgres::Error> {
         self.count();
         if self.uses_named_statements() {
             let st = self.statement(sql).await?;
@@ -143,7 +168,11 @@ impl PgConn {
     }
 
     /// The first row, if any; the rest of the result is discarded.
-    pub(crate) async fn query_first(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, tokio_postgres::Error> {
+    pub(crate) async fn query_first(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
         let stream = self.query_stream(sql, params).await?;
         pin_mut!(stream);
         stream.try_next().await
@@ -151,7 +180,11 @@ impl PgConn {
 
     /// Rows affected. Without parameters the simple protocol is used, so a script of several
     /// statements (DDL, say) runs as the seed's `execute` does.
-    pub(crate) async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, tokio_postgres::Error> {
+    pub(crate) async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
         self.count();
         if params.is_empty() {
             let msgs = self.client.simple_query(sql).await?;
@@ -225,7 +258,9 @@ impl PgConn {
 
 /// Explicit parameter types for the unnamed-statement path. Text-like values go as `unknown`
 /// so the server infers the column's type (varchar, enum, …) as it would for a literal.
-pub(crate) fn typed_params<'a>(params: &[&'a (dyn ToSql + Sync)]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+pub(crate) fn typed_params<'a>(
+    params: &[&'a (dyn ToSql + Sync)],
+) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
     const CANDIDATES: &[Type] = &[
         Type::UNKNOWN,
         Type::BOOL,

@@ -4,7 +4,9 @@
 use std::fmt;
 
 use postgres_types::{FromSql, Kind, Type};
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 use tokio_postgres::Row;
 
 use crate::error::Error;
@@ -13,12 +15,18 @@ use crate::value::{hex_bytea, RawColumn, Value};
 /// Deserializes `T` from `row`, fields matched to columns by name.
 pub(crate) fn from_row<T: DeserializeOwned>(row: &Row) -> Result<T, Error> {
     let mut current = None;
-    T::deserialize(RowDe { row, current: &mut current }).map_err(|e: DeError| {
+    T::deserialize(RowDe {
+        row,
+        current: &mut current,
+    })
+    .map_err(|e: DeError| {
         let Some(i) = current.filter(|&i| i < row.len()) else {
             return Error::decode("-", "-", e.0);
         };
         let col = &row.columns()[i];
-        let is_null = row.try_get::<_, RawColumn<'_>>(i).is_ok_and(|r| r.0.is_none());
+        let is_null = row
+            .try_get::<_, RawColumn<'_>>(i)
+            .is_ok_and(|r| r.0.is_none());
         let message = if is_null && e.0.starts_with("invalid type: Option value") {
             "unexpected NULL; use an Option field for nullable columns".to_owned()
         } else {
@@ -78,7 +86,12 @@ impl<'de, 'r: 'de, 'c> de::Deserializer<'de> for RowDe<'r, 'c> {
         self.deserialize_seq(visitor)
     }
 
-    fn deserialize_tuple_struct<V: Visitor<'de>>(self, _: &'static str, _: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -97,7 +110,10 @@ struct RowMap<'r, 'c> {
 impl<'de, 'r: 'de> MapAccess<'de> for RowMap<'r, '_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         if self.next >= self.row.len() {
             return Ok(None);
         }
@@ -128,7 +144,10 @@ struct RowSeq<'r, 'c> {
 impl<'de, 'r: 'de> SeqAccess<'de> for RowSeq<'r, '_> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         if self.next >= self.row.len() {
             return Ok(None);
         }
@@ -159,8 +178,9 @@ struct ColumnDe<'a> {
 
 impl<'a> ColumnDe<'a> {
     fn bytes(&self) -> Result<&'a [u8], DeError> {
-        self.raw
-            .ok_or_else(|| DeError("unexpected NULL; use an Option field for nullable columns".into()))
+        self.raw.ok_or_else(|| {
+            DeError("unexpected NULL; use an Option field for nullable columns".into())
+        })
     }
 
     fn decode<T: FromSql<'a>>(&self) -> Result<T, DeError> {
@@ -197,15 +217,21 @@ macro_rules! deserialize_int {
     ($method:ident, $visit:ident, $t:ty) => {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
             match *self.ty {
-                Type::INT2 | Type::INT4 | Type::INT8 | Type::OID | Type::FLOAT4 | Type::FLOAT8 | Type::BOOL | Type::JSON | Type::JSONB => {
-                    self.deserialize_any(visitor)
-                }
+                Type::INT2
+                | Type::INT4
+                | Type::INT8
+                | Type::OID
+                | Type::FLOAT4
+                | Type::FLOAT8
+                | Type::BOOL
+                | Type::JSON
+                | Type::JSONB => self.deserialize_any(visitor),
                 _ => {
                     // numeric or text: parse, so `i64` fields can read `numeric` columns.
                     let s = self.number_text()?;
-                    let v: $t = s
-                        .parse()
-                        .map_err(|_| DeError(format!("{s:?} does not fit in {}", stringify!($t))))?;
+                    let v: $t = s.parse().map_err(|_| {
+                        DeError(format!("{s:?} does not fit in {}", stringify!($t)))
+                    })?;
                     visitor.$visit(v)
                 }
             }
@@ -231,14 +257,16 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for ColumnDe<'a> {
             Type::BYTEA => visitor.visit_borrowed_bytes(self.bytes()?),
             Type::JSON => {
                 let mut d = serde_json::Deserializer::from_slice(self.bytes()?);
-                de::Deserializer::deserialize_any(&mut d, visitor).map_err(|e| DeError(e.to_string()))
+                de::Deserializer::deserialize_any(&mut d, visitor)
+                    .map_err(|e| DeError(e.to_string()))
             }
             Type::JSONB => {
                 let raw = self.bytes()?;
                 match raw.split_first() {
                     Some((1, body)) => {
                         let mut d = serde_json::Deserializer::from_slice(body);
-                        de::Deserializer::deserialize_any(&mut d, visitor).map_err(|e| DeError(e.to_string()))
+                        de::Deserializer::deserialize_any(&mut d, visitor)
+                            .map_err(|e| DeError(e.to_string()))
                     }
                     _ => Err(DeError("unsupported jsonb version".into())),
                 }
@@ -266,7 +294,9 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for ColumnDe<'a> {
         match *self.ty {
             Type::NUMERIC => {
                 let s = self.number_text()?;
-                let v: f64 = s.parse().map_err(|_| DeError(format!("{s:?} is not a number")))?;
+                let v: f64 = s
+                    .parse()
+                    .map_err(|_| DeError(format!("{s:?} is not a number")))?;
                 visitor.visit_f64(v)
             }
             _ => self.deserialize_any(visitor),
@@ -292,12 +322,18 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for ColumnDe<'a> {
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         if *self.ty == Type::BYTEA && self.raw.is_some() {
             let bytes = self.bytes()?;
-            return visitor.visit_seq(de::value::SeqDeserializer::<_, DeError>::new(bytes.iter().copied()));
+            return visitor.visit_seq(de::value::SeqDeserializer::<_, DeError>::new(
+                bytes.iter().copied(),
+            ));
         }
         self.deserialize_any(visitor)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -360,8 +396,12 @@ impl<'de> de::Deserializer<'de> for ValueDe {
             Value::Float8(v) => visitor.visit_f64(v),
             Value::Text(s) => visitor.visit_string(s),
             Value::Bytes(b) => visitor.visit_byte_buf(b),
-            Value::Json(j) => j.deserialize_any(visitor).map_err(|e| DeError(e.to_string())),
-            Value::Array(items) => visitor.visit_seq(de::value::SeqDeserializer::new(items.into_iter().map(ValueDe))),
+            Value::Json(j) => j
+                .deserialize_any(visitor)
+                .map_err(|e| DeError(e.to_string())),
+            Value::Array(items) => visitor.visit_seq(de::value::SeqDeserializer::new(
+                items.into_iter().map(ValueDe),
+            )),
             other => visitor.visit_string(scalar_text(&other)),
         }
     }
@@ -375,7 +415,11 @@ impl<'de> de::Deserializer<'de> for ValueDe {
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.0 {
-            Value::Numeric(n) => visitor.visit_f64(n.as_str().parse().map_err(|_| DeError(format!("{n} is not a number")))?),
+            Value::Numeric(n) => visitor.visit_f64(
+                n.as_str()
+                    .parse()
+                    .map_err(|_| DeError(format!("{n} is not a number")))?,
+            ),
             _ => self.deserialize_any(visitor),
         }
     }

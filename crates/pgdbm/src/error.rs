@@ -275,7 +275,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn decode(column: impl fmt::Display, pg_type: impl fmt::Display, message: impl fmt::Display) -> Self {
+    pub(crate) fn decode(
+        column: impl fmt::Display,
+        pg_type: impl fmt::Display,
+        message: impl fmt::Display,
+    ) -> Self {
         Error::Decode {
             column: column.to_string(),
             pg_type: pg_type.to_string(),

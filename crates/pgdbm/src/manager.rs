@@ -1,7 +1,6 @@
 //! `AsyncDatabaseManager`: a schema-scoped handle over an owned or a shared pool.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -133,7 +132,12 @@ impl AsyncDatabaseManager {
                     .into(),
             ));
         };
-        if pool.read().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|p| !p.is_closed()) {
+        if pool
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|p| !p.is_closed())
+        {
             return Ok(());
         }
         let schema = config.schema.as_deref();
@@ -149,14 +153,19 @@ impl AsyncDatabaseManager {
             let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
             if let Err(e) = conn.batch_execute(&sql).await {
                 // Two processes creating the same schema at once: the loser's error is harmless.
-                let benign = e.code().is_some_and(|c| c.code() == "23505" || c.code() == "42P06");
+                let benign = e
+                    .code()
+                    .is_some_and(|c| c.code() == "23505" || c.code() == "42P06");
                 if !benign {
                     new_pool.close();
                     return Err(crate::query::query_error(e, &sql, std::iter::empty()));
                 }
             }
         }
-        let old = pool.write().unwrap_or_else(|e| e.into_inner()).replace(new_pool);
+        let old = pool
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(new_pool);
         if let Some(old) = old {
             old.close();
         }
@@ -187,7 +196,9 @@ impl AsyncDatabaseManager {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
                 .ok_or_else(|| {
-                    Error::Pool("not connected: call `db.connect().await?` before running queries".into())
+                    Error::Pool(
+                        "not connected: call `db.connect().await?` before running queries".into(),
+                    )
                 }),
         }
     }
@@ -240,28 +251,32 @@ impl AsyncDatabaseManager {
         Transaction::begin(self.clone()).await
     }
 
-    /// Pool statistics: the seed's keys plus acquire-wait figures.
+    /// Pool statistics: the seed's keys plus acquire-wait figures. It never waits for a
+    /// connection: `pid` is that of an idle connection, `None` when all are busy.
     pub async fn get_pool_stats(&self) -> Result<PoolStats> {
         let schema = self.schema().map(str::to_owned);
         let pool = match self.pool() {
             Ok(p) if !p.is_closed() => p,
             _ => {
                 let (min, max, database) = match &self.inner.source {
-                    PoolSource::Owned { config, .. } => (config.min_connections, config.max_connections, config.database.clone()),
-                    PoolSource::External(p) => (p.inner.min_size, p.raw_status().max_size, p.inner.database.clone()),
+                    PoolSource::Owned { config, .. } => (
+                        config.min_connections,
+                        config.max_connections,
+                        config.database.clone(),
+                    ),
+                    PoolSource::External(p) => (
+                        p.inner.min_size,
+                        p.raw_status().max_size,
+                        p.inner.database.clone(),
+                    ),
                 };
                 return Ok(PoolStats::disconnected(min, max, database, schema));
             }
         };
         let status = pool.raw_status();
         let (acquire_count, acquire_wait_total, acquire_timeouts) = pool.wait_stats();
-        let info: Option<crate::Record> = self
-            .fetch_one("SELECT pg_backend_pid() AS pid, version() AS version", &[])
-            .await?;
-        let (pid, version) = match info {
-            Some(r) => (r.get::<i32>("pid").ok(), r.get::<String>("version").ok()),
-            None => (None, None),
-        };
+        let pid = pool.idle_backend_pid();
+        let version = Some(pool.server_version().to_owned()).filter(|v| !v.is_empty());
         Ok(PoolStats {
             status: PoolStatus::Connected,
             min_size: pool.inner.min_size,
@@ -308,11 +323,9 @@ impl Executor for AsyncDatabaseManager {
         self.timeout_override.unwrap_or(self.inner.default_timeout)
     }
 
-    fn conn(&self, deadline: Option<Instant>) -> impl Future<Output = Result<ConnRef<'_>>> + Send {
-        async move {
-            let pool = self.pool()?;
-            Ok(ConnRef::Pooled(pool.get(deadline).await?))
-        }
+    async fn conn(&self, deadline: Option<Instant>) -> Result<ConnRef<'_>> {
+        let pool = self.pool()?;
+        Ok(ConnRef::Pooled(pool.get(deadline).await?))
     }
 
     fn in_transaction(&self) -> bool {
@@ -323,7 +336,9 @@ impl Executor for AsyncDatabaseManager {
 impl fmt::Debug for AsyncDatabaseManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (kind, connected) = match &self.inner.source {
-            PoolSource::Owned { pool, .. } => ("owned", pool.read().map(|p| p.is_some()).unwrap_or(false)),
+            PoolSource::Owned { pool, .. } => {
+                ("owned", pool.read().map(|p| p.is_some()).unwrap_or(false))
+            }
             PoolSource::External(_) => ("external", true),
         };
         f.debug_struct("AsyncDatabaseManager")

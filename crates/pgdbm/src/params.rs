@@ -24,7 +24,9 @@ pub trait Params: Sync {
     fn param(&self, i: usize) -> &(dyn ToSql + Sync);
 }
 
-pub(crate) fn param_iter<P: Params + ?Sized>(row: &P) -> impl ExactSizeIterator<Item = &(dyn ToSql + Sync)> {
+pub(crate) fn param_iter<P: Params + ?Sized>(
+    row: &P,
+) -> impl ExactSizeIterator<Item = &(dyn ToSql + Sync)> {
     (0..row.param_count()).map(move |i| row.param(i))
 }
 

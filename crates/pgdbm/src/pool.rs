@@ -51,7 +51,8 @@ impl PreparedRegistry {
         for sql in statements {
             conn.pin_statement(sql).await;
         }
-        conn.prepared_generation.store(generation, Ordering::Relaxed);
+        conn.prepared_generation
+            .store(generation, Ordering::Relaxed);
     }
 }
 
@@ -71,7 +72,11 @@ impl PgManager {
     async fn connect(&self) -> Result<PgConn, ConnectFailure> {
         let client = match &self.tls {
             Some(tls) => {
-                let (client, conn) = self.pg_config.connect(tls.clone()).await.map_err(ConnectFailure::Driver)?;
+                let (client, conn) = self
+                    .pg_config
+                    .connect(tls.clone())
+                    .await
+                    .map_err(ConnectFailure::Driver)?;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection closed with an error");
@@ -95,24 +100,33 @@ impl PgManager {
         };
         // One round trip: settings, then facts we want to know about the session.
         let mut sql = self.setup_sql.clone();
-        sql.push_str("SELECT pg_backend_pid()::text");
-        let msgs = client.simple_query(&sql).await.map_err(|e| ConnectFailure::Setup {
-            what: "applying server settings and timeouts",
-            source: e,
-        })?;
-        let pid = first_cell(&msgs).and_then(|s| s.parse().ok()).unwrap_or(0);
-        for cmd in &self.init_commands {
-            client.batch_execute(cmd).await.map_err(|e| ConnectFailure::Setup {
-                what: "running init_commands",
+        sql.push_str("SELECT pg_backend_pid()::text, version()");
+        let msgs = client
+            .simple_query(&sql)
+            .await
+            .map_err(|e| ConnectFailure::Setup {
+                what: "applying server settings and timeouts",
                 source: e,
             })?;
+        let pid = cell(&msgs, 0).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let version = cell(&msgs, 1).unwrap_or_default();
+        for cmd in &self.init_commands {
+            client
+                .batch_execute(cmd)
+                .await
+                .map_err(|e| ConnectFailure::Setup {
+                    what: "running init_commands",
+                    source: e,
+                })?;
         }
         if let Some(expected) = &self.expected_search_path {
-            let msgs = client.simple_query("SHOW search_path").await.map_err(|e| ConnectFailure::Setup {
-                what: "reading back search_path",
-                source: e,
+            let msgs = client.simple_query("SHOW search_path").await.map_err(|e| {
+                ConnectFailure::Setup {
+                    what: "reading back search_path",
+                    source: e,
+                }
             })?;
-            let actual = first_cell(&msgs).unwrap_or_default();
+            let actual = cell(&msgs, 0).unwrap_or_default();
             if normalize_path(&actual) != normalize_path(expected) {
                 return Err(ConnectFailure::SearchPath {
                     expected: expected.clone(),
@@ -120,15 +134,21 @@ impl PgManager {
                 });
             }
         }
-        let conn = PgConn::new(client, self.statement_cache_size, pid, self.tls.clone());
+        let conn = PgConn::new(
+            client,
+            self.statement_cache_size,
+            pid,
+            version,
+            self.tls.clone(),
+        );
         self.registry.apply(&conn).await;
         Ok(conn)
     }
 }
 
-fn first_cell(msgs: &[SimpleQueryMessage]) -> Option<String> {
+fn cell(msgs: &[SimpleQueryMessage], col: usize) -> Option<String> {
     msgs.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        SimpleQueryMessage::Row(r) => r.get(col).map(str::to_owned),
         _ => None,
     })
 }
@@ -169,12 +189,22 @@ impl ConnectFailure {
         while let Some(s) = source {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 use std::io::ErrorKind::*;
-                if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                if io
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>())
+                {
                     return false;
                 }
                 return matches!(
                     io.kind(),
-                    ConnectionRefused | ConnectionReset | ConnectionAborted | TimedOut | NotFound | AddrNotAvailable | UnexpectedEof | BrokenPipe
+                    ConnectionRefused
+                        | ConnectionReset
+                        | ConnectionAborted
+                        | TimedOut
+                        | NotFound
+                        | AddrNotAvailable
+                        | UnexpectedEof
+                        | BrokenPipe
                 );
             }
             source = s.source();
@@ -185,10 +215,7 @@ impl ConnectFailure {
 
     fn message(&self) -> String {
         match self {
-            ConnectFailure::Driver(e) => match e.as_db_error() {
-                Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-                None => e.to_string(),
-            },
+            ConnectFailure::Driver(e) => db_message(e),
             ConnectFailure::Setup { what, source } => format!("{what}: {}", db_message(source)),
             ConnectFailure::SearchPath { expected, actual } => format!(
                 "the shared pool pins search_path to {expected:?}, but the server reports {actual:?} \
@@ -206,11 +233,22 @@ impl ConnectFailure {
     }
 }
 
+/// The server's message, or the driver error with its causes (the TLS reason, the I/O error).
 fn db_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl fmt::Display for ConnectFailure {
@@ -254,6 +292,7 @@ pub(crate) struct PoolInner {
     pub(crate) registry: Arc<PreparedRegistry>,
     pub(crate) command_timeout: Option<Duration>,
     counters: WaitCounters,
+    server_version: String,
 }
 
 /// A connection pool, cheap to clone and shared by any number of managers and tasks.
@@ -318,7 +357,11 @@ impl Pool {
         let manager = PgManager {
             setup_sql: config.session_setup_sql(opts.search_path.as_deref()),
             init_commands: config.init_commands.clone().unwrap_or_default(),
-            expected_search_path: if opts.expect_search_path { opts.search_path.clone() } else { None },
+            expected_search_path: if opts.expect_search_path {
+                opts.search_path.clone()
+            } else {
+                None
+            },
             max_queries: config.max_queries,
             statement_cache_size: config.statement_cache_size,
             registry: opts.registry.clone(),
@@ -334,7 +377,7 @@ impl Pool {
         // The first connection is made with retry; the rest of `min_connections` after it.
         let mut attempts = 0u32;
         let mut delay = config.retry_delay;
-        let first = loop {
+        let first: managed::Object<PgManager> = loop {
             attempts += 1;
             match pool.get().await {
                 Ok(obj) => break obj,
@@ -377,6 +420,7 @@ impl Pool {
         };
         let rest = config.min_connections.saturating_sub(1);
         let more = futures_util::future::join_all((0..rest).map(|_| pool.get())).await;
+        let server_version = first.version.clone();
         drop(first);
         for r in more {
             if let Err(e) = r {
@@ -398,6 +442,7 @@ impl Pool {
             registry: opts.registry,
             command_timeout: config.command_timeout(),
             counters: WaitCounters::default(),
+            server_version,
         });
         if let Some(lifetime) = config.idle_lifetime() {
             spawn_reaper(Arc::downgrade(&inner), lifetime);
@@ -450,6 +495,22 @@ impl Pool {
         self.inner.pool.status()
     }
 
+    /// The backend PID of an idle connection, without checking it out (so neither the
+    /// connection's idle time nor the wait statistics change).
+    pub(crate) fn idle_backend_pid(&self) -> Option<i32> {
+        let mut pid = None;
+        self.inner.pool.retain(|conn, _| {
+            pid = pid.or(Some(conn.backend_pid));
+            true
+        });
+        pid
+    }
+
+    /// The server version, read when the pool was created.
+    pub(crate) fn server_version(&self) -> &str {
+        &self.inner.server_version
+    }
+
     pub(crate) fn wait_stats(&self) -> (u64, Duration, u64) {
         let c = &self.inner.counters;
         (
@@ -492,7 +553,8 @@ fn spawn_reaper(pool: std::sync::Weak<PoolInner>, lifetime: Duration) {
             }
             let missing = inner.min_size.saturating_sub(inner.pool.status().size);
             if missing > 0 {
-                let got = futures_util::future::join_all((0..missing).map(|_| inner.pool.get())).await;
+                let got =
+                    futures_util::future::join_all((0..missing).map(|_| inner.pool.get())).await;
                 drop(got);
             }
         }

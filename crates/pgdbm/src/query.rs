@@ -21,6 +21,9 @@ use crate::template::{check_identifier, qualify_table, Templates};
 const PIPELINE_DEPTH: usize = 256;
 
 /// A connection for one call: checked out of the pool, or borrowed from a transaction.
+// Boxing the pooled variant would cost an allocation per query; the enum lives on the stack
+// of one call only.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ConnRef<'a> {
     Pooled(PoolConnection),
     Borrowed(&'a PgConn),
@@ -54,7 +57,8 @@ pub(crate) trait Executor: Sync {
 fn debug_env() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
-        std::env::var("DB_DEBUG").is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        std::env::var("DB_DEBUG")
+            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
     })
 }
 
@@ -91,7 +95,9 @@ macro_rules! run {
             let $conn: &PgConn = &$conn;
             $conn
                 .timed(deadline, !ex.in_transaction(), $sql, async {
-                    $body.await.map_err(|e| query_error(e, $sql, params.iter().copied()))
+                    $body
+                        .await
+                        .map_err(|e| query_error(e, $sql, params.iter().copied()))
                 })
                 .await
         }
@@ -103,16 +109,28 @@ macro_rules! run {
     }};
 }
 
-pub(crate) async fn execute<E: Executor>(ex: &E, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+pub(crate) async fn execute<E: Executor>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64> {
     run!(ex, query, params, |conn, sql| conn.execute(sql, params))
 }
 
-pub(crate) async fn fetch_all<E: Executor>(ex: &E, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Record>> {
+pub(crate) async fn fetch_all<E: Executor>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Record>> {
     let rows = run!(ex, query, params, |conn, sql| conn.query(sql, params))?;
     Ok(rows.into_iter().map(Record::new).collect())
 }
 
-pub(crate) async fn fetch_one<E: Executor>(ex: &E, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Record>> {
+pub(crate) async fn fetch_one<E: Executor>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Record>> {
     let row = run!(ex, query, params, |conn, sql| conn.query_first(sql, params))?;
     Ok(row.map(Record::new))
 }
@@ -130,7 +148,10 @@ pub(crate) async fn fetch_value_at<E: Executor, T: FromSqlOwned>(
                 return Err(Error::decode(
                     column,
                     "-",
-                    format!("column index out of range: the query returns {} column(s)", row.len()),
+                    format!(
+                        "column index out of range: the query returns {} column(s)",
+                        row.len()
+                    ),
                 ));
             }
             row.get::<Option<T>>(column)
@@ -227,12 +248,22 @@ pub(crate) async fn executemany<E: Executor, P: Params>(
                     return Ok(0);
                 }
                 if implicit_tx {
-                    conn.client.batch_execute("BEGIN").await.map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
+                    conn.client
+                        .batch_execute("BEGIN")
+                        .await
+                        .map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
                 }
                 let outcome = pipeline(conn, sql, &rows).await;
                 if implicit_tx {
-                    let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
-                    conn.client.batch_execute(end).await.map_err(|e| query_error(e, end, std::iter::empty()))?;
+                    let end = if outcome.is_ok() {
+                        "COMMIT"
+                    } else {
+                        "ROLLBACK"
+                    };
+                    conn.client
+                        .batch_execute(end)
+                        .await
+                        .map_err(|e| query_error(e, end, std::iter::empty()))?;
                 }
                 outcome
             })
@@ -251,30 +282,36 @@ pub(crate) async fn executemany<E: Executor, P: Params>(
 /// `PIPELINE_DEPTH` in flight, and stops at the first failure.
 async fn pipeline<P: Params>(conn: &PgConn, sql: &str, rows: &[P]) -> Result<u64> {
     let statement = if conn.uses_named_statements() {
-        Some(conn.statement(sql).await.map_err(|e| query_error(e, sql, std::iter::empty()))?)
+        Some(
+            conn.statement(sql)
+                .await
+                .map_err(|e| query_error(e, sql, std::iter::empty()))?,
+        )
     } else {
         None
     };
     let statement = statement.as_ref();
-    conn.queries.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    let mut results = futures_util::stream::iter(rows.iter().enumerate().map(|(i, row)| async move {
-        let r = match statement {
-            Some(st) => conn.client.execute_raw(st, param_iter(row)).await,
-            None => {
-                let refs: Vec<_> = param_iter(row).collect();
-                let typed = typed_params(&refs);
-                conn.client.execute_typed(sql, &typed).await
-            }
-        };
-        r.map_err(|e| {
-            let mut err = query_error(e, sql, param_iter(row));
-            if let Error::Query { params, .. } = &mut err {
-                *params = format!("row {i}: {params}");
-            }
-            err
-        })
-    }))
-    .buffered(PIPELINE_DEPTH);
+    conn.queries
+        .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let mut results =
+        futures_util::stream::iter(rows.iter().enumerate().map(|(i, row)| async move {
+            let r = match statement {
+                Some(st) => conn.client.execute_raw(st, param_iter(row)).await,
+                None => {
+                    let refs: Vec<_> = param_iter(row).collect();
+                    let typed = typed_params(&refs);
+                    conn.client.execute_typed(sql, &typed).await
+                }
+            };
+            r.map_err(|e| {
+                let mut err = query_error(e, sql, param_iter(row));
+                if let Error::Query { params, .. } = &mut err {
+                    *params = format!("row {i}: {params}");
+                }
+                err
+            })
+        }))
+        .buffered(PIPELINE_DEPTH);
     let mut total = 0;
     while let Some(n) = results.next().await {
         total += n?;
@@ -292,7 +329,9 @@ pub(crate) async fn copy_records_to_table<E: Executor, P: Params>(
     let column_list = match columns {
         Some(cols) => {
             if cols.is_empty() {
-                return Err(Error::Schema("columns must not be empty; pass None for all columns".into()));
+                return Err(Error::Schema(
+                    "columns must not be empty; pass None for all columns".into(),
+                ));
             }
             for c in cols {
                 check_identifier(c, "column")?;
@@ -301,8 +340,14 @@ pub(crate) async fn copy_records_to_table<E: Executor, P: Params>(
         }
         None => None,
     };
-    let select = format!("SELECT {} FROM {qualified} LIMIT 0", column_list.as_deref().unwrap_or("*"));
-    log_query(&format!("COPY {qualified} FROM STDIN (FORMAT binary)"), std::iter::empty());
+    let select = format!(
+        "SELECT {} FROM {qualified} LIMIT 0",
+        column_list.as_deref().unwrap_or("*")
+    );
+    log_query(
+        &format!("COPY {qualified} FROM STDIN (FORMAT binary)"),
+        std::iter::empty(),
+    );
     let deadline = ex.deadline();
     let implicit_tx = !ex.in_transaction();
     let result = async {
@@ -312,12 +357,22 @@ pub(crate) async fn copy_records_to_table<E: Executor, P: Params>(
         let r = conn
             .timed(deadline, implicit_tx, &select, async {
                 if implicit_tx {
-                    conn.client.batch_execute("BEGIN").await.map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
+                    conn.client
+                        .batch_execute("BEGIN")
+                        .await
+                        .map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
                 }
                 let outcome = copy_in(conn, &qualified, &select, records).await;
                 if implicit_tx {
-                    let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
-                    conn.client.batch_execute(end).await.map_err(|e| query_error(e, end, std::iter::empty()))?;
+                    let end = if outcome.is_ok() {
+                        "COMMIT"
+                    } else {
+                        "ROLLBACK"
+                    };
+                    conn.client
+                        .batch_execute(end)
+                        .await
+                        .map_err(|e| query_error(e, end, std::iter::empty()))?;
                 }
                 outcome
             })
@@ -339,11 +394,22 @@ async fn copy_in<P: Params>(
     records: impl IntoIterator<Item = P>,
 ) -> Result<u64> {
     // The table's own column types, so values are encoded exactly as the columns expect.
-    let probe = conn.client.prepare(select).await.map_err(|e| query_error(e, select, std::iter::empty()))?;
+    let probe = conn
+        .client
+        .prepare(select)
+        .await
+        .map_err(|e| query_error(e, select, std::iter::empty()))?;
     let types: Vec<_> = probe.columns().iter().map(|c| c.type_().clone()).collect();
-    let names: Vec<String> = probe.columns().iter().map(|c| crate::template::quote_ident(c.name())).collect();
+    let names: Vec<String> = probe
+        .columns()
+        .iter()
+        .map(|c| crate::template::quote_ident(c.name()))
+        .collect();
     drop(probe);
-    let copy_sql = format!("COPY {qualified} ({}) FROM STDIN (FORMAT binary)", names.join(", "));
+    let copy_sql = format!(
+        "COPY {qualified} ({}) FROM STDIN (FORMAT binary)",
+        names.join(", ")
+    );
     let sink = conn
         .client
         .copy_in(&copy_sql)
@@ -356,20 +422,32 @@ async fn copy_in<P: Params>(
             return Err(Error::decode(
                 format!("record {i}"),
                 "-",
-                format!("has {} value(s) but the COPY targets {} column(s)", row.param_count(), types.len()),
+                format!(
+                    "has {} value(s) but the COPY targets {} column(s)",
+                    row.param_count(),
+                    types.len()
+                ),
             ));
         }
         // Dropping the writer on error aborts the COPY on the server.
-        writer.as_mut().write_raw(param_iter(&row)).await.map_err(|e| {
-            let mut err = query_error(e, &copy_sql, param_iter(&row));
-            if let Error::Query { params, .. } = &mut err {
-                *params = format!("record {i}: {params}");
-            }
-            err
-        })?;
+        writer
+            .as_mut()
+            .write_raw(param_iter(&row))
+            .await
+            .map_err(|e| {
+                let mut err = query_error(e, &copy_sql, param_iter(&row));
+                if let Error::Query { params, .. } = &mut err {
+                    *params = format!("record {i}: {params}");
+                }
+                err
+            })?;
     }
-    let n = writer.finish().await.map_err(|e| query_error(e, &copy_sql, std::iter::empty()))?;
-    conn.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let n = writer
+        .finish()
+        .await
+        .map_err(|e| query_error(e, &copy_sql, std::iter::empty()))?;
+    conn.queries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(n)
 }
 
@@ -418,25 +496,6 @@ pub(crate) async fn stream_rows<'e, E: Executor>(
             }
         },
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn returning_is_appended_once() {
-        assert_eq!(with_returning_id("INSERT INTO t (a) VALUES ($1)"), "INSERT INTO t (a) VALUES ($1) RETURNING id");
-        assert_eq!(with_returning_id("INSERT INTO t (a) VALUES ($1);  "), "INSERT INTO t (a) VALUES ($1) RETURNING id");
-        assert_eq!(
-            with_returning_id("insert into t (a) values ($1) Returning user_id"),
-            "insert into t (a) values ($1) Returning user_id"
-        );
-        assert_eq!(
-            with_returning_id("INSERT INTO returning_things (a) VALUES ($1)"),
-            "INSERT INTO returning_things (a) VALUES ($1) RETURNING id"
-        );
-    }
 }
 
 /// The public query methods, identical on the manager and on transactions.
@@ -514,12 +573,20 @@ macro_rules! query_methods {
         }
 
         /// The first row, if any.
-        pub async fn fetch_one(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<crate::Record>> {
+        pub async fn fetch_one(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Option<crate::Record>> {
             crate::query::fetch_one(self, query, params).await
         }
 
         /// All rows.
-        pub async fn fetch_all(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<crate::Record>> {
+        pub async fn fetch_all(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Vec<crate::Record>> {
             crate::query::fetch_all(self, query, params).await
         }
 
@@ -591,9 +658,36 @@ macro_rules! query_methods {
         /// assert_eq!(db.prepare_query("SELECT * FROM {{tables.users}}").unwrap(), r#"SELECT * FROM "app".users"#);
         /// ```
         pub fn prepare_query(&self, query: &str) -> Result<String> {
-            Ok(crate::query::Executor::templates(self).render(query)?.into_owned())
+            Ok(crate::query::Executor::templates(self)
+                .render(query)?
+                .into_owned())
         }
     };
 }
 
 pub(crate) use query_methods;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returning_is_appended_once() {
+        assert_eq!(
+            with_returning_id("INSERT INTO t (a) VALUES ($1)"),
+            "INSERT INTO t (a) VALUES ($1) RETURNING id"
+        );
+        assert_eq!(
+            with_returning_id("INSERT INTO t (a) VALUES ($1);  "),
+            "INSERT INTO t (a) VALUES ($1) RETURNING id"
+        );
+        assert_eq!(
+            with_returning_id("insert into t (a) values ($1) Returning user_id"),
+            "insert into t (a) values ($1) Returning user_id"
+        );
+        assert_eq!(
+            with_returning_id("INSERT INTO returning_things (a) VALUES ($1)"),
+            "INSERT INTO returning_things (a) VALUES ($1) RETURNING id"
+        );
+    }
+}

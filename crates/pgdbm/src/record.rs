@@ -94,7 +94,10 @@ impl Record {
     pub fn to_json(&self) -> Result<serde_json::Value> {
         let mut map = serde_json::Map::with_capacity(self.len());
         for i in 0..self.len() {
-            map.insert(self.row.columns()[i].name().to_owned(), self.get_value(i)?.to_json());
+            map.insert(
+                self.row.columns()[i].name().to_owned(),
+                self.get_value(i)?.to_json(),
+            );
         }
         Ok(serde_json::Value::Object(map))
     }

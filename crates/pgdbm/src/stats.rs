@@ -69,7 +69,12 @@ pub struct PoolStats {
 }
 
 impl PoolStats {
-    pub(crate) fn disconnected(min_size: usize, max_size: usize, database: String, schema: Option<String>) -> Self {
+    pub(crate) fn disconnected(
+        min_size: usize,
+        max_size: usize,
+        database: String,
+        schema: Option<String>,
+    ) -> Self {
         PoolStats {
             status: PoolStatus::Disconnected,
             min_size,

@@ -22,7 +22,9 @@ pub(crate) fn validate_identifier(name: &str) -> std::result::Result<(), ()> {
     let ok = !bytes.is_empty()
         && bytes.len() <= MAX_IDENT
         && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_');
     if ok {
         Ok(())
     } else {
@@ -101,7 +103,12 @@ impl Templates {
         if !query.contains("{{") {
             return Ok(Cow::Borrowed(query));
         }
-        if let Some(hit) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(query) {
+        if let Some(hit) = self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(query)
+        {
             return Ok(Cow::Owned(hit.to_string()));
         }
         let rendered = self.render_uncached(query)?;
@@ -118,7 +125,12 @@ impl Templates {
         if !query.contains("{{") {
             return Ok(Arc::from(query));
         }
-        if let Some(hit) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(query) {
+        if let Some(hit) = self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(query)
+        {
             return Ok(hit.clone());
         }
         let rendered: Arc<str> = Arc::from(self.render_uncached(query)?.as_str());
@@ -204,22 +216,44 @@ mod tests {
     fn renders_with_schema() {
         let t = Templates::new(Some("myapp"));
         assert_eq!(
-            t.render("SELECT * FROM {{tables.users}} WHERE x > $1").unwrap(),
+            t.render("SELECT * FROM {{tables.users}} WHERE x > $1")
+                .unwrap(),
             r#"SELECT * FROM "myapp".users WHERE x > $1"#
         );
-        assert_eq!(t.render("SELECT * FROM {{tables.other.users}}").unwrap(), r#"SELECT * FROM "other".users"#);
-        assert_eq!(t.render("CREATE SCHEMA {{schema}}").unwrap(), r#"CREATE SCHEMA "myapp""#);
-        assert_eq!(t.render("SELECT 1 FROM {{schema}}.t").unwrap(), r#"SELECT 1 FROM "myapp".t"#);
+        assert_eq!(
+            t.render("SELECT * FROM {{tables.other.users}}").unwrap(),
+            r#"SELECT * FROM "other".users"#
+        );
+        assert_eq!(
+            t.render("CREATE SCHEMA {{schema}}").unwrap(),
+            r#"CREATE SCHEMA "myapp""#
+        );
+        assert_eq!(
+            t.render("SELECT 1 FROM {{schema}}.t").unwrap(),
+            r#"SELECT 1 FROM "myapp".t"#
+        );
         // cached path gives the same
-        assert_eq!(t.render("SELECT * FROM {{tables.other.users}}").unwrap(), r#"SELECT * FROM "other".users"#);
+        assert_eq!(
+            t.render("SELECT * FROM {{tables.other.users}}").unwrap(),
+            r#"SELECT * FROM "other".users"#
+        );
     }
 
     #[test]
     fn renders_without_schema() {
         let t = Templates::new(None);
-        assert_eq!(t.render("SELECT * FROM {{tables.users}}").unwrap(), "SELECT * FROM users");
-        assert_eq!(t.render("SELECT 1 FROM {{schema}}.t").unwrap(), "SELECT 1 FROM t");
-        assert_eq!(t.render("SET search_path TO {{schema}}").unwrap(), "SET search_path TO public");
+        assert_eq!(
+            t.render("SELECT * FROM {{tables.users}}").unwrap(),
+            "SELECT * FROM users"
+        );
+        assert_eq!(
+            t.render("SELECT 1 FROM {{schema}}.t").unwrap(),
+            "SELECT 1 FROM t"
+        );
+        assert_eq!(
+            t.render("SET search_path TO {{schema}}").unwrap(),
+            "SET search_path TO public"
+        );
     }
 
     #[test]
@@ -248,7 +282,14 @@ mod tests {
 
     #[test]
     fn identifiers() {
-        for ok in ["public", "my_schema", "schema123", "_private_schema", "CamelCaseSchema", &"a".repeat(63)] {
+        for ok in [
+            "public",
+            "my_schema",
+            "schema123",
+            "_private_schema",
+            "CamelCaseSchema",
+            &"a".repeat(63),
+        ] {
             assert!(validate_identifier(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -270,8 +311,14 @@ mod tests {
 
     #[test]
     fn qualify() {
-        assert_eq!(qualify_table("users", Some("app")).unwrap(), r#""app".users"#);
-        assert_eq!(qualify_table("s.users", Some("app")).unwrap(), r#""s".users"#);
+        assert_eq!(
+            qualify_table("users", Some("app")).unwrap(),
+            r#""app".users"#
+        );
+        assert_eq!(
+            qualify_table("s.users", Some("app")).unwrap(),
+            r#""s".users"#
+        );
         assert_eq!(qualify_table("users", None).unwrap(), "users");
         assert!(qualify_table("a;b", None).is_err());
     }

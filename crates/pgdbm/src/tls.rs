@@ -31,10 +31,7 @@ const REENCRYPT_HINT: &str = "convert it with `openssl pkcs8 -topk8 -v2 aes-256-
 /// - `require`: any certificate is accepted; the connection is encrypted but not authenticated.
 ///   `ssl_ca_file` is ignored here (unlike libpq, which upgrades to `verify-ca` when a root file
 ///   exists) so that `require` behaves the same whatever files happen to be configured.
-pub(crate) fn make_tls_connector(
-    config: &DatabaseConfig,
-    mode: SslMode,
-) -> Result<MakeTls> {
+pub(crate) fn make_tls_connector(config: &DatabaseConfig, mode: SslMode) -> Result<MakeTls> {
     // The provider is explicit so the choice never depends on which rustls features other crates
     // in the build enabled (a process-wide default would panic with two providers compiled in).
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -1,6 +1,5 @@
 //! Transactions and nested savepoints.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -122,7 +121,10 @@ impl<'a> Transaction<'a> {
     pub async fn transaction(&self) -> Result<Transaction<'_>> {
         let state = self.state();
         state.flush_pending().await?;
-        let name = format!("pgdbm_sp_{}", state.next_savepoint.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "pgdbm_sp_{}",
+            state.next_savepoint.fetch_add(1, Ordering::Relaxed)
+        );
         state.run(&format!("SAVEPOINT {name}")).await?;
         Ok(Transaction {
             root: Root::Borrowed(state),
@@ -174,7 +176,9 @@ impl<'a> Transaction<'a> {
             Some(name) => {
                 if aborted {
                     state
-                        .run(&format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"))
+                        .run(&format!(
+                            "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
+                        ))
                         .await?;
                     state.aborted.store(false, Ordering::Relaxed);
                     return Err(Error::Transaction(format!(
@@ -201,7 +205,9 @@ impl<'a> Transaction<'a> {
             Some(name) => {
                 state.flush_pending().await?;
                 state
-                    .run(&format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"))
+                    .run(&format!(
+                        "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
+                    ))
                     .await?;
                 state.aborted.store(false, Ordering::Relaxed);
                 Ok(())
@@ -221,12 +227,10 @@ impl Executor for Transaction<'_> {
         self.state().timeout
     }
 
-    fn conn(&self, _deadline: Option<Instant>) -> impl Future<Output = Result<ConnRef<'_>>> + Send {
-        async move {
-            let state = self.state();
-            state.flush_pending().await?;
-            Ok(ConnRef::Borrowed(state.conn()))
-        }
+    async fn conn(&self, _deadline: Option<Instant>) -> Result<ConnRef<'_>> {
+        let state = self.state();
+        state.flush_pending().await?;
+        Ok(ConnRef::Borrowed(state.conn()))
     }
 
     fn in_transaction(&self) -> bool {
@@ -251,10 +255,14 @@ impl Drop for Transaction<'_> {
                     .pending
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name};"));
+                    .push(format!(
+                        "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name};"
+                    ));
             }
             (Root::Owned(state), _) => {
-                let Some(conn) = state.conn.take() else { return };
+                let Some(conn) = state.conn.take() else {
+                    return;
+                };
                 match tokio::runtime::Handle::try_current() {
                     Ok(handle) => {
                         // Roll back now, not when the connection is next used, so locks are

@@ -111,7 +111,9 @@ impl Value {
 
     /// Decodes one column from its wire bytes.
     pub(crate) fn decode(ty: &Type, raw: Option<&[u8]>) -> Result<Value, BoxError> {
-        let Some(raw) = raw else { return Ok(Value::Null) };
+        let Some(raw) = raw else {
+            return Ok(Value::Null);
+        };
         let v = match *ty {
             Type::BOOL => Value::Bool(bool::from_sql(ty, raw)?),
             Type::INT2 => Value::Int2(i16::from_sql(ty, raw)?),
@@ -149,7 +151,9 @@ impl Value {
                 Kind::Array(elem) => {
                     let array = postgres_protocol::types::array_from_sql(raw)?;
                     if fallible_iterator::FallibleIterator::count(array.dimensions())? > 1 {
-                        return Err("multi-dimensional arrays are not supported; unnest them in SQL".into());
+                        return Err(
+                            "multi-dimensional arrays are not supported; unnest them in SQL".into(),
+                        );
                     }
                     let mut out = Vec::new();
                     let mut values = array.values();
@@ -162,11 +166,11 @@ impl Value {
                     Value::Text(std::str::from_utf8(raw)?.to_owned())
                 }
                 _ => {
-                    return Err(format!(
-                        "no decoder for this type; cast it in SQL (e.g. `col::text`) or read it with \
-                         Record::get::<T>() for a T that implements FromSql"
+                    return Err(
+                        "no decoder for this type; cast it in SQL (e.g. `col::text`) or read \
+                                it with Record::get::<T>() for a T that implements FromSql"
+                            .into(),
                     )
-                    .into())
                 }
             },
         };
@@ -178,7 +182,7 @@ fn fallible_next<'a>(
     it: &mut postgres_protocol::types::ArrayValues<'a>,
 ) -> Result<Option<Option<&'a [u8]>>, BoxError> {
     use fallible_iterator::FallibleIterator;
-    it.next().map_err(Into::into)
+    it.next()
 }
 
 fn infinity(v: i64) -> Result<String, BoxError> {
@@ -310,7 +314,9 @@ impl ToSql for Value {
                 };
                 for item in items {
                     if !item.is_null() && !value_accepts(item, elem) {
-                        return Err(format!("array element {item:?} cannot be sent as {elem}").into());
+                        return Err(
+                            format!("array element {item:?} cannot be sent as {elem}").into()
+                        );
                     }
                 }
                 items.as_slice().to_sql(ty, out)
@@ -325,7 +331,9 @@ impl ToSql for Value {
 
     fn to_sql_checked(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
         if !value_accepts(self, ty) {
-            return Err(Box::new(postgres_types::WrongType::new::<Value>(ty.clone())));
+            return Err(Box::new(postgres_types::WrongType::new::<Value>(
+                ty.clone(),
+            )));
         }
         self.to_sql(ty, out)
     }

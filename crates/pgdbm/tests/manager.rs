@@ -20,7 +20,10 @@ async fn owned_pool_lifecycle_and_schema_isolation() {
     assert!(db.table_exists("users").await.unwrap());
     assert!(db.table_exists(&format!("{schema}.users")).await.unwrap());
     assert!(!db.table_exists("nope").await.unwrap());
-    assert!(matches!(db.table_exists("bad-name").await, Err(Error::Schema(_))));
+    assert!(matches!(
+        db.table_exists("bad-name").await,
+        Err(Error::Schema(_))
+    ));
     // An owned pool with a schema sets search_path to "schema", public.
     let path: Option<String> = db.fetch_value("SHOW search_path", &[]).await.unwrap();
     assert_eq!(path.unwrap(), format!("{schema}, public"));
@@ -46,11 +49,17 @@ async fn disconnect_closes_server_connections() {
     let db = AsyncDatabaseManager::new(cfg).unwrap();
     db.connect().await.unwrap();
     let count = |app: String| async move {
-        admin_value(&format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"))
-            .await
-            .unwrap()
+        admin_value(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+        ))
+        .await
+        .unwrap()
     };
-    assert_eq!(count(app.clone()).await, "3", "min_connections are opened eagerly");
+    assert_eq!(
+        count(app.clone()).await,
+        "3",
+        "min_connections are opened eagerly"
+    );
     db.disconnect().await.unwrap();
     let mut left = String::new();
     for _ in 0..50 {
@@ -60,11 +69,20 @@ async fn disconnect_closes_server_connections() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(left, "0", "connections still open on the server after disconnect");
-    assert!(matches!(db.fetch_value::<i32>("SELECT 1", &[]).await, Err(Error::Pool(_))));
+    assert_eq!(
+        left, "0",
+        "connections still open on the server after disconnect"
+    );
+    assert!(matches!(
+        db.fetch_value::<i32>("SELECT 1", &[]).await,
+        Err(Error::Pool(_))
+    ));
     // Connecting again works.
     db.connect().await.unwrap();
-    assert_eq!(db.fetch_value::<i32>("SELECT 1", &[]).await.unwrap(), Some(1));
+    assert_eq!(
+        db.fetch_value::<i32>("SELECT 1", &[]).await.unwrap(),
+        Some(1)
+    );
     db.disconnect().await.unwrap();
 }
 
@@ -74,9 +92,14 @@ async fn shared_pool_many_managers() {
     let s2 = unique("sb");
     let _g1 = SchemaGuard(s1.clone());
     let _g2 = SchemaGuard(s2.clone());
-    let cfg = DatabaseConfig { schema: Some("ignored_here".into()), ..config() };
+    let cfg = DatabaseConfig {
+        schema: Some("ignored_here".into()),
+        ..config()
+    };
     let before = cfg.clone();
-    let pool = AsyncDatabaseManager::create_shared_pool(&cfg).await.unwrap();
+    let pool = AsyncDatabaseManager::create_shared_pool(&cfg)
+        .await
+        .unwrap();
     assert_eq!(cfg, before, "the caller's config is never mutated");
     let a = AsyncDatabaseManager::from_pool(pool.clone(), Some(&s1)).unwrap();
     let b = AsyncDatabaseManager::from_pool(pool.clone(), Some(&s2)).unwrap();
@@ -84,12 +107,27 @@ async fn shared_pool_many_managers() {
     assert!(matches!(a.connect().await, Err(Error::Pool(_))));
     a.disconnect().await.unwrap();
     for (db, s) in [(&a, &s1), (&b, &s2)] {
-        db.execute(&format!("CREATE SCHEMA \"{s}\""), &[]).await.unwrap();
-        db.execute("CREATE TABLE {{tables.items}} (id int PRIMARY KEY, owner text)", &[]).await.unwrap();
-        db.execute("INSERT INTO {{tables.items}} VALUES (1, $1)", &[s]).await.unwrap();
+        db.execute(&format!("CREATE SCHEMA \"{s}\""), &[])
+            .await
+            .unwrap();
+        db.execute(
+            "CREATE TABLE {{tables.items}} (id int PRIMARY KEY, owner text)",
+            &[],
+        )
+        .await
+        .unwrap();
+        db.execute("INSERT INTO {{tables.items}} VALUES (1, $1)", &[s])
+            .await
+            .unwrap();
     }
-    let owner_a: Option<String> = a.fetch_value("SELECT owner FROM {{tables.items}}", &[]).await.unwrap();
-    let owner_b: Option<String> = b.fetch_value("SELECT owner FROM {{tables.items}}", &[]).await.unwrap();
+    let owner_a: Option<String> = a
+        .fetch_value("SELECT owner FROM {{tables.items}}", &[])
+        .await
+        .unwrap();
+    let owner_b: Option<String> = b
+        .fetch_value("SELECT owner FROM {{tables.items}}", &[])
+        .await
+        .unwrap();
     assert_eq!(owner_a.as_deref(), Some(s1.as_str()));
     assert_eq!(owner_b.as_deref(), Some(s2.as_str()));
     // The shared pool pins a neutral search_path: unqualified names fail loudly.
@@ -98,7 +136,10 @@ async fn shared_pool_many_managers() {
     let err = a.fetch_all("SELECT * FROM items", &[]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UndefinedTable);
     // Still usable after the disconnect no-op.
-    assert_eq!(a.fetch_value::<i32>("SELECT 1", &[]).await.unwrap(), Some(1));
+    assert_eq!(
+        a.fetch_value::<i32>("SELECT 1", &[]).await.unwrap(),
+        Some(1)
+    );
     pool.close();
 }
 
@@ -108,12 +149,19 @@ async fn shared_pool_refuses_an_overridden_search_path() {
         init_commands: Some(vec!["SET search_path TO public".into()]),
         ..config()
     };
-    let err = AsyncDatabaseManager::create_shared_pool(&cfg).await.unwrap_err();
+    let err = AsyncDatabaseManager::create_shared_pool(&cfg)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Connection { .. }), "{err:?}");
     assert!(err.to_string().contains("search_path"), "{err}");
     // Turning the pin off works.
-    let cfg = DatabaseConfig { shared_pool_search_path: None, ..cfg };
-    let pool = AsyncDatabaseManager::create_shared_pool(&cfg).await.unwrap();
+    let cfg = DatabaseConfig {
+        shared_pool_search_path: None,
+        ..cfg
+    };
+    let pool = AsyncDatabaseManager::create_shared_pool(&cfg)
+        .await
+        .unwrap();
     pool.close();
 }
 
@@ -130,13 +178,19 @@ async fn every_query_method() {
     users_table(&db).await;
 
     let id: i32 = db
-        .execute_and_return_id("INSERT INTO {{tables.users}} (email, name) VALUES ($1, $2);", &[&"a@x.org", &"A"])
+        .execute_and_return_id(
+            "INSERT INTO {{tables.users}} (email, name) VALUES ($1, $2);",
+            &[&"a@x.org", &"A"],
+        )
         .await
         .unwrap();
     assert_eq!(id, 1);
     // An explicit RETURNING is kept (case-insensitive), not doubled.
     let email: String = db
-        .execute_and_return_id("INSERT INTO {{tables.users}} (email) VALUES ($1) returning email", &[&"b@x.org"])
+        .execute_and_return_id(
+            "INSERT INTO {{tables.users}} (email) VALUES ($1) returning email",
+            &[&"b@x.org"],
+        )
         .await
         .unwrap();
     assert_eq!(email, "b@x.org");
@@ -150,56 +204,120 @@ async fn every_query_method() {
         .unwrap();
     assert_eq!(n, 2);
 
-    let count: Option<i64> = db.fetch_value("SELECT count(*) FROM {{tables.users}}", &[]).await.unwrap();
+    let count: Option<i64> = db
+        .fetch_value("SELECT count(*) FROM {{tables.users}}", &[])
+        .await
+        .unwrap();
     assert_eq!(count, Some(4));
     let name: Option<String> = db
-        .fetch_value_at("SELECT email, name FROM {{tables.users}} WHERE id = $1", &[&id], 1)
+        .fetch_value_at(
+            "SELECT email, name FROM {{tables.users}} WHERE id = $1",
+            &[&id],
+            1,
+        )
         .await
         .unwrap();
     assert_eq!(name.as_deref(), Some("A"));
     // None for no row, and None for NULL.
-    let none: Option<String> = db.fetch_value("SELECT name FROM {{tables.users}} WHERE id = -1", &[]).await.unwrap();
+    let none: Option<String> = db
+        .fetch_value("SELECT name FROM {{tables.users}} WHERE id = -1", &[])
+        .await
+        .unwrap();
     assert_eq!(none, None);
-    let null: Option<String> = db.fetch_value("SELECT name FROM {{tables.users}} WHERE id = 2", &[]).await.unwrap();
+    let null: Option<String> = db
+        .fetch_value("SELECT name FROM {{tables.users}} WHERE id = 2", &[])
+        .await
+        .unwrap();
     assert_eq!(null, None);
-    let bad_col = db.fetch_value_at::<String>("SELECT 1", &[], 3).await.unwrap_err();
+    let bad_col = db
+        .fetch_value_at::<String>("SELECT 1", &[], 3)
+        .await
+        .unwrap_err();
     assert!(matches!(bad_col, Error::Decode { .. }), "{bad_col:?}");
 
-    let row: Record = db.fetch_one("SELECT * FROM {{tables.users}} WHERE id = $1", &[&id]).await.unwrap().unwrap();
-    assert_eq!(row.columns().collect::<Vec<_>>(), ["id", "email", "name", "age"]);
+    let row: Record = db
+        .fetch_one("SELECT * FROM {{tables.users}} WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.columns().collect::<Vec<_>>(),
+        ["id", "email", "name", "age"]
+    );
     assert_eq!(row.get::<String>("email").unwrap(), "a@x.org");
     assert_eq!(row.get::<i32>(0).unwrap(), 1);
     assert_eq!(row.get::<Option<i32>>("age").unwrap(), None);
     let wrong = row.get::<i64>("id").unwrap_err();
     match &wrong {
-        Error::Decode { column, pg_type, .. } => {
+        Error::Decode {
+            column, pg_type, ..
+        } => {
             assert_eq!(column, "id");
             assert_eq!(pg_type, "int4");
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(row.get::<i32>("missing"), Err(Error::Decode { .. })));
-    assert!(db.fetch_one("SELECT * FROM {{tables.users}} WHERE id = -1", &[]).await.unwrap().is_none());
+    assert!(matches!(
+        row.get::<i32>("missing"),
+        Err(Error::Decode { .. })
+    ));
+    assert!(db
+        .fetch_one("SELECT * FROM {{tables.users}} WHERE id = -1", &[])
+        .await
+        .unwrap()
+        .is_none());
 
-    let rows = db.fetch_all("SELECT * FROM {{tables.users}} ORDER BY id", &[]).await.unwrap();
+    let rows = db
+        .fetch_all("SELECT * FROM {{tables.users}} ORDER BY id", &[])
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 4);
     let json = serde_json::to_value(&rows[0]).unwrap();
-    assert_eq!(json, serde_json::json!({"id": 1, "email": "a@x.org", "name": "A", "age": null}));
+    assert_eq!(
+        json,
+        serde_json::json!({"id": 1, "email": "a@x.org", "name": "A", "age": null})
+    );
 
-    let u: Option<User> = db.fetch_as_model("SELECT * FROM {{tables.users}} WHERE id = $1", &[&id]).await.unwrap();
-    assert_eq!(u, Some(User { id: 1, email: "a@x.org".into(), name: Some("A".into()) }));
-    let all: Vec<User> = db.fetch_all_as_model("SELECT * FROM {{tables.users}} ORDER BY id", &[]).await.unwrap();
+    let u: Option<User> = db
+        .fetch_as_model("SELECT * FROM {{tables.users}} WHERE id = $1", &[&id])
+        .await
+        .unwrap();
+    assert_eq!(
+        u,
+        Some(User {
+            id: 1,
+            email: "a@x.org".into(),
+            name: Some("A".into())
+        })
+    );
+    let all: Vec<User> = db
+        .fetch_all_as_model("SELECT * FROM {{tables.users}} ORDER BY id", &[])
+        .await
+        .unwrap();
     assert_eq!(all.len(), 4);
     assert_eq!(all[1].name, None);
-    let none: Option<User> = db.fetch_as_model("SELECT * FROM {{tables.users}} WHERE id = -1", &[]).await.unwrap();
+    let none: Option<User> = db
+        .fetch_as_model("SELECT * FROM {{tables.users}} WHERE id = -1", &[])
+        .await
+        .unwrap();
     assert!(none.is_none());
 
     let copied = db
-        .copy_records_to_table("users", vec![("e@x.org", "E"), ("f@x.org", "F")], Some(&["email", "name"]))
+        .copy_records_to_table(
+            "users",
+            vec![("e@x.org", "E"), ("f@x.org", "F")],
+            Some(&["email", "name"]),
+        )
         .await
         .unwrap();
     assert_eq!(copied, 2);
-    let deleted = db.execute("DELETE FROM {{tables.users}} WHERE email LIKE $1", &[&"%f@x.org"]).await.unwrap();
+    let deleted = db
+        .execute(
+            "DELETE FROM {{tables.users}} WHERE email LIKE $1",
+            &[&"%f@x.org"],
+        )
+        .await
+        .unwrap();
     assert_eq!(deleted, 1);
 
     // Raw connection.
@@ -219,51 +337,125 @@ async fn execute_without_params_runs_a_script() {
     .await
     .unwrap();
     assert!(db.table_exists("b").await.unwrap());
-    assert_eq!(db.fetch_value::<i64>("SELECT count(*) FROM {{tables.a}}", &[]).await.unwrap(), Some(2));
+    assert_eq!(
+        db.fetch_value::<i64>("SELECT count(*) FROM {{tables.a}}", &[])
+            .await
+            .unwrap(),
+        Some(2)
+    );
 }
 
 #[tokio::test]
 async fn templates_render_and_camel_case_schema_is_quoted() {
     let schema = unique("CamelCase");
     let _g = SchemaGuard(schema.clone());
-    let db = AsyncDatabaseManager::new(DatabaseConfig { schema: Some(schema.clone()), ..config() }).unwrap();
-    assert_eq!(db.prepare_query("SELECT * FROM {{tables.users}}").unwrap(), format!("SELECT * FROM \"{schema}\".users"));
-    assert_eq!(db.prepare_query("SELECT {{schema}}").unwrap(), format!("SELECT \"{schema}\""));
-    assert_eq!(db.prepare_query("SELECT * FROM {{tables.other.t}}").unwrap(), "SELECT * FROM \"other\".t");
+    let db = AsyncDatabaseManager::new(DatabaseConfig {
+        schema: Some(schema.clone()),
+        ..config()
+    })
+    .unwrap();
+    assert_eq!(
+        db.prepare_query("SELECT * FROM {{tables.users}}").unwrap(),
+        format!("SELECT * FROM \"{schema}\".users")
+    );
+    assert_eq!(
+        db.prepare_query("SELECT {{schema}}").unwrap(),
+        format!("SELECT \"{schema}\"")
+    );
+    assert_eq!(
+        db.prepare_query("SELECT * FROM {{tables.other.t}}")
+            .unwrap(),
+        "SELECT * FROM \"other\".t"
+    );
     db.connect().await.unwrap();
     users_table(&db).await;
-    db.execute("INSERT INTO {{tables.users}} (email) VALUES ($1)", &[&"x@y"]).await.unwrap();
+    db.execute(
+        "INSERT INTO {{tables.users}} (email) VALUES ($1)",
+        &[&"x@y"],
+    )
+    .await
+    .unwrap();
     assert!(db.table_exists("users").await.unwrap());
-    let schema_exists = admin_value(&format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'")).await;
-    assert_eq!(schema_exists.as_deref(), Some("1"), "mixed-case schema created with its exact name");
+    let schema_exists = admin_value(&format!(
+        "SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'"
+    ))
+    .await;
+    assert_eq!(
+        schema_exists.as_deref(),
+        Some("1"),
+        "mixed-case schema created with its exact name"
+    );
     // Malformed placeholders never reach the server.
-    for bad in ["SELECT * FROM {{tables.bad; DROP.users}}", "SELECT * FROM {{tables.a-b}}", "SELECT {{schema"] {
-        assert!(matches!(db.execute(bad, &[]).await, Err(Error::Schema(_))), "{bad}");
+    for bad in [
+        "SELECT * FROM {{tables.bad; DROP.users}}",
+        "SELECT * FROM {{tables.a-b}}",
+        "SELECT {{schema",
+    ] {
+        assert!(
+            matches!(db.execute(bad, &[]).await, Err(Error::Schema(_))),
+            "{bad}"
+        );
     }
     let no_schema = AsyncDatabaseManager::new(config()).unwrap();
-    assert_eq!(no_schema.prepare_query("SELECT * FROM {{tables.users}}").unwrap(), "SELECT * FROM users");
-    assert_eq!(no_schema.prepare_query("SELECT * FROM {{schema}}.users").unwrap(), "SELECT * FROM users");
+    assert_eq!(
+        no_schema
+            .prepare_query("SELECT * FROM {{tables.users}}")
+            .unwrap(),
+        "SELECT * FROM users"
+    );
+    assert_eq!(
+        no_schema
+            .prepare_query("SELECT * FROM {{schema}}.users")
+            .unwrap(),
+        "SELECT * FROM users"
+    );
 }
 
 #[tokio::test]
 async fn errors_carry_sqlstate_and_portable_kinds() {
     let (db, _g) = schema_db().await;
     users_table(&db).await;
-    db.execute("CREATE TABLE {{tables.posts}} (id int, user_id int REFERENCES {{tables.users}}(id))", &[])
+    db.execute(
+        "CREATE TABLE {{tables.posts}} (id int, user_id int REFERENCES {{tables.users}}(id))",
+        &[],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO {{tables.users}} (email) VALUES ($1)",
+        &[&"a@x"],
+    )
+    .await
+    .unwrap();
+    let e = db
+        .execute(
+            "INSERT INTO {{tables.users}} (email) VALUES ($1)",
+            &[&"a@x"],
+        )
         .await
-        .unwrap();
-    db.execute("INSERT INTO {{tables.users}} (email) VALUES ($1)", &[&"a@x"]).await.unwrap();
-    let e = db.execute("INSERT INTO {{tables.users}} (email) VALUES ($1)", &[&"a@x"]).await.unwrap_err();
+        .unwrap_err();
     assert!(e.is_unique_violation());
     assert_eq!(e.code(), Some("23505"));
     assert_eq!(e.constraint(), Some("users_email_key"));
     assert!(e.detail().unwrap().contains("a@x"));
     assert!(e.to_string().contains("23505"), "{e}");
-    let e = db.execute("INSERT INTO {{tables.posts}} VALUES (1, 999)", &[]).await.unwrap_err();
+    let e = db
+        .execute("INSERT INTO {{tables.posts}} VALUES (1, 999)", &[])
+        .await
+        .unwrap_err();
     assert!(e.is_foreign_key_violation());
-    let e = db.execute("INSERT INTO {{tables.users}} (email) VALUES (NULL)", &[]).await.unwrap_err();
+    let e = db
+        .execute("INSERT INTO {{tables.users}} (email) VALUES (NULL)", &[])
+        .await
+        .unwrap_err();
     assert!(e.is_not_null_violation());
-    let e = db.execute("INSERT INTO {{tables.users}} (email, age) VALUES ('z', -1)", &[]).await.unwrap_err();
+    let e = db
+        .execute(
+            "INSERT INTO {{tables.users}} (email, age) VALUES ('z', -1)",
+            &[],
+        )
+        .await
+        .unwrap_err();
     assert!(e.is_check_violation());
     let e = db.execute("SELEC 1", &[]).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::SyntaxError);
@@ -277,18 +469,39 @@ async fn errors_carry_sqlstate_and_portable_kinds() {
 async fn wrong_parameters_are_precise_errors_and_the_pool_stays_healthy() {
     let (db, _g) = schema_db_with(|c| c.max_connections = 1).await;
     users_table(&db).await;
-    let e = db.execute("INSERT INTO {{tables.users}} (email) VALUES ($1)", &[&"a", &"b"]).await.unwrap_err();
+    let e = db
+        .execute(
+            "INSERT INTO {{tables.users}} (email) VALUES ($1)",
+            &[&"a", &"b"],
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Query { .. }), "{e:?}");
     assert!(e.to_string().contains("parameters"), "{e}");
-    let e = db.execute("INSERT INTO {{tables.users}} (email) VALUES ($1)", &[&5_i64]).await.unwrap_err();
+    let e = db
+        .execute(
+            "INSERT INTO {{tables.users}} (email) VALUES ($1)",
+            &[&5_i64],
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Query { .. }), "{e:?}");
     // A long parameter value is never echoed.
     let secret = "s3cr3t-".repeat(10);
-    let e = db.execute("INSERT INTO {{tables.users}} (id, email) VALUES ($1, $2)", &[&"x", &secret]).await.unwrap_err();
+    let e = db
+        .execute(
+            "INSERT INTO {{tables.users}} (id, email) VALUES ($1, $2)",
+            &[&"x", &secret],
+        )
+        .await
+        .unwrap_err();
     let shown = format!("{e} {e:?}");
     assert!(!shown.contains(&secret), "{shown}");
     // The single connection is still fine.
-    assert_eq!(db.fetch_value::<i32>("SELECT 1", &[]).await.unwrap(), Some(1));
+    assert_eq!(
+        db.fetch_value::<i32>("SELECT 1", &[]).await.unwrap(),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -313,7 +526,18 @@ async fn pool_stats_have_the_seed_keys() {
     assert!(stats.acquire_count >= 2);
     assert!((stats.usage() - 0.5).abs() < 1e-9);
     let json = serde_json::to_value(&stats).unwrap();
-    for key in ["status", "min_size", "max_size", "size", "free_size", "used_size", "database", "schema", "pid", "version"] {
+    for key in [
+        "status",
+        "min_size",
+        "max_size",
+        "size",
+        "free_size",
+        "used_size",
+        "database",
+        "schema",
+        "pid",
+        "version",
+    ] {
         assert!(json.get(key).is_some(), "missing {key}");
     }
     drop(held);
@@ -322,18 +546,25 @@ async fn pool_stats_have_the_seed_keys() {
 #[tokio::test]
 async fn concurrent_tasks_share_one_manager() {
     let (db, _g) = schema_db_with(|c| c.max_connections = 3).await;
-    db.execute("CREATE TABLE {{tables.n}} (v int)", &[]).await.unwrap();
+    db.execute("CREATE TABLE {{tables.n}} (v int)", &[])
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..20 {
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
-            db.execute("INSERT INTO {{tables.n}} VALUES ($1)", &[&i]).await.unwrap();
+            db.execute("INSERT INTO {{tables.n}} VALUES ($1)", &[&i])
+                .await
+                .unwrap();
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    let sum: Option<i64> = db.fetch_value("SELECT sum(v) FROM {{tables.n}}", &[]).await.unwrap();
+    let sum: Option<i64> = db
+        .fetch_value("SELECT sum(v) FROM {{tables.n}}", &[])
+        .await
+        .unwrap();
     assert_eq!(sum, Some((0..20).sum()));
     let stats = db.get_pool_stats().await.unwrap();
     assert!(stats.size <= 3);
@@ -343,7 +574,10 @@ async fn concurrent_tasks_share_one_manager() {
 async fn streaming_keeps_rows_flowing() {
     use futures_util::TryStreamExt;
     let (db, _g) = schema_db().await;
-    let stream = db.fetch_stream("SELECT g FROM generate_series(1, 5000) g", &[]).await.unwrap();
+    let stream = db
+        .fetch_stream("SELECT g FROM generate_series(1, 5000) g", &[])
+        .await
+        .unwrap();
     let rows: Vec<Record> = stream.try_collect().await.unwrap();
     assert_eq!(rows.len(), 5000);
     assert_eq!(rows[4999].get::<i32>(0).unwrap(), 5000);

@@ -12,7 +12,9 @@ const DEFAULT_URL: &str = "postgresql://postgres@127.0.0.1:5432/postgres";
 
 async fn connect() -> Client {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.expect("connect to PostgreSQL");
+    let (client, connection) = tokio_postgres::connect(&url, NoTls)
+        .await
+        .expect("connect to PostgreSQL");
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             eprintln!("connection error: {e}");
@@ -40,22 +42,49 @@ where
     // The literal travels as text and is cast server-side, exactly like
     // 'literal'::type in SQL.
     let from_server = client
-        .prepare(&format!("SELECT $1::text::{sql_type}, {}", as_text(sql_type, &format!("$1::text::{sql_type}"))))
+        .prepare(&format!(
+            "SELECT $1::text::{sql_type}, {}",
+            as_text(sql_type, &format!("$1::text::{sql_type}"))
+        ))
         .await
         .expect("prepare");
     let to_server = client
-        .prepare_typed(&format!("SELECT {}, $1::{sql_type}", as_text(sql_type, &format!("$1::{sql_type}"))), &[ty])
+        .prepare_typed(
+            &format!(
+                "SELECT {}, $1::{sql_type}",
+                as_text(sql_type, &format!("$1::{sql_type}"))
+            ),
+            &[ty],
+        )
         .await
         .expect("prepare");
     for literal in literals {
-        let row = client.query_one(&from_server, &[literal]).await.unwrap_or_else(|e| panic!("{literal}: {e}"));
+        let row = client
+            .query_one(&from_server, &[literal])
+            .await
+            .unwrap_or_else(|e| panic!("{literal}: {e}"));
         let value: T = row.get(0);
         let server_text: String = row.get(1);
-        assert_eq!(value.to_string(), server_text, "{sql_type} {literal:?}: decoded {value:?}");
+        assert_eq!(
+            value.to_string(),
+            server_text,
+            "{sql_type} {literal:?}: decoded {value:?}"
+        );
 
-        let row = client.query_one(&to_server, &[&value]).await.unwrap_or_else(|e| panic!("{literal}: {e}"));
-        assert_eq!(row.get::<_, String>(0), server_text, "{sql_type} {literal:?} sent back");
-        assert_eq!(row.get::<_, T>(1), value, "{sql_type} {literal:?} binary round trip");
+        let row = client
+            .query_one(&to_server, &[&value])
+            .await
+            .unwrap_or_else(|e| panic!("{literal}: {e}"));
+        assert_eq!(
+            row.get::<_, String>(0),
+            server_text,
+            "{sql_type} {literal:?} sent back"
+        );
+        assert_eq!(
+            row.get::<_, T>(1),
+            value,
+            "{sql_type} {literal:?} binary round trip"
+        );
     }
 }
 
@@ -66,11 +95,17 @@ where
     T: FromSqlOwned + ToSql + Sync + std::fmt::Display + std::fmt::Debug + PartialEq,
 {
     let text = as_text(sql_type, "v");
-    let sql = format!("SELECT {text}, v FROM unnest($1::{sql_type}[]) WITH ORDINALITY AS t(v, i) ORDER BY i");
+    let sql = format!(
+        "SELECT {text}, v FROM unnest($1::{sql_type}[]) WITH ORDINALITY AS t(v, i) ORDER BY i"
+    );
     let rows = client.query(&sql, &[&values]).await.expect("batch query");
     assert_eq!(rows.len(), values.len());
     for (row, value) in rows.iter().zip(values) {
-        assert_eq!(value.to_string(), row.get::<_, String>(0), "{sql_type} {value:?}");
+        assert_eq!(
+            value.to_string(),
+            row.get::<_, String>(0),
+            "{sql_type} {value:?}"
+        );
         assert_eq!(&row.get::<_, T>(1), value, "{sql_type} binary round trip");
     }
 }
@@ -130,7 +165,10 @@ async fn numeric_literals() {
     check_literals::<Numeric>(&client, "numeric", Type::NUMERIC, NUMERIC_LITERALS).await;
     // Our parser must agree with numeric_in, not only our decoder.
     for literal in NUMERIC_LITERALS {
-        let row = client.query_one("SELECT $1::text::numeric::text", &[literal]).await.expect("query");
+        let row = client
+            .query_one("SELECT $1::text::numeric::text", &[literal])
+            .await
+            .expect("query");
         let parsed: Numeric = literal.parse().expect("parse");
         assert_eq!(parsed.as_str(), row.get::<_, String>(0), "{literal}");
     }
@@ -148,7 +186,10 @@ async fn numeric_extremes() {
     // Beyond the limits the server and the parser both refuse.
     for s in ["1e131072", "1e-16384"] {
         assert!(s.parse::<Numeric>().is_err());
-        assert!(client.query_one("SELECT $1::text::numeric", &[&s]).await.is_err());
+        assert!(client
+            .query_one("SELECT $1::text::numeric", &[&s])
+            .await
+            .is_err());
     }
 }
 
@@ -160,14 +201,21 @@ async fn numeric_random() {
     for _ in 0..3000 {
         let digits = |rng: &mut XorShift, max: u64| -> String {
             // Runs of zeros and nines stress the base-10000 group edges.
-            let pool = [b"0000000009".as_slice(), b"9999999990", b"0123456789"][rng.below(3) as usize];
-            (0..rng.below(max)).map(|_| char::from(pool[rng.below(10) as usize])).collect()
+            let pool =
+                [b"0000000009".as_slice(), b"9999999990", b"0123456789"][rng.below(3) as usize];
+            (0..rng.below(max))
+                .map(|_| char::from(pool[rng.below(10) as usize]))
+                .collect()
         };
         let mut s = String::new();
         s.push_str(["", "-", "+"][rng.below(3) as usize]);
         let int = digits(&mut rng, 30);
         let frac = digits(&mut rng, 30);
-        s.push_str(if int.is_empty() && frac.is_empty() { "0" } else { &int });
+        s.push_str(if int.is_empty() && frac.is_empty() {
+            "0"
+        } else {
+            &int
+        });
         if rng.below(2) == 0 || int.is_empty() {
             s.push('.');
             s.push_str(&frac);
@@ -178,7 +226,10 @@ async fn numeric_random() {
         literals.push(s);
     }
     let rows = client
-        .query("SELECT x::numeric::text FROM unnest($1::text[]) WITH ORDINALITY AS t(x, i) ORDER BY i", &[&literals])
+        .query(
+            "SELECT x::numeric::text FROM unnest($1::text[]) WITH ORDINALITY AS t(x, i) ORDER BY i",
+            &[&literals],
+        )
         .await
         .expect("query");
     let mut values = Vec::new();
@@ -230,9 +281,19 @@ async fn interval_literals() {
     check_literals::<Interval>(&client, "interval", Type::INTERVAL, INTERVAL_LITERALS).await;
     // The server's text must parse back to the value it decodes to.
     for literal in INTERVAL_LITERALS {
-        let row = client.query_one("SELECT $1::text::interval, $1::text::interval::text", &[literal]).await.expect("query");
+        let row = client
+            .query_one(
+                "SELECT $1::text::interval, $1::text::interval::text",
+                &[literal],
+            )
+            .await
+            .expect("query");
         let text: String = row.get(1);
-        assert_eq!(text.parse::<Interval>().ok(), Some(row.get::<_, Interval>(0)), "{text}");
+        assert_eq!(
+            text.parse::<Interval>().ok(),
+            Some(row.get::<_, Interval>(0)),
+            "{text}"
+        );
     }
 }
 
@@ -240,7 +301,10 @@ async fn interval_literals() {
 async fn interval_random() {
     let client = connect().await;
     let mut rng = XorShift(0x1234_5678_9ABC_DEF1);
-    let mut values = vec![Interval::new(0, 0, i64::MIN), Interval::new(i32::MIN, i32::MIN, i64::MIN + 1)];
+    let mut values = vec![
+        Interval::new(0, 0, i64::MIN),
+        Interval::new(i32::MIN, i32::MIN, i64::MIN + 1),
+    ];
     while values.len() < 3000 {
         // Random magnitudes, so that small and huge fields both show up.
         let iv = Interval::new(
@@ -305,13 +369,22 @@ async fn inet_and_cidr_literals() {
 
     // The text cast differs from the output function for inet only.
     let host: Inet = "1.2.3.4".parse().expect("parse");
-    let row = client.query_one("SELECT $1::inet::text, format('%s', $1::inet)", &[&host]).await.expect("query");
-    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("1.2.3.4/32".into(), host.to_string()));
+    let row = client
+        .query_one("SELECT $1::inet::text, format('%s', $1::inet)", &[&host])
+        .await
+        .expect("query");
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("1.2.3.4/32".into(), host.to_string())
+    );
 
     // A host address with bits past the prefix is an inet, never a cidr.
     for literal in inet_only {
         let v: Inet = literal.parse().expect("parse");
-        assert!(client.query_one("SELECT $1::cidr", &[&v]).await.is_err(), "{literal}");
+        assert!(
+            client.query_one("SELECT $1::cidr", &[&v]).await.is_err(),
+            "{literal}"
+        );
     }
 }
 
@@ -339,11 +412,19 @@ async fn inet_random() {
             IpAddr::V6(Ipv6Addr::from(words))
         };
         let max = if addr.is_ipv4() { 33 } else { 129 };
-        let prefix = if rng.below(2) == 0 { max - 1 } else { rng.below(max) } as u8;
+        let prefix = if rng.below(2) == 0 {
+            max - 1
+        } else {
+            rng.below(max)
+        } as u8;
         inets.push(Inet::new(addr, prefix).expect("valid prefix"));
         let network = match addr {
-            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0))),
-            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0))),
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(
+                u32::from(a) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0),
+            )),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(
+                u128::from(a) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0),
+            )),
         };
         cidrs.push(Inet::new_cidr(network, prefix).expect("host bits cleared"));
     }

@@ -21,7 +21,9 @@ const ALL_TYPES: &str = "SELECT
 
 async fn setup() -> (pgdbm::AsyncDatabaseManager, SchemaGuard) {
     let (db, g) = schema_db().await;
-    db.execute("CREATE TYPE {{tables.mood}} AS ENUM ('sad', 'happy')", &[]).await.unwrap();
+    db.execute("CREATE TYPE {{tables.mood}} AS ENUM ('sad', 'happy')", &[])
+        .await
+        .unwrap();
     (db, g)
 }
 
@@ -36,7 +38,10 @@ async fn dynamic_values_cover_the_types() {
     assert_eq!(v("i8"), Value::Int8(8));
     assert_eq!(v("f4"), Value::Float4(1.5));
     assert_eq!(v("f8"), Value::Float8(2.25));
-    assert_eq!(v("num"), Value::Numeric("123456789012345678901234567890.000100".parse().unwrap()));
+    assert_eq!(
+        v("num"),
+        Value::Numeric("123456789012345678901234567890.000100".parse().unwrap())
+    );
     assert_eq!(v("t"), Value::Text("txt".into()));
     assert_eq!(v("vc"), Value::Text("vc".into()));
     assert_eq!(v("ch"), Value::Text("c  ".into()));
@@ -44,20 +49,40 @@ async fn dynamic_values_cover_the_types() {
     assert_eq!(v("by"), Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef]));
     assert_eq!(v("js"), Value::Json(serde_json::json!({"a": [1, 2]})));
     assert_eq!(v("jb"), Value::Json(serde_json::json!({"k": "v"})));
-    assert_eq!(v("u"), Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".parse().unwrap()));
-    assert_eq!(v("d"), Value::Date(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()));
-    assert_eq!(v("tm"), Value::Time(NaiveTime::from_hms_milli_opt(13, 45, 1, 500).unwrap()));
+    assert_eq!(
+        v("u"),
+        Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".parse().unwrap())
+    );
+    assert_eq!(
+        v("d"),
+        Value::Date(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap())
+    );
+    assert_eq!(
+        v("tm"),
+        Value::Time(NaiveTime::from_hms_milli_opt(13, 45, 1, 500).unwrap())
+    );
     assert_eq!(
         v("ts"),
-        Value::Timestamp(NaiveDateTime::parse_from_str("2024-02-29 13:45:01", "%Y-%m-%d %H:%M:%S").unwrap())
+        Value::Timestamp(
+            NaiveDateTime::parse_from_str("2024-02-29 13:45:01", "%Y-%m-%d %H:%M:%S").unwrap()
+        )
     );
-    assert_eq!(v("tstz"), Value::TimestampTz("2024-02-29T13:45:01Z".parse::<DateTime<Utc>>().unwrap()));
+    assert_eq!(
+        v("tstz"),
+        Value::TimestampTz("2024-02-29T13:45:01Z".parse::<DateTime<Utc>>().unwrap())
+    );
     assert_eq!(v("iv").to_string(), "\"1 year 2 mons 3 days 04:05:06\"");
     assert_eq!(v("ip"), Value::Inet("10.0.0.1".parse().unwrap()));
     assert_eq!(v("net").to_json(), serde_json::json!("10.0.0.0/8"));
     assert_eq!(v("en"), Value::Text("happy".into()));
-    assert_eq!(v("arr"), Value::Array(vec![Value::Int4(1), Value::Null, Value::Int4(3)]));
-    assert_eq!(v("tarr"), Value::Array(vec![Value::Text("x".into()), Value::Text("y".into())]));
+    assert_eq!(
+        v("arr"),
+        Value::Array(vec![Value::Int4(1), Value::Null, Value::Int4(3)])
+    );
+    assert_eq!(
+        v("tarr"),
+        Value::Array(vec![Value::Text("x".into()), Value::Text("y".into())])
+    );
     assert_eq!(v("nul"), Value::Null);
     assert_eq!(v("inf"), Value::Text("infinity".into()));
 
@@ -78,23 +103,38 @@ async fn typed_getters() {
     let (db, _g) = setup().await;
     let row = db.fetch_one(ALL_TYPES, &[]).await.unwrap().unwrap();
     assert!(row.get::<bool>("b").unwrap());
-    assert_eq!(row.get::<Numeric>("num").unwrap().as_str(), "123456789012345678901234567890.000100");
+    assert_eq!(
+        row.get::<Numeric>("num").unwrap().as_str(),
+        "123456789012345678901234567890.000100"
+    );
     assert_eq!(row.get::<Interval>("iv").unwrap().months, 14);
     assert_eq!(row.get::<Inet>("net").unwrap().prefix, 8);
-    assert_eq!(row.get::<Vec<Option<i32>>>("arr").unwrap(), vec![Some(1), None, Some(3)]);
+    assert_eq!(
+        row.get::<Vec<Option<i32>>>("arr").unwrap(),
+        vec![Some(1), None, Some(3)]
+    );
     assert_eq!(row.get::<EnumText>("en").unwrap().0, "happy");
     assert_eq!(row.get::<&str>("t").unwrap(), "txt");
-    assert_eq!(row.get::<uuid::Uuid>("u").unwrap().to_string(), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    assert_eq!(
+        row.get::<uuid::Uuid>("u").unwrap().to_string(),
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+    );
     assert_eq!(row.get::<serde_json::Value>("jb").unwrap()["k"], "v");
 }
 
 #[tokio::test]
 async fn an_undecodable_type_is_a_decode_error_naming_the_column() {
     let (db, _g) = setup().await;
-    let row = db.fetch_one("SELECT '(1,2)'::point AS p, int4range(1, 5) AS r", &[]).await.unwrap().unwrap();
+    let row = db
+        .fetch_one("SELECT '(1,2)'::point AS p, int4range(1, 5) AS r", &[])
+        .await
+        .unwrap()
+        .unwrap();
     for (col, ty) in [("p", "point"), ("r", "int4range")] {
         match row.get_value(col) {
-            Err(Error::Decode { column, pg_type, .. }) => {
+            Err(Error::Decode {
+                column, pg_type, ..
+            }) => {
                 assert_eq!(column, col);
                 assert_eq!(pg_type, ty);
             }
@@ -159,7 +199,11 @@ async fn models_read_straight_from_the_row() {
         a: f64,
         b: i64,
     }
-    let n: Nums = db.fetch_as_model("SELECT 1.25::numeric AS a, 42::numeric AS b", &[]).await.unwrap().unwrap();
+    let n: Nums = db
+        .fetch_as_model("SELECT 1.25::numeric AS a, 42::numeric AS b", &[])
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((n.a, n.b), (1.25, 42));
 
     // A NULL into a non-Option field, and a type mismatch, name the column.
@@ -168,22 +212,34 @@ async fn models_read_straight_from_the_row() {
     struct Strict {
         x: i32,
     }
-    match db.fetch_as_model::<Strict>("SELECT NULL::int4 AS x", &[]).await {
-        Err(Error::Decode { column, message, .. }) => {
+    match db
+        .fetch_as_model::<Strict>("SELECT NULL::int4 AS x", &[])
+        .await
+    {
+        Err(Error::Decode {
+            column, message, ..
+        }) => {
             assert_eq!(column, "x");
             assert!(message.contains("NULL"), "{message}");
         }
         other => panic!("{other:?}"),
     }
-    match db.fetch_as_model::<Strict>("SELECT 'abc'::text AS x", &[]).await {
-        Err(Error::Decode { column, pg_type, .. }) => {
+    match db
+        .fetch_as_model::<Strict>("SELECT 'abc'::text AS x", &[])
+        .await
+    {
+        Err(Error::Decode {
+            column, pg_type, ..
+        }) => {
             assert_eq!(column, "x");
             assert_eq!(pg_type, "text");
         }
         other => panic!("{other:?}"),
     }
     match db.fetch_as_model::<Strict>("SELECT 1 AS y", &[]).await {
-        Err(Error::Decode { message, .. }) => assert!(message.contains("missing field"), "{message}"),
+        Err(Error::Decode { message, .. }) => {
+            assert!(message.contains("missing field"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
     // Tuples read columns by position.
@@ -249,8 +305,24 @@ async fn parameters_of_the_same_types_encode() {
     assert_eq!(row.get::<String>("tarr").unwrap(), "{a,b}");
 
     // Dynamic Value rows round-trip through executemany.
-    let rows = vec![vec![Value::Bool(false), Value::Int2(1), Value::Text("x".into()), Value::Null]];
-    db.executemany("INSERT INTO {{tables.all_types}} (b, i2, t, i4) VALUES ($1, $2, $3, $4)", rows).await.unwrap();
-    let n: Option<i64> = db.fetch_value("SELECT count(*) FROM {{tables.all_types}} WHERE t = 'x'", &[]).await.unwrap();
+    let rows = vec![vec![
+        Value::Bool(false),
+        Value::Int2(1),
+        Value::Text("x".into()),
+        Value::Null,
+    ]];
+    db.executemany(
+        "INSERT INTO {{tables.all_types}} (b, i2, t, i4) VALUES ($1, $2, $3, $4)",
+        rows,
+    )
+    .await
+    .unwrap();
+    let n: Option<i64> = db
+        .fetch_value(
+            "SELECT count(*) FROM {{tables.all_types}} WHERE t = 'x'",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(n, Some(1));
 }

@@ -60,7 +60,11 @@ impl Inet {
     /// An `inet` (host address with an optional network size).
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, InetError> {
         check_prefix(&addr, u32::from(prefix))?;
-        Ok(Inet { addr, prefix, is_cidr: false })
+        Ok(Inet {
+            addr,
+            prefix,
+            is_cidr: false,
+        })
     }
 
     /// A `cidr` network; like the server, refuses addresses with bits set
@@ -70,7 +74,11 @@ impl Inet {
         if !host_bits_clear(&addr, prefix) {
             return Err(InetError::HostBitsSet);
         }
-        Ok(Inet { addr, prefix, is_cidr: true })
+        Ok(Inet {
+            addr,
+            prefix,
+            is_cidr: true,
+        })
     }
 }
 
@@ -94,14 +102,20 @@ fn host_bits_clear(addr: &IpAddr, prefix: u8) -> bool {
     // would overflow.
     match addr {
         IpAddr::V4(a) => u32::from(*a) & u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0) == 0,
-        IpAddr::V6(a) => u128::from(*a) & u128::MAX.checked_shr(u32::from(prefix)).unwrap_or(0) == 0,
+        IpAddr::V6(a) => {
+            u128::from(*a) & u128::MAX.checked_shr(u32::from(prefix)).unwrap_or(0) == 0
+        }
     }
 }
 
 /// A single host: full-length prefix, `inet`.
 impl From<IpAddr> for Inet {
     fn from(addr: IpAddr) -> Self {
-        Inet { addr, prefix: max_prefix(&addr), is_cidr: false }
+        Inet {
+            addr,
+            prefix: max_prefix(&addr),
+            is_cidr: false,
+        }
     }
 }
 
@@ -153,7 +167,8 @@ fn write_v6(f: &mut fmt::Formatter<'_>, addr: &Ipv6Addr) -> fmt::Result {
             f.write_char(':')?;
         }
         // ::a.b.c.d and ::ffff:a.b.c.d keep the dotted IPv4 tail.
-        let embedded_v4 = matches!(best, Some((0, 6))) || (matches!(best, Some((0, 5))) && words[5] == 0xffff);
+        let embedded_v4 =
+            matches!(best, Some((0, 6))) || (matches!(best, Some((0, 5))) && words[5] == 0xffff);
         if i == 6 && embedded_v4 {
             let [.., a, b, c, d] = addr.octets();
             return write!(f, "{}", Ipv4Addr::new(a, b, c, d));
@@ -188,12 +203,18 @@ impl FromStr for Inet {
         let addr: IpAddr = addr.parse().map_err(|_| syntax())?;
         let prefix = match prefix {
             None => u32::from(max_prefix(&addr)),
-            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().map_err(|_| syntax())?,
+            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse().map_err(|_| syntax())?
+            }
             Some(_) => return Err(syntax()),
         };
         check_prefix(&addr, prefix)?;
         let prefix = u8::try_from(prefix).map_err(|_| syntax())?;
-        Ok(Inet { addr, prefix, is_cidr: false })
+        Ok(Inet {
+            addr,
+            prefix,
+            is_cidr: false,
+        })
     }
 }
 
@@ -206,15 +227,23 @@ impl<'a> FromSql<'a> for Inet {
         let addr = match (*family, *nb, address) {
             (PGSQL_AF_INET, 4, &[a, b, c, d]) => IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
             (PGSQL_AF_INET6, 16, bytes) => {
-                let octets: [u8; 16] = bytes.try_into().map_err(|_| "inet: address length mismatch")?;
+                let octets: [u8; 16] = bytes
+                    .try_into()
+                    .map_err(|_| "inet: address length mismatch")?;
                 IpAddr::V6(Ipv6Addr::from(octets))
             }
-            (PGSQL_AF_INET | PGSQL_AF_INET6, _, _) => return Err("inet: address length mismatch".into()),
+            (PGSQL_AF_INET | PGSQL_AF_INET6, _, _) => {
+                return Err("inet: address length mismatch".into())
+            }
             _ => return Err(format!("inet: invalid address family {family}").into()),
         };
         // The type, not the flag byte, decides: the server ignores that
         // byte on input too.
-        let value = if *ty == Type::CIDR { Inet::new_cidr(addr, *bits)? } else { Inet::new(addr, *bits)? };
+        let value = if *ty == Type::CIDR {
+            Inet::new_cidr(addr, *bits)?
+        } else {
+            Inet::new(addr, *bits)?
+        };
         Ok(value)
     }
 
@@ -224,7 +253,11 @@ impl<'a> FromSql<'a> for Inet {
 }
 
 impl ToSql for Inet {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         let is_cidr = *ty == Type::CIDR;
         // Validate here so a bad value fails locally with a clear message
         // instead of as a server error.
@@ -302,18 +335,38 @@ mod tests {
             ("::/0", "::/0", Some("::/0")),
             ("2001:db8::/32", "2001:db8::/32", Some("2001:db8::/32")),
             ("2001:db8::1/64", "2001:db8::1/64", None),
-            ("::ffff:1.2.3.4", "::ffff:1.2.3.4", Some("::ffff:1.2.3.4/128")),
+            (
+                "::ffff:1.2.3.4",
+                "::ffff:1.2.3.4",
+                Some("::ffff:1.2.3.4/128"),
+            ),
             ("::1.2.3.4", "::1.2.3.4", Some("::1.2.3.4/128")),
             ("::0.0.1.1", "::101", Some("::101/128")),
             ("1::", "1::", Some("1::/128")),
             ("1:0:0:2:0:0:0:3", "1:0:0:2::3", Some("1:0:0:2::3/128")),
             ("1:0:0:2:0:0:3:4", "1::2:0:0:3:4", Some("1::2:0:0:3:4/128")),
             ("0:0:1::", "0:0:1::", Some("0:0:1::/128")),
-            ("1:2:3:4:5:6:7:0", "1:2:3:4:5:6:7:0", Some("1:2:3:4:5:6:7:0/128")),
-            ("1:2:3:4:5:6:0:0", "1:2:3:4:5:6::", Some("1:2:3:4:5:6::/128")),
-            ("::ffff:0:1.2.3.4", "::ffff:0:102:304", Some("::ffff:0:102:304/128")),
+            (
+                "1:2:3:4:5:6:7:0",
+                "1:2:3:4:5:6:7:0",
+                Some("1:2:3:4:5:6:7:0/128"),
+            ),
+            (
+                "1:2:3:4:5:6:0:0",
+                "1:2:3:4:5:6::",
+                Some("1:2:3:4:5:6::/128"),
+            ),
+            (
+                "::ffff:0:1.2.3.4",
+                "::ffff:0:102:304",
+                Some("::ffff:0:102:304/128"),
+            ),
             ("::1:0:0:0:1", "::1:0:0:0:1", Some("::1:0:0:0:1/128")),
-            ("::ffff:0.0.0.0/96", "::ffff:0.0.0.0/96", Some("::ffff:0.0.0.0/96")),
+            (
+                "::ffff:0.0.0.0/96",
+                "::ffff:0.0.0.0/96",
+                Some("::ffff:0.0.0.0/96"),
+            ),
             ("ABCD::EF", "abcd::ef", Some("abcd::ef/128")),
         ];
         for (input, as_inet, as_cidr) in cases {
@@ -321,7 +374,10 @@ mod tests {
             let parsed = inet(input);
             match as_cidr {
                 Some(text) => assert_eq!(cidr(input).to_string(), text, "{input}"),
-                None => assert_eq!(Inet::new_cidr(parsed.addr, parsed.prefix), Err(InetError::HostBitsSet)),
+                None => assert_eq!(
+                    Inet::new_cidr(parsed.addr, parsed.prefix),
+                    Err(InetError::HostBitsSet)
+                ),
             }
             // Display output parses back to the same inet.
             assert_eq!(inet(as_inet), parsed);
@@ -330,18 +386,48 @@ mod tests {
 
     #[test]
     fn rejects_junk() {
-        for bad in ["", "1.2.3", "1.2.3.4/", "1.2.3.4/-1", "1.2.3.4/+8", "1.2.3.4/0008", "1.2.3.4/8/8", "::1/", "::1%eth0", "10/8", "host", " 1.2.3.4"] {
-            assert!(matches!(bad.parse::<Inet>(), Err(InetError::Syntax(_))), "{bad:?}");
+        for bad in [
+            "",
+            "1.2.3",
+            "1.2.3.4/",
+            "1.2.3.4/-1",
+            "1.2.3.4/+8",
+            "1.2.3.4/0008",
+            "1.2.3.4/8/8",
+            "::1/",
+            "::1%eth0",
+            "10/8",
+            "host",
+            " 1.2.3.4",
+        ] {
+            assert!(
+                matches!(bad.parse::<Inet>(), Err(InetError::Syntax(_))),
+                "{bad:?}"
+            );
         }
-        assert_eq!("1.2.3.4/33".parse::<Inet>(), Err(InetError::PrefixTooLong { prefix: 33, max: 32 }));
-        assert_eq!("::/129".parse::<Inet>(), Err(InetError::PrefixTooLong { prefix: 129, max: 128 }));
+        assert_eq!(
+            "1.2.3.4/33".parse::<Inet>(),
+            Err(InetError::PrefixTooLong {
+                prefix: 33,
+                max: 32
+            })
+        );
+        assert_eq!(
+            "::/129".parse::<Inet>(),
+            Err(InetError::PrefixTooLong {
+                prefix: 129,
+                max: 128
+            })
+        );
         assert!(Inet::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 33).is_err());
     }
 
     #[test]
     fn binary_layout_and_validation() {
         let mut buf = BytesMut::new();
-        inet("10.0.0.0/8").to_sql(&Type::CIDR, &mut buf).expect("encode");
+        inet("10.0.0.0/8")
+            .to_sql(&Type::CIDR, &mut buf)
+            .expect("encode");
         assert_eq!(&buf[..], &[2, 8, 1, 4, 10, 0, 0, 0]);
         let back = Inet::from_sql(&Type::CIDR, &buf).expect("decode");
         assert_eq!(back, cidr("10.0.0.0/8"));
@@ -352,11 +438,19 @@ mod tests {
         assert_eq!(Inet::from_sql(&Type::INET, &buf).ok(), Some(inet("::1")));
 
         // Host bits are fine for inet but not for cidr.
-        assert!(inet("10.1.0.0/8").to_sql(&Type::CIDR, &mut BytesMut::new()).is_err());
+        assert!(inet("10.1.0.0/8")
+            .to_sql(&Type::CIDR, &mut BytesMut::new())
+            .is_err());
         assert!(Inet::from_sql(&Type::CIDR, &[2, 8, 1, 4, 10, 1, 0, 0]).is_err());
         assert!(Inet::from_sql(&Type::INET, &[2, 8, 0, 4, 10, 1, 0, 0]).is_ok());
-        let bad_prefix = Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), prefix: 40, is_cidr: false };
-        assert!(bad_prefix.to_sql(&Type::INET, &mut BytesMut::new()).is_err());
+        let bad_prefix = Inet {
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            prefix: 40,
+            is_cidr: false,
+        };
+        assert!(bad_prefix
+            .to_sql(&Type::INET, &mut BytesMut::new())
+            .is_err());
 
         for raw in [
             &[][..],
@@ -365,8 +459,12 @@ mod tests {
             &[2, 32, 0, 4, 1, 2, 3, 4, 5],
             &[2, 33, 0, 4, 1, 2, 3, 4],
             &[2, 32, 0, 16, 1, 2, 3, 4],
-            &[10, 128, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-            &[3, 129, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            &[
+                10, 128, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+            ],
+            &[
+                3, 129, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+            ],
         ] {
             assert!(Inet::from_sql(&Type::INET, raw).is_err(), "{raw:?}");
         }
@@ -410,8 +508,14 @@ mod tests {
     #[test]
     fn serde() {
         let v = cidr("2001:db8::/32");
-        assert_eq!(serde_json::to_string(&v).ok(), Some("\"2001:db8::/32\"".into()));
-        assert_eq!(serde_json::from_str::<Inet>("\"2001:db8::/32\"").ok(), Some(inet("2001:db8::/32")));
+        assert_eq!(
+            serde_json::to_string(&v).ok(),
+            Some("\"2001:db8::/32\"".into())
+        );
+        assert_eq!(
+            serde_json::from_str::<Inet>("\"2001:db8::/32\"").ok(),
+            Some(inet("2001:db8::/32"))
+        );
         assert!(serde_json::from_str::<Inet>("\"nope\"").is_err());
         assert_eq!(Inet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)), inet("::1/128"));
     }

@@ -65,7 +65,11 @@ impl Interval {
 
     /// From the three stored fields.
     pub const fn new(months: i32, days: i32, microseconds: i64) -> Self {
-        Interval { months, days, microseconds }
+        Interval {
+            months,
+            days,
+            microseconds,
+        }
     }
 
     /// Time-only interval; nanoseconds below a microsecond are truncated
@@ -96,7 +100,8 @@ impl TryFrom<Interval> for Duration {
         }
         let total = i128::from(iv.days) * USECS_PER_DAY + i128::from(iv.microseconds);
         let total = u128::try_from(total).map_err(|_| IntervalError::Negative)?;
-        let secs = u64::try_from(total / USECS_PER_SEC as u128).map_err(|_| IntervalError::OutOfRange)?;
+        let secs =
+            u64::try_from(total / USECS_PER_SEC as u128).map_err(|_| IntervalError::OutOfRange)?;
         // The remainder is below one million, so it fits and scales to nanos.
         let nanos = (total % USECS_PER_SEC as u128) as u32 * 1000;
         Ok(Duration::new(secs, nanos))
@@ -120,7 +125,10 @@ impl fmt::Display for Interval {
         let seconds = t % USECS_PER_MINUTE / USECS_PER_SEC;
         let fraction = t % USECS_PER_SEC;
 
-        let mut state = PartState { is_zero: true, is_before: false };
+        let mut state = PartState {
+            is_zero: true,
+            is_before: false,
+        };
         state.add(f, i64::from(self.months / 12), "year")?;
         state.add(f, i64::from(self.months % 12), "mon")?;
         state.add(f, i64::from(self.days), "day")?;
@@ -135,7 +143,13 @@ impl fmt::Display for Interval {
             } else {
                 ""
             };
-            write!(f, "{sep}{sign}{:02}:{:02}:{:02}", hours.unsigned_abs(), minutes.unsigned_abs(), seconds.unsigned_abs())?;
+            write!(
+                f,
+                "{sep}{sign}{:02}:{:02}:{:02}",
+                hours.unsigned_abs(),
+                minutes.unsigned_abs(),
+                seconds.unsigned_abs()
+            )?;
             if fraction != 0 {
                 let digits = format!("{:06}", fraction.unsigned_abs());
                 write!(f, ".{}", digits.trim_end_matches('0'))?;
@@ -217,8 +231,12 @@ impl FromStr for Interval {
                 "week" | "weeks" => days += value * 7,
                 "day" | "days" => days += value,
                 "hour" | "hours" | "hr" | "hrs" => micros += value * i128::from(USECS_PER_HOUR),
-                "min" | "mins" | "minute" | "minutes" => micros += value * i128::from(USECS_PER_MINUTE),
-                "sec" | "secs" | "second" | "seconds" => micros += value * i128::from(USECS_PER_SEC),
+                "min" | "mins" | "minute" | "minutes" => {
+                    micros += value * i128::from(USECS_PER_MINUTE)
+                }
+                "sec" | "secs" | "second" | "seconds" => {
+                    micros += value * i128::from(USECS_PER_SEC)
+                }
                 "millisecond" | "milliseconds" | "ms" => micros += value * 1000,
                 "microsecond" | "microseconds" | "us" => micros += value,
                 _ => return Err(syntax()),
@@ -350,7 +368,10 @@ mod tests {
             (Interval::new(0, -3, 0), "-3 days"),
             (Interval::new(0, 1, -2 * H), "1 day -02:00:00"),
             (Interval::new(0, 0, 1), "00:00:00.000001"),
-            (Interval::new(-14, 3, -(4 * H + 5 * 60_000_000 + 6_000_000)), "-1 years -2 mons +3 days -04:05:06"),
+            (
+                Interval::new(-14, 3, -(4 * H + 5 * 60_000_000 + 6_000_000)),
+                "-1 years -2 mons +3 days -04:05:06",
+            ),
             (Interval::new(178_000_000 * 12, 0, 0), "178000000 years"),
             (Interval::new(0, 0, -1_000_000), "-00:00:01"),
             (Interval::new(1, 0, 0), "1 mon"),
@@ -368,7 +389,10 @@ mod tests {
             (Interval::new(0, 0, 3_723_000_100), "01:02:03.0001"),
             (Interval::new(0, 0, i64::MAX), "2562047788:00:54.775807"),
             (Interval::new(0, 0, i64::MIN), "-2562047788:00:54.775808"),
-            (Interval::new(i32::MIN, i32::MIN, 0), "-178956970 years -8 mons -2147483648 days"),
+            (
+                Interval::new(i32::MIN, i32::MIN, 0),
+                "-178956970 years -8 mons -2147483648 days",
+            ),
             (Interval::INFINITY, "infinity"),
             (Interval::NEG_INFINITY, "-infinity"),
         ];
@@ -386,35 +410,79 @@ mod tests {
         assert_eq!(p("1 Year 1 MONTH"), Ok(Interval::new(13, 0, 0)));
         assert_eq!(p("01:02"), Ok(Interval::new(0, 0, H + 2 * 60_000_000)));
         assert_eq!(p("  +1 day  "), Ok(Interval::new(0, 1, 0)));
-        assert_eq!(p("90 min 5 sec 7 ms 3 us"), Ok(Interval::new(0, 0, 5_405_007_003)));
+        assert_eq!(
+            p("90 min 5 sec 7 ms 3 us"),
+            Ok(Interval::new(0, 0, 5_405_007_003))
+        );
     }
 
     #[test]
     fn rejects_junk() {
         for bad in [
-            "", "@", "ago", "1", "1 fortnight", "day", "1.5 days", "1 day 2", "00:00:00 00:00:01", "00:60:00", "00:00:60", "00:00:00.1234567",
-            "1:2:3:4", "12.5", "01:02.5", "--1 day", "+ 1 day", "1 day ago ago", "x",
+            "",
+            "@",
+            "ago",
+            "1",
+            "1 fortnight",
+            "day",
+            "1.5 days",
+            "1 day 2",
+            "00:00:00 00:00:01",
+            "00:60:00",
+            "00:00:60",
+            "00:00:00.1234567",
+            "1:2:3:4",
+            "12.5",
+            "01:02.5",
+            "--1 day",
+            "+ 1 day",
+            "1 day ago ago",
+            "x",
         ] {
-            assert!(matches!(bad.parse::<Interval>(), Err(IntervalError::Syntax(_))), "{bad:?}");
+            assert!(
+                matches!(bad.parse::<Interval>(), Err(IntervalError::Syntax(_))),
+                "{bad:?}"
+            );
         }
-        assert_eq!("2147483648 mons".parse::<Interval>(), Err(IntervalError::OutOfRange));
-        assert_eq!("178956971 years".parse::<Interval>(), Err(IntervalError::OutOfRange));
-        assert_eq!("2562047789:00:00".parse::<Interval>(), Err(IntervalError::OutOfRange));
+        assert_eq!(
+            "2147483648 mons".parse::<Interval>(),
+            Err(IntervalError::OutOfRange)
+        );
+        assert_eq!(
+            "178956971 years".parse::<Interval>(),
+            Err(IntervalError::OutOfRange)
+        );
+        assert_eq!(
+            "2562047789:00:00".parse::<Interval>(),
+            Err(IntervalError::OutOfRange)
+        );
         assert!("99999999999999999999 days".parse::<Interval>().is_err());
     }
 
     #[test]
     fn std_duration() {
         let d = Duration::new(90_061, 1_500);
-        assert_eq!(Interval::from_std(d), Ok(Interval::new(0, 0, 90_061_000_001)));
-        assert_eq!(Interval::from_std(Duration::MAX), Err(IntervalError::OutOfRange));
+        assert_eq!(
+            Interval::from_std(d),
+            Ok(Interval::new(0, 0, 90_061_000_001))
+        );
+        assert_eq!(
+            Interval::from_std(Duration::MAX),
+            Err(IntervalError::OutOfRange)
+        );
         let back = |iv| Duration::try_from(iv);
-        assert_eq!(back(Interval::new(0, 1, -2 * H)), Ok(Duration::from_secs(22 * 3600)));
+        assert_eq!(
+            back(Interval::new(0, 1, -2 * H)),
+            Ok(Duration::from_secs(22 * 3600))
+        );
         assert_eq!(back(Interval::new(0, 0, 1)), Ok(Duration::from_micros(1)));
         assert_eq!(back(Interval::new(1, 0, 0)), Err(IntervalError::HasMonths));
         assert_eq!(back(Interval::new(0, 0, -1)), Err(IntervalError::Negative));
         assert_eq!(back(Interval::INFINITY), Err(IntervalError::Infinite));
-        assert_eq!(back(Interval::new(0, i32::MAX, i64::MAX)).map(|d| d.as_secs()), Ok(i32::MAX as u64 * 86_400 + 9_223_372_036_854));
+        assert_eq!(
+            back(Interval::new(0, i32::MAX, i64::MAX)).map(|d| d.as_secs()),
+            Ok(i32::MAX as u64 * 86_400 + 9_223_372_036_854)
+        );
     }
 
     #[test]
@@ -444,12 +512,19 @@ mod tests {
             x
         };
         for _ in 0..20_000 {
-            let iv = Interval::new(next() as i32 >> (next() % 32), next() as i32 >> (next() % 32), next() as i64 >> (next() % 64));
+            let iv = Interval::new(
+                next() as i32 >> (next() % 32),
+                next() as i32 >> (next() % 32),
+                next() as i64 >> (next() % 64),
+            );
             let text = iv.to_string();
             assert_eq!(text.parse::<Interval>(), Ok(iv), "{text}");
             // Any 16 bytes are a valid interval, and decoding must not panic.
             let raw: Vec<u8> = (0..(next() % 20)).map(|_| next() as u8).collect();
-            assert_eq!(Interval::from_sql(&Type::INTERVAL, &raw).is_ok(), raw.len() == 16);
+            assert_eq!(
+                Interval::from_sql(&Type::INTERVAL, &raw).is_ok(),
+                raw.len() == 16
+            );
         }
     }
 

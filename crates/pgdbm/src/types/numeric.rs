@@ -115,7 +115,10 @@ impl FromStr for Numeric {
         }
 
         let (mantissa, exponent) = match body.find(['e', 'E']) {
-            Some(at) => (&body[..at], parse_exponent(&body[at + 1..]).ok_or_else(syntax)?),
+            Some(at) => (
+                &body[..at],
+                parse_exponent(&body[at + 1..]).ok_or_else(syntax)?,
+            ),
             None => (body, 0),
         };
         let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -171,7 +174,11 @@ impl FromStr for Numeric {
 
 /// Digit `i` of `digits`, with implied zeros on both sides.
 fn digit_char(digits: &[u8], i: i64) -> char {
-    let d = usize::try_from(i).ok().and_then(|i| digits.get(i)).copied().unwrap_or(0);
+    let d = usize::try_from(i)
+        .ok()
+        .and_then(|i| digits.get(i))
+        .copied()
+        .unwrap_or(0);
     char::from(b'0' + d)
 }
 
@@ -186,9 +193,9 @@ fn parse_exponent(s: &str) -> Option<i64> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let magnitude = digits
-        .bytes()
-        .fold(0i64, |acc, b| acc.saturating_mul(10).saturating_add(i64::from(b - b'0')));
+    let magnitude = digits.bytes().fold(0i64, |acc, b| {
+        acc.saturating_mul(10).saturating_add(i64::from(b - b'0'))
+    });
     Some(if negative { -magnitude } else { magnitude })
 }
 
@@ -245,7 +252,12 @@ fn decode(raw: &[u8]) -> Result<String, BoxError> {
     let dscale = usize::from(header(6)?);
 
     if raw.len() != 8 + 2 * ndigits {
-        return Err(format!("numeric: expected {} digit bytes, got {}", 2 * ndigits, raw.len() - 8).into());
+        return Err(format!(
+            "numeric: expected {} digit bytes, got {}",
+            2 * ndigits,
+            raw.len() - 8
+        )
+        .into());
     }
     if dscale > MAX_DSCALE {
         return Err("numeric: invalid scale".into());
@@ -257,11 +269,20 @@ fn decode(raw: &[u8]) -> Result<String, BoxError> {
         SIGN_POS | SIGN_NEG => {}
         _ => return Err("numeric: invalid sign".into()),
     }
-    let digits: Vec<u16> = raw[8..].chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+    let digits: Vec<u16> = raw[8..]
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
     if digits.iter().any(|&d| d >= NBASE) {
         return Err("numeric: digit out of range".into());
     }
-    let digit_at = |i: i64| usize::try_from(i).ok().and_then(|i| digits.get(i)).copied().unwrap_or(0);
+    let digit_at = |i: i64| {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| digits.get(i))
+            .copied()
+            .unwrap_or(0)
+    };
 
     let mut int_part = String::new();
     for i in 0..=weight {
@@ -347,11 +368,18 @@ fn encode(text: &str) -> Result<Encoded, BoxError> {
         .chain(frac.bytes().map(|b| u16::from(b - b'0')))
         .chain(std::iter::repeat_n(0, frac_pad))
         .collect();
-    let groups: Vec<u16> = decimal.chunks_exact(DEC_DIGITS).map(|c| c.iter().fold(0, |acc, &d| acc * 10 + d)).collect();
+    let groups: Vec<u16> = decimal
+        .chunks_exact(DEC_DIGITS)
+        .map(|c| c.iter().fold(0, |acc, &d| acc * 10 + d))
+        .collect();
 
     let int_groups = (int.len() + int_pad) / DEC_DIGITS;
     let leading = groups.iter().take_while(|&&g| g == 0).count();
-    let trailing = groups[leading..].iter().rev().take_while(|&&g| g == 0).count();
+    let trailing = groups[leading..]
+        .iter()
+        .rev()
+        .take_while(|&&g| g == 0)
+        .count();
     let significant = groups[leading..groups.len() - trailing].to_vec();
 
     let (sign, weight) = if significant.is_empty() {
@@ -469,8 +497,14 @@ mod tests {
 
     #[test]
     fn rejects_junk() {
-        for bad in ["", " ", ".", "-", "+", "e5", ".e5", "1e", "1e+", "1.2.3", "1,5", "--1", "-nan", "+nan", "0x10", "1_000", "١", "1e5x", "infinit", "- 1"] {
-            assert!(matches!(bad.parse::<Numeric>(), Err(NumericParseError::Syntax(_))), "{bad:?} should be rejected");
+        for bad in [
+            "", " ", ".", "-", "+", "e5", ".e5", "1e", "1e+", "1.2.3", "1,5", "--1", "-nan",
+            "+nan", "0x10", "1_000", "١", "1e5x", "infinit", "- 1",
+        ] {
+            assert!(
+                matches!(bad.parse::<Numeric>(), Err(NumericParseError::Syntax(_))),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
@@ -478,8 +512,19 @@ mod tests {
     fn enforces_postgres_limits() {
         assert_eq!(n("1e131071").len(), 131_072);
         assert_eq!(n("1e-16383").len(), 16_385);
-        for too_big in ["1e131072", "1e-16384", "0e-20000", "0.00001e-16379", "1e99999999999999999999", "0e1073741823"] {
-            assert_eq!(too_big.parse::<Numeric>(), Err(NumericParseError::OutOfRange), "{too_big}");
+        for too_big in [
+            "1e131072",
+            "1e-16384",
+            "0e-20000",
+            "0.00001e-16379",
+            "1e99999999999999999999",
+            "0e1073741823",
+        ] {
+            assert_eq!(
+                too_big.parse::<Numeric>(),
+                Err(NumericParseError::OutOfRange),
+                "{too_big}"
+            );
         }
     }
 
@@ -490,9 +535,18 @@ mod tests {
         assert_eq!(Numeric::from(u32::MAX).as_str(), "4294967295");
         assert_eq!(Numeric::try_from(0.1).map(|v| v.0), Ok("0.1".into()));
         assert_eq!(Numeric::try_from(-0.0).map(|v| v.0), Ok("0".into()));
-        assert_eq!(Numeric::try_from(1e-20).map(|v| v.0), Ok("0.00000000000000000001".into()));
-        assert_eq!(Numeric::try_from(f64::NAN), Err(NumericParseError::NotFinite));
-        assert_eq!(Numeric::try_from(f64::INFINITY), Err(NumericParseError::NotFinite));
+        assert_eq!(
+            Numeric::try_from(1e-20).map(|v| v.0),
+            Ok("0.00000000000000000001".into())
+        );
+        assert_eq!(
+            Numeric::try_from(f64::NAN),
+            Err(NumericParseError::NotFinite)
+        );
+        assert_eq!(
+            Numeric::try_from(f64::INFINITY),
+            Err(NumericParseError::NotFinite)
+        );
         assert!(Numeric::try_from(f64::MAX).is_ok());
         assert!(Numeric::try_from(f64::MIN_POSITIVE / 1e10).is_ok());
         assert_eq!(n("2.5").parse::<f64>().ok(), Some(2.5));
@@ -505,8 +559,24 @@ mod tests {
     #[test]
     fn binary_roundtrip() {
         for s in [
-            "0", "0.0", "0.00000", "-0.5", "1", "10000", "9999.9999", "10000.0001", "0.0001", "0.00001", "12345678.87654321",
-            "123456789012345678901234567890.123456789", "1.000", "-1.000", "100000000", "0.00000000000000000001", "NaN", "Infinity",
+            "0",
+            "0.0",
+            "0.00000",
+            "-0.5",
+            "1",
+            "10000",
+            "9999.9999",
+            "10000.0001",
+            "0.0001",
+            "0.00001",
+            "12345678.87654321",
+            "123456789012345678901234567890.123456789",
+            "1.000",
+            "-1.000",
+            "100000000",
+            "0.00000000000000000001",
+            "NaN",
+            "Infinity",
             "-Infinity",
         ] {
             assert_eq!(roundtrip(s), s);
@@ -520,7 +590,9 @@ mod tests {
     #[test]
     fn binary_layout() {
         let mut buf = BytesMut::new();
-        n_val("-12.3400").to_sql(&Type::NUMERIC, &mut buf).expect("encode");
+        n_val("-12.3400")
+            .to_sql(&Type::NUMERIC, &mut buf)
+            .expect("encode");
         // ndigits 2, weight 0, negative, dscale 4, digits 12 and 3400.
         assert_eq!(&buf[..], &[0, 2, 0, 0, 0x40, 0, 0, 4, 0, 12, 0x0D, 0x48]);
     }
@@ -534,7 +606,10 @@ mod tests {
         // Leading/trailing zero groups, digits hidden by dscale, negative zero.
         let raw = |ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]| {
             let mut v = Vec::new();
-            for w in [ndigits, weight as u16, sign, dscale].into_iter().chain(digits.iter().copied()) {
+            for w in [ndigits, weight as u16, sign, dscale]
+                .into_iter()
+                .chain(digits.iter().copied())
+            {
                 v.extend_from_slice(&w.to_be_bytes());
             }
             decode(&v).expect("decode")
@@ -617,19 +692,28 @@ mod tests {
             let mut buf = BytesMut::new();
             n_val(s).to_sql(&Type::NUMERIC, &mut buf).expect("encode");
             for cut in 0..buf.len() {
-                assert!(Numeric::from_sql(&Type::NUMERIC, &buf[..cut]).is_err(), "{s} cut at {cut}");
+                assert!(
+                    Numeric::from_sql(&Type::NUMERIC, &buf[..cut]).is_err(),
+                    "{s} cut at {cut}"
+                );
             }
         }
     }
 
     #[test]
     fn serde() {
-        assert_eq!(serde_json::to_string(&n_val("-1.50")).ok(), Some("\"-1.50\"".into()));
+        assert_eq!(
+            serde_json::to_string(&n_val("-1.50")).ok(),
+            Some("\"-1.50\"".into())
+        );
         let from = |json: &str| serde_json::from_str::<Numeric>(json).map(|v| v.0).ok();
         assert_eq!(from("\"1.5e1\""), Some("15".into()));
         assert_eq!(from("\"NaN\""), Some("NaN".into()));
         assert_eq!(from("-42"), Some("-42".into()));
-        assert_eq!(from("18446744073709551615"), Some("18446744073709551615".into()));
+        assert_eq!(
+            from("18446744073709551615"),
+            Some("18446744073709551615".into())
+        );
         assert_eq!(from("2.25"), Some("2.25".into()));
         assert_eq!(from("1e-7"), Some("0.0000001".into()));
         assert_eq!(from("\"abc\""), None);

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
 
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn unique(prefix: &str) -> String {
@@ -16,7 +17,12 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{prefix}_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos % 100_000)
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos % 100_000
+    )
 }
 
 pub fn config() -> DatabaseConfig {
@@ -58,7 +64,10 @@ impl Drop for SchemaGuard {
 pub fn drop_with_fresh_runtime(sql: String) {
     let url = database_url();
     let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                 tokio::spawn(conn);
@@ -76,7 +85,9 @@ pub async fn schema_db() -> (AsyncDatabaseManager, SchemaGuard) {
     schema_db_with(|_| {}).await
 }
 
-pub async fn schema_db_with(tweak: impl FnOnce(&mut DatabaseConfig)) -> (AsyncDatabaseManager, SchemaGuard) {
+pub async fn schema_db_with(
+    tweak: impl FnOnce(&mut DatabaseConfig),
+) -> (AsyncDatabaseManager, SchemaGuard) {
     let schema = unique("t");
     let guard = SchemaGuard(schema.clone());
     let mut cfg = config();

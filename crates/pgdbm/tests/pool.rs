@@ -1,0 +1,422 @@
+//! Pool behaviour: timeouts and cancellation, retry, settings, recycling, reaping, statements.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgdbm::{AsyncDatabaseManager, DatabaseConfig, Error};
+
+async fn backend_state(pid: i32) -> Option<String> {
+    admin_value(&format!(
+        "SELECT state FROM pg_stat_activity WHERE pid = {pid}"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn a_timeout_cancels_the_query_on_the_server() {
+    let (db, _g) = schema_db_with(|c| c.max_connections = 1).await;
+    let pid: i32 = db
+        .fetch_value("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .unwrap();
+    let started = Instant::now();
+    let r = db
+        .with_timeout(Duration::from_millis(200))
+        .fetch_all("SELECT pg_sleep(5)", &[])
+        .await;
+    let elapsed = started.elapsed();
+    match r {
+        Err(Error::Timeout { after, .. }) => assert!(after >= Duration::from_millis(200)),
+        other => panic!("{other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    // The backend is idle again right away (not still sleeping).
+    assert_eq!(backend_state(pid).await.as_deref(), Some("idle"));
+    // The same single connection serves the next call.
+    let pid2: i32 = db
+        .fetch_value("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pid, pid2, "the connection was kept, not replaced");
+}
+
+#[tokio::test]
+async fn command_timeout_is_the_default_and_implicit_transactions_are_rolled_back() {
+    let (db, _g) = schema_db_with(|c| {
+        c.max_connections = 1;
+        c.command_timeout = 0.3;
+    })
+    .await;
+    users_table(&db).await;
+    let r = db.execute("SELECT pg_sleep(3)", &[]).await;
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    // executemany runs in its own transaction; a timeout in the middle leaves nothing.
+    let r = db
+        .executemany(
+            "INSERT INTO {{tables.users}} (email, age) SELECT $1, pg_sleep($2)::text::int",
+            vec![("a@x", 0.0_f64), ("b@x", 2.0)],
+        )
+        .await;
+    assert!(r.is_err());
+    let r = db
+        .executemany(
+            "INSERT INTO {{tables.users}} (email, name) SELECT $1, (pg_sleep($2) IS NULL)::text",
+            vec![("a@x", 0.0_f64), ("b@x", 2.0)],
+        )
+        .await;
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    let n: Option<i64> = db
+        .fetch_value("SELECT count(*) FROM {{tables.users}}", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, Some(0));
+    let in_tx: Option<String> = db
+        .fetch_value(
+            "SELECT state FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(in_tx.as_deref(), Some("active"));
+    // without_timeout lifts the limit.
+    let ok: Option<String> = db
+        .without_timeout()
+        .fetch_value("SELECT pg_sleep(0.5)::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(ok.as_deref(), Some(""));
+}
+
+#[tokio::test]
+async fn a_timeout_inside_a_transaction_aborts_it() {
+    let (db, _g) = schema_db_with(|c| c.max_connections = 2).await;
+    users_table(&db).await;
+    let tx = db
+        .with_timeout(Duration::from_millis(200))
+        .transaction()
+        .await
+        .unwrap();
+    tx.execute("INSERT INTO {{tables.users}} (email) VALUES ('a@x')", &[])
+        .await
+        .unwrap();
+    let r = tx.execute("SELECT pg_sleep(3)", &[]).await;
+    assert!(matches!(r, Err(Error::Timeout { .. })));
+    assert!(matches!(tx.commit().await, Err(Error::Transaction(_))));
+    let n: Option<i64> = db
+        .fetch_value("SELECT count(*) FROM {{tables.users}}", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, Some(0));
+}
+
+#[tokio::test]
+async fn waiting_for_a_connection_times_out_and_is_counted() {
+    let (db, _g) = schema_db_with(|c| c.max_connections = 1).await;
+    let held = db.acquire().await.unwrap();
+    let r = db
+        .with_timeout(Duration::from_millis(100))
+        .fetch_value::<i32>("SELECT 1", &[])
+        .await;
+    match r {
+        Err(Error::Timeout { operation, .. }) => {
+            assert!(operation.contains("acquiring"), "{operation}")
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(held);
+    let stats = db.get_pool_stats().await.unwrap();
+    assert_eq!(stats.acquire_timeouts, 1);
+}
+
+#[tokio::test]
+async fn connect_retries_with_backoff_then_reports_where_it_tried() {
+    // Nothing listens on port 1.
+    let cfg = DatabaseConfig {
+        host: "127.0.0.1".into(),
+        port: 1,
+        password: Some("hunter2-secret".into()),
+        retry_attempts: 2,
+        retry_delay: 0.1,
+        retry_backoff: 2.0,
+        retry_max_delay: 0.15,
+        min_connections: 1,
+        ..Default::default()
+    };
+    let db = AsyncDatabaseManager::new(cfg).unwrap();
+    let started = Instant::now();
+    let err = db.connect().await.unwrap_err();
+    let elapsed = started.elapsed();
+    match &err {
+        Error::Connection {
+            host,
+            port,
+            database,
+            attempts,
+            ..
+        } => {
+            assert_eq!(
+                (host.as_str(), *port, database.as_str(), *attempts),
+                ("127.0.0.1", 1, "postgres", 3)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Delays were 0.1 and then min(0.2, 0.15): at least 0.25 s in all.
+    assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("Troubleshooting"), "{text}");
+}
+
+#[tokio::test]
+async fn non_retryable_failures_fail_at_once() {
+    let cfg = DatabaseConfig {
+        connection_string: Some(format!("{}_does_not_exist", database_url())),
+        retry_attempts: 5,
+        retry_delay: 1.0,
+        ..config()
+    };
+    let started = Instant::now();
+    let err = AsyncDatabaseManager::create_shared_pool(&cfg)
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "retried a missing database"
+    );
+    match &err {
+        Error::Connection { attempts, .. } => assert_eq!(*attempts, 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(err.code(), Some("3D000"));
+}
+
+#[tokio::test]
+async fn settings_timeouts_and_init_commands_apply_to_every_connection() {
+    let (db, _g) = schema_db_with(|c| {
+        c.min_connections = 2;
+        c.statement_timeout_ms = Some(12_345);
+        c.lock_timeout_ms = None;
+        c.idle_in_transaction_session_timeout_ms = Some(30_000);
+        c.server_settings = Some([("work_mem".to_string(), "5MB".to_string())].into());
+        c.init_commands = Some(vec![
+            "SET timezone TO 'Asia/Tokyo'".into(),
+            "CREATE TEMP TABLE init_ran (x int)".into(),
+        ]);
+    })
+    .await;
+    let server_lock_timeout = admin_value("SHOW lock_timeout").await.unwrap();
+    // Hold one connection so the next calls use the other.
+    for _ in 0..2 {
+        let conn = db.acquire().await.unwrap();
+        let show = |name: &'static str| {
+            let conn = &conn;
+            async move {
+                conn.query_one(&format!("SHOW {name}"), &[])
+                    .await
+                    .unwrap()
+                    .get::<_, String>(0)
+            }
+        };
+        assert_eq!(show("statement_timeout").await, "12345ms");
+        assert_eq!(
+            show("lock_timeout").await,
+            server_lock_timeout,
+            "None leaves the server's value"
+        );
+        assert_eq!(show("idle_in_transaction_session_timeout").await, "30s");
+        assert_eq!(show("work_mem").await, "5MB");
+        assert_eq!(show("jit").await, "off");
+        assert_eq!(show("application_name").await, "pgdbm");
+        assert_eq!(show("TimeZone").await, "Asia/Tokyo");
+        conn.query_one("SELECT count(*) FROM init_ran", &[])
+            .await
+            .unwrap();
+        std::mem::forget(db.acquire().await.unwrap()); // keep it busy so the loop sees the other
+    }
+}
+
+#[tokio::test]
+async fn max_queries_recycles_connections() {
+    let (db, _g) = schema_db_with(|c| {
+        c.max_connections = 1;
+        c.max_queries = 3;
+    })
+    .await;
+    let mut pids = Vec::new();
+    for _ in 0..7 {
+        pids.push(
+            db.fetch_value::<i32>("SELECT pg_backend_pid()", &[])
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let distinct: std::collections::BTreeSet<_> = pids.iter().collect();
+    assert!(distinct.len() >= 2, "{pids:?}");
+    assert_eq!(pids[0], pids[1]);
+}
+
+#[tokio::test]
+async fn idle_connections_are_reaped_but_never_below_min() {
+    let app = unique("reap");
+    let (db, _g) = schema_db_with(|c| {
+        c.min_connections = 1;
+        c.max_connections = 4;
+        c.max_inactive_connection_lifetime = 0.3;
+        c.server_settings = Some([("application_name".to_string(), app.clone())].into());
+    })
+    .await;
+    let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| db.acquire())).await;
+    assert_eq!(db.get_pool_stats().await.unwrap().size, 4);
+    drop(held);
+    let mut size = 4;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        size = db.get_pool_stats().await.unwrap().size;
+        if size == 1 {
+            break;
+        }
+    }
+    assert_eq!(size, 1, "idle connections were not reaped down to min");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        db.get_pool_stats().await.unwrap().size,
+        1,
+        "reaped below min"
+    );
+    let on_server = admin_value(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+    ))
+    .await;
+    assert_eq!(on_server.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn no_named_statements_mode() {
+    let (db, _g) = schema_db_with(|c| {
+        c.max_connections = 1;
+        c.statement_cache_size = 0;
+    })
+    .await;
+    db.execute("CREATE TYPE {{tables.mood}} AS ENUM ('sad', 'happy')", &[])
+        .await
+        .unwrap();
+    db.execute(
+        "CREATE TABLE {{tables.t}} (id serial PRIMARY KEY, m {{tables.mood}}, name varchar(20), n int8, js jsonb)",
+        &[],
+    )
+    .await
+    .unwrap();
+    // A plain String goes into an enum and a varchar column: the server infers the type.
+    db.execute(
+        "INSERT INTO {{tables.t}} (m, name, n, js) VALUES ($1, $2, $3, $4)",
+        &[
+            &"happy".to_string(),
+            &"bob",
+            &5_i64,
+            &serde_json::json!({"a": 1}),
+        ],
+    )
+    .await
+    .unwrap();
+    db.executemany(
+        "INSERT INTO {{tables.t}} (m, name) VALUES ($1, $2)",
+        vec![("sad", "x"), ("sad", "y")],
+    )
+    .await
+    .unwrap();
+    db.copy_records_to_table("t", vec![(7_i64,)], Some(&["n"]))
+        .await
+        .unwrap();
+    let row = db
+        .fetch_one(
+            "SELECT m, name, n FROM {{tables.t}} WHERE name = $1",
+            &[&"bob"],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.get::<pgdbm::EnumText>("m").unwrap().0, "happy");
+    assert_eq!(row.get::<i64>("n").unwrap(), 5);
+    // Only the driver's own catalog lookups for the enum type may be named statements
+    // (tokio-postgres prepares those itself, once per connection).
+    let named: Option<i64> = db
+        .fetch_value("SELECT count(*) FROM pg_prepared_statements WHERE statement NOT LIKE '%FROM pg_catalog.pg_%'", &[])
+        .await
+        .unwrap();
+    assert_eq!(named, Some(0));
+}
+
+#[tokio::test]
+async fn statements_are_cached_per_connection_and_bounded() {
+    let (db, _g) = schema_db_with(|c| {
+        c.max_connections = 1;
+        c.statement_cache_size = 3;
+    })
+    .await;
+    for i in 0..10 {
+        let q = format!("SELECT {i} + $1::int4");
+        let v: Option<i32> = db.fetch_value(&q, &[&1_i32]).await.unwrap();
+        assert_eq!(v, Some(i + 1));
+    }
+    let n: Option<i64> = db
+        .fetch_value("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT % + $1::int4'", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        n,
+        Some(2),
+        "the cache holds at most 3 (the count query is one of them)"
+    );
+}
+
+#[tokio::test]
+async fn add_prepared_statement_prepares_on_every_connection() {
+    let (db, _g) = schema_db_with(|c| {
+        c.min_connections = 2;
+        c.max_connections = 2;
+    })
+    .await;
+    // Registered before the table exists: not fatal, prepared lazily.
+    db.add_prepared_statement(
+        "user_by_email",
+        "SELECT * FROM {{tables.users}} WHERE email = $1",
+    )
+    .unwrap();
+    assert!(db.fetch_value::<i32>("SELECT 1", &[]).await.is_ok());
+    users_table(&db).await;
+    db.add_prepared_statement(
+        "user_by_email",
+        "SELECT * FROM {{tables.users}} WHERE email = $1",
+    )
+    .unwrap();
+    assert!(matches!(
+        db.add_prepared_statement("bad name", "SELECT 1"),
+        Err(Error::Schema(_))
+    ));
+    let schema = db.schema().unwrap().to_owned();
+    let (a, b) = (db.acquire().await.unwrap(), db.acquire().await.unwrap());
+    for conn in [&a, &b] {
+        let n: i64 = conn
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1",
+                &[&format!(
+                    "SELECT * FROM \"{schema}\".users WHERE email = $1"
+                )],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            n,
+            1,
+            "statement not prepared on connection {}",
+            conn.backend_pid()
+        );
+    }
+}
