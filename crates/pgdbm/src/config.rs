@@ -178,16 +178,16 @@ impl DatabaseConfig {
     /// assert!(config.min_connections <= config.max_connections);
     /// ```
     pub fn from_env() -> Self {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
         let mut config = DatabaseConfig::default();
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            if !url.trim().is_empty() {
-                config.connection_string = Some(url);
-            }
+        if let Some(url) = var("DATABASE_URL").filter(|u| !u.trim().is_empty()) {
+            config.connection_string = Some(url);
         }
-        if let Ok(pw) = std::env::var("DB_PASSWORD") {
-            if !pw.is_empty() {
-                config.password = Some(pw);
-            }
+        if let Some(pw) = var("DB_PASSWORD").filter(|p| !p.is_empty()) {
+            config.password = Some(pw);
         }
         config
     }
@@ -669,6 +669,36 @@ mod tests {
         assert_eq!(c.statement_timeout_ms, Some(60_000));
         assert_eq!(c.min_connections, 10);
         assert_eq!(c.max_connections, 20);
+    }
+
+    #[test]
+    fn from_env_reads_url_and_password() {
+        let vars = |name: &str| match name {
+            "DATABASE_URL" => Some("postgresql://app@db:5433/app".to_string()),
+            "DB_PASSWORD" => Some("s3 cret".to_string()),
+            _ => None,
+        };
+        let c = DatabaseConfig::from_vars(vars);
+        assert_eq!(
+            c.connection_string.as_deref(),
+            Some("postgresql://app@db:5433/app")
+        );
+        let pg = c.pg_config().unwrap();
+        assert_eq!(
+            pg.get_password(),
+            Some(&b"s3 cret"[..]),
+            "DB_PASSWORD fills a URL without one"
+        );
+        assert_eq!(pg.get_ports(), [5433]);
+        // A password in the URL wins over DB_PASSWORD.
+        let c = DatabaseConfig::from_vars(|name| match name {
+            "DATABASE_URL" => Some("postgresql://app:inurl@db/app".to_string()),
+            "DB_PASSWORD" => Some("other".to_string()),
+            _ => None,
+        });
+        assert_eq!(c.pg_config().unwrap().get_password(), Some(&b"inurl"[..]));
+        let empty = DatabaseConfig::from_vars(|_| None);
+        assert_eq!(empty, DatabaseConfig::default());
     }
 
     #[test]

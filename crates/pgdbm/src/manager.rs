@@ -306,7 +306,7 @@ impl AsyncDatabaseManager {
     /// ```
     pub fn add_prepared_statement(&self, name: &str, query: &str) -> Result<()> {
         check_identifier(name, "prepared statement name")?;
-        let sql = self.inner.templates.render_shared(query)?;
+        let sql = self.inner.templates.render(query)?.into_arc();
         self.inner.registry.add(name, sql);
         Ok(())
     }

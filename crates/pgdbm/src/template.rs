@@ -76,6 +76,48 @@ pub(crate) fn qualify_table(name: &str, schema: Option<&str>) -> Result<String> 
     }
 }
 
+/// A rendered query: the caller's text when it had no templates, else the cached rendering.
+#[derive(Debug, Clone)]
+pub(crate) enum Rendered<'q> {
+    Borrowed(&'q str),
+    Shared(Arc<str>),
+}
+
+impl Rendered<'_> {
+    pub(crate) fn into_owned(self) -> String {
+        self.to_string()
+    }
+
+    pub(crate) fn into_arc(self) -> Arc<str> {
+        match self {
+            Rendered::Borrowed(s) => Arc::from(s),
+            Rendered::Shared(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for Rendered<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Rendered::Borrowed(s) => s,
+            Rendered::Shared(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl PartialEq<&str> for Rendered<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        &**self == *other
+    }
+}
+
 /// Renders templates for one schema and remembers the results.
 #[derive(Debug)]
 pub(crate) struct Templates {
@@ -98,10 +140,10 @@ impl Templates {
     }
 
     /// The query with templates applied. Queries without `{{` are returned as they are, without
-    /// touching the cache.
-    pub(crate) fn render<'q>(&self, query: &'q str) -> Result<Cow<'q, str>> {
+    /// touching the cache; cached ones are shared, not copied.
+    pub(crate) fn render<'q>(&self, query: &'q str) -> Result<Rendered<'q>> {
         if !query.contains("{{") {
-            return Ok(Cow::Borrowed(query));
+            return Ok(Rendered::Borrowed(query));
         }
         if let Some(hit) = self
             .cache
@@ -109,29 +151,7 @@ impl Templates {
             .unwrap_or_else(|e| e.into_inner())
             .get(query)
         {
-            return Ok(Cow::Owned(hit.to_string()));
-        }
-        let rendered = self.render_uncached(query)?;
-        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(query.into(), Arc::from(rendered.as_str()));
-        Ok(Cow::Owned(rendered))
-    }
-
-    /// Like [`render`](Self::render) but hands out the shared cached string.
-    pub(crate) fn render_shared(&self, query: &str) -> Result<Arc<str>> {
-        if !query.contains("{{") {
-            return Ok(Arc::from(query));
-        }
-        if let Some(hit) = self
-            .cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(query)
-        {
-            return Ok(hit.clone());
+            return Ok(Rendered::Shared(hit.clone()));
         }
         let rendered: Arc<str> = Arc::from(self.render_uncached(query)?.as_str());
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -139,7 +159,7 @@ impl Templates {
             cache.clear();
         }
         cache.insert(query.into(), rendered.clone());
-        Ok(rendered)
+        Ok(Rendered::Shared(rendered))
     }
 
     fn render_uncached(&self, query: &str) -> Result<String> {

@@ -582,3 +582,23 @@ async fn streaming_keeps_rows_flowing() {
     assert_eq!(rows.len(), 5000);
     assert_eq!(rows[4999].get::<i32>(0).unwrap(), 5000);
 }
+
+#[tokio::test]
+async fn a_closed_shared_pool_is_a_pool_error() {
+    let pool = AsyncDatabaseManager::create_shared_pool(&config())
+        .await
+        .unwrap();
+    let db = AsyncDatabaseManager::from_pool(pool.clone(), None).unwrap();
+    assert_eq!(
+        db.fetch_value::<i32>("SELECT 1", &[]).await.unwrap(),
+        Some(1)
+    );
+    pool.close();
+    assert!(pool.is_closed());
+    let err = db.fetch_value::<i32>("SELECT 1", &[]).await.unwrap_err();
+    assert!(matches!(err, Error::Pool(_)), "{err:?}");
+    assert!(err.to_string().contains("closed"), "{err}");
+    assert!(matches!(db.transaction().await, Err(Error::Pool(_))));
+    let stats = db.get_pool_stats().await.unwrap();
+    assert!(!stats.is_connected());
+}

@@ -243,3 +243,34 @@ async fn transaction_has_the_query_methods_and_templates() {
     tx.rollback().await.unwrap();
     assert_eq!(count(&db).await, 0);
 }
+
+#[tokio::test]
+async fn transactions_and_their_futures_are_send() {
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    let (db, _g) = schema_db().await;
+    users_table(&db).await;
+    assert_send_sync(&db);
+    let task = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let tx = db.transaction().await?;
+            tx.execute(
+                "INSERT INTO {{tables.users}} (email) VALUES ($1)",
+                &[&"spawned@x"],
+            )
+            .await?;
+            {
+                let sp = tx.transaction().await?;
+                sp.execute(
+                    "INSERT INTO {{tables.users}} (email) VALUES ($1)",
+                    &[&"sp@x"],
+                )
+                .await?;
+                sp.commit().await?;
+            }
+            tx.commit().await
+        }
+    });
+    task.await.unwrap().unwrap();
+    assert_eq!(count(&db).await, 2);
+}
