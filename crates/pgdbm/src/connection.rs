@@ -100,6 +100,32 @@ impl PgConn {
         Ok(st)
     }
 
+    /// Drops `sql` from the caches if `error` says its prepared statement is stale, so the next
+    /// use prepares it again. Returns whether it did.
+    pub(crate) fn forget_if_stale(&self, sql: &str, error: &tokio_postgres::Error) -> bool {
+        let Some(db) = error.as_db_error() else {
+            return false;
+        };
+        let stale = match db.code().code() {
+            "0A000" => db
+                .message()
+                .contains("cached plan must not change result type"),
+            "26000" => true,
+            _ => false,
+        };
+        if !stale {
+            return false;
+        }
+        if let Some(cache) = &self.statements {
+            cache.lock().unwrap_or_else(|e| e.into_inner()).pop(sql);
+        }
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(s, _)| &**s != sql);
+        true
+    }
+
     fn pinned_statement(&self, sql: &str) -> Option<Statement> {
         let pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
         if pinned.is_empty() {

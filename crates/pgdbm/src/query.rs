@@ -90,14 +90,19 @@ macro_rules! run {
         let params: &[&(dyn ToSql + Sync)] = $params;
         log_query($sql, params.iter().copied());
         let deadline = ex.deadline();
+        let pooled = !ex.in_transaction();
         let result = async {
             let $conn = ex.conn(deadline).await?;
             let $conn: &PgConn = &$conn;
             $conn
-                .timed(deadline, !ex.in_transaction(), $sql, async {
-                    $body
-                        .await
-                        .map_err(|e| query_error(e, $sql, params.iter().copied()))
+                .timed(deadline, pooled, $sql, async {
+                    let mut r = $body.await;
+                    // A cached statement went stale (the table changed under it): the cache
+                    // has dropped it; outside a transaction one retry re-prepares it.
+                    if pooled && r.as_ref().is_err_and(|e| $conn.forget_if_stale($sql, e)) {
+                        r = $body.await;
+                    }
+                    r.map_err(|e| query_error(e, $sql, params.iter().copied()))
                 })
                 .await
         }

@@ -420,3 +420,27 @@ async fn add_prepared_statement_prepares_on_every_connection() {
         );
     }
 }
+
+#[tokio::test]
+async fn cached_statements_survive_table_changes() {
+    let (db, _g) = schema_db_with(|c| c.max_connections = 1).await;
+    db.execute("CREATE TABLE {{tables.t}} (a int)", &[])
+        .await
+        .unwrap();
+    db.execute("INSERT INTO {{tables.t}} VALUES (1)", &[])
+        .await
+        .unwrap();
+    let q = "SELECT * FROM {{tables.t}} WHERE a = $1";
+    assert_eq!(db.fetch_one(q, &[&1_i32]).await.unwrap().unwrap().len(), 1);
+    db.execute(
+        "ALTER TABLE {{tables.t}} ADD COLUMN b text DEFAULT 'x'",
+        &[],
+    )
+    .await
+    .unwrap();
+    // The cached plan's result type changed: re-prepared transparently outside a transaction.
+    let row = db.fetch_one(q, &[&1_i32]).await.unwrap().unwrap();
+    assert_eq!(row.get::<String>("b").unwrap(), "x");
+    let models: Vec<(i32, String)> = db.fetch_all_as_model(q, &[&1_i32]).await.unwrap();
+    assert_eq!(models, vec![(1, "x".to_string())]);
+}
