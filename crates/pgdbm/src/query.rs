@@ -233,6 +233,57 @@ impl Drop for DiscardUnlessDone<'_> {
     }
 }
 
+/// Runs `$body` on one connection, inside its own transaction unless the executor already is
+/// one: committed when it succeeds, rolled back when it fails or times out, and the connection
+/// discarded if the call is dropped halfway.
+macro_rules! all_or_nothing {
+    ($ex:expr, $operation:expr, |$conn:ident| $body:expr) => {{
+        let ex = $ex;
+        let deadline = ex.deadline();
+        let implicit_tx = !ex.in_transaction();
+        let result = async {
+            let conn = ex.conn(deadline).await?;
+            let $conn: &PgConn = &conn;
+            let mut guard = DiscardUnlessDone {
+                conn: $conn,
+                done: false,
+            };
+            let r = $conn
+                .timed(deadline, implicit_tx, $operation, async {
+                    if implicit_tx {
+                        $conn
+                            .client
+                            .batch_execute("BEGIN")
+                            .await
+                            .map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
+                    }
+                    let outcome = $body.await;
+                    if implicit_tx {
+                        let end = if outcome.is_ok() {
+                            "COMMIT"
+                        } else {
+                            "ROLLBACK"
+                        };
+                        $conn
+                            .client
+                            .batch_execute(end)
+                            .await
+                            .map_err(|e| query_error(e, end, std::iter::empty()))?;
+                    }
+                    outcome
+                })
+                .await;
+            guard.done = true;
+            r
+        }
+        .await;
+        if let Err(e) = &result {
+            ex.note_error(e);
+        }
+        result
+    }};
+}
+
 pub(crate) async fn executemany<E: Executor, P: Params>(
     ex: &E,
     query: &str,
@@ -241,46 +292,10 @@ pub(crate) async fn executemany<E: Executor, P: Params>(
     let rows: Vec<P> = rows.into_iter().collect();
     let sql: &str = &ex.templates().render(query)?;
     log_query(sql, std::iter::empty());
-    let deadline = ex.deadline();
-    let implicit_tx = !ex.in_transaction();
-    let result = async {
-        let conn = ex.conn(deadline).await?;
-        let conn: &PgConn = &conn;
-        let mut guard = DiscardUnlessDone { conn, done: false };
-        let r = conn
-            .timed(deadline, implicit_tx, sql, async {
-                if rows.is_empty() {
-                    return Ok(0);
-                }
-                if implicit_tx {
-                    conn.client
-                        .batch_execute("BEGIN")
-                        .await
-                        .map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
-                }
-                let outcome = pipeline(conn, sql, &rows).await;
-                if implicit_tx {
-                    let end = if outcome.is_ok() {
-                        "COMMIT"
-                    } else {
-                        "ROLLBACK"
-                    };
-                    conn.client
-                        .batch_execute(end)
-                        .await
-                        .map_err(|e| query_error(e, end, std::iter::empty()))?;
-                }
-                outcome
-            })
-            .await;
-        guard.done = true;
-        r
+    if rows.is_empty() {
+        return Ok(0);
     }
-    .await;
-    if let Err(e) = &result {
-        ex.note_error(e);
-    }
-    result
+    all_or_nothing!(ex, sql, |conn| pipeline(conn, sql, &rows))
 }
 
 /// Sends every row's statement without waiting for the previous answer, keeping up to
@@ -353,43 +368,9 @@ pub(crate) async fn copy_records_to_table<E: Executor, P: Params>(
         &format!("COPY {qualified} FROM STDIN (FORMAT binary)"),
         std::iter::empty(),
     );
-    let deadline = ex.deadline();
-    let implicit_tx = !ex.in_transaction();
-    let result = async {
-        let conn = ex.conn(deadline).await?;
-        let conn: &PgConn = &conn;
-        let mut guard = DiscardUnlessDone { conn, done: false };
-        let r = conn
-            .timed(deadline, implicit_tx, &select, async {
-                if implicit_tx {
-                    conn.client
-                        .batch_execute("BEGIN")
-                        .await
-                        .map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
-                }
-                let outcome = copy_in(conn, &qualified, &select, records).await;
-                if implicit_tx {
-                    let end = if outcome.is_ok() {
-                        "COMMIT"
-                    } else {
-                        "ROLLBACK"
-                    };
-                    conn.client
-                        .batch_execute(end)
-                        .await
-                        .map_err(|e| query_error(e, end, std::iter::empty()))?;
-                }
-                outcome
-            })
-            .await;
-        guard.done = true;
-        r
-    }
-    .await;
-    if let Err(e) = &result {
-        ex.note_error(e);
-    }
-    result
+    all_or_nothing!(ex, &select, |conn| copy_in(
+        conn, &qualified, &select, records
+    ))
 }
 
 async fn copy_in<P: Params>(

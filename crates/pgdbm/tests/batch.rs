@@ -6,13 +6,6 @@ use common::*;
 use pgdbm::types::ToSql;
 use pgdbm::{Error, Value};
 
-async fn count(db: &pgdbm::AsyncDatabaseManager) -> i64 {
-    db.fetch_value("SELECT count(*) FROM {{tables.users}}", &[])
-        .await
-        .unwrap()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn executemany_is_all_or_nothing() {
     let (db, _g) = schema_db_with(|c| c.max_connections = 1).await;
@@ -35,7 +28,7 @@ async fn executemany_is_all_or_nothing() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        count(&db).await,
+        count_users(&db).await,
         0,
         "nothing written after a failure in the middle"
     );
@@ -48,7 +41,7 @@ async fn executemany_is_all_or_nothing() {
         .await
         .unwrap();
     assert_eq!(n, 500);
-    assert_eq!(count(&db).await, 500);
+    assert_eq!(count_users(&db).await, 500);
     // An empty batch is fine.
     let empty: Vec<(String,)> = Vec::new();
     assert_eq!(
@@ -79,7 +72,7 @@ async fn executemany_wrong_arity_and_type() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Query { .. }), "{e:?}");
-    assert_eq!(count(&db).await, 0);
+    assert_eq!(count_users(&db).await, 0);
     assert_eq!(
         db.fetch_value::<i32>("SELECT 1", &[]).await.unwrap(),
         Some(1)
@@ -238,12 +231,12 @@ async fn copy_errors_are_precise_and_write_nothing() {
         .await
         .unwrap_err();
     assert!(e.is_check_violation(), "{e:?}");
-    assert_eq!(count(&db).await, 0);
+    assert_eq!(count_users(&db).await, 0);
     // The single pooled connection still works.
     let n = db
         .copy_records_to_table("users", vec![("ok@x", 1)], Some(&["email", "age"]))
         .await
         .unwrap();
     assert_eq!(n, 1);
-    assert_eq!(count(&db).await, 1);
+    assert_eq!(count_users(&db).await, 1);
 }

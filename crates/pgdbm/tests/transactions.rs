@@ -7,13 +7,6 @@ use std::time::Duration;
 use common::*;
 use pgdbm::Error;
 
-async fn count(db: &pgdbm::AsyncDatabaseManager) -> i64 {
-    db.fetch_value("SELECT count(*) FROM {{tables.users}}", &[])
-        .await
-        .unwrap()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn commit_and_rollback() {
     let (db, _g) = schema_db().await;
@@ -28,9 +21,9 @@ async fn commit_and_rollback() {
         .unwrap();
     assert!(uid.is_some());
     // Not visible outside before commit.
-    assert_eq!(count(&db).await, 0);
+    assert_eq!(count_users(&db).await, 0);
     tx.commit().await.unwrap();
-    assert_eq!(count(&db).await, 1);
+    assert_eq!(count_users(&db).await, 1);
 
     let tx = db.transaction().await.unwrap();
     tx.execute(
@@ -40,7 +33,7 @@ async fn commit_and_rollback() {
     .await
     .unwrap();
     tx.rollback().await.unwrap();
-    assert_eq!(count(&db).await, 1, "nothing written after rollback");
+    assert_eq!(count_users(&db).await, 1, "nothing written after rollback");
 }
 
 #[tokio::test]
@@ -77,7 +70,7 @@ async fn dropping_an_uncommitted_transaction_rolls_back_and_releases_locks() {
         .await
         .unwrap();
     assert_eq!(updated, 1);
-    assert_eq!(count(&db).await, 1);
+    assert_eq!(count_users(&db).await, 1);
     // No connection is left idle in a transaction.
     let app = db
         .fetch_value::<String>("SHOW application_name", &[])
@@ -177,7 +170,7 @@ async fn an_aborted_transaction_refuses_to_commit() {
     assert_eq!(e.code(), Some("25P02"));
     let e = tx.commit().await.unwrap_err();
     assert!(matches!(e, Error::Transaction(_)), "{e:?}");
-    assert_eq!(count(&db).await, 0, "nothing committed");
+    assert_eq!(count_users(&db).await, 0, "nothing committed");
 }
 
 #[tokio::test]
@@ -241,7 +234,7 @@ async fn transaction_has_the_query_methods_and_templates() {
     let row = tx.connection().query_one("SELECT 1", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 1);
     tx.rollback().await.unwrap();
-    assert_eq!(count(&db).await, 0);
+    assert_eq!(count_users(&db).await, 0);
 }
 
 #[tokio::test]
@@ -272,5 +265,5 @@ async fn transactions_and_their_futures_are_send() {
         }
     });
     task.await.unwrap().unwrap();
-    assert_eq!(count(&db).await, 2);
+    assert_eq!(count_users(&db).await, 2);
 }

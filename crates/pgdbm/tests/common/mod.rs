@@ -107,3 +107,10 @@ pub async fn users_table(db: &AsyncDatabaseManager) {
     .await
     .expect("create users");
 }
+
+pub async fn count_users(db: &AsyncDatabaseManager) -> i64 {
+    db.fetch_value("SELECT count(*) FROM {{tables.users}}", &[])
+        .await
+        .unwrap()
+        .unwrap()
+}
