@@ -39,6 +39,7 @@ mod connection;
 mod de;
 mod error;
 mod manager;
+mod migrate;
 mod params;
 mod pool;
 mod query;
@@ -56,7 +57,14 @@ pub mod testing;
 pub use config::DatabaseConfig;
 pub use connection::PoolConnection;
 pub use error::{Error, ErrorKind, Result};
+/// Used by [`embed_migrations!`]; not part of the stable API.
+#[doc(hidden)]
+pub use include_dir as __include_dir;
 pub use manager::AsyncDatabaseManager;
+pub use migrate::{
+    AppliedMigration, AsyncMigrationManager, DryRun, EmbeddedMigrations, Migration,
+    MigrationRecord, MigrationReport,
+};
 pub use params::Params;
 pub use pool::Pool;
 pub use record::{ColumnIndex, Record};

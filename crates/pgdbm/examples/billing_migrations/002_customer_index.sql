@@ -1,0 +1,1 @@
+CREATE INDEX invoices_customer_idx ON {{tables.invoices}} (customer);
