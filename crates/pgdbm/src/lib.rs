@@ -54,6 +54,11 @@ mod value;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// `#[pgdbm::test]`: a fresh (optionally migrated) database per async test, dropped afterwards
+/// even when the test panics. See [`testing`].
+#[cfg(feature = "testing")]
+pub use pgdbm_macros::test;
+
 pub use config::DatabaseConfig;
 pub use connection::PoolConnection;
 pub use error::{Error, ErrorKind, Result};

@@ -1,7 +1,91 @@
-//! Test support: a throwaway PostgreSQL cluster.
+//! Test support for your own test suites (feature `testing`): isolated test databases,
+//! `#[pgdbm::test]`, fixtures, table snapshots, and a throwaway PostgreSQL cluster.
+//!
+//! ```no_run
+//! #[pgdbm::test(migrations = "migrations")]
+//! async fn creates_users(db: pgdbm::AsyncDatabaseManager) {
+//!     db.execute("INSERT INTO {{tables.users}} (email) VALUES ('a@x')", &[]).await.unwrap();
+//!     assert_eq!(pgdbm::testing::count_rows(&db, "users").await.unwrap(), 1);
+//! }
+//! ```
 
 mod cluster;
+mod database;
+mod fixtures;
+
 pub use cluster::{TempCluster, TempClusterBuilder};
+pub use database::{
+    drop_leftover_databases, drop_stale_templates, list_leftover_databases, server_config_from_env,
+    LeftoverDatabase, Migrations, TestDatabase, TestDatabaseBuilder,
+};
+pub use fixtures::{
+    assert_table_unchanged, count_rows, load_json_fixture, load_sql_fixture, snapshot_table,
+    truncate, TableSnapshot,
+};
+
+/// What `#[pgdbm::test]` expands to; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    use std::future::Future;
+    use std::panic::{resume_unwind, AssertUnwindSafe};
+
+    use futures_util::FutureExt;
+
+    use super::{TestDatabase, TestDatabaseBuilder};
+    use crate::AsyncDatabaseManager;
+
+    /// A test's return value: `()` or a `Result` whose error fails the test.
+    pub trait TestOutcome {
+        /// Panics on failure.
+        fn check(self);
+    }
+
+    impl TestOutcome for () {
+        fn check(self) {}
+    }
+
+    impl<E: std::fmt::Debug> TestOutcome for Result<(), E> {
+        fn check(self) {
+            if let Err(e) = self {
+                panic!("test returned an error: {e:?}");
+            }
+        }
+    }
+
+    /// Runs one test body against a fresh database, dropping it afterwards even if the body
+    /// panics, then re-raises the panic.
+    pub fn run<F, Fut, R>(builder: TestDatabaseBuilder, body: F)
+    where
+        F: FnOnce(AsyncDatabaseManager) -> Fut,
+        Fut: Future<Output = R>,
+        R: TestOutcome,
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the test");
+        let (outcome, cleanup) = rt.block_on(async move {
+            let tdb: TestDatabase = match builder.create().await {
+                Ok(t) => t,
+                Err(e) => panic!("could not create the test database: {e}"),
+            };
+            let outcome = AssertUnwindSafe(body(tdb.manager().clone()))
+                .catch_unwind()
+                .await;
+            let cleanup = tdb.cleanup().await;
+            (outcome, cleanup)
+        });
+        drop(rt);
+        match outcome {
+            Err(panic) => resume_unwind(panic),
+            Ok(r) => r.check(),
+        }
+        if let Err(e) = cleanup {
+            panic!("test database cleanup failed: {e}");
+        }
+    }
+}
 
 /// Driver-level hooks for pgdbm's own integration tests, which connect with tokio-postgres
 /// directly to prove the TLS layer in isolation. Not a stable API.

@@ -1,0 +1,753 @@
+//! Isolated test databases: a fresh database per test (cloned from a migrated template when
+//! migrations are given), or a fresh schema per test in one database; dropped afterwards, also
+//! when the test panics.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::DatabaseConfig;
+use crate::error::{Error, Result};
+use crate::manager::AsyncDatabaseManager;
+use crate::migrate::{AsyncMigrationManager, EmbeddedMigrations};
+use crate::template::{quote_ident, validate_identifier};
+
+const DEFAULT_PREFIX: &str = "test";
+const TEMPLATE_PREFIX: &str = "pgdbm_tpl_";
+/// Prefixes longer than this leave too little room for the unique part in 63 characters.
+const MAX_PREFIX: usize = 30;
+const ENV_VARS: &str = "TEST_DB_HOST, TEST_DB_PORT, TEST_DB_USER, TEST_DB_PASSWORD, DATABASE_URL";
+
+/// Migrations to apply to a test database: a directory on disk or an embedded set.
+#[derive(Debug, Clone)]
+pub enum Migrations {
+    /// A directory of `.sql` files.
+    Dir(PathBuf),
+    /// Migrations compiled into the binary with [`embed_migrations!`](crate::embed_migrations).
+    Embedded(EmbeddedMigrations),
+}
+
+impl From<&str> for Migrations {
+    fn from(p: &str) -> Self {
+        Migrations::Dir(p.into())
+    }
+}
+
+impl From<PathBuf> for Migrations {
+    fn from(p: PathBuf) -> Self {
+        Migrations::Dir(p)
+    }
+}
+
+impl From<&Path> for Migrations {
+    fn from(p: &Path) -> Self {
+        Migrations::Dir(p.to_owned())
+    }
+}
+
+impl From<EmbeddedMigrations> for Migrations {
+    fn from(m: EmbeddedMigrations) -> Self {
+        Migrations::Embedded(m)
+    }
+}
+
+impl Migrations {
+    fn manager(&self, db: &AsyncDatabaseManager) -> AsyncMigrationManager {
+        match self {
+            Migrations::Dir(p) => AsyncMigrationManager::new(db, p),
+            Migrations::Embedded(m) => AsyncMigrationManager::from_embedded(db, *m),
+        }
+    }
+
+    /// A hash of the set (names and checksums, in order) plus the schema they go into: a new
+    /// template is built whenever any of it changes.
+    fn fingerprint(&self, db: &AsyncDatabaseManager, schema: Option<&str>) -> Result<String> {
+        let files = self.manager(db).find_migration_files()?;
+        let mut h = Sha256::new();
+        h.update(schema.unwrap_or("").as_bytes());
+        for f in files {
+            h.update(b"\n");
+            h.update(f.filename.as_bytes());
+            h.update(b":");
+            h.update(f.checksum.as_bytes());
+        }
+        let digest = h.finalize();
+        Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+/// Where test databases are created: `TEST_DB_HOST`/`TEST_DB_PORT`/`TEST_DB_USER`/
+/// `TEST_DB_PASSWORD` when any is set, else `DATABASE_URL`, else the local default
+/// `postgresql://postgres@127.0.0.1:5432/postgres`. The database named there is the maintenance
+/// database test databases are created from.
+pub fn server_config_from_env() -> DatabaseConfig {
+    server_config_from(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+fn server_config_from(var: impl Fn(&str) -> Option<String>) -> DatabaseConfig {
+    let base = DatabaseConfig {
+        min_connections: 1,
+        max_connections: 2,
+        retry_attempts: 0,
+        ..DatabaseConfig::default()
+    };
+    let test_vars = [
+        "TEST_DB_HOST",
+        "TEST_DB_PORT",
+        "TEST_DB_USER",
+        "TEST_DB_PASSWORD",
+    ];
+    if test_vars.iter().any(|v| var(v).is_some()) {
+        return DatabaseConfig {
+            host: var("TEST_DB_HOST").unwrap_or_else(|| "127.0.0.1".into()),
+            port: var("TEST_DB_PORT")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(5432),
+            user: var("TEST_DB_USER").unwrap_or_else(|| "postgres".into()),
+            password: var("TEST_DB_PASSWORD"),
+            database: "postgres".into(),
+            ..base
+        };
+    }
+    DatabaseConfig {
+        connection_string: Some(
+            var("DATABASE_URL")
+                .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432/postgres".into()),
+        ),
+        ..base
+    }
+}
+
+/// The same server, another database.
+fn for_database(server: &DatabaseConfig, database: &str) -> Result<DatabaseConfig> {
+    let mut cfg = server.clone();
+    if server.connection_string.is_some() {
+        let pg = server.pg_config()?;
+        // Rebuild from the parsed parts; the host may be a socket directory.
+        let host = match pg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => server.host.clone(),
+        };
+        cfg.connection_string = None;
+        cfg.host = host;
+        cfg.port = pg.get_ports().first().copied().unwrap_or(5432);
+        cfg.user = pg.get_user().unwrap_or("postgres").to_owned();
+        cfg.password = pg
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+    }
+    cfg.database = database.to_owned();
+    Ok(cfg)
+}
+
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    if validate_identifier(name).is_err() || name.len() > MAX_PREFIX && kind == "prefix" {
+        return Err(Error::TestDatabase(format!(
+            "invalid test database {kind} {:?}: use letters, digits and underscores, starting with \
+             a letter or underscore (at most {MAX_PREFIX} characters for a prefix), e.g. \"test\"",
+            crate::template::shorten(name)
+        )));
+    }
+    Ok(())
+}
+
+fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}_{}_{}_{}_{}",
+        prefix.to_ascii_lowercase(),
+        now.as_secs(),
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        now.subsec_nanos() % 10_000
+    )
+}
+
+/// The maintenance connection: one small owned pool on the server's maintenance database.
+async fn maintenance(server: &DatabaseConfig) -> Result<AsyncDatabaseManager> {
+    let cfg = DatabaseConfig {
+        schema: None,
+        min_connections: 1,
+        max_connections: 2,
+        ..server.clone()
+    };
+    let db = AsyncDatabaseManager::new(cfg)?;
+    db.connect().await.map_err(|e| {
+        Error::TestDatabase(format!(
+            "cannot reach the test server at {} (read from {ENV_VARS}; set one of them to point at \
+             a PostgreSQL you may create databases on): {e}",
+            server.get_dsn_masked()
+        ))
+    })?;
+    Ok(db)
+}
+
+fn wrap(what: &str, e: Error) -> Error {
+    match e {
+        Error::TestDatabase(_) => e,
+        other => Error::TestDatabase(format!("{what}: {other}")),
+    }
+}
+
+/// An isolated database for one test, with a connected manager.
+///
+/// Dropped with `DROP DATABASE … WITH (FORCE)` by [`cleanup`](Self::cleanup), or when the value
+/// is dropped (also while a test panics); a failure there is reported on stderr and through
+/// `tracing`, never swallowed.
+///
+/// ```no_run
+/// # async fn f() -> pgdbm::Result<()> {
+/// use pgdbm::testing::TestDatabase;
+/// let tdb = TestDatabase::builder().schema("app").migrations("./migrations").create().await?;
+/// tdb.manager().execute("INSERT INTO {{tables.users}} (email) VALUES ('a@x')", &[]).await?;
+/// tdb.cleanup().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    manager: AsyncDatabaseManager,
+    server: DatabaseConfig,
+    kind: Kind,
+    dropped: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Database,
+    Schema,
+}
+
+/// Options for [`TestDatabase`].
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct TestDatabaseBuilder {
+    server: Option<DatabaseConfig>,
+    prefix: Option<String>,
+    schema: Option<String>,
+    migrations: Option<Migrations>,
+    schema_per_test: bool,
+    template: Option<bool>,
+}
+
+impl TestDatabaseBuilder {
+    /// The server to use (its `database` is the maintenance database); default
+    /// [`server_config_from_env`].
+    pub fn server(mut self, config: DatabaseConfig) -> Self {
+        self.server = Some(config);
+        self
+    }
+
+    /// The name prefix (default `test`); letters, digits, underscores.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Some(prefix.to_owned());
+        self
+    }
+
+    /// The manager's schema inside the test database (migrations go there too).
+    pub fn schema(mut self, schema: &str) -> Self {
+        self.schema = Some(schema.to_owned());
+        self
+    }
+
+    /// Migrations to apply. With a database per test, they are applied once to a template
+    /// database (per migration set) that each test clones.
+    pub fn migrations(mut self, migrations: impl Into<Migrations>) -> Self {
+        self.migrations = Some(migrations.into());
+        self
+    }
+
+    /// Migrate each test database from scratch instead of cloning a template (slower; for
+    /// migrations that depend on the database name, say).
+    pub fn without_template(mut self) -> Self {
+        self.template = Some(false);
+        self
+    }
+
+    /// One database, a fresh schema per test (named like a test database), dropped afterwards.
+    /// Cheaper than a database per test; the test must only use its own schema.
+    pub fn schema_per_test(mut self) -> Self {
+        self.schema_per_test = true;
+        self
+    }
+
+    /// Creates the database (or schema) and connects a manager to it.
+    pub async fn create(self) -> Result<TestDatabase> {
+        let prefix = self
+            .prefix
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        check_name("prefix", &prefix)?;
+        if let Some(s) = &self.schema {
+            crate::template::check_identifier(s, "schema")
+                .map_err(|e| Error::TestDatabase(e.to_string()))?;
+        }
+        let server = self.server.clone().unwrap_or_else(server_config_from_env);
+        let name = unique_name(&prefix);
+        check_name("name", &name)?;
+        let maint = maintenance(&server).await?;
+        let result = if self.schema_per_test {
+            self.create_schema(&server, &maint, name).await
+        } else {
+            self.create_database(&server, &maint, name).await
+        };
+        maint.disconnect().await?;
+        result
+    }
+
+    async fn create_database(
+        &self,
+        server: &DatabaseConfig,
+        maint: &AsyncDatabaseManager,
+        name: String,
+    ) -> Result<TestDatabase> {
+        let template = match (&self.migrations, self.template.unwrap_or(true)) {
+            (Some(m), true) => {
+                Some(ensure_template(server, maint, m, self.schema.as_deref()).await?)
+            }
+            _ => None,
+        };
+        let sql = match &template {
+            Some(t) => format!(
+                "CREATE DATABASE {} TEMPLATE {}",
+                quote_ident(&name),
+                quote_ident(t)
+            ),
+            None => format!("CREATE DATABASE {}", quote_ident(&name)),
+        };
+        maint
+            .execute(&sql, &[])
+            .await
+            .map_err(|e| wrap("creating the test database", e))?;
+        let tdb = TestDatabase {
+            manager: AsyncDatabaseManager::new(DatabaseConfig {
+                schema: self.schema.clone(),
+                min_connections: 1,
+                max_connections: 5,
+                ..for_database(server, &name)?
+            })?,
+            name,
+            server: server.clone(),
+            kind: Kind::Database,
+            dropped: false,
+        };
+        // From here on, Drop cleans up if anything fails.
+        tdb.manager
+            .connect()
+            .await
+            .map_err(|e| wrap("connecting to the test database", e))?;
+        if let (Some(m), None) = (&self.migrations, &template) {
+            m.manager(&tdb.manager)
+                .apply_pending_migrations()
+                .await
+                .map_err(|e| wrap("migrating the test database", e))?;
+        }
+        Ok(tdb)
+    }
+
+    async fn create_schema(
+        &self,
+        server: &DatabaseConfig,
+        maint: &AsyncDatabaseManager,
+        name: String,
+    ) -> Result<TestDatabase> {
+        maint
+            .execute(&format!("CREATE SCHEMA {}", quote_ident(&name)), &[])
+            .await
+            .map_err(|e| wrap("creating the test schema", e))?;
+        let tdb = TestDatabase {
+            manager: AsyncDatabaseManager::new(DatabaseConfig {
+                schema: Some(name.clone()),
+                min_connections: 1,
+                max_connections: 5,
+                ..server.clone()
+            })?,
+            name,
+            server: server.clone(),
+            kind: Kind::Schema,
+            dropped: false,
+        };
+        tdb.manager
+            .connect()
+            .await
+            .map_err(|e| wrap("connecting for the test schema", e))?;
+        if let Some(m) = &self.migrations {
+            m.manager(&tdb.manager)
+                .apply_pending_migrations()
+                .await
+                .map_err(|e| wrap("migrating the test schema", e))?;
+        }
+        Ok(tdb)
+    }
+}
+
+/// The template for a migration set: built once, under an advisory lock so that parallel test
+/// processes wait for one builder, and renamed into place only when complete.
+async fn ensure_template(
+    server: &DatabaseConfig,
+    maint: &AsyncDatabaseManager,
+    migrations: &Migrations,
+    schema: Option<&str>,
+) -> Result<String> {
+    let probe = AsyncDatabaseManager::new(DatabaseConfig {
+        schema: schema.map(str::to_owned),
+        ..server.clone()
+    })?;
+    let hash = migrations.fingerprint(&probe, schema)?;
+    let name = format!("{TEMPLATE_PREFIX}{hash}");
+    if database_exists(maint, &name).await? {
+        return Ok(name);
+    }
+    let lock = maint.acquire().await?;
+    let key = format!("pgdbm template {name}");
+    lock.execute("SELECT pg_advisory_lock(hashtext($1))", &[&key])
+        .await
+        .map_err(|e| Error::TestDatabase(format!("locking the template build: {e}")))?;
+    let built = async {
+        if database_exists(maint, &name).await? {
+            return Ok(());
+        }
+        let building = format!("pgdbm_tplbuild_{hash}_{}", std::process::id());
+        maint
+            .execute(
+                &format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&building)
+                ),
+                &[],
+            )
+            .await?;
+        maint
+            .execute(&format!("CREATE DATABASE {}", quote_ident(&building)), &[])
+            .await?;
+        let db = AsyncDatabaseManager::new(DatabaseConfig {
+            schema: schema.map(str::to_owned),
+            min_connections: 1,
+            max_connections: 2,
+            ..for_database(server, &building)?
+        })?;
+        let migrated = async {
+            db.connect().await?;
+            migrations.manager(&db).apply_pending_migrations().await
+        }
+        .await;
+        db.disconnect().await?;
+        if let Err(e) = migrated {
+            let _ = maint
+                .execute(
+                    &format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        quote_ident(&building)
+                    ),
+                    &[],
+                )
+                .await;
+            return Err(wrap("migrating the template database", e));
+        }
+        // Connections close asynchronously; FORCE-free rename needs none left.
+        let rename = format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&building),
+            quote_ident(&name)
+        );
+        retry_while_in_use(maint, &rename).await?;
+        maint
+            .execute(
+                &format!(
+                    "ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
+                    quote_ident(&name)
+                ),
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+    .await;
+    let unlocked = lock
+        .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key])
+        .await;
+    if unlocked.is_err() {
+        // Never hand a connection that may still hold the lock back to the pool.
+        drop(lock.detach());
+    }
+    built.map_err(|e| wrap("building the template database", e))?;
+    Ok(name)
+}
+
+async fn database_exists(maint: &AsyncDatabaseManager, name: &str) -> Result<bool> {
+    Ok(maint
+        .fetch_value::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            &[&name],
+        )
+        .await?
+        .unwrap_or(false))
+}
+
+/// Runs a statement that fails while other sessions still use a database (55006), retrying
+/// briefly: just-closed connections end asynchronously on the server.
+async fn retry_while_in_use(maint: &AsyncDatabaseManager, sql: &str) -> Result<()> {
+    let mut last = None;
+    for _ in 0..50 {
+        match maint.execute(sql, &[]).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == Some("55006") => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::TestDatabase("database still in use".into())))
+}
+
+impl TestDatabase {
+    /// A builder with every option.
+    pub fn builder() -> TestDatabaseBuilder {
+        TestDatabaseBuilder::default()
+    }
+
+    /// A fresh, empty database on the server from the environment.
+    pub async fn create() -> Result<TestDatabase> {
+        TestDatabaseBuilder::default().create().await
+    }
+
+    /// The connected manager.
+    pub fn manager(&self) -> &AsyncDatabaseManager {
+        &self.manager
+    }
+
+    /// The database's (or, in schema-per-test mode, the schema's) name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A config for the test database, e.g. to connect another pool to it.
+    pub fn config(&self) -> Result<DatabaseConfig> {
+        match self.kind {
+            Kind::Database => for_database(&self.server, &self.name),
+            Kind::Schema => Ok(DatabaseConfig {
+                schema: Some(self.name.clone()),
+                ..self.server.clone()
+            }),
+        }
+    }
+
+    /// Drops the database (or schema) now and reports whether that worked.
+    pub async fn cleanup(mut self) -> Result<()> {
+        self.dropped = true;
+        self.manager.disconnect().await?;
+        drop_now(&self.server, self.kind, &self.name).await
+    }
+}
+
+async fn drop_now(server: &DatabaseConfig, kind: Kind, name: &str) -> Result<()> {
+    let maint = maintenance(server).await?;
+    let sql = match kind {
+        Kind::Database => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
+        Kind::Schema => format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(name)),
+    };
+    let r = maint.execute(&sql, &[]).await;
+    maint.disconnect().await?;
+    r.map(|_| ())
+        .map_err(|e| Error::TestDatabase(format!("could not drop test {name:?}: {e}")))
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let (server, kind, name) = (self.server.clone(), self.kind, self.name.clone());
+        // A runtime of our own on a thread of our own: this works inside or outside an async
+        // context, and while the test thread is unwinding from a panic.
+        let outcome = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::TestDatabase(format!("no runtime for cleanup: {e}")))?
+                .block_on(drop_now(&server, kind, &name))
+        })
+        .join();
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => report_cleanup_failure(&self.name, &e.to_string()),
+            Err(_) => report_cleanup_failure(&self.name, "the cleanup thread panicked"),
+        }
+    }
+}
+
+fn report_cleanup_failure(name: &str, why: &str) {
+    tracing::error!(database = name, error = why, "test database cleanup failed");
+    eprintln!("pgdbm: cleanup of test database {name:?} failed: {why}");
+}
+
+/// A leftover test database found by [`list_leftover_databases`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeftoverDatabase {
+    /// Its name.
+    pub name: String,
+    /// How long ago it was created (from the timestamp in its name).
+    pub age: Duration,
+}
+
+/// Test databases named `{prefix}_…` created more than `older_than` ago (crashed runs leave
+/// them behind). The age comes from the creation time pgdbm puts in the name.
+pub async fn list_leftover_databases(
+    server: &DatabaseConfig,
+    prefix: &str,
+    older_than: Duration,
+) -> Result<Vec<LeftoverDatabase>> {
+    check_name("prefix", prefix)?;
+    let maint = maintenance(server).await?;
+    let names = maint
+        .fetch_all(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY datname",
+            &[&format!("{}\\_%", prefix.to_ascii_lowercase())],
+        )
+        .await;
+    maint.disconnect().await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut out = Vec::new();
+    for row in names? {
+        let name: String = row.get(0)?;
+        let Some(created) = name[prefix.len() + 1..]
+            .split('_')
+            .next()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let age = Duration::from_secs(now.saturating_sub(created));
+        if age > older_than {
+            out.push(LeftoverDatabase { name, age });
+        }
+    }
+    Ok(out)
+}
+
+/// Drops what [`list_leftover_databases`] finds; returns the names dropped.
+pub async fn drop_leftover_databases(
+    server: &DatabaseConfig,
+    prefix: &str,
+    older_than: Duration,
+) -> Result<Vec<String>> {
+    let leftovers = list_leftover_databases(server, prefix, older_than).await?;
+    let mut dropped = Vec::new();
+    for l in leftovers {
+        drop_now(server, Kind::Database, &l.name).await?;
+        dropped.push(l.name);
+    }
+    Ok(dropped)
+}
+
+/// Drops template databases built for migration sets other than `keep` (pass the migrations
+/// you still use; `None` drops them all). Returns the names dropped.
+pub async fn drop_stale_templates(
+    server: &DatabaseConfig,
+    keep: Option<(&Migrations, Option<&str>)>,
+) -> Result<Vec<String>> {
+    let keep_name = match keep {
+        Some((m, schema)) => {
+            let probe = AsyncDatabaseManager::new(DatabaseConfig {
+                schema: schema.map(str::to_owned),
+                ..server.clone()
+            })?;
+            Some(format!(
+                "{TEMPLATE_PREFIX}{}",
+                m.fingerprint(&probe, schema)?
+            ))
+        }
+        None => None,
+    };
+    let maint = maintenance(server).await?;
+    let rows = maint
+        .fetch_all(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'pgdbm\\_tpl\\_%'",
+            &[],
+        )
+        .await?;
+    let mut dropped = Vec::new();
+    for row in rows {
+        let name: String = row.get(0)?;
+        if Some(&name) == keep_name.as_ref() {
+            continue;
+        }
+        maint
+            .execute(
+                &format!(
+                    "ALTER DATABASE {} WITH IS_TEMPLATE false",
+                    quote_ident(&name)
+                ),
+                &[],
+            )
+            .await?;
+        maint
+            .execute(
+                &format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&name)
+                ),
+                &[],
+            )
+            .await?;
+        dropped.push(name);
+    }
+    maint.disconnect().await?;
+    Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_precedence() {
+        let c = server_config_from(|k| (k == "TEST_DB_PORT").then(|| "6543".to_string()));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.connection_string.as_deref()),
+            ("127.0.0.1", 6543, None)
+        );
+        let c = server_config_from(|k| {
+            (k == "DATABASE_URL").then(|| "postgresql://u@h/db".to_string())
+        });
+        assert_eq!(c.connection_string.as_deref(), Some("postgresql://u@h/db"));
+        let c = server_config_from(|_| None);
+        assert_eq!(
+            c.connection_string.as_deref(),
+            Some("postgresql://postgres@127.0.0.1:5432/postgres")
+        );
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for bad in [
+            "test\"; DROP DATABASE production; --",
+            "test' OR '1'='1",
+            "test/*comment*/",
+            "123test",
+            "test-db",
+            "test db",
+            "",
+        ] {
+            assert!(
+                matches!(check_name("prefix", bad), Err(Error::TestDatabase(_))),
+                "{bad}"
+            );
+        }
+        check_name("prefix", "test").unwrap();
+        let n = unique_name("Test");
+        assert!(n.starts_with("test_"));
+        check_name("name", &n).unwrap();
+    }
+}
