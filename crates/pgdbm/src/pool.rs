@@ -66,6 +66,9 @@ pub(crate) struct PgManager {
     max_queries: u64,
     statement_cache_size: usize,
     registry: Arc<PreparedRegistry>,
+    /// Connection tasks run on the runtime that created the pool, whichever runtime later
+    /// asks for a connection (a pool may be shared across runtimes, e.g. in tests).
+    runtime: tokio::runtime::Handle,
 }
 
 impl PgManager {
@@ -77,7 +80,7 @@ impl PgManager {
                     .connect(tls.clone())
                     .await
                     .map_err(ConnectFailure::Driver)?;
-                tokio::spawn(async move {
+                self.runtime.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection closed with an error");
                     }
@@ -90,7 +93,7 @@ impl PgManager {
                     .connect(tokio_postgres::NoTls)
                     .await
                     .map_err(ConnectFailure::Driver)?;
-                tokio::spawn(async move {
+                self.runtime.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection closed with an error");
                     }
@@ -365,6 +368,7 @@ impl Pool {
             max_queries: config.max_queries,
             statement_cache_size: config.statement_cache_size,
             registry: opts.registry.clone(),
+            runtime: tokio::runtime::Handle::current(),
             pg_config,
             tls,
         };

@@ -2,8 +2,11 @@
 //! migrations are given), or a fresh schema per test in one database; dropped afterwards, also
 //! when the test panics.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -16,6 +19,10 @@ use crate::template::{quote_ident, validate_identifier};
 
 const DEFAULT_PREFIX: &str = "test";
 const TEMPLATE_PREFIX: &str = "pgdbm_tpl_";
+/// Ready-made clones of a template, claimed by renaming; kept across runs like the template.
+const SPARE_PREFIX: &str = "pgdbm_spare_";
+/// Spare clones kept per template.
+const SPARES_PER_TEMPLATE: i64 = 2;
 /// Prefixes longer than this leave too little room for the unique part in 63 characters.
 const MAX_PREFIX: usize = 30;
 const ENV_VARS: &str = "TEST_DB_HOST, TEST_DB_PORT, TEST_DB_USER, TEST_DB_PASSWORD, DATABASE_URL";
@@ -61,10 +68,15 @@ impl Migrations {
         }
     }
 
-    /// A hash of the set (names and checksums, in order) plus the schema they go into: a new
+    /// The name of the template database built for this set applied into `schema`:
+    /// `pgdbm_tpl_` and a hash of the file names, their checksums and the schema, so a new
     /// template is built whenever any of it changes.
-    fn fingerprint(&self, db: &AsyncDatabaseManager, schema: Option<&str>) -> Result<String> {
-        let files = self.manager(db).find_migration_files()?;
+    pub fn template_name(&self, schema: Option<&str>) -> Result<String> {
+        let probe = AsyncDatabaseManager::new(DatabaseConfig {
+            schema: schema.map(str::to_owned),
+            ..DatabaseConfig::default()
+        })?;
+        let files = self.manager(&probe).find_migration_files()?;
         let mut h = Sha256::new();
         h.update(schema.unwrap_or("").as_bytes());
         for f in files {
@@ -74,7 +86,8 @@ impl Migrations {
             h.update(f.checksum.as_bytes());
         }
         let digest = h.finalize();
-        Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+        let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        Ok(format!("{TEMPLATE_PREFIX}{hash}"))
     }
 }
 
@@ -169,22 +182,75 @@ fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// The maintenance connection: one small owned pool on the server's maintenance database.
+/// A runtime of its own for test-database housekeeping. The maintenance pools live on it, so
+/// they outlive the per-test runtimes of `#[pgdbm::test]`, and spare clones are made on it in
+/// the background while tests run.
+fn background() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pgdbm-testing")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for pgdbm's test-database housekeeping")
+    })
+}
+
+/// Runs `fut` on the background runtime and waits for it from any runtime (or none).
+fn block_on_background<T: Send + 'static>(
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    background().spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().ok()
+}
+
+/// The maintenance manager for a server: one small pool per server for the whole process,
+/// created on the background runtime.
 async fn maintenance(server: &DatabaseConfig) -> Result<AsyncDatabaseManager> {
+    static CACHE: OnceLock<Mutex<HashMap<String, AsyncDatabaseManager>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    // The DSN (with its password) and TLS settings identify the server; the key stays in memory.
+    let key = format!(
+        "{}|{:?}|{:?}|{:?}",
+        server.get_dsn(),
+        server.ssl_enabled,
+        server.ssl_mode,
+        server.ssl_ca_file
+    );
+    if let Some(m) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if m.pool().is_ok_and(|p| !p.is_closed()) {
+            return Ok(m.clone());
+        }
+    }
     let cfg = DatabaseConfig {
         schema: None,
         min_connections: 1,
-        max_connections: 2,
+        max_connections: 4,
         ..server.clone()
     };
-    let db = AsyncDatabaseManager::new(cfg)?;
-    db.connect().await.map_err(|e| {
+    let masked = server.get_dsn_masked();
+    let created = background()
+        .spawn(async move {
+            let db = AsyncDatabaseManager::new(cfg)?;
+            db.connect().await?;
+            Ok::<_, Error>(db)
+        })
+        .await
+        .map_err(|e| Error::TestDatabase(format!("housekeeping task failed: {e}")))?;
+    let db = created.map_err(|e| {
         Error::TestDatabase(format!(
-            "cannot reach the test server at {} (read from {ENV_VARS}; set one of them to point at \
-             a PostgreSQL you may create databases on): {e}",
-            server.get_dsn_masked()
+            "cannot reach the test server at {masked} (read from {ENV_VARS}; set one of them to point \
+             at a PostgreSQL you may create databases on): {e}"
         ))
     })?;
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, db.clone());
     Ok(db)
 }
 
@@ -292,13 +358,11 @@ impl TestDatabaseBuilder {
         let name = unique_name(&prefix);
         check_name("name", &name)?;
         let maint = maintenance(&server).await?;
-        let result = if self.schema_per_test {
+        if self.schema_per_test {
             self.create_schema(&server, &maint, name).await
         } else {
             self.create_database(&server, &maint, name).await
-        };
-        maint.disconnect().await?;
-        result
+        }
     }
 
     async fn create_database(
@@ -313,18 +377,29 @@ impl TestDatabaseBuilder {
             }
             _ => None,
         };
-        let sql = match &template {
-            Some(t) => format!(
-                "CREATE DATABASE {} TEMPLATE {}",
-                quote_ident(&name),
-                quote_ident(t)
-            ),
-            None => format!("CREATE DATABASE {}", quote_ident(&name)),
+        let claimed = match &template {
+            Some(t) => {
+                let claimed = claim_spare(maint, t, &name).await?;
+                // Replace what was taken (or start the stock) while the test runs.
+                refill_spares(server.clone(), t.clone());
+                claimed
+            }
+            None => false,
         };
-        maint
-            .execute(&sql, &[])
-            .await
-            .map_err(|e| wrap("creating the test database", e))?;
+        if !claimed {
+            let sql = match &template {
+                Some(t) => format!(
+                    "CREATE DATABASE {} TEMPLATE {}",
+                    quote_ident(&name),
+                    quote_ident(t)
+                ),
+                None => format!("CREATE DATABASE {}", quote_ident(&name)),
+            };
+            maint
+                .execute(&sql, &[])
+                .await
+                .map_err(|e| wrap("creating the test database", e))?;
+        }
         let tdb = TestDatabase {
             manager: AsyncDatabaseManager::new(DatabaseConfig {
                 schema: self.schema.clone(),
@@ -395,12 +470,8 @@ async fn ensure_template(
     migrations: &Migrations,
     schema: Option<&str>,
 ) -> Result<String> {
-    let probe = AsyncDatabaseManager::new(DatabaseConfig {
-        schema: schema.map(str::to_owned),
-        ..server.clone()
-    })?;
-    let hash = migrations.fingerprint(&probe, schema)?;
-    let name = format!("{TEMPLATE_PREFIX}{hash}");
+    let name = migrations.template_name(schema)?;
+    let hash = name.trim_start_matches(TEMPLATE_PREFIX).to_owned();
     if database_exists(maint, &name).await? {
         return Ok(name);
     }
@@ -480,6 +551,90 @@ async fn ensure_template(
     Ok(name)
 }
 
+fn spare_pattern(template: &str) -> String {
+    let hash = template.trim_start_matches(TEMPLATE_PREFIX);
+    format!("{SPARE_PREFIX}{hash}\\_%")
+}
+
+/// Takes a ready-made clone of `template` by renaming it to `name`. Renaming is atomic, so
+/// parallel test processes never get the same one.
+async fn claim_spare(maint: &AsyncDatabaseManager, template: &str, name: &str) -> Result<bool> {
+    let spares = maint
+        .fetch_all(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY datname",
+            &[&spare_pattern(template)],
+        )
+        .await?;
+    for row in spares {
+        let spare: String = row.get(0)?;
+        let rename = format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&spare),
+            quote_ident(name)
+        );
+        match maint.execute(&rename, &[]).await {
+            Ok(_) => return Ok(true),
+            // Taken by another process first (gone), or still being connected to: next one.
+            Err(e) if matches!(e.code(), Some("3D000" | "55006")) => continue,
+            Err(e) => return Err(wrap("claiming a spare test database", e)),
+        }
+    }
+    Ok(false)
+}
+
+/// Tops the stock of spare clones of `template` up to `SPARES_PER_TEMPLATE`, in the background.
+fn refill_spares(server: DatabaseConfig, template: String) {
+    static IN_FLIGHT: OnceLock<Mutex<HashMap<String, i64>>> = OnceLock::new();
+    let in_flight = IN_FLIGHT.get_or_init(Default::default);
+    {
+        let mut map = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(template.clone()).or_insert(0);
+        if *n >= SPARES_PER_TEMPLATE {
+            return;
+        }
+        *n += 1;
+    }
+    background().spawn(async move {
+        let made = async {
+            let maint = maintenance(&server).await?;
+            let have = maint
+                .fetch_value::<i64>(
+                    "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
+                    &[&spare_pattern(&template)],
+                )
+                .await?
+                .unwrap_or(0);
+            if have >= SPARES_PER_TEMPLATE {
+                return Ok(());
+            }
+            let hash = template.trim_start_matches(TEMPLATE_PREFIX);
+            let spare = unique_name(&format!("{SPARE_PREFIX}{hash}"));
+            maint
+                .execute(
+                    &format!(
+                        "CREATE DATABASE {} TEMPLATE {}",
+                        quote_ident(&spare),
+                        quote_ident(&template)
+                    ),
+                    &[],
+                )
+                .await
+                .map(|_| ())
+        }
+        .await;
+        if let Err(e) = made {
+            tracing::debug!(error = %e, "could not make a spare test database");
+        }
+        if let Some(n) = in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&template)
+        {
+            *n -= 1;
+        }
+    });
+}
+
 async fn database_exists(maint: &AsyncDatabaseManager, name: &str) -> Result<bool> {
     Ok(maint
         .fetch_value::<bool>(
@@ -553,9 +708,10 @@ async fn drop_now(server: &DatabaseConfig, kind: Kind, name: &str) -> Result<()>
         Kind::Database => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
         Kind::Schema => format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(name)),
     };
-    let r = maint.execute(&sql, &[]).await;
-    maint.disconnect().await?;
-    r.map(|_| ())
+    maint
+        .execute(&sql, &[])
+        .await
+        .map(|_| ())
         .map_err(|e| Error::TestDatabase(format!("could not drop test {name:?}: {e}")))
 }
 
@@ -565,20 +721,12 @@ impl Drop for TestDatabase {
             return;
         }
         let (server, kind, name) = (self.server.clone(), self.kind, self.name.clone());
-        // A runtime of our own on a thread of our own: this works inside or outside an async
-        // context, and while the test thread is unwinding from a panic.
-        let outcome = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::TestDatabase(format!("no runtime for cleanup: {e}")))?
-                .block_on(drop_now(&server, kind, &name))
-        })
-        .join();
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => report_cleanup_failure(&self.name, &e.to_string()),
-            Err(_) => report_cleanup_failure(&self.name, "the cleanup thread panicked"),
+        // Done on the background runtime, so it works inside or outside an async context and
+        // while the test thread unwinds from a panic.
+        match block_on_background(async move { drop_now(&server, kind, &name).await }) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => report_cleanup_failure(&self.name, &e.to_string()),
+            None => report_cleanup_failure(&self.name, "the cleanup task did not finish"),
         }
     }
 }
@@ -613,7 +761,6 @@ pub async fn list_leftover_databases(
             &[&format!("{}\\_%", prefix.to_ascii_lowercase())],
         )
         .await;
-    maint.disconnect().await?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -658,29 +805,27 @@ pub async fn drop_stale_templates(
     keep: Option<(&Migrations, Option<&str>)>,
 ) -> Result<Vec<String>> {
     let keep_name = match keep {
-        Some((m, schema)) => {
-            let probe = AsyncDatabaseManager::new(DatabaseConfig {
-                schema: schema.map(str::to_owned),
-                ..server.clone()
-            })?;
-            Some(format!(
-                "{TEMPLATE_PREFIX}{}",
-                m.fingerprint(&probe, schema)?
-            ))
-        }
+        Some((m, schema)) => Some(m.template_name(schema)?),
         None => None,
     };
     let maint = maintenance(server).await?;
     let rows = maint
         .fetch_all(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'pgdbm\\_tpl\\_%'",
+            "SELECT datname::text FROM pg_database \
+             WHERE datname LIKE 'pgdbm\\_tpl\\_%' OR datname LIKE 'pgdbm\\_spare\\_%'",
             &[],
         )
         .await?;
+    // A template's spares share its hash: "pgdbm_spare_<hash>_…".
+    let keep_spares = keep_name
+        .as_deref()
+        .map(|k| format!("{SPARE_PREFIX}{}_", k.trim_start_matches(TEMPLATE_PREFIX)));
     let mut dropped = Vec::new();
     for row in rows {
         let name: String = row.get(0)?;
-        if Some(&name) == keep_name.as_ref() {
+        if Some(&name) == keep_name.as_ref()
+            || keep_spares.as_deref().is_some_and(|k| name.starts_with(k))
+        {
             continue;
         }
         maint
@@ -701,9 +846,11 @@ pub async fn drop_stale_templates(
                 &[],
             )
             .await?;
-        dropped.push(name);
+        if name.starts_with(TEMPLATE_PREFIX) {
+            dropped.push(name);
+        }
     }
-    maint.disconnect().await?;
+    dropped.sort();
     Ok(dropped)
 }
 
