@@ -204,6 +204,74 @@ impl<'a> ColumnDe<'a> {
         Value::decode(self.ty, self.raw).map_err(wire)
     }
 
+    /// The general path: decode to a `Value` first.
+    fn any_via_value<'de, V: Visitor<'de>>(&self, visitor: V) -> Result<V::Value, DeError> {
+        match self.value()? {
+            Value::Array(items) => visitor.visit_seq(de::value::SeqDeserializer::new(
+                items.into_iter().map(ValueDe),
+            )),
+            Value::Text(s) => visitor.visit_string(s),
+            Value::Bytes(b) => visitor.visit_byte_buf(b),
+            other => visitor.visit_string(scalar_text(&other)),
+        }
+    }
+
+    /// Dates, times and uuids as text without allocating: chrono and uuid fields parse them
+    /// from these ISO 8601 / hyphenated forms. `None` for values chrono cannot hold
+    /// (`infinity`, years past 9999), which take the general path.
+    fn fast_text(&self) -> Option<StackText> {
+        use chrono::{Datelike, Timelike};
+        let raw = self.raw?;
+        let mut out = StackText::default();
+        let date = |out: &mut StackText, d: chrono::NaiveDate| -> Option<()> {
+            let y = u32::try_from(d.year()).ok().filter(|y| *y <= 9999)?;
+            out.digits(y, 4);
+            out.push(b'-');
+            out.digits(d.month(), 2);
+            out.push(b'-');
+            out.digits(d.day(), 2);
+            Some(())
+        };
+        let time = |out: &mut StackText, t: chrono::NaiveTime| {
+            out.digits(t.hour(), 2);
+            out.push(b':');
+            out.digits(t.minute(), 2);
+            out.push(b':');
+            out.digits(t.second(), 2);
+            let micros = t.nanosecond() / 1000;
+            if micros != 0 {
+                out.push(b'.');
+                out.digits(micros, 6);
+            }
+        };
+        match *self.ty {
+            Type::TIMESTAMPTZ => {
+                let v = chrono::DateTime::<chrono::Utc>::from_sql(self.ty, raw)
+                    .ok()?
+                    .naive_utc();
+                date(&mut out, v.date())?;
+                out.push(b'T');
+                time(&mut out, v.time());
+                out.extend(b"+00:00");
+            }
+            Type::TIMESTAMP => {
+                let v = chrono::NaiveDateTime::from_sql(self.ty, raw).ok()?;
+                date(&mut out, v.date())?;
+                out.push(b'T');
+                time(&mut out, v.time());
+            }
+            Type::DATE => date(&mut out, chrono::NaiveDate::from_sql(self.ty, raw).ok()?)?,
+            Type::TIME => time(&mut out, chrono::NaiveTime::from_sql(self.ty, raw).ok()?),
+            Type::UUID => {
+                let u = uuid::Uuid::from_sql(self.ty, raw).ok()?;
+                let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                out.extend(u.hyphenated().encode_lower(&mut buf).as_bytes());
+            }
+            _ => return None,
+        }
+        Some(out)
+    }
+
     fn number_text(&self) -> Result<String, DeError> {
         match self.value()? {
             Value::Numeric(n) => Ok(n.as_str().to_owned()),
@@ -272,14 +340,13 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for ColumnDe<'a> {
                 }
             }
             _ if self.is_text_like() => visitor.visit_borrowed_str(self.text()?),
-            _ => match self.value()? {
-                Value::Array(items) => visitor.visit_seq(de::value::SeqDeserializer::new(
-                    items.into_iter().map(ValueDe),
-                )),
-                Value::Text(s) => visitor.visit_string(s),
-                Value::Bytes(b) => visitor.visit_byte_buf(b),
-                other => visitor.visit_string(scalar_text(&other)),
-            },
+            Type::TIMESTAMPTZ | Type::TIMESTAMP | Type::DATE | Type::TIME | Type::UUID => {
+                match self.fast_text() {
+                    Some(text) => visitor.visit_str(text.as_str()),
+                    None => self.any_via_value(visitor),
+                }
+            }
+            _ => self.any_via_value(visitor),
         }
     }
 
@@ -356,6 +423,53 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for ColumnDe<'a> {
 
     serde::forward_to_deserialize_any! {
         bool char str string bytes byte_buf unit unit_struct tuple tuple_struct map struct identifier
+    }
+}
+
+/// A short ASCII string on the stack.
+struct StackText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn push(&mut self, b: u8) {
+        if self.len < self.buf.len() {
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.push(*b);
+        }
+    }
+
+    /// `v` in exactly `width` decimal digits, zero-padded.
+    fn digits(&mut self, mut v: u32, width: usize) {
+        let start = self.len;
+        for _ in 0..width {
+            self.push(b'0');
+        }
+        for i in (start..self.len).rev() {
+            self.buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and punctuation are ever pushed.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
 }
 

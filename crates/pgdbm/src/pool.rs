@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool::Runtime;
+use futures_util::FutureExt;
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::config::DatabaseConfig;
@@ -261,14 +262,17 @@ impl fmt::Display for ConnectFailure {
 }
 
 impl managed::Manager for PgManager {
-    type Type = PgConn;
+    // Boxed so deadpool's slots and every checkout move 8 bytes, not the whole connection.
+    type Type = Box<PgConn>;
     type Error = ConnectFailure;
 
-    async fn create(&self) -> Result<PgConn, ConnectFailure> {
-        self.connect().await
+    async fn create(&self) -> Result<Box<PgConn>, ConnectFailure> {
+        // Boxed: the connect state machine is large and would otherwise be inlined into (and
+        // copied with) every checkout future.
+        Box::pin(self.connect()).await.map(Box::new)
     }
 
-    async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> RecycleResult<ConnectFailure> {
+    async fn recycle(&self, conn: &mut Box<PgConn>, _: &Metrics) -> RecycleResult<ConnectFailure> {
         if conn.is_broken() {
             return Err(RecycleError::message("connection is closed or broken"));
         }
@@ -458,18 +462,24 @@ impl Pool {
     pub(crate) async fn get(&self, deadline: Option<Instant>) -> Result<PoolConnection> {
         let started = Instant::now();
         let counters = &self.inner.counters;
-        let got = match deadline {
-            Some(d) => match tokio::time::timeout_at(d.into(), self.inner.pool.get()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                    return Err(Error::Timeout {
-                        operation: "acquiring a connection from the pool".into(),
-                        after: started.elapsed(),
-                    });
-                }
+        let checkout = self.inner.pool.get();
+        futures_util::pin_mut!(checkout);
+        // An idle connection is usually ready at once: arm the timer only when we must wait.
+        let got = match checkout.as_mut().now_or_never() {
+            Some(r) => r,
+            None => match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), checkout).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                        return Err(Error::Timeout {
+                            operation: "acquiring a connection from the pool".into(),
+                            after: started.elapsed(),
+                        });
+                    }
+                },
+                None => checkout.await,
             },
-            None => self.inner.pool.get().await,
         };
         counters.acquires.fetch_add(1, Ordering::Relaxed);
         counters

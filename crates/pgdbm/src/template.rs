@@ -8,6 +8,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use crate::connection::FxHasher;
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
@@ -123,7 +126,7 @@ impl PartialEq<&str> for Rendered<'_> {
 pub(crate) struct Templates {
     schema: Option<String>,
     quoted_schema: Option<String>,
-    cache: RwLock<HashMap<Box<str>, Arc<str>>>,
+    cache: RwLock<HashMap<Box<str>, Arc<str>, BuildHasherDefault<FxHasher>>>,
 }
 
 impl Templates {
@@ -131,7 +134,7 @@ impl Templates {
         Templates {
             schema: schema.map(str::to_owned),
             quoted_schema: schema.map(quote_ident),
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(HashMap::default()),
         }
     }
 

@@ -326,3 +326,38 @@ async fn parameters_of_the_same_types_encode() {
         .unwrap();
     assert_eq!(n, Some(1));
 }
+
+#[tokio::test]
+async fn dates_and_times_into_string_fields() {
+    #[derive(Deserialize)]
+    struct Texts {
+        tstz: String,
+        ts: String,
+        d: String,
+        old: String,
+        far: String,
+        tm: String,
+        u: String,
+        inf: String,
+    }
+    let (db, _g) = setup().await;
+    let t: Texts = db
+        .fetch_as_model(
+            "SELECT '2024-02-29 13:45:01.25+02'::timestamptz AS tstz, '2024-02-29 13:45:01'::timestamp AS ts,
+                    '2024-02-29'::date AS d, '0999-01-02'::date AS old, '12345-06-07'::date AS far,
+                    '00:00:00.000001'::time AS tm, 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'::uuid AS u,
+                    'infinity'::timestamptz AS inf",
+            &[],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.tstz, "2024-02-29T11:45:01.250000+00:00");
+    assert_eq!(t.ts, "2024-02-29T13:45:01");
+    assert_eq!(t.d, "2024-02-29");
+    assert_eq!(t.old, "0999-01-02");
+    assert_eq!(t.far, "+12345-06-07");
+    assert_eq!(t.tm, "00:00:00.000001");
+    assert_eq!(t.u, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    assert_eq!(t.inf, "infinity");
+}
