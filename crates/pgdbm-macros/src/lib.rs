@@ -60,11 +60,9 @@ pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
                     options.push(quote! { .without_template() });
                 }
             }
-            _ => {
-                return Err(meta.error(
-                    "unknown option; expected migrations, schema, prefix, schema_per_test or template",
-                ))
-            }
+            _ => return Err(meta.error(
+                "unknown option; expected migrations, schema, prefix, schema_per_test or template",
+            )),
         }
         Ok(())
     });
@@ -72,9 +70,12 @@ pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
         return e.to_compile_error().into();
     }
     if func.sig.asyncness.is_none() {
-        return syn::Error::new_spanned(func.sig.fn_token, "#[pgdbm::test] functions must be async")
-            .to_compile_error()
-            .into();
+        return syn::Error::new_spanned(
+            func.sig.fn_token,
+            "#[pgdbm::test] functions must be async",
+        )
+        .to_compile_error()
+        .into();
     }
     if func.sig.inputs.len() > 1 {
         return syn::Error::new_spanned(
