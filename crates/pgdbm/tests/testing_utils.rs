@@ -369,6 +369,7 @@ async fn bad_input_is_a_test_database_error() {
     let nowhere = pgdbm::DatabaseConfig {
         host: "127.0.0.1".into(),
         port: 1,
+        retry_attempts: 0,
         ..Default::default()
     };
     match TestDatabase::builder().server(nowhere).create().await {
