@@ -183,7 +183,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<Vec<Migration>> {
             None,
         )
     })?;
-    let entries = std::fs::read_dir(&root).map_err(|e| {
+    let list_error = |e: std::io::Error| {
         migration_error(
             None,
             format!(
@@ -192,19 +192,11 @@ pub(crate) fn load_dir(dir: &Path) -> Result<Vec<Migration>> {
             ),
             None,
         )
-    })?;
+    };
+    let entries = std::fs::read_dir(&root).map_err(list_error)?;
     let mut out = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| {
-            migration_error(
-                None,
-                format!(
-                    "cannot list the migrations directory {}: {e}",
-                    root.display()
-                ),
-                None,
-            )
-        })?;
+        let entry = entry.map_err(list_error)?;
         let os_name = entry.file_name();
         let Some(name) = os_name.to_str() else {
             if os_name.to_string_lossy().ends_with(".sql") {
