@@ -59,6 +59,15 @@ impl PreparedRegistry {
 
 /// Creates and recycles connections for deadpool.
 pub(crate) struct PgManager {
+    spec: Arc<ConnectSpec>,
+    /// New connections are made on the runtime that created the pool, whichever runtime asks
+    /// for one: a socket belongs to the reactor it was opened on, and a pool may outlive the
+    /// runtime of a caller (per-test runtimes sharing one pool, say).
+    runtime: tokio::runtime::Handle,
+}
+
+/// Everything needed to open and set up one connection.
+struct ConnectSpec {
     pg_config: tokio_postgres::Config,
     tls: Option<MakeTls>,
     setup_sql: String,
@@ -67,12 +76,9 @@ pub(crate) struct PgManager {
     max_queries: u64,
     statement_cache_size: usize,
     registry: Arc<PreparedRegistry>,
-    /// Connection tasks run on the runtime that created the pool, whichever runtime later
-    /// asks for a connection (a pool may be shared across runtimes, e.g. in tests).
-    runtime: tokio::runtime::Handle,
 }
 
-impl PgManager {
+impl ConnectSpec {
     async fn connect(&self) -> Result<PgConn, ConnectFailure> {
         let client = match &self.tls {
             Some(tls) => {
@@ -81,7 +87,7 @@ impl PgManager {
                     .connect(tls.clone())
                     .await
                     .map_err(ConnectFailure::Driver)?;
-                self.runtime.spawn(async move {
+                tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection closed with an error");
                     }
@@ -94,7 +100,7 @@ impl PgManager {
                     .connect(tokio_postgres::NoTls)
                     .await
                     .map_err(ConnectFailure::Driver)?;
-                self.runtime.spawn(async move {
+                tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection closed with an error");
                     }
@@ -176,6 +182,7 @@ pub(crate) enum ConnectFailure {
         expected: String,
         actual: String,
     },
+    Runtime(String),
 }
 
 impl ConnectFailure {
@@ -226,13 +233,14 @@ impl ConnectFailure {
                  (an init command, role or database setting overrides it). Remove the override, or \
                  set shared_pool_search_path: None to turn the pin off"
             ),
+            ConnectFailure::Runtime(message) => message.clone(),
         }
     }
 
     fn into_source(self) -> Option<tokio_postgres::Error> {
         match self {
             ConnectFailure::Driver(e) | ConnectFailure::Setup { source: e, .. } => Some(e),
-            ConnectFailure::SearchPath { .. } => None,
+            ConnectFailure::SearchPath { .. } | ConnectFailure::Runtime(_) => None,
         }
     }
 }
@@ -267,19 +275,29 @@ impl managed::Manager for PgManager {
     type Error = ConnectFailure;
 
     async fn create(&self) -> Result<Box<PgConn>, ConnectFailure> {
-        // Boxed: the connect state machine is large and would otherwise be inlined into (and
-        // copied with) every checkout future.
-        Box::pin(self.connect()).await.map(Box::new)
+        // Spawning also keeps the large connect state machine out of every checkout future.
+        let spec = self.spec.clone();
+        match self
+            .runtime
+            .spawn(async move { spec.connect().await })
+            .await
+        {
+            Ok(made) => made.map(Box::new),
+            Err(e) => Err(ConnectFailure::Runtime(format!(
+                "the runtime that created this pool is gone or the connect task failed: {e}"
+            ))),
+        }
     }
 
     async fn recycle(&self, conn: &mut Box<PgConn>, _: &Metrics) -> RecycleResult<ConnectFailure> {
         if conn.is_broken() {
             return Err(RecycleError::message("connection is closed or broken"));
         }
-        if self.max_queries > 0 && conn.queries.load(Ordering::Relaxed) >= self.max_queries {
+        let max_queries = self.spec.max_queries;
+        if max_queries > 0 && conn.queries.load(Ordering::Relaxed) >= max_queries {
             return Err(RecycleError::message("max_queries reached"));
         }
-        self.registry.apply(conn).await;
+        self.spec.registry.apply(conn).await;
         Ok(())
     }
 }
@@ -361,7 +379,7 @@ impl Pool {
             .unwrap_or_default();
         let port = pg_config.get_ports().first().copied().unwrap_or(5432);
         let database = pg_config.get_dbname().unwrap_or_default().to_owned();
-        let manager = PgManager {
+        let spec = ConnectSpec {
             setup_sql: config.session_setup_sql(opts.search_path.as_deref()),
             init_commands: config.init_commands.clone().unwrap_or_default(),
             expected_search_path: if opts.expect_search_path {
@@ -372,9 +390,12 @@ impl Pool {
             max_queries: config.max_queries,
             statement_cache_size: config.statement_cache_size,
             registry: opts.registry.clone(),
-            runtime: tokio::runtime::Handle::current(),
             pg_config,
             tls,
+        };
+        let manager = PgManager {
+            spec: Arc::new(spec),
+            runtime: tokio::runtime::Handle::current(),
         };
         let pool = managed::Pool::builder(manager)
             .max_size(config.max_connections)

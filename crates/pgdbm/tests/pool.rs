@@ -444,3 +444,55 @@ async fn cached_statements_survive_table_changes() {
     let models: Vec<(i32, String)> = db.fetch_all_as_model(q, &[&1_i32]).await.unwrap();
     assert_eq!(models, vec![(1, "x".to_string())]);
 }
+
+#[test]
+fn a_pool_outlives_the_runtimes_that_use_it() {
+    let home = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = home.block_on(async {
+        let db = AsyncDatabaseManager::new(DatabaseConfig {
+            min_connections: 1,
+            max_connections: 2,
+            ..config()
+        })
+        .unwrap();
+        db.connect().await.unwrap();
+        db
+    });
+    // A short-lived runtime needs two connections at once, so one is opened from it.
+    let pids = {
+        let visitor = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        visitor.block_on(async {
+            let (a, b) = futures_util::future::join(db.acquire(), db.acquire()).await;
+            let mut pids = vec![a.unwrap().backend_pid(), b.unwrap().backend_pid()];
+            pids.sort();
+            pids
+        })
+    };
+    // That runtime is gone; both connections still work and neither was replaced.
+    home.block_on(async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (a, b) = futures_util::future::join(db.acquire(), db.acquire()).await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        for c in [&a, &b] {
+            assert_eq!(
+                c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+                1
+            );
+        }
+        let mut now = vec![a.backend_pid(), b.backend_pid()];
+        now.sort();
+        assert_eq!(
+            now, pids,
+            "a connection opened from the ended runtime was lost"
+        );
+        drop((a, b));
+        db.disconnect().await.unwrap();
+    });
+}
