@@ -348,7 +348,3 @@ impl fmt::Debug for AsyncDatabaseManager {
             .finish()
     }
 }
-
-// Keep the parameter type in scope for the generated methods.
-#[allow(unused_imports)]
-use ToSql as _;

@@ -291,6 +291,3 @@ impl std::fmt::Debug for Transaction<'_> {
             .finish()
     }
 }
-
-#[allow(unused_imports)]
-use ToSql as _;

@@ -56,6 +56,17 @@ fn mtls_cluster(ca: &Ca, server: &certs::Issued) -> TempCluster {
         .expect("start mutual-TLS cluster")
 }
 
+/// A CA, a directory holding its certificate, a cluster requiring client certificates it
+/// signed, and a verify-full config for that cluster without a client certificate yet.
+fn mtls_setup() -> (Ca, TempDir, TempCluster, DatabaseConfig) {
+    let ca = Ca::new("pgdbm test CA");
+    let dir = TempDir::new();
+    let ca_file = dir.write("ca.crt", &ca.cert_pem);
+    let cluster = mtls_cluster(&ca, &ca.server(&["localhost", "127.0.0.1"]));
+    let base = tls_config(&cluster, "127.0.0.1", "verify-full", Some(&ca_file));
+    (ca, dir, cluster, base)
+}
+
 fn tls_config(
     cluster: &TempCluster,
     host: &str,
@@ -224,11 +235,7 @@ async fn require_accepts_unknown_ca_that_verify_ca_rejects() {
 
 #[tokio::test]
 async fn mutual_tls_requires_a_client_certificate() {
-    let ca = Ca::new("pgdbm test CA");
-    let dir = TempDir::new();
-    let ca_file = dir.write("ca.crt", &ca.cert_pem);
-    let cluster = mtls_cluster(&ca, &ca.server(&["localhost", "127.0.0.1"]));
-    let base = tls_config(&cluster, "127.0.0.1", "verify-full", Some(&ca_file));
+    let (ca, dir, _cluster, base) = mtls_setup();
 
     let client = ca.client("postgres");
     let with_cert = DatabaseConfig {
@@ -268,11 +275,7 @@ async fn mutual_tls_requires_a_client_certificate() {
 
 #[tokio::test]
 async fn mutual_tls_reads_pkcs1_and_sec1_keys() {
-    let ca = Ca::new("pgdbm test CA");
-    let dir = TempDir::new();
-    let ca_file = dir.write("ca.crt", &ca.cert_pem);
-    let cluster = mtls_cluster(&ca, &ca.server(&["localhost", "127.0.0.1"]));
-    let base = tls_config(&cluster, "127.0.0.1", "verify-full", Some(&ca_file));
+    let (ca, dir, _cluster, base) = mtls_setup();
 
     let ec = ca.client("postgres");
     let sec1 = DatabaseConfig {
@@ -300,10 +303,7 @@ async fn mutual_tls_reads_pkcs1_and_sec1_keys() {
 #[tokio::test]
 async fn mutual_tls_with_encrypted_key() {
     const PASSWORD: &str = "s3cret-Pa55word";
-    let ca = Ca::new("pgdbm test CA");
-    let dir = TempDir::new();
-    let ca_file = dir.write("ca.crt", &ca.cert_pem);
-    let cluster = mtls_cluster(&ca, &ca.server(&["localhost", "127.0.0.1"]));
+    let (ca, dir, _cluster, base) = mtls_setup();
 
     let client = ca.client("postgres");
     let encrypted = DatabaseConfig {
@@ -313,7 +313,7 @@ async fn mutual_tls_with_encrypted_key() {
             &certs::encrypt_pkcs8(&client.key_pem, PASSWORD),
         )),
         ssl_key_password: Some(PASSWORD.to_owned()),
-        ..tls_config(&cluster, "127.0.0.1", "verify-full", Some(&ca_file))
+        ..base
     };
     connect_encrypted(&encrypted).await;
 
