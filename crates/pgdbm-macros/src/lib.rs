@@ -1,4 +1,5 @@
-//! `#[pgdbm::test]`: use it through the `pgdbm` crate (feature `testing`), not directly.
+//! pgdbm's macros, used through the `pgdbm` crate: `#[derive(pgdbm::FromRow)]`, and
+//! `#[pgdbm::test]` (feature `testing`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -106,4 +107,54 @@ pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     }
     .into()
+}
+
+/// `#[derive(FromRow)]`: reads a struct with named fields from a row, each field from the
+/// column of the same name (or `#[pgdbm(rename = "col")]`) with the field type's `FromSql`.
+/// See `pgdbm::FromRow`.
+#[proc_macro_derive(FromRow, attributes(pgdbm))]
+pub fn derive_from_row(item: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(item as syn::DeriveInput);
+    match from_row(&input) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn from_row(input: &syn::DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+    let syn::Data::Struct(syn::DataStruct {
+        fields: syn::Fields::Named(fields),
+        ..
+    }) = &input.data
+    else {
+        return Err(syn::Error::new_spanned(
+            &input.ident,
+            "FromRow needs a struct with named fields",
+        ));
+    };
+    let mut inits = Vec::new();
+    for field in &fields.named {
+        let ident = field.ident.as_ref().expect("named field");
+        let mut column = ident.to_string().trim_start_matches("r#").to_owned();
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident("pgdbm")) {
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("rename") {
+                    column = meta.value()?.parse::<LitStr>()?.value();
+                    Ok(())
+                } else {
+                    Err(meta.error("expected `rename = \"column\"`"))
+                }
+            })?;
+        }
+        inits.push(quote! { #ident: row.get(#column)? });
+    }
+    let name = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    Ok(quote! {
+        impl #impl_generics ::pgdbm::FromRow for #name #ty_generics #where_clause {
+            fn from_row(row: &::pgdbm::Record) -> ::pgdbm::Result<Self> {
+                ::std::result::Result::Ok(Self { #(#inits),* })
+            }
+        }
+    })
 }

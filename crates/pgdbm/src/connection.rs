@@ -211,6 +211,26 @@ impl PgConn {
         }
     }
 
+    /// The rows mapped by `f` as they arrive, so a large result is never held twice (as rows
+    /// and as `T`). The first error of `f` ends the read; the driver discards the rest.
+    pub(crate) async fn query_map<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        f: fn(Row) -> crate::Result<T>,
+    ) -> Result<crate::Result<Vec<T>>, tokio_postgres::Error> {
+        let stream = self.query_stream(sql, params).await?;
+        pin_mut!(stream);
+        let mut out = Vec::new();
+        while let Some(row) = stream.try_next().await? {
+            match f(row) {
+                Ok(v) => out.push(v),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(out))
+    }
+
     /// A stream of rows, for callers that want only the first row or want to stream.
     pub(crate) async fn query_stream(
         &self,

@@ -71,8 +71,11 @@ pub use migrate::{
     MigrationRecord, MigrationReport,
 };
 pub use params::Params;
+/// `#[derive(FromRow)]`, with `#[pgdbm(rename = "column")]` on fields. See [`FromRow`].
+#[cfg(feature = "derive")]
+pub use pgdbm_macros::FromRow;
 pub use pool::Pool;
-pub use record::{ColumnIndex, Record};
+pub use record::{ColumnIndex, FromRow, Record};
 pub use stats::{PoolStats, PoolStatus};
 pub use transaction::Transaction;
 pub use value::{EnumText, Value};

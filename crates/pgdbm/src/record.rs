@@ -24,6 +24,29 @@ pub struct Record {
     row: Row,
 }
 
+/// A struct read from a row: each field from the column of its name, decoded from the wire
+/// with the field type's `FromSql` (no text round trip, unlike the serde path of
+/// `fetch_all_as_model`). Derive it (feature `derive`, on by default); a missing column or a
+/// mismatched type is [`Error::Decode`] naming the column.
+///
+/// ```no_run
+/// #[derive(pgdbm::FromRow)]
+/// struct Order {
+///     id: i64,
+///     #[pgdbm(rename = "total_cents")]
+///     total: i64,
+///     note: Option<String>,
+///     placed: chrono::DateTime<chrono::Utc>,
+/// }
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+/// let orders: Vec<Order> = db.fetch_all_as("SELECT * FROM {{tables.orders}}", &[]).await?;
+/// # Ok(()) }
+/// ```
+pub trait FromRow: Sized {
+    /// Reads one row.
+    fn from_row(row: &Record) -> Result<Self>;
+}
+
 /// A column position: a name (`&str`) or an index (`usize`).
 pub trait ColumnIndex: fmt::Display + Copy {
     /// The column's index in `row`, if present.

@@ -324,12 +324,20 @@ async fn no_named_statements_mode() {
     )
     .await
     .unwrap();
-    db.executemany(
-        "INSERT INTO {{tables.t}} (m, name) VALUES ($1, $2)",
-        vec![("sad", "x"), ("sad", "y")],
-    )
-    .await
-    .unwrap();
+    // 20 rows: one multi-row INSERT of 16 (unnamed, types probed), then 4 one by one.
+    let n = db
+        .executemany(
+            "INSERT INTO {{tables.t}} (m, name) VALUES ($1, $2)",
+            (0..20).map(|i| ("sad", format!("x{i}"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 20);
+    let sad: Option<i64> = db
+        .fetch_value("SELECT count(*) FROM {{tables.t}} WHERE m = 'sad'", &[])
+        .await
+        .unwrap();
+    assert_eq!(sad, Some(20));
     db.copy_records_to_table("t", vec![(7_i64,)], Some(&["n"]))
         .await
         .unwrap();

@@ -361,3 +361,98 @@ async fn dates_and_times_into_string_fields() {
     assert_eq!(t.u, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
     assert_eq!(t.inf, "infinity");
 }
+
+#[tokio::test]
+async fn from_row_reads_fields_straight_from_the_wire() {
+    #[derive(Debug, PartialEq, pgdbm::FromRow, Deserialize)]
+    struct Order {
+        id: i64,
+        #[pgdbm(rename = "total_cents")]
+        #[serde(rename = "total_cents")]
+        total: i64,
+        note: Option<String>,
+        placed: DateTime<Utc>,
+        day: NaiveDate,
+        tags: Vec<String>,
+        r#type: String,
+    }
+    let (db, _g) = schema_db().await;
+    let sql = "SELECT g::int8 AS id, g * 100::int8 AS total_cents, \
+               CASE WHEN g % 2 = 0 THEN 'even ' || g END AS note, \
+               timestamptz '2024-02-29 23:59:59.123456+00' + g * interval '1 day' AS placed, \
+               date '2024-01-01' + g AS day, ARRAY['a', g::text] AS tags, 'web' AS type \
+               FROM generate_series(1, 3) AS g ORDER BY g";
+    let typed: Vec<Order> = db.fetch_all_as(sql, &[]).await.unwrap();
+    assert_eq!(typed.len(), 3);
+    assert_eq!(typed[1].total, 200);
+    assert_eq!(typed[0].note, None);
+    assert_eq!(typed[1].note.as_deref(), Some("even 2"));
+    assert_eq!(
+        typed[0].placed.to_rfc3339(),
+        "2024-03-01T23:59:59.123456+00:00"
+    );
+    assert_eq!(typed[2].day, NaiveDate::from_ymd_opt(2024, 1, 4).unwrap());
+    assert_eq!(typed[2].tags, vec!["a".to_owned(), "3".to_owned()]);
+    assert_eq!(typed[0].r#type, "web");
+    // The serde path reads the same values.
+    let via_serde: Vec<Order> = db.fetch_all_as_model(sql, &[]).await.unwrap();
+    assert_eq!(typed, via_serde);
+    let one: Option<Order> = db
+        .fetch_one_as(&format!("{sql} LIMIT 1"), &[])
+        .await
+        .unwrap();
+    assert_eq!(one.as_ref(), typed.first());
+    let none: Option<Order> = db
+        .fetch_one_as("SELECT * FROM (SELECT 1) AS t WHERE false", &[])
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+
+    // A missing column and a wrong type name the column.
+    #[derive(Debug, pgdbm::FromRow)]
+    #[allow(dead_code)]
+    struct Missing {
+        id: i64,
+        absent: i32,
+    }
+    let e = db
+        .fetch_all_as::<Missing>("SELECT 1::int8 AS id", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Decode { column, .. } if column == "absent"),
+        "{e:?}"
+    );
+    #[derive(Debug, pgdbm::FromRow)]
+    #[allow(dead_code)]
+    struct WrongType {
+        id: String,
+    }
+    let e = db
+        .fetch_one_as::<WrongType>("SELECT 1::int8 AS id", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Decode { column, pg_type, .. } if column == "id" && pg_type == "int8"),
+        "{e:?}"
+    );
+    // NULL into a non-Option field is an error, not a default.
+    #[derive(Debug, pgdbm::FromRow)]
+    #[allow(dead_code)]
+    struct NotNull {
+        note: String,
+    }
+    let e = db
+        .fetch_one_as::<NotNull>("SELECT NULL::text AS note", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Decode { column, .. } if column == "note"),
+        "{e:?}"
+    );
+    // In a transaction too.
+    let tx = db.transaction().await.unwrap();
+    let in_tx: Vec<Order> = tx.fetch_all_as(sql, &[]).await.unwrap();
+    assert_eq!(in_tx, typed);
+    tx.rollback().await.unwrap();
+}
