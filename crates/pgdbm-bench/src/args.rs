@@ -1,69 +1,66 @@
 //! Command-line options.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::contender::Who;
 use crate::workload::Workload;
 
 pub const USAGE: &str = "\
-pgdbm-bench: pgdbm against raw tokio-postgres (prepared statements), side by side.
+pgdbm-bench: pgdbm-rs side by side with raw tokio-postgres, deadpool-postgres, sqlx 0.9,
+Python pgdbm 0.5.0 (asyncpg) and pgbench -M prepared, on the same server.
 
 usage: cargo run --release -p pgdbm-bench -- [options]
 
-  --quick               short smoke run (3 rounds of 0.3 s per side; under ~30 s)
-  --duration-secs N     seconds per side per round for the timed workloads (default 1.5),
-                        run as slices of ~0.25 s (0.1 s with --quick) alternating the sides
-  --rounds N            rounds per (workload, concurrency) (default 5, quick 3)
-  --workload LIST       comma-separated subset of: point,value,fetch1k,fetch100k,typed1k
-  --conc LIST           comma-separated concurrency levels (default 1,16)
-  --ops N               every round runs exactly N operations per side, in one slice, instead
-                        of a time budget (repeatable instruction counts, for callgrind)
-  --side pgdbm|raw      run only one side (profiling aid; no ratios)
-  --max-queries N       pgdbm's max_queries (connection recycled after N queries; 0 = never);
-                        default: the library default
+  --quick               smoke run: 2 rounds of 0.3 s per contender (~5 minutes)
+  --duration-secs N     counted seconds per contender per round for the timed workloads
+                        (default 1)
+  --rounds N            rounds per (workload, concurrency) (default 5, quick 2; the 100k-row,
+                        executemany and COPY workloads run at most 3)
+  --workload LIST       comma-separated subset of: point,value,fetch1k,fetch100k,typed1k,
+                        typed100k,executemany,copy,txn,pg_type,series,bytea,arrays
+  --conc LIST           comma-separated concurrency levels (default 1,16,64)
+  --contenders LIST     comma-separated subset of: pgdbm,pgdbm-serde,raw,deadpool,sqlx,
+                        python,pgbench
+  --side WHO            the same as --contenders WHO (profiling aid)
+  --ops N               every round runs exactly N operations per contender instead of a time
+                        budget (repeatable instruction counts, for callgrind.sh)
+  --no-rss              skip the peak-memory measurements
+  --testdb, --no-testdb time test-database set-up and migrations (default: on for a full run)
+  --write               write docs/benchmarks.md and docs/benchmarks.svg (the default for a
+                        full run; off when a subset is selected)
+  --no-write            print only
   --sizes               print the in-memory sizes of the futures and connection types and exit
   -h, --help            this text
 
-DATABASE_URL selects the server (default postgresql://postgres@127.0.0.1:5432/postgres).";
+DATABASE_URL selects the server (default postgresql://postgres@127.0.0.1:5432/postgres).
+PGDBM_BENCH_VENV overrides where the Python venv is kept (default target/pgdbm-bench-venv).";
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub database_url: String,
-    pub quick: bool,
     pub rounds: usize,
-    /// Per side per round, for the timed workloads.
+    /// Counted time per contender per round, for the timed workloads.
     pub duration: Duration,
-    /// Slices per side per round, for the timed workloads.
-    pub slices: u32,
-    /// Per side, before the rounds of each workload.
-    pub warmup: Duration,
     /// Fixed operation count for every round (profiling mode).
     pub fixed_ops: Option<u64>,
-    /// Which contenders run: [pgdbm, raw].
-    pub run_side: [bool; 2],
+    pub contenders: Vec<Who>,
     pub workloads: Vec<Workload>,
     pub concurrency: Vec<usize>,
+    pub rss: bool,
+    /// Time test-database set-up (and migrations).
+    pub testdb: bool,
+    pub write: bool,
     /// Print type sizes and exit.
     pub sizes: bool,
-    /// Overrides pgdbm's `max_queries`.
-    pub max_queries: Option<u64>,
+    /// `--rss-child WHO WORKLOAD`: one peak-memory measurement (the suite runs itself).
+    pub rss_child: Option<(String, String)>,
 }
 
-impl Options {
-    /// Slices per side per round for the counted (100k-row) workload; a slice is `conc`
-    /// operations (one per task). Per round: 4 ops at conc 1, 32 at conc 16 (2 and 16 quick).
-    pub fn counted_slices(&self, conc: usize) -> u32 {
-        match (self.quick, conc) {
-            (true, 1) => 2,
-            (true, _) => 1,
-            (false, 1) => 4,
-            (false, _) => 2,
-        }
-    }
-
-    /// Duration of one timed slice.
-    pub fn slice_duration(&self) -> Duration {
-        self.duration / self.slices
-    }
+fn list<T>(v: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    v.split(',')
+        .map(|k| parse(k.trim()).ok_or_else(|| format!("unknown {what} {k:?}")))
+        .collect()
 }
 
 pub fn parse() -> Result<Options, String> {
@@ -71,11 +68,12 @@ pub fn parse() -> Result<Options, String> {
     let mut duration: Option<f64> = None;
     let mut rounds: Option<usize> = None;
     let mut fixed_ops = None;
-    let mut run_side = [true, true];
-    let mut sizes = false;
-    let mut max_queries = None;
+    let mut contenders = Who::ALL.to_vec();
     let mut workloads = Workload::ALL.to_vec();
-    let mut concurrency = vec![1, 16];
+    let mut concurrency = vec![1, 16, 64];
+    let (mut rss, mut write, mut sizes, mut subset) = (true, None, false, false);
+    let mut testdb = None;
+    let mut rss_child = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -91,12 +89,14 @@ pub fn parse() -> Result<Options, String> {
         match name.as_str() {
             "--quick" => quick = true,
             "--sizes" => sizes = true,
-            "--max-queries" => {
-                let v = value("--max-queries")?;
-                max_queries = Some(
-                    v.parse()
-                        .map_err(|_| format!("--max-queries: {v:?} is not a count"))?,
-                );
+            "--no-rss" => rss = false,
+            "--testdb" => testdb = Some(true),
+            "--no-testdb" => testdb = Some(false),
+            "--write" => write = Some(true),
+            "--no-write" => write = Some(false),
+            "--rss-child" => {
+                let who = value("--rss-child")?;
+                rss_child = Some((who, value("--rss-child")?));
             }
             "--duration-secs" => {
                 let v = value("--duration-secs")?;
@@ -110,51 +110,32 @@ pub fn parse() -> Result<Options, String> {
             }
             "--rounds" => {
                 let v = value("--rounds")?;
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| format!("--rounds: {v:?} is not a count"))?;
-                if n == 0 {
-                    return Err("--rounds must be at least 1".into());
+                match v.parse::<usize>() {
+                    Ok(n) if n > 0 => rounds = Some(n),
+                    _ => return Err(format!("--rounds: {v:?} is not a count of at least 1")),
                 }
-                rounds = Some(n);
             }
             "--ops" => {
                 let v = value("--ops")?;
-                let n: u64 = v
-                    .parse()
-                    .map_err(|_| format!("--ops: {v:?} is not a count"))?;
-                if n == 0 {
-                    return Err("--ops must be at least 1".into());
+                match v.parse::<u64>() {
+                    Ok(n) if n > 0 => fixed_ops = Some(n),
+                    _ => return Err(format!("--ops: {v:?} is not a count of at least 1")),
                 }
-                fixed_ops = Some(n);
             }
             "--workload" | "--workloads" => {
-                let v = value("--workload")?;
-                workloads = v
-                    .split(',')
-                    .map(|k| {
-                        Workload::from_key(k.trim())
-                            .ok_or_else(|| format!("unknown workload {k:?}"))
-                    })
-                    .collect::<Result<_, _>>()?;
+                workloads = list(&value("--workload")?, "workload", Workload::from_key)?;
+                subset = true;
+            }
+            "--contenders" | "--side" => {
+                contenders = list(&value("--contenders")?, "contender", Who::from_key)?;
+                subset = true;
             }
             "--conc" | "--concurrency" => {
                 let v = value("--conc")?;
-                concurrency = v
-                    .split(',')
-                    .map(|c| match c.trim().parse::<usize>() {
-                        Ok(n) if (1..=64).contains(&n) => Ok(n),
-                        _ => Err(format!("--conc: {c:?} is not a level in 1..=64")),
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
-            "--side" => {
-                run_side = match value("--side")?.as_str() {
-                    "pgdbm" => [true, false],
-                    "raw" => [false, true],
-                    "both" => [true, true],
-                    other => return Err(format!("--side: {other:?} is not pgdbm, raw or both")),
-                }
+                concurrency = list(&v, "concurrency level", |c| {
+                    c.parse().ok().filter(|n| (1..=64).contains(n))
+                })?;
+                subset = true;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -163,28 +144,26 @@ pub fn parse() -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
     }
-    let duration = duration.unwrap_or(if quick { 0.3 } else { 1.5 });
-    let slices = (duration / if quick { 0.1 } else { 0.25 }).round().max(1.0) as u32;
-    let warmup = if quick {
-        0.1
-    } else {
-        (duration / 3.0).min(0.5)
-    };
     Ok(Options {
         database_url: std::env::var("DATABASE_URL")
             .ok()
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432/postgres".into()),
-        quick,
-        rounds: rounds.unwrap_or(if quick { 3 } else { 5 }),
-        duration: Duration::from_secs_f64(duration),
-        slices,
-        warmup: Duration::from_secs_f64(warmup),
+        rounds: rounds.unwrap_or(if quick { 2 } else { 5 }),
+        duration: Duration::from_secs_f64(duration.unwrap_or(if quick { 0.3 } else { 1.0 })),
         fixed_ops,
-        run_side,
+        contenders,
         workloads,
         concurrency,
+        rss,
+        testdb: testdb.unwrap_or(!subset && fixed_ops.is_none()),
+        write: write.unwrap_or(!subset && fixed_ops.is_none()),
         sizes,
-        max_queries,
+        rss_child,
     })
+}
+
+/// Where the report goes: `docs/` at the workspace root.
+pub fn docs_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs"))
 }

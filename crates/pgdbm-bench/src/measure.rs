@@ -1,8 +1,7 @@
-//! Measurement. A round gives each side the same budget, cut into short slices run in
-//! alternation (A B B A A B …), so that the load bursts of a shared machine hit both sides
-//! alike. A timed slice counts only the operations that complete inside a steady-state window:
-//! it starts after a short warm-in and ends at the deadline, so neither the ramp-up of the
-//! tasks nor the drain of in-flight operations after the deadline biases the rate.
+//! One slice of one in-process contender. A timed slice counts only the operations that
+//! complete inside a steady-state window: it starts after a warm-in of a tenth of the budget
+//! (new connections prepare their statements there) and ends at the deadline, so neither the
+//! ramp-up of the tasks nor the drain after the deadline biases the rate.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -11,15 +10,10 @@ use std::time::{Duration, Instant};
 use pgdbm::AsyncDatabaseManager;
 use tokio::task::JoinSet;
 
-use crate::workload::{pgdbm_op, raw_op, RawConn, Workload, XorShift};
+use crate::contender::Live;
+use crate::ops::{self, RawConn, Sqls};
+use crate::workload::{bulk_rows, split, BulkRow, Kind, Workload, XorShift};
 use crate::BoxError;
-
-/// One side of the comparison.
-#[derive(Clone)]
-pub enum Contender {
-    Pgdbm(AsyncDatabaseManager),
-    Raw(Arc<Vec<RawConn>>),
-}
 
 /// The budget of one slice.
 #[derive(Debug, Clone, Copy)]
@@ -28,47 +22,40 @@ pub enum Budget {
     Time(Duration),
     /// The tasks share this many operations; the slice lasts until the last one finishes.
     Ops(u64),
+    /// One operation of this many rows, split across the tasks; counts rows.
+    Rows(usize),
 }
 
-/// Operations counted and the time they were counted over, plus the benchmark process's own
-/// CPU time for all operations of the slice (warm-in and drain included).
+impl Budget {
+    pub fn for_workload(w: Workload, conc: usize, time: Duration, fixed_ops: Option<u64>) -> Self {
+        match (w.kind(), fixed_ops) {
+            (Kind::Bulk(rows), _) => Budget::Rows(rows),
+            (_, Some(n)) => Budget::Ops(n),
+            (Kind::Counted, None) => Budget::Ops(conc as u64),
+            (Kind::Timed, None) => Budget::Time(time),
+        }
+    }
+}
+
+/// Operations (rows for bulk workloads) counted and the seconds they were counted over, plus
+/// the benchmark process's own CPU time for the whole slice.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
     pub ops: u64,
     pub secs: f64,
     pub all_ops: u64,
-    /// `None` where /proc is not available.
+    /// `None` out of process, or where /proc is not available.
     pub cpu_ns: Option<u64>,
 }
 
 impl Sample {
-    pub fn add(&mut self, other: Sample) {
-        let first = self.all_ops == 0;
-        self.ops += other.ops;
-        self.secs += other.secs;
-        self.all_ops += other.all_ops;
-        self.cpu_ns = match (first, self.cpu_ns, other.cpu_ns) {
-            (true, _, b) => b,
-            (false, Some(a), Some(b)) => Some(a + b),
-            _ => None,
-        };
-    }
-
     pub fn rate(&self) -> f64 {
         self.ops as f64 / self.secs
-    }
-
-    /// Client CPU microseconds per operation (user + system, all threads of this process).
-    pub fn cpu_us_per_op(&self) -> f64 {
-        match self.cpu_ns {
-            Some(ns) if self.all_ops > 0 => ns as f64 / 1000.0 / self.all_ops as f64,
-            _ => f64::NAN,
-        }
     }
 }
 
 /// CPU time of this process so far, in ns: the sum over its threads of
-/// `/proc/self/task/*/schedstat` (time on CPU). The runtime's threads live for the whole run.
+/// `/proc/self/task/*/schedstat` (time on CPU).
 fn process_cpu_ns() -> Option<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
@@ -79,44 +66,112 @@ fn process_cpu_ns() -> Option<u64> {
     Some(total)
 }
 
-/// Runs one slice of `w` on `conc` tasks.
+/// What one task holds: its own connection (raw) or a handle on the shared pool.
+enum Handle {
+    Pgdbm(AsyncDatabaseManager),
+    PgdbmSerde(AsyncDatabaseManager),
+    Raw(RawConn),
+    Deadpool(deadpool_postgres::Pool),
+    Sqlx(sqlx::PgPool),
+}
+
+impl Handle {
+    async fn op(
+        &mut self,
+        sqls: &Sqls,
+        w: Workload,
+        rng: &mut XorShift,
+    ) -> Result<usize, BoxError> {
+        match self {
+            Handle::Pgdbm(db) => ops::pgdbm_op(db, w, rng).await,
+            Handle::PgdbmSerde(db) => ops::pgdbm_serde_op(db, w).await,
+            Handle::Raw(c) => ops::raw_op(c, w, rng).await,
+            Handle::Deadpool(p) => ops::deadpool_op(p, sqls, w, rng).await,
+            Handle::Sqlx(p) => ops::sqlx_op(p, sqls, w, rng).await,
+        }
+    }
+
+    async fn bulk(&mut self, sqls: &Sqls, w: Workload, rows: &[BulkRow]) -> Result<(), BoxError> {
+        match self {
+            Handle::Pgdbm(db) | Handle::PgdbmSerde(db) => ops::pgdbm_bulk(db, w, rows).await,
+            Handle::Raw(c) => ops::raw_bulk(c, sqls, w, rows).await,
+            Handle::Deadpool(p) => ops::deadpool_bulk(p, sqls, w, rows).await,
+            Handle::Sqlx(p) => ops::sqlx_bulk(p, sqls, w, rows).await,
+        }
+    }
+}
+
+/// Splits an open contender into `conc` task handles, keeping what closes it.
+fn handles(live: Live, conc: usize) -> (Vec<Handle>, Option<Live>) {
+    match live {
+        Live::Raw(conns) => (conns.into_iter().map(Handle::Raw).collect(), None),
+        Live::Pgdbm(db) => (
+            (0..conc).map(|_| Handle::Pgdbm(db.clone())).collect(),
+            Some(Live::Pgdbm(db)),
+        ),
+        Live::PgdbmSerde(db) => (
+            (0..conc).map(|_| Handle::PgdbmSerde(db.clone())).collect(),
+            Some(Live::PgdbmSerde(db)),
+        ),
+        Live::Deadpool(p) => (
+            (0..conc).map(|_| Handle::Deadpool(p.clone())).collect(),
+            Some(Live::Deadpool(p)),
+        ),
+        Live::Sqlx(p) => (
+            (0..conc).map(|_| Handle::Sqlx(p.clone())).collect(),
+            Some(Live::Sqlx(p)),
+        ),
+    }
+}
+
+/// Runs one slice of `w` on `conc` tasks, then closes the contender.
 pub async fn slice(
-    side: &Contender,
+    live: Live,
+    sqls: &Arc<Sqls>,
     w: Workload,
     conc: usize,
     budget: Budget,
     seed: u64,
 ) -> Result<Sample, BoxError> {
+    let (handles, closer) = handles(live, conc);
+    // Bulk rows are built before the clock starts.
+    let parts: Vec<Option<Vec<BulkRow>>> = match budget {
+        Budget::Rows(total) => split(total, conc)
+            .into_iter()
+            .map(|(from, to)| Some(bulk_rows(from, to)))
+            .collect(),
+        _ => (0..conc).map(|_| None).collect(),
+    };
     let remaining = Arc::new(AtomicI64::new(match budget {
         Budget::Ops(n) => n as i64,
-        Budget::Time(_) => 0,
+        _ => 0,
     }));
     let cpu_before = process_cpu_ns();
     let start = Instant::now();
-    // (window start, window end = stop)
     let window = match budget {
         Budget::Time(d) => {
             let from = start + d / 10;
             Some((from, from + d))
         }
-        Budget::Ops(_) => None,
+        _ => None,
     };
     // A JoinSet aborts its tasks when dropped (on Ctrl-C, or when a sibling fails).
     let mut tasks = JoinSet::new();
-    for task in 0..conc {
-        let side = side.clone();
+    for (task, (mut handle, part)) in handles.into_iter().zip(parts).enumerate() {
         let remaining = remaining.clone();
+        let sqls = sqls.clone();
         let mut rng = XorShift::new(seed.wrapping_mul(1_000_003).wrapping_add(task as u64));
         tasks.spawn(async move {
+            if let Some(rows) = part {
+                handle.bulk(&sqls, w, &rows).await?;
+                return Ok::<(u64, u64), BoxError>((rows.len() as u64, 1));
+            }
             let (mut counted, mut all) = (0u64, 0u64);
             loop {
                 if window.is_none() && remaining.fetch_sub(1, Ordering::Relaxed) <= 0 {
                     break;
                 }
-                match &side {
-                    Contender::Pgdbm(db) => pgdbm_op(db, w, &mut rng).await?,
-                    Contender::Raw(conns) => raw_op(&conns[task], w, &mut rng).await?,
-                };
+                handle.op(&sqls, w, &mut rng).await?;
                 all += 1;
                 match window {
                     None => counted += 1,
@@ -131,23 +186,37 @@ pub async fn slice(
                     }
                 }
             }
-            Ok::<(u64, u64), BoxError>((counted, all))
+            Ok((counted, all))
         });
     }
+    let mut result = Ok(());
     let (mut ops, mut all_ops) = (0, 0);
     while let Some(joined) = tasks.join_next().await {
-        let (counted, all) = joined.map_err(|e| format!("benchmark task failed: {e}"))??;
-        ops += counted;
-        all_ops += all;
+        match joined.map_err(|e| BoxError::from(format!("benchmark task failed: {e}"))) {
+            Ok(Ok((counted, all))) => {
+                ops += counted;
+                all_ops += all;
+            }
+            // The first failure is the cause; the aborted siblings' errors are not.
+            Ok(Err(e)) | Err(e) if result.is_ok() => {
+                result = Err(e);
+                tasks.abort_all();
+            }
+            _ => {}
+        }
     }
+    let secs = match budget {
+        Budget::Time(d) => d.as_secs_f64(),
+        _ => start.elapsed().as_secs_f64(),
+    };
     let cpu_ns = match (cpu_before, process_cpu_ns()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    let secs = match budget {
-        Budget::Time(d) => d.as_secs_f64(),
-        Budget::Ops(_) => start.elapsed().as_secs_f64(),
-    };
+    if let Some(live) = closer {
+        live.close().await;
+    }
+    result?;
     Ok(Sample {
         ops,
         secs,
@@ -157,7 +226,7 @@ pub async fn slice(
 }
 
 pub fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {
@@ -166,45 +235,5 @@ pub fn median(values: &[f64]) -> f64 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// The per-round figures (ops/s) of one (workload, concurrency) pair.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub workload: Workload,
-    pub conc: usize,
-    pub pgdbm: Vec<f64>,
-    pub raw: Vec<f64>,
-    /// Client CPU µs per operation over all rounds.
-    pub pgdbm_cpu_us: f64,
-    pub raw_cpu_us: f64,
-}
-
-impl Outcome {
-    pub fn pgdbm_median(&self) -> f64 {
-        median(&self.pgdbm)
-    }
-
-    pub fn raw_median(&self) -> f64 {
-        median(&self.raw)
-    }
-
-    /// Median pgdbm ops/s over median raw ops/s.
-    pub fn ratio(&self) -> f64 {
-        self.pgdbm_median() / self.raw_median()
-    }
-
-    /// Min and max of the per-round ratios.
-    pub fn ratio_range(&self) -> (f64, f64) {
-        let ratios: Vec<f64> = self
-            .pgdbm
-            .iter()
-            .zip(&self.raw)
-            .map(|(p, r)| p / r)
-            .collect();
-        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (min, max)
     }
 }

@@ -1,10 +1,13 @@
-//! The benchmark schema, and the connections of both contenders.
+//! The benchmark schema and its tables.
 
-use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
 use tokio_postgres::{Client, NoTls};
 
-use crate::workload::{RawConn, TABLE_ROWS};
+use crate::workload::TABLE_ROWS;
 use crate::BoxError;
+
+/// Settings every contender's sessions get, as a default pgdbm pool applies them: JIT off (it
+/// would otherwise compile the 100k-row scans), no statement timeout.
+pub const SESSION_OPTIONS: &str = "-c jit=off";
 
 /// A plain connection whose driver task runs in the background.
 pub async fn connect(url: &str) -> Result<Client, BoxError> {
@@ -15,12 +18,13 @@ pub async fn connect(url: &str) -> Result<Client, BoxError> {
     Ok(client)
 }
 
-/// Creates the schema and fills `bench_rows`. The caller drops the schema, whatever happens.
+/// Creates the schema and fills its tables. The caller drops the schema, whatever happens.
 pub async fn create_schema(admin: &Client, schema: &str) -> Result<(), BoxError> {
+    let s = format!("\"{schema}\"");
     admin
         .batch_execute(&format!(
-            "CREATE SCHEMA \"{schema}\";
-             CREATE TABLE \"{schema}\".bench_rows (
+            "CREATE SCHEMA {s};
+             CREATE TABLE {s}.bench_rows (
                  id int PRIMARY KEY,
                  name text NOT NULL,
                  email text NOT NULL,
@@ -28,15 +32,42 @@ pub async fn create_schema(admin: &Client, schema: &str) -> Result<(), BoxError>
                  active bool NOT NULL,
                  created timestamptz NOT NULL DEFAULT now()
              );
-             INSERT INTO \"{schema}\".bench_rows (id, name, email, score, active)
+             INSERT INTO {s}.bench_rows (id, name, email, score, active)
              SELECT g, 'user ' || g, 'user' || g || '@example.com', g * 0.5, g % 2 = 0
-             FROM generate_series(1, {TABLE_ROWS}) AS g;"
+             FROM generate_series(1, {TABLE_ROWS}) AS g;
+             CREATE TABLE {s}.bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0);
+             INSERT INTO {s}.bench_accounts (id) SELECT g FROM generate_series(1, {TABLE_ROWS}) g;
+             CREATE TABLE {s}.bench_history (
+                 id bigserial PRIMARY KEY,
+                 account int NOT NULL,
+                 delta bigint NOT NULL,
+                 at timestamptz NOT NULL DEFAULT now()
+             );
+             CREATE TABLE {s}.bench_many (
+                 id bigint NOT NULL, qty int NOT NULL, name text NOT NULL, price float8 NOT NULL,
+                 active bool NOT NULL, created timestamptz NOT NULL, ref uuid NOT NULL
+             );
+             CREATE TABLE {s}.bench_copy (LIKE {s}.bench_many);
+             CREATE TABLE {s}.bench_bytes (b bytea);
+             INSERT INTO {s}.bench_bytes (b)
+             SELECT repeat('a', 1000)::bytea FROM generate_series(1, 100);
+             CREATE TABLE {s}.bench_arrays (a int[]);
+             INSERT INTO {s}.bench_arrays (a)
+             SELECT (SELECT array_agg(i) FROM generate_series(1, 1000) AS s(i))
+             FROM generate_series(1, 10);"
         ))
         .await?;
     // Separately: VACUUM cannot run inside the implicit transaction of a multi-statement batch.
-    admin
-        .batch_execute(&format!("VACUUM (ANALYZE) \"{schema}\".bench_rows"))
-        .await?;
+    for table in [
+        "bench_rows",
+        "bench_accounts",
+        "bench_bytes",
+        "bench_arrays",
+    ] {
+        admin
+            .batch_execute(&format!("VACUUM (ANALYZE) {s}.{table}"))
+            .await?;
+    }
     Ok(())
 }
 
@@ -47,51 +78,10 @@ pub async fn drop_schema(admin: &Client, schema: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The pgdbm contender: an owned pool of exactly `size` connections, defaults otherwise
-/// (`max_queries` only when overridden with --max-queries).
-pub async fn pgdbm_manager(
-    url: &str,
-    schema: &str,
-    size: usize,
-    max_queries: Option<u64>,
-) -> Result<AsyncDatabaseManager, BoxError> {
-    let defaults = DatabaseConfig::default();
-    let db = AsyncDatabaseManager::new(DatabaseConfig {
-        connection_string: Some(url.to_owned()),
-        schema: Some(schema.to_owned()),
-        min_connections: size,
-        max_connections: size,
-        max_queries: max_queries.unwrap_or(defaults.max_queries),
-        ..defaults
-    })?;
-    db.connect().await?;
-    Ok(db)
-}
-
-/// The raw contender: `count` dedicated clients with the session settings a default pgdbm pool
-/// applies (jit off, the three timeouts, the schema's search_path) and their statements
-/// prepared once.
-pub async fn raw_connections(
-    url: &str,
-    schema: &str,
-    count: usize,
-) -> Result<Vec<RawConn>, BoxError> {
-    let defaults = DatabaseConfig::default();
-    let setup = format!(
-        "SET jit = 'off';
-         SET statement_timeout = '{}';
-         SET idle_in_transaction_session_timeout = '{}';
-         SET lock_timeout = '{}';
-         SET search_path = \"{schema}\", public;",
-        defaults.statement_timeout_ms.unwrap_or(0),
-        defaults.idle_in_transaction_session_timeout_ms.unwrap_or(0),
-        defaults.lock_timeout_ms.unwrap_or(0),
-    );
-    let mut conns = Vec::with_capacity(count);
-    for _ in 0..count {
-        let client = connect(url).await?;
-        client.batch_execute(&setup).await?;
-        conns.push(RawConn::prepare(client, schema).await?);
-    }
-    Ok(conns)
+/// Empties a bulk workload's table between slices (outside the timed window).
+pub async fn truncate(admin: &Client, schema: &str, table: &str) -> Result<(), BoxError> {
+    admin
+        .batch_execute(&format!("TRUNCATE \"{schema}\".{table}"))
+        .await?;
+    Ok(())
 }

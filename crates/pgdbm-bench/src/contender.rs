@@ -1,0 +1,171 @@
+//! The contenders, and opening each with a pool of a given size.
+//!
+//! Every slice opens its contender's connections and closes them afterwards: at 64 connections
+//! all contenders at once would not fit in a default server's `max_connections` of 100, and a
+//! fresh pool per slice treats every contender alike. The timed window starts after a warm-in,
+//! so statement preparation on the new connections is not counted.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
+
+use crate::ops::{RawConn, Sqls};
+use crate::setup::SESSION_OPTIONS;
+use crate::workload::{Kind, Workload};
+use crate::BoxError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Who {
+    Pgdbm,
+    /// pgdbm's serde path (`fetch_all_as_model`), for the typed workloads only.
+    PgdbmSerde,
+    Raw,
+    Deadpool,
+    Sqlx,
+    Python,
+    Pgbench,
+}
+
+impl Who {
+    pub const ALL: [Who; 7] = [
+        Who::Pgdbm,
+        Who::PgdbmSerde,
+        Who::Raw,
+        Who::Deadpool,
+        Who::Sqlx,
+        Who::Python,
+        Who::Pgbench,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Who::Pgdbm => "pgdbm",
+            Who::PgdbmSerde => "pgdbm-serde",
+            Who::Raw => "raw",
+            Who::Deadpool => "deadpool",
+            Who::Sqlx => "sqlx",
+            Who::Python => "python",
+            Who::Pgbench => "pgbench",
+        }
+    }
+
+    /// The column header.
+    pub fn label(self) -> &'static str {
+        match self {
+            Who::Pgdbm => "pgdbm-rs",
+            Who::PgdbmSerde => "pgdbm-rs serde",
+            Who::Raw => "tokio-postgres",
+            Who::Deadpool => "deadpool-pg",
+            Who::Sqlx => "sqlx 0.9",
+            Who::Python => "Python pgdbm",
+            Who::Pgbench => "pgbench",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Who> {
+        Who::ALL.into_iter().find(|w| w.key() == key)
+    }
+
+    /// pgbench runs SQL scripts: no typed rows and no client-side bulk data.
+    pub fn supports(self, w: Workload) -> bool {
+        match self {
+            Who::Pgbench => {
+                !matches!(w, Workload::Typed1k | Workload::Typed100k) && w.kind() == Kind::Timed
+                    || w == Workload::Fetch100k
+            }
+            Who::PgdbmSerde => matches!(w, Workload::Typed1k | Workload::Typed100k),
+            _ => true,
+        }
+    }
+}
+
+/// An in-process contender, open for one slice.
+pub enum Live {
+    Pgdbm(AsyncDatabaseManager),
+    PgdbmSerde(AsyncDatabaseManager),
+    /// One dedicated connection per task.
+    Raw(Vec<RawConn>),
+    Deadpool(deadpool_postgres::Pool),
+    Sqlx(sqlx::PgPool),
+}
+
+/// Opens `who` with `size` connections, all of them connected before it returns.
+pub async fn open(who: Who, url: &str, sqls: &Arc<Sqls>, size: usize) -> Result<Live, BoxError> {
+    Ok(match who {
+        Who::Pgdbm | Who::PgdbmSerde => {
+            let defaults = DatabaseConfig::default();
+            let db = AsyncDatabaseManager::new(DatabaseConfig {
+                connection_string: Some(url.to_owned()),
+                schema: Some(sqls.schema.clone()),
+                min_connections: size,
+                max_connections: size,
+                ..defaults
+            })?;
+            db.connect().await?;
+            if who == Who::PgdbmSerde {
+                Live::PgdbmSerde(db)
+            } else {
+                Live::Pgdbm(db)
+            }
+        }
+        Who::Raw => {
+            let mut config = tokio_postgres::Config::from_str(url)?;
+            config.options(SESSION_OPTIONS);
+            let conns = futures_util::future::try_join_all((0..size).map(|_| async {
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                RawConn::prepare(client, sqls).await
+            }))
+            .await?;
+            Live::Raw(conns)
+        }
+        Who::Deadpool => {
+            let mut config = tokio_postgres::Config::from_str(url)?;
+            config.options(SESSION_OPTIONS);
+            let manager = deadpool_postgres::Manager::from_config(
+                config,
+                tokio_postgres::NoTls,
+                deadpool_postgres::ManagerConfig {
+                    recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+                },
+            );
+            let pool = deadpool_postgres::Pool::builder(manager)
+                .max_size(size)
+                .build()?;
+            // deadpool connects lazily: hold `size` objects at once so that all exist.
+            let held = futures_util::future::try_join_all((0..size).map(|_| pool.get())).await?;
+            drop(held);
+            Live::Deadpool(pool)
+        }
+        Who::Sqlx => {
+            let options =
+                sqlx::postgres::PgConnectOptions::from_str(url)?.options([("jit", "off")]);
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(size as u32)
+                .min_connections(size as u32)
+                .connect_with(options)
+                .await?;
+            let held =
+                futures_util::future::try_join_all((0..size).map(|_| pool.acquire())).await?;
+            drop(held);
+            Live::Sqlx(pool)
+        }
+        Who::Python | Who::Pgbench => unreachable!("{who:?} runs out of process"),
+    })
+}
+
+impl Live {
+    pub async fn close(self) {
+        match self {
+            Live::Pgdbm(db) | Live::PgdbmSerde(db) => {
+                let _ = db.disconnect().await;
+            }
+            Live::Raw(conns) => drop(conns),
+            Live::Deadpool(pool) => pool.close(),
+            Live::Sqlx(pool) => pool.close().await,
+        }
+    }
+}
