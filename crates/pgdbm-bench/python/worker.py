@@ -14,8 +14,9 @@ line per command on stdout (flushed).
   {"cmd":"open","conc":N}        pool of N (min = max = N), connect()  -> {"ok":true}
   {"cmd":"close"}                disconnect()                          -> {"ok":true}
   {"cmd":"run","workload":W,"conc":N,"budget":{"secs":S}}
-      N tasks loop over W; an op is counted when it ends inside
-      [start + S/10, start + S/10 + S); a task stops at the first op ending after the window.
+      N tasks loop over W; each runs one op uncounted, then (start = when all have) an op is
+      counted when it ends inside [start + S/10, start + S/10 + S); a task stops at the first
+      op ending after the window.
       -> {"ok":true,"ops":counted,"secs":S,"all_ops":every op run,"rows":rows of task 0's last op}
   {"cmd":"run","workload":W,"conc":N,"budget":{"ops":K}}
       N tasks share exactly K ops; secs = wall time until the last task finishes.
@@ -167,12 +168,20 @@ def make_manager(conc):
 
 
 async def run_timed(db, op, conc, secs):
-    start = time.monotonic()
-    window_start = start + secs / 10
-    window_end = window_start + secs
+    # As the Rust side: every task runs one op uncounted (asyncpg introspects types on a new
+    # connection's first use), then the window opens for all, a warm-in of secs/10 later.
+    ready = asyncio.Barrier(conc)
+    window = []
 
     async def task():
-        counted = all_ops = rows = 0
+        counted = all_ops = 0
+        rows = await op(db)
+        all_ops += 1
+        await ready.wait()
+        if not window:
+            start = time.monotonic() + secs / 10
+            window.extend([start, start + secs])
+        window_start, window_end = window
         while True:
             rows = await op(db)
             all_ops += 1

@@ -5,10 +5,10 @@
 //! budget, in an order rotated from round to round; the report gives the median of the rounds,
 //! their spread, and ratios to raw tokio-postgres. A full run writes `docs/benchmarks.md` and
 //! `docs/benchmarks.svg`. The benchmark schema `pgdbm_bench_<pid>` is dropped at the end, on
-//! error, on panic and on Ctrl-C.
+//! error, on panic, on Ctrl-C and on SIGTERM.
 //!
 //! ```text
-//! cargo run --release -p pgdbm-bench                       # the whole suite (~25 minutes)
+//! cargo run --release -p pgdbm-bench                       # the whole suite (~30 minutes)
 //! cargo run --release -p pgdbm-bench -- --quick            # smoke run
 //! cargo run --release -p pgdbm-bench -- --workload point --contenders pgdbm,raw --conc 1
 //! ```
@@ -74,9 +74,11 @@ async fn main_run(opts: &Options) -> Result<(), BoxError> {
     })?;
     let schema = format!("pgdbm_bench_{}", std::process::id());
     let run = std::panic::AssertUnwindSafe(run(opts, &admin, &schema)).catch_unwind();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
         r = run => r.unwrap_or_else(|_| Err("the benchmark panicked".into())),
         _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+        _ = term.recv() => Err("terminated".into()),
     };
     let dropped = setup::drop_schema(&admin, &schema).await;
     let report = result.map_err(|e| format!("benchmark failed: {}", chain(&*e)))?;

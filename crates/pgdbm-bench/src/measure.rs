@@ -1,7 +1,8 @@
 //! One slice of one in-process contender. A timed slice counts only the operations that
-//! complete inside a steady-state window: it starts after a warm-in of a tenth of the budget
-//! (new connections prepare their statements there) and ends at the deadline, so neither the
-//! ramp-up of the tasks nor the drain after the deadline biases the rate.
+//! complete inside a steady-state window: it opens once every task has run one operation and a
+//! warm-in of a tenth of the budget has passed, and it ends at the deadline, so neither the
+//! first use of new connections, nor the ramp-up, nor the drain after the deadline biases the
+//! rate.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -148,11 +149,12 @@ pub async fn slice(
     }));
     let cpu_before = process_cpu_ns();
     let start = Instant::now();
+    // Timed slices: every task runs one operation uncounted (the first use of a connection
+    // prepares statements, and asyncpg introspects types), then the window opens for all at
+    // once, a warm-in later.
+    let ready = Arc::new(tokio::sync::Barrier::new(conc));
     let window = match budget {
-        Budget::Time(d) => {
-            let from = start + d / 10;
-            Some((from, from + d))
-        }
+        Budget::Time(d) => Some(d),
         _ => None,
     };
     // A JoinSet aborts its tasks when dropped (on Ctrl-C, or when a sibling fails).
@@ -161,12 +163,23 @@ pub async fn slice(
         let remaining = remaining.clone();
         let sqls = sqls.clone();
         let mut rng = XorShift::new(seed.wrapping_mul(1_000_003).wrapping_add(task as u64));
+        let ready = ready.clone();
         tasks.spawn(async move {
             if let Some(rows) = part {
                 handle.bulk(&sqls, w, &rows).await?;
                 return Ok::<(u64, u64), BoxError>((rows.len() as u64, 1));
             }
             let (mut counted, mut all) = (0u64, 0u64);
+            let window = match window {
+                Some(d) => {
+                    handle.op(&sqls, w, &mut rng).await?;
+                    all += 1;
+                    ready.wait().await;
+                    let from = Instant::now() + d / 10;
+                    Some((from, from + d))
+                }
+                None => None,
+            };
             loop {
                 if window.is_none() && remaining.fetch_sub(1, Ordering::Relaxed) <= 0 {
                     break;

@@ -363,8 +363,9 @@ const METHOD: &str = "
 
 - All contenders use the same server and the same SQL text. Each opens a pool of exactly
   *concurrency* connections for every slice and closes it afterwards (64 connections for each
-  of five contenders at once would not fit in a default `max_connections` of 100); the timed
-  window starts after a warm-in, so statement preparation on new connections is not counted.
+  of five contenders at once would not fit in a default `max_connections` of 100). In a timed
+  slice every task first runs one operation uncounted (statements get prepared, asyncpg
+  introspects types), then the window opens after a warm-in of a tenth of its length.
 - pgdbm-rs: its public API with default settings (statement cache on). tokio-postgres: one
   dedicated connection per task, statements prepared once. deadpool-postgres: `prepare_cached`
   on every call. sqlx 0.9: `query`, `query_as` with `#[derive(FromRow)]`, `query_scalar`
