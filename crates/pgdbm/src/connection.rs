@@ -116,13 +116,21 @@ impl PgConn {
         if let Some(hit) = self.pinned_statement(sql) {
             return Ok(hit);
         }
+        if let Some(cache) = &self.statements {
+            if let Some(st) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(sql) {
+                return Ok(st.clone());
+            }
+        }
+        // Boxed: the driver's prepare future (with its type lookups) is large, and inline it
+        // would be part of, and copied with, every query's future, cache hit or not.
+        Box::pin(self.prepare_and_cache(sql)).await
+    }
+
+    async fn prepare_and_cache(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
         let Some(cache) = &self.statements else {
             // Callers check `uses_named_statements` first; preparing here keeps this total.
             return self.client.prepare(sql).await;
         };
-        if let Some(st) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(sql) {
-            return Ok(st.clone());
-        }
         let st = self.client.prepare(sql).await?;
         cache
             .lock()
@@ -308,7 +316,9 @@ impl PgConn {
         match tokio::time::timeout_at(deadline.into(), fut).await {
             Ok(r) => r,
             Err(_) => {
-                self.cancel_and_drain(pooled).await;
+                // Boxed: the cancel request (a new connection, TLS included) is a large state
+                // machine that would otherwise be part of every query's future.
+                Box::pin(self.cancel_and_drain(pooled)).await;
                 Err(Error::Timeout {
                     operation: crate::error::shorten_sql(operation),
                     after: started.elapsed(),
