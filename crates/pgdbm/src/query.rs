@@ -372,16 +372,26 @@ async fn insert_values<P: Params>(
     rows: &[P],
 ) -> Result<u64> {
     let (mut total, mut done) = (0, 0);
-    for tier in VALUES_TIERS.into_iter().filter(|t| t * n <= MAX_PARAMS) {
-        if rows.len() - done < tier {
-            continue;
-        }
-        let text = values_sql(prefix, n, tier);
-        while rows.len() - done >= tier {
+    let texts: Vec<(usize, String)> = VALUES_TIERS
+        .into_iter()
+        .filter(|t| t * n <= MAX_PARAMS)
+        .map(|t| (t, values_sql(prefix, n, t)))
+        .collect();
+    // Two chunks in flight: the next one is encoded and sent while the server inserts the
+    // current one.
+    let mut inflight = futures_util::stream::FuturesOrdered::new();
+    for (tier, text) in &texts {
+        while rows.len() - done >= *tier {
+            if inflight.len() == 2 {
+                total += inflight.next().await.expect("a chunk in flight")?;
+            }
             let chunk = &rows[done..done + tier];
-            total += values_chunk(conn, sql, &text, chunk, done).await?;
+            inflight.push_back(values_chunk(conn, sql, text, chunk, done));
             done += tier;
         }
+    }
+    while let Some(n) = inflight.next().await {
+        total += n?;
     }
     if done < rows.len() {
         total += pipeline(conn, sql, &rows[done..], done).await?;
