@@ -21,7 +21,7 @@ line per command on stdout (flushed).
   {"cmd":"run","workload":W,"conc":N,"budget":{"ops":K}}
       N tasks share exactly K ops; secs = wall time until the last task finishes.
       -> {"ok":true,"ops":K,"secs":elapsed,"all_ops":K,"rows":...}
-  {"cmd":"bulk","workload":"executemany"|"copy","conc":N,"rows":R}
+  {"cmd":"bulk","workload":"executemany"|"copy","conc":N,"rows":R,"repeat":K}
       R rows built untimed, split into N contiguous parts; task i writes part i with one
       executemany / copy_records_to_table call.          -> {"ok":true,"secs":elapsed,"rows":R}
   {"cmd":"quit"} or EOF          close if open, reply {"ok":true} (not on EOF), exit 0.
@@ -239,7 +239,7 @@ def split(rows, parts):
     return out
 
 
-async def run_bulk(db, workload, conc, total):
+async def run_bulk(db, workload, conc, total, repeat):
     parts = split(bulk_rows(total), conc)
 
     if workload == "executemany":
@@ -255,14 +255,15 @@ async def run_bulk(db, workload, conc, total):
         raise ValueError(f"unknown bulk workload {workload!r}")
 
     start = time.monotonic()
-    await asyncio.gather(*(task(p) for p in parts))
+    for _ in range(repeat):
+        await asyncio.gather(*(task(p) for p in parts))
     elapsed = time.monotonic() - start
 
     if workload == "executemany":
         # Untimed: executemany reports nothing, so count what landed (tables start empty).
         n = await db.fetch_value("SELECT count(*) FROM {{tables.bench_many}}")
-        expect("executemany", n, total)
-    return {"secs": elapsed, "rows": total}
+        expect("executemany", n, total * repeat)
+    return {"secs": elapsed, "rows": total * repeat}
 
 
 class Worker:
@@ -290,7 +291,10 @@ class Worker:
                 return await run_timed(self.open_db(), op, conc, float(budget["secs"]))
             return await run_ops(self.open_db(), op, conc, int(budget["ops"]))
         if cmd == "bulk":
-            return await run_bulk(self.open_db(), msg["workload"], int(msg["conc"]), int(msg["rows"]))
+            return await run_bulk(
+                self.open_db(), msg["workload"], int(msg["conc"]), int(msg["rows"]),
+                int(msg.get("repeat", 1)),
+            )
         raise ValueError(f"unknown command {cmd!r}")
 
     def open_db(self):

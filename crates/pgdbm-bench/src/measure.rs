@@ -23,14 +23,14 @@ pub enum Budget {
     Time(Duration),
     /// The tasks share this many operations; the slice lasts until the last one finishes.
     Ops(u64),
-    /// One operation of this many rows, split across the tasks; counts rows.
-    Rows(usize),
+    /// An operation of this many rows split across the tasks, repeated; counts rows.
+    Rows(usize, usize),
 }
 
 impl Budget {
     pub fn for_workload(w: Workload, conc: usize, time: Duration, fixed_ops: Option<u64>) -> Self {
         match (w.kind(), fixed_ops) {
-            (Kind::Bulk(rows), _) => Budget::Rows(rows),
+            (Kind::Bulk(rows, repeat), _) => Budget::Rows(rows, repeat),
             (_, Some(n)) => Budget::Ops(n),
             (Kind::Counted, None) => Budget::Ops(conc as u64),
             (Kind::Timed, None) => Budget::Time(time),
@@ -137,7 +137,7 @@ pub async fn slice(
     let (handles, closer) = handles(live, conc);
     // Bulk rows are built before the clock starts.
     let parts: Vec<Option<Vec<BulkRow>>> = match budget {
-        Budget::Rows(total) => split(total, conc)
+        Budget::Rows(total, _) => split(total, conc)
             .into_iter()
             .map(|(from, to)| Some(bulk_rows(from, to)))
             .collect(),
@@ -166,8 +166,14 @@ pub async fn slice(
         let ready = ready.clone();
         tasks.spawn(async move {
             if let Some(rows) = part {
-                handle.bulk(&sqls, w, &rows).await?;
-                return Ok::<(u64, u64), BoxError>((rows.len() as u64, 1));
+                let repeat = match budget {
+                    Budget::Rows(_, repeat) => repeat,
+                    _ => 1,
+                };
+                for _ in 0..repeat {
+                    handle.bulk(&sqls, w, &rows).await?;
+                }
+                return Ok::<(u64, u64), BoxError>(((rows.len() * repeat) as u64, repeat as u64));
             }
             let (mut counted, mut all) = (0u64, 0u64);
             let window = match window {

@@ -142,7 +142,7 @@ impl Pgbench {
                 Per::Transactions(t as u64)
             }
             Budget::Ops(n) => Per::Transactions(n.div_ceil(conc as u64).max(1)),
-            Budget::Rows(_) => return Err("pgbench has no bulk workloads".into()),
+            Budget::Rows(..) => return Err("pgbench has no bulk workloads".into()),
         };
         let (done, tps) = self.run(w, conc, per_client).await?;
         self.tps.insert((w, conc), tps);

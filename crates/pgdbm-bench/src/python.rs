@@ -98,15 +98,15 @@ impl Python {
                                       "budget": {"secs": d.as_secs_f64()}}),
             Budget::Ops(n) => json!({"cmd": "run", "workload": w.key(), "conc": conc,
                                      "budget": {"ops": n}}),
-            Budget::Rows(rows) => json!({"cmd": "bulk", "workload": w.key(), "conc": conc,
-                                         "rows": rows}),
+            Budget::Rows(rows, repeat) => json!({"cmd": "bulk", "workload": w.key(),
+                                                 "conc": conc, "rows": rows, "repeat": repeat}),
         };
         let result = self.call(command).await;
         self.call(json!({"cmd": "close"})).await?;
         let reply = result?;
         let secs = reply["secs"].as_f64().ok_or("no secs in the reply")?;
         let ops = match budget {
-            Budget::Rows(rows) => rows as u64,
+            Budget::Rows(rows, repeat) => (rows * repeat) as u64,
             _ => reply["ops"].as_u64().ok_or("no ops in the reply")?,
         };
         Ok(Sample {

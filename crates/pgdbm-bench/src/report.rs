@@ -319,9 +319,9 @@ impl Report {
                 md,
                 "\n## Client CPU per operation, pgdbm-rs against raw tokio-postgres\n\n\
                  User and system time of all threads of the benchmark process per operation \
-                 (the whole slice, warm-in included; for bulk workloads per operation of all \
-                 tasks), server time excluded: the client-side cost, much less sensitive to a \
-                 noisy machine than throughput.\n"
+                 (the whole slice, warm-in included; for bulk workloads per task's part), \
+                 server time excluded: the client-side cost, much less sensitive to a noisy \
+                 machine than throughput.\n"
             );
             let head: Vec<String> = ["workload", "conc", "pgdbm-rs µs", "raw µs", "extra"]
                 .map(String::from)
@@ -376,8 +376,9 @@ const METHOD: &str = "
   structs (serde for pgdbm-rs, `FromRow` for sqlx, `row.get` by hand for tokio-postgres and
   deadpool, a Pydantic model for Python pgdbm).
 - `executemany` writes 10,000 rows of seven columns (bigint, int, text, float8, bool,
-  timestamptz, uuid) split across the tasks, each part in one transaction: pgdbm-rs and
-  tokio-postgres pipeline the inserts (256 in flight), asyncpg pipelines its own way, sqlx has
+  timestamptz, uuid) split across the tasks, each part in one call (one transaction), five
+  times per slice: pgdbm-rs sends multi-row `INSERT`s of up to 1,024 rows, tokio-postgres and
+  deadpool pipeline single-row inserts (256 in flight), asyncpg batches its own way, sqlx has
   no batch API and inserts row by row. COPY writes 1,000,000 such rows split across the tasks:
   binary COPY everywhere except sqlx, whose COPY takes text. Bulk rows are built before the
   clock starts; the table is truncated before every slice.
