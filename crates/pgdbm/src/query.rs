@@ -374,7 +374,7 @@ async fn insert_values<P: Params>(
     let (mut total, mut done) = (0, 0);
     let texts: Vec<(usize, String)> = VALUES_TIERS
         .into_iter()
-        .filter(|t| t * n <= MAX_PARAMS)
+        .filter(|t| t * n <= MAX_PARAMS && *t <= rows.len())
         .map(|t| (t, values_sql(prefix, n, t)))
         .collect();
     // Two chunks in flight: the next one is encoded and sent while the server inserts the
