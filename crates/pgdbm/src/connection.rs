@@ -225,13 +225,13 @@ impl PgConn {
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-        f: fn(Row) -> crate::Result<T>,
+        f: fn(crate::Record) -> crate::Result<T>,
     ) -> Result<crate::Result<Vec<T>>, tokio_postgres::Error> {
         let stream = self.query_stream(sql, params).await?;
         pin_mut!(stream);
         let mut out = Vec::new();
         while let Some(row) = stream.try_next().await? {
-            match f(row) {
+            match f(crate::Record::new(row)) {
                 Ok(v) => out.push(v),
                 Err(e) => return Ok(Err(e)),
             }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt};
 use postgres_types::FromSqlOwned;
-use serde::de::DeserializeOwned;
 use tokio_postgres::types::ToSql;
 
 use crate::connection::{typed_params, PgConn, PoolConnection};
@@ -164,50 +163,25 @@ pub(crate) async fn fetch_value_at<E: Executor, T: FromSqlOwned>(
     }
 }
 
-pub(crate) async fn fetch_as_model<E: Executor, T: DeserializeOwned>(
+/// The first row mapped by `f` (serde or `FromRow`), if any.
+pub(crate) async fn fetch_one_mapped<E: Executor, T>(
     ex: &E,
     query: &str,
     params: &[&(dyn ToSql + Sync)],
+    f: fn(Record) -> Result<T>,
 ) -> Result<Option<T>> {
-    match fetch_one(ex, query, params).await? {
-        None => Ok(None),
-        Some(row) => crate::de::from_row(row.as_row()).map(Some),
-    }
+    fetch_one(ex, query, params).await?.map(f).transpose()
 }
 
-pub(crate) async fn fetch_all_as_model<E: Executor, T: DeserializeOwned>(
+/// All rows mapped by `f` as they arrive.
+pub(crate) async fn fetch_all_mapped<E: Executor, T>(
     ex: &E,
     query: &str,
     params: &[&(dyn ToSql + Sync)],
+    f: fn(Record) -> Result<T>,
 ) -> Result<Vec<T>> {
-    run!(ex, query, params, |conn, sql| conn.query_map(
-        sql,
-        params,
-        |row| { crate::de::from_row(&row) }
-    ))?
-}
-
-pub(crate) async fn fetch_one_as<E: Executor, T: crate::FromRow>(
-    ex: &E,
-    query: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Option<T>> {
-    match fetch_one(ex, query, params).await? {
-        None => Ok(None),
-        Some(row) => T::from_row(&row).map(Some),
-    }
-}
-
-pub(crate) async fn fetch_all_as<E: Executor, T: crate::FromRow>(
-    ex: &E,
-    query: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<T>> {
-    run!(ex, query, params, |conn, sql| conn.query_map(
-        sql,
-        params,
-        |row| { T::from_row(&Record::new(row)) }
-    ))?
+    run!(ex, query, params, |conn, sql| conn
+        .query_map(sql, params, f))?
 }
 
 /// `INSERT …` gets `RETURNING id` unless it already has a RETURNING clause.
@@ -760,7 +734,8 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<T>> {
-            crate::query::fetch_as_model(self, query, params).await
+            crate::query::fetch_one_mapped(self, query, params, |r| crate::de::from_row(r.as_row()))
+                .await
         }
 
         /// All rows deserialized into `T`.
@@ -769,7 +744,8 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<T>> {
-            crate::query::fetch_all_as_model(self, query, params).await
+            crate::query::fetch_all_mapped(self, query, params, |r| crate::de::from_row(r.as_row()))
+                .await
         }
 
         /// The first row as `T` through its [`FromRow`](crate::FromRow) impl: each field decoded
@@ -789,7 +765,7 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<T>> {
-            crate::query::fetch_one_as(self, query, params).await
+            crate::query::fetch_one_mapped(self, query, params, |r| T::from_row(&r)).await
         }
 
         /// All rows as `T` through its [`FromRow`](crate::FromRow) impl.
@@ -798,7 +774,7 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<T>> {
-            crate::query::fetch_all_as(self, query, params).await
+            crate::query::fetch_all_mapped(self, query, params, |r| T::from_row(&r)).await
         }
 
         /// Rows one at a time, for results too large to hold in memory. The connection is held
