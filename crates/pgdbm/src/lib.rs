@@ -49,6 +49,7 @@ mod template;
 mod tls;
 mod transaction;
 pub mod types;
+mod util;
 mod value;
 
 #[cfg(feature = "testing")]

@@ -13,10 +13,11 @@ use futures_util::FutureExt;
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::config::DatabaseConfig;
-use crate::connection::{now_micros, PgConn, PoolConnection};
+use crate::connection::{PgConn, PoolConnection};
 use crate::error::{Error, Result};
 use crate::template::quote_ident;
 use crate::tls::{make_tls_connector, MakeTls};
+use crate::util::now_micros;
 
 /// Statements registered with `add_prepared_statement`, shared by every connection of a pool.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use crate::connection::FxHasher;
+use crate::util::FxHasher;
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};

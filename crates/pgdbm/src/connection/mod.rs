@@ -2,56 +2,30 @@
 //! server-side cancellation.
 
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::num::NonZeroUsize;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{pin_mut, TryStreamExt};
 use lru::LruCache;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, RowStream, Statement};
 
 use crate::error::{Error, Result};
 use crate::pool::PgManager;
 use crate::tls::MakeTls;
+use crate::util::{now_micros, FxHasher};
+
+mod cancel;
+mod statements;
+
+pub(crate) use statements::typed_params;
 
 /// How long we wait for a cancelled query's connection to become idle before discarding it.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
-
-/// The Fx hash (as in rustc): SQL texts are our own keys, not attacker-chosen, and SipHash
-/// showed up in the per-query profile.
-#[derive(Default)]
-pub(crate) struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let v = u64::from_le_bytes(c.try_into().unwrap_or_default());
-            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
-        }
-        for b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(K);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-pub(crate) fn now_micros() -> u64 {
-    epoch().elapsed().as_micros() as u64
-}
 
 /// Prepared statements by SQL text, least recently used evicted first.
 type StatementCache = LruCache<Box<str>, Statement, BuildHasherDefault<FxHasher>>;
@@ -109,93 +83,6 @@ impl PgConn {
 
     pub(crate) fn uses_named_statements(&self) -> bool {
         self.statements.is_some()
-    }
-
-    /// A prepared statement for `sql`, from the cache or freshly prepared.
-    pub(crate) async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        if let Some(hit) = self.pinned_statement(sql) {
-            return Ok(hit);
-        }
-        if let Some(cache) = &self.statements {
-            if let Some(st) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(sql) {
-                return Ok(st.clone());
-            }
-        }
-        // Boxed: the driver's prepare future (with its type lookups) is large, and inline it
-        // would be part of, and copied with, every query's future, cache hit or not.
-        Box::pin(self.prepare_and_cache(sql)).await
-    }
-
-    async fn prepare_and_cache(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        let Some(cache) = &self.statements else {
-            // Callers check `uses_named_statements` first; preparing here keeps this total.
-            return self.client.prepare(sql).await;
-        };
-        let st = self.client.prepare(sql).await?;
-        cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .put(sql.into(), st.clone());
-        Ok(st)
-    }
-
-    /// Drops `sql` from the caches if `error` says its prepared statement is stale, so the next
-    /// use prepares it again. Returns whether it did.
-    pub(crate) fn forget_if_stale(&self, sql: &str, error: &tokio_postgres::Error) -> bool {
-        let Some(db) = error.as_db_error() else {
-            return false;
-        };
-        let stale = match db.code().code() {
-            "0A000" => db
-                .message()
-                .contains("cached plan must not change result type"),
-            "26000" => true,
-            _ => false,
-        };
-        if !stale {
-            return false;
-        }
-        if let Some(cache) = &self.statements {
-            cache.lock().unwrap_or_else(|e| e.into_inner()).pop(sql);
-        }
-        self.pinned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(s, _)| &**s != sql);
-        true
-    }
-
-    fn pinned_statement(&self, sql: &str) -> Option<Statement> {
-        if !self.has_pinned.load(Ordering::Relaxed) {
-            return None;
-        }
-        let pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
-        if pinned.is_empty() {
-            return None;
-        }
-        pinned
-            .iter()
-            .find(|(s, _)| &**s == sql)
-            .map(|(_, st)| st.clone())
-    }
-
-    /// Prepares and pins a registered statement; failures are left for the first real use.
-    pub(crate) async fn pin_statement(&self, sql: Arc<str>) {
-        if self.statements.is_none() || self.pinned_statement(&sql).is_some() {
-            return;
-        }
-        match self.client.prepare(&sql).await {
-            Ok(st) => {
-                self.pinned
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((sql, st));
-                self.has_pinned.store(true, Ordering::Relaxed);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "prepared statement not ready yet; it will be prepared on first use")
-            }
-        }
     }
 
     fn count(&self) {
@@ -324,95 +211,6 @@ impl PgConn {
                     after: started.elapsed(),
                 })
             }
-        }
-    }
-
-    pub(crate) async fn cancel_and_drain(&self, rollback: bool) {
-        let token = self.client.cancel_token();
-        let cancelled = match &self.tls {
-            Some(tls) => token.cancel_query(tls.clone()).await,
-            None => token.cancel_query(tokio_postgres::NoTls).await,
-        };
-        if let Err(e) = cancelled {
-            tracing::warn!(error = %e, "could not send a cancel request; discarding the connection");
-            self.mark_broken();
-            return;
-        }
-        // The empty query's answer comes after the cancelled query's, so once it is back the
-        // connection is idle (or in an aborted transaction the caller rolls back).
-        let drain = if rollback { "ROLLBACK" } else { "" };
-        match tokio::time::timeout(DRAIN_LIMIT, self.client.simple_query(drain)).await {
-            Ok(Ok(_)) => {}
-            _ => self.mark_broken(),
-        }
-    }
-}
-
-/// Explicit parameter types for the unnamed-statement path. Text-like values go as `unknown`
-/// so the server infers the column's type (varchar, enum, …) as it would for a literal.
-pub(crate) fn typed_params<'a>(
-    params: &[&'a (dyn ToSql + Sync)],
-) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
-    const CANDIDATES: &[Type] = &[
-        Type::UNKNOWN,
-        Type::BOOL,
-        Type::INT2,
-        Type::INT4,
-        Type::INT8,
-        Type::FLOAT4,
-        Type::FLOAT8,
-        Type::NUMERIC,
-        Type::BYTEA,
-        Type::JSONB,
-        Type::UUID,
-        Type::DATE,
-        Type::TIME,
-        Type::TIMESTAMP,
-        Type::TIMESTAMPTZ,
-        Type::INTERVAL,
-        Type::INET,
-        Type::OID,
-        Type::CHAR,
-        Type::BOOL_ARRAY,
-        Type::INT2_ARRAY,
-        Type::INT4_ARRAY,
-        Type::INT8_ARRAY,
-        Type::FLOAT4_ARRAY,
-        Type::FLOAT8_ARRAY,
-        Type::NUMERIC_ARRAY,
-        Type::TEXT_ARRAY,
-        Type::BYTEA_ARRAY,
-        Type::JSONB_ARRAY,
-        Type::UUID_ARRAY,
-        Type::DATE_ARRAY,
-        Type::TIMESTAMP_ARRAY,
-        Type::TIMESTAMPTZ_ARRAY,
-        Type::INET_ARRAY,
-    ];
-    params
-        .iter()
-        .map(|p| {
-            let ty = CANDIDATES
-                .iter()
-                .find(|t| p.accepts_dyn(t))
-                .cloned()
-                .unwrap_or(Type::UNKNOWN);
-            (*p, ty)
-        })
-        .collect()
-}
-
-trait AcceptsDyn {
-    fn accepts_dyn(&self, ty: &Type) -> bool;
-}
-
-impl AcceptsDyn for &(dyn ToSql + Sync) {
-    fn accepts_dyn(&self, ty: &Type) -> bool {
-        // `accepts` is not object safe; `to_sql_checked` runs it for us on an empty buffer.
-        let mut buf = bytes::BytesMut::new();
-        match self.to_sql_checked(ty, &mut buf) {
-            Ok(_) => true,
-            Err(e) => !e.is::<tokio_postgres::types::WrongType>(),
         }
     }
 }
