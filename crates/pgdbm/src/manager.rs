@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 
 use crate::config::DatabaseConfig;
-use crate::connection::PoolConnection;
+use crate::connection::{PoolConnection, SessionState};
 use crate::error::{Error, Result};
 use crate::pool::{owned_search_path, Pool, PoolOptions, PreparedRegistry};
 use crate::query::{query_methods, ConnRef, Executor};
@@ -232,8 +232,16 @@ impl AsyncDatabaseManager {
         }
     }
 
-    /// A raw pooled connection (derefs to `tokio_postgres::Client`).
+    /// A raw pooled connection (derefs to `tokio_postgres::Client`). When it is dropped, it
+    /// goes back to the pool only after a check that it is idle (no transaction left open).
     pub async fn acquire(&self) -> Result<PoolConnection> {
+        let conn = self.checkout().await?;
+        conn.conn().set_state(SessionState::Unknown);
+        Ok(conn)
+    }
+
+    /// A pooled connection for pgdbm's own use: its state stays tracked statement by statement.
+    pub(crate) async fn checkout(&self) -> Result<PoolConnection> {
         self.pool()?.get(self.deadline()).await
     }
 

@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::config::DatabaseConfig;
-use crate::connection::{PgConn, PoolConnection};
+use crate::connection::{CancelTarget, ConnOrigin, PgConn, PoolConnection, SessionState};
 use crate::error::{Error, Result};
 use crate::template::quote_ident;
 use crate::tls::{make_tls_connector, MakeTls};
@@ -78,6 +78,7 @@ struct ConnectSpec {
     max_queries: u64,
     statement_cache_size: usize,
     registry: Arc<PreparedRegistry>,
+    cancel_target: Option<Arc<CancelTarget>>,
 }
 
 impl ConnectSpec {
@@ -148,10 +149,15 @@ impl ConnectSpec {
         }
         let conn = PgConn::new(
             client,
-            self.statement_cache_size,
-            pid,
-            version,
-            self.tls.clone(),
+            ConnOrigin {
+                cache_size: self.statement_cache_size,
+                backend_pid: pid,
+                version,
+                tls: self.tls.clone(),
+                cancel_target: self.cancel_target.clone(),
+                // `connect` runs on the pool's runtime (see `PgManager::create`).
+                runtime: tokio::runtime::Handle::current(),
+            },
         );
         self.registry.apply(&conn).await;
         Ok(conn)
@@ -292,8 +298,10 @@ impl managed::Manager for PgManager {
     }
 
     async fn recycle(&self, conn: &mut Box<PgConn>, _: &Metrics) -> RecycleResult<ConnectFailure> {
-        if conn.is_broken() {
-            return Err(RecycleError::message("connection is closed or broken"));
+        // Only a connection known to be idle is handed out again; any other one was taken
+        // out of the pool when it was released, so this is a last line of defence.
+        if conn.is_broken() || conn.state() != SessionState::Idle {
+            return Err(RecycleError::message("connection is not idle"));
         }
         let max_queries = self.spec.max_queries;
         if max_queries > 0 && conn.queries.load(Ordering::Relaxed) >= max_queries {
@@ -396,6 +404,7 @@ impl Pool {
             max_queries: config.max_queries,
             statement_cache_size: config.statement_cache_size,
             registry: opts.registry.clone(),
+            cancel_target: CancelTarget::new(&pg_config, tls.clone()).map(Arc::new),
             pg_config,
             tls,
         };

@@ -81,7 +81,8 @@ pub(crate) fn query_error<'a>(
     }
 }
 
-/// Renders, logs, checks out a connection and runs `$body` under the call's deadline.
+/// Renders, logs, checks out a connection and runs `$body` under the call's deadline, through
+/// the connection's state choke point ([`PgConn::timed`]).
 macro_rules! run {
     ($ex:expr, $query:expr, $params:expr, |$conn:ident, $sql:ident| $body:expr) => {{
         let ex = $ex;
@@ -94,7 +95,7 @@ macro_rules! run {
             let $conn = ex.conn(deadline).await?;
             let $conn: &PgConn = &$conn;
             $conn
-                .timed(deadline, pooled, $sql, async {
+                .timed(deadline, $sql, async {
                     let mut r = $body.await;
                     // A cached statement went stale (the table changed under it): the cache
                     // has dropped it; outside a transaction one retry re-prepares it.
@@ -218,24 +219,10 @@ pub(crate) async fn execute_and_return_id<E: Executor, T: FromSqlOwned>(
     }
 }
 
-/// A guard that discards the connection if the call is dropped halfway (cancelled by the
-/// caller), so a half-done implicit transaction never goes back to the pool.
-struct DiscardUnlessDone<'a> {
-    conn: &'a PgConn,
-    done: bool,
-}
-
-impl Drop for DiscardUnlessDone<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.conn.mark_broken();
-        }
-    }
-}
-
 /// Runs `$body` on one connection, inside its own transaction unless the executor already is
-/// one: committed when it succeeds, rolled back when it fails or times out, and the connection
-/// discarded if the call is dropped halfway.
+/// one: committed when it succeeds, rolled back when it fails. A timeout or a drop halfway
+/// leaves the connection's state in a transaction, so it is rolled back (or closed) before it
+/// can be used again.
 macro_rules! all_or_nothing {
     ($ex:expr, $operation:expr, |$conn:ident| $body:expr) => {{
         let ex = $ex;
@@ -244,18 +231,15 @@ macro_rules! all_or_nothing {
         let result = async {
             let conn = ex.conn(deadline).await?;
             let $conn: &PgConn = &conn;
-            let mut guard = DiscardUnlessDone {
-                conn: $conn,
-                done: false,
-            };
-            let r = $conn
-                .timed(deadline, implicit_tx, $operation, async {
+            $conn
+                .timed(deadline, $operation, async {
                     if implicit_tx {
                         $conn
                             .client
                             .batch_execute("BEGIN")
                             .await
                             .map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
+                        $conn.enter_transaction();
                     }
                     let outcome = $body.await;
                     if implicit_tx {
@@ -269,12 +253,11 @@ macro_rules! all_or_nothing {
                             .batch_execute(end)
                             .await
                             .map_err(|e| query_error(e, end, std::iter::empty()))?;
+                        $conn.leave_transaction();
                     }
                     outcome
                 })
-                .await;
-            guard.done = true;
-            r
+                .await
         }
         .await;
         if let Err(e) = &result {
@@ -541,37 +524,45 @@ async fn copy_in<P: Params>(
         .copy_in(&copy_sql)
         .await
         .map_err(|e| query_error(e, &copy_sql, std::iter::empty()))?;
-    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
-    futures_util::pin_mut!(writer);
-    for (i, row) in records.into_iter().enumerate() {
-        if row.param_count() != types.len() {
-            return Err(Error::decode(
-                format!("record {i}"),
-                "-",
-                format!(
-                    "has {} value(s) but the COPY targets {} column(s)",
-                    row.param_count(),
-                    types.len()
-                ),
-            ));
+    conn.set_copying(true);
+    let copied = async {
+        let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+        futures_util::pin_mut!(writer);
+        for (i, row) in records.into_iter().enumerate() {
+            if row.param_count() != types.len() {
+                return Err(Error::decode(
+                    format!("record {i}"),
+                    "-",
+                    format!(
+                        "has {} value(s) but the COPY targets {} column(s)",
+                        row.param_count(),
+                        types.len()
+                    ),
+                ));
+            }
+            // Dropping the writer on error aborts the COPY on the server.
+            writer
+                .as_mut()
+                .write_raw(param_iter(&row))
+                .await
+                .map_err(|e| {
+                    let mut err = query_error(e, &copy_sql, param_iter(&row));
+                    if let Error::Query { params, .. } = &mut err {
+                        *params = format!("record {i}: {params}");
+                    }
+                    err
+                })?;
         }
-        // Dropping the writer on error aborts the COPY on the server.
         writer
-            .as_mut()
-            .write_raw(param_iter(&row))
+            .finish()
             .await
-            .map_err(|e| {
-                let mut err = query_error(e, &copy_sql, param_iter(&row));
-                if let Error::Query { params, .. } = &mut err {
-                    *params = format!("record {i}: {params}");
-                }
-                err
-            })?;
+            .map_err(|e| query_error(e, &copy_sql, std::iter::empty()))
     }
-    let n = writer
-        .finish()
-        .await
-        .map_err(|e| query_error(e, &copy_sql, std::iter::empty()))?;
+    .await;
+    // Finished or aborted by the driver (the writer is gone): no longer streaming. Dropped
+    // before this line, the state stays `Copy` and the connection is rolled back or closed.
+    conn.set_copying(false);
+    let n = copied?;
     conn.queries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(n)
@@ -597,7 +588,9 @@ pub(crate) async fn table_exists<E: Executor>(ex: &E, name: &str) -> Result<bool
     Ok(exists.unwrap_or(false))
 }
 
-/// Rows as a stream, for results too large to hold at once.
+/// Rows as a stream, for results too large to hold at once. The call's timeout covers the
+/// wait for the first row (from the call) and then each wait for the next row. On expiry the
+/// stream yields [`Error::Timeout`] and ends; a stream dropped before its end cancels its query.
 pub(crate) async fn stream_rows<'e, E: Executor>(
     ex: &'e E,
     query: &str,
@@ -605,23 +598,91 @@ pub(crate) async fn stream_rows<'e, E: Executor>(
 ) -> Result<impl futures_util::Stream<Item = Result<Record>> + Send + 'e> {
     let sql = ex.templates().render(query)?.into_owned();
     log_query(&sql, params.iter().copied());
-    let conn = ex.conn(ex.deadline()).await?;
-    let stream = conn
-        .query_stream(&sql, params)
-        .await
-        .map_err(|e| query_error(e, &sql, params.iter().copied()))?;
-    // The connection travels with the stream and goes back to the pool when it is dropped.
+    let timeout = ex.timeout();
+    let deadline = ex.deadline();
+    let conn = ex.conn(deadline).await?;
+    let started = Instant::now();
+    conn.begin_op()?;
+    let opened = match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), conn.query_stream(&sql, params))
+            .await
+            .ok(),
+        None => Some(conn.query_stream(&sql, params).await),
+    };
+    let stream = match opened {
+        Some(Ok(stream)) => stream,
+        Some(Err(e)) => {
+            conn.end_op();
+            let err = query_error(e, &sql, params.iter().copied());
+            ex.note_error(&err);
+            return Err(err);
+        }
+        None => {
+            conn.start_cancelling();
+            let err = Error::Timeout {
+                operation: shorten_sql(&sql),
+                after: started.elapsed(),
+            };
+            ex.note_error(&err);
+            return Err(err);
+        }
+    };
+    // The connection travels with the stream: released when the stream ends or is dropped
+    // (then, still active, it is cancelled and drained before anyone else gets it).
+    let state = StreamState {
+        rows: Box::pin(stream),
+        conn,
+        sql,
+        timeout,
+        deadline,
+        ex,
+    };
     Ok(futures_util::stream::unfold(
-        Some((Box::pin(stream), conn, sql)),
+        Some(state),
         |state| async move {
-            let (mut stream, conn, sql) = state?;
-            match stream.try_next().await {
-                Ok(Some(row)) => Some((Ok(Record::new(row)), Some((stream, conn, sql)))),
-                Ok(None) => None,
-                Err(e) => Some((Err(query_error(e, &sql, std::iter::empty())), None)),
+            let mut st = state?;
+            let next = match st.deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), st.rows.try_next()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        st.conn.start_cancelling();
+                        let err = Error::Timeout {
+                            operation: shorten_sql(&st.sql),
+                            after: st.timeout.unwrap_or_default(),
+                        };
+                        st.ex.note_error(&err);
+                        return Some((Err(err), None));
+                    }
+                },
+                None => st.rows.try_next().await,
+            };
+            match next {
+                Ok(Some(row)) => {
+                    st.deadline = st.timeout.map(|t| Instant::now() + t);
+                    Some((Ok(Record::new(row)), Some(st)))
+                }
+                Ok(None) => {
+                    st.conn.end_op();
+                    None
+                }
+                Err(e) => {
+                    st.conn.end_op();
+                    let err = query_error(e, &st.sql, std::iter::empty());
+                    st.ex.note_error(&err);
+                    Some((Err(err), None))
+                }
             }
         },
     ))
+}
+
+struct StreamState<'e, E> {
+    rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
+    conn: ConnRef<'e>,
+    sql: String,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    ex: &'e E,
 }
 
 /// The public query methods, identical on the manager and on transactions.

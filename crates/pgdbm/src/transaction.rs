@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use crate::connection::{PgConn, PoolConnection};
+use crate::connection::{PgConn, PoolConnection, SessionState};
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
 use crate::query::{query_error, query_methods, ConnRef, Executor};
@@ -55,6 +55,17 @@ struct TxState {
     aborted: AtomicBool,
 }
 
+/// What a control statement does to the connection's transaction state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Begin,
+    Savepoint,
+    End,
+}
+
+/// The SQLSTATE of a statement sent to an aborted transaction.
+const IN_FAILED_TRANSACTION: &str = "25P02";
+
 impl TxState {
     fn conn(&self) -> &PgConn {
         self.conn
@@ -63,16 +74,29 @@ impl TxState {
             .conn()
     }
 
-    async fn run(&self, sql: &str) -> Result<()> {
+    /// Runs a control statement. Every failure marks the transaction aborted.
+    async fn run(&self, sql: &str, control: Control) -> Result<()> {
+        crate::query::log_query(sql, std::iter::empty());
         let conn = self.conn();
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        conn.timed(deadline, false, sql, async {
-            conn.client
-                .batch_execute(sql)
-                .await
-                .map_err(|e| query_error(e, sql, std::iter::empty()))
-        })
-        .await
+        let result = conn
+            .timed(deadline, sql, async {
+                conn.client
+                    .batch_execute(sql)
+                    .await
+                    .map_err(|e| query_error(e, sql, std::iter::empty()))?;
+                match control {
+                    Control::Begin => conn.enter_transaction(),
+                    Control::End => conn.leave_transaction(),
+                    Control::Savepoint => {}
+                }
+                Ok(())
+            })
+            .await;
+        if result.is_err() {
+            self.aborted.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     async fn flush_pending(&self) -> Result<()> {
@@ -80,15 +104,20 @@ impl TxState {
         if pending.is_empty() {
             return Ok(());
         }
-        self.run(&pending.join(" ")).await?;
+        self.run(&pending.join(" "), Control::Savepoint).await?;
         self.aborted.store(false, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether the connection can still take statements (no timed-out or dropped statement).
+    fn usable(&self) -> bool {
+        matches!(self.conn().state(), SessionState::InTransaction)
     }
 }
 
 impl Transaction<'static> {
     pub(crate) async fn begin(manager: AsyncDatabaseManager) -> Result<Self> {
-        let conn = manager.acquire().await?;
+        let conn = manager.checkout().await?;
         let timeout = manager.timeout();
         let state = TxState {
             manager,
@@ -103,8 +132,7 @@ impl Transaction<'static> {
             savepoint: None,
             finished: false,
         };
-        crate::query::log_query("BEGIN", std::iter::empty());
-        tx.state().run("BEGIN").await?;
+        tx.state().run("BEGIN", Control::Begin).await?;
         Ok(tx)
     }
 }
@@ -125,7 +153,9 @@ impl<'a> Transaction<'a> {
             "pgdbm_sp_{}",
             state.next_savepoint.fetch_add(1, Ordering::Relaxed)
         );
-        state.run(&format!("SAVEPOINT {name}")).await?;
+        state
+            .run(&format!("SAVEPOINT {name}"), Control::Savepoint)
+            .await?;
         Ok(Transaction {
             root: Root::Borrowed(state),
             savepoint: Some(name),
@@ -138,47 +168,61 @@ impl<'a> Transaction<'a> {
         self.savepoint.is_some()
     }
 
-    /// The connection the transaction runs on (the driver's client), like the seed's
-    /// `tx.connection`.
+    /// The connection the transaction runs on (the driver's client), like the original's
+    /// `tx.connection`. A statement that fails on it aborts the transaction on the server, and
+    /// [`commit`](Self::commit) then reports that instead of committing.
     pub fn connection(&self) -> &Client {
         &self.state().conn().client
     }
 
-    /// Commits (or, for a savepoint, releases it). If a statement failed earlier and was not
-    /// rolled back to a savepoint, this rolls back instead and returns [`Error::Transaction`].
+    /// Commits (or, for a savepoint, releases it). `Ok` only when the server committed: if a
+    /// statement failed earlier and was not rolled back to a savepoint (also one sent through
+    /// [`connection`](Self::connection)), or a statement timed out or was dropped halfway, this
+    /// rolls back instead and returns [`Error::Transaction`].
     pub async fn commit(mut self) -> Result<()> {
         let result = self.finish_commit().await;
-        // A root whose COMMIT did not go through is rolled back by Drop; a savepoint is done
-        // either way (rolling back to a released savepoint would fail later).
+        // A root whose COMMIT did not go through is rolled back when dropped; a savepoint is
+        // done either way (rolling back to a released savepoint would fail later).
         self.finished = result.is_ok() || self.savepoint.is_some();
         result
     }
 
     async fn finish_commit(&self) -> Result<()> {
         let state = self.state();
+        if !state.usable() {
+            return Err(Error::Transaction(
+                "a statement of this transaction timed out or was dropped before it finished, so                  its outcome is unknown; the transaction is rolled back and nothing was committed"
+                    .into(),
+            ));
+        }
         state.flush_pending().await?;
         let aborted = state.aborted.load(Ordering::Relaxed);
         match &self.savepoint {
             None => {
                 if aborted {
-                    state.run("ROLLBACK").await?;
-                    return Err(Error::Transaction(
-                        "the transaction was aborted by an earlier error and has been rolled back; \
-                         nothing was committed. Handle errors inside a nested transaction \
-                         (tx.transaction()) to continue after them"
-                            .into(),
-                    ));
+                    state.run("ROLLBACK", Control::End).await?;
+                    return Err(aborted_error());
                 }
-                // COMMIT can still fail (deferred constraints, serialization): that is a
-                // query error with the server's SQLSTATE.
-                state.run("COMMIT").await
+                // `SELECT 1` fails if the server sees the transaction aborted (a statement
+                // failed on the raw connection, say), and COMMIT then is not sent: a COMMIT of
+                // an aborted transaction would roll back and still report success. COMMIT can
+                // also fail on its own (deferred constraints, serialization): the server has
+                // rolled back, and the error keeps its SQLSTATE.
+                match state.run("SELECT 1; COMMIT", Control::End).await {
+                    Err(e) if e.code() == Some(IN_FAILED_TRANSACTION) => {
+                        state.run("ROLLBACK", Control::End).await?;
+                        Err(aborted_error())
+                    }
+                    other => other,
+                }
             }
             Some(name) => {
                 if aborted {
                     state
-                        .run(&format!(
-                            "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
-                        ))
+                        .run(
+                            &format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"),
+                            Control::Savepoint,
+                        )
                         .await?;
                     state.aborted.store(false, Ordering::Relaxed);
                     return Err(Error::Transaction(format!(
@@ -186,7 +230,9 @@ impl<'a> Transaction<'a> {
                          the outer transaction goes on"
                     )));
                 }
-                state.run(&format!("RELEASE SAVEPOINT {name}")).await
+                state
+                    .run(&format!("RELEASE SAVEPOINT {name}"), Control::Savepoint)
+                    .await
             }
         }
     }
@@ -201,13 +247,17 @@ impl<'a> Transaction<'a> {
     async fn finish_rollback(&self) -> Result<()> {
         let state = self.state();
         match &self.savepoint {
-            None => state.run("ROLLBACK").await,
+            // A connection with a statement still running is rolled back (or closed) in the
+            // background when the transaction is dropped, before anyone else can use it.
+            None if !state.usable() => Ok(()),
+            None => state.run("ROLLBACK", Control::End).await,
             Some(name) => {
                 state.flush_pending().await?;
                 state
-                    .run(&format!(
-                        "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
-                    ))
+                    .run(
+                        &format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"),
+                        Control::Savepoint,
+                    )
                     .await?;
                 state.aborted.store(false, Ordering::Relaxed);
                 Ok(())
@@ -216,6 +266,15 @@ impl<'a> Transaction<'a> {
     }
 
     query_methods!();
+}
+
+fn aborted_error() -> Error {
+    Error::Transaction(
+        "the transaction was aborted by an earlier error and has been rolled back; nothing was \
+         committed. Handle errors inside a nested transaction (tx.transaction()) to continue \
+         after them"
+            .into(),
+    )
 }
 
 impl Executor for Transaction<'_> {
@@ -237,10 +296,10 @@ impl Executor for Transaction<'_> {
         true
     }
 
-    fn note_error(&self, error: &Error) {
-        if error.as_db_error().is_some() || error.is_timeout() {
-            self.state().aborted.store(true, Ordering::Relaxed);
-        }
+    fn note_error(&self, _error: &Error) {
+        // Any failure inside a transaction aborts it: a server error does so on the server,
+        // and after a client-side one the caller cannot know what was applied.
+        self.state().aborted.store(true, Ordering::Relaxed);
     }
 }
 
@@ -259,25 +318,9 @@ impl Drop for Transaction<'_> {
                         "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name};"
                     ));
             }
-            (Root::Owned(state), _) => {
-                let Some(conn) = state.conn.take() else {
-                    return;
-                };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(handle) => {
-                        // Roll back now, not when the connection is next used, so locks are
-                        // released promptly; the connection returns to the pool afterwards.
-                        handle.spawn(async move {
-                            if conn.batch_execute("ROLLBACK").await.is_err() {
-                                drop(conn.detach());
-                            }
-                        });
-                    }
-                    // No runtime to roll back on: closing the connection makes the server
-                    // roll back.
-                    Err(_) => drop(conn.detach()),
-                }
-            }
+            // The connection is in a transaction (or busy): releasing it rolls it back on the
+            // pool's runtime before it goes back to the pool, or closes it.
+            (Root::Owned(state), _) => drop(state.conn.take()),
             (Root::Borrowed(_), None) => {}
         }
     }

@@ -1,25 +1,234 @@
-//! Cancelling a running query on the server and bringing the connection back to idle.
+//! Cancelling a running query on the server, and bringing a connection whose state is not idle
+//! back to idle (or closing it) before anyone else can use it.
+//!
+//! A cancel request is only a signal sent by the server's postmaster to the backend. If the
+//! signal arrives after the cancelled query has finished, it interrupts whatever runs next on
+//! that connection. So, like libpq's `PQcancel`, we wait until the server has closed the
+//! cancel socket (by then the signal has been sent), and only then queue the statement that
+//! drains the connection; a signal that arrives while the backend waits for input is ignored.
 
-use super::{PgConn, DRAIN_LIMIT};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_postgres::config::Host;
+use tokio_postgres::tls::MakeTlsConnect;
+
+use super::state::SessionState;
+use super::PgConn;
+use crate::tls::MakeTls;
+
+/// How long a cancel request may take, connect and confirmation included.
+const CANCEL_LIMIT: Duration = Duration::from_secs(5);
+/// How long we wait for a cancelled query's connection to become idle before closing it.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Where cancel requests for a pool's connections go: its one server.
+#[derive(Clone)]
+pub(crate) struct CancelTarget {
+    host: Host,
+    port: u16,
+    tls: Option<MakeTls>,
+}
+
+impl CancelTarget {
+    /// The target of a single-host configuration; `None` when several hosts are configured
+    /// (we cannot tell which one a connection reached, so its cancel cannot be confirmed).
+    pub(crate) fn new(config: &tokio_postgres::Config, tls: Option<MakeTls>) -> Option<Self> {
+        let [host] = config.get_hosts() else {
+            return None;
+        };
+        let port = match config.get_ports() {
+            [] => 5432,
+            [port] => *port,
+            _ => return None,
+        };
+        let host = match (host, config.get_hostaddrs()) {
+            (h, []) => h.clone(),
+            (Host::Tcp(_), [addr]) => Host::Tcp(addr.to_string()),
+            _ => return None,
+        };
+        Some(CancelTarget { host, port, tls })
+    }
+
+    async fn connect(&self) -> io::Result<Socket> {
+        match &self.host {
+            Host::Tcp(h) => {
+                let stream = TcpStream::connect((h.as_str(), self.port)).await?;
+                stream.set_nodelay(true)?;
+                Ok(Socket::Tcp(stream))
+            }
+            #[cfg(unix)]
+            Host::Unix(dir) => {
+                let path = dir.join(format!(".s.PGSQL.{}", self.port));
+                Ok(Socket::Unix(tokio::net::UnixStream::connect(path).await?))
+            }
+        }
+    }
+}
 
 impl PgConn {
-    pub(crate) async fn cancel_and_drain(&self, rollback: bool) {
-        let token = self.client.cancel_token();
-        let cancelled = match &self.tls {
-            Some(tls) => token.cancel_query(tls.clone()).await,
-            None => token.cancel_query(tokio_postgres::NoTls).await,
+    /// Sends a cancel request for this connection's running query and waits until the server
+    /// has acted on it. `Err` when that could not be confirmed within [`CANCEL_LIMIT`].
+    pub(crate) async fn cancel_confirmed(&self) -> Result<(), String> {
+        let Some(target) = self.cancel_target.as_deref() else {
+            // Still stop the query, but the caller must not reuse the connection.
+            let token = self.client.cancel_token();
+            let _ = match &self.tls {
+                Some(tls) => token.cancel_query(tls.clone()).await,
+                None => token.cancel_query(tokio_postgres::NoTls).await,
+            };
+            return Err("several hosts are configured, so the cancel cannot be confirmed".into());
         };
-        if let Err(e) = cancelled {
-            tracing::warn!(error = %e, "could not send a cancel request; discarding the connection");
-            self.mark_broken();
-            return;
+        let attempt = async {
+            let shared = Shared(Arc::new(Mutex::new(target.connect().await?)));
+            let token = self.client.cancel_token();
+            let sent = match &target.tls {
+                Some(tls) => {
+                    let host = match &target.host {
+                        Host::Tcp(h) => h.clone(),
+                        #[cfg(unix)]
+                        Host::Unix(_) => String::new(),
+                    };
+                    let connector =
+                        MakeTlsConnect::<Shared>::make_tls_connect(&mut tls.clone(), &host)
+                            .map_err(|e| io::Error::other(e.to_string()))?;
+                    token.cancel_query_raw(shared.clone(), connector).await
+                }
+                None => {
+                    token
+                        .cancel_query_raw(shared.clone(), tokio_postgres::NoTls)
+                        .await
+                }
+            };
+            sent.map_err(io::Error::other)?;
+            // The server closes the socket once it has signalled the backend.
+            let mut reader = shared;
+            let mut sink = [0u8; 64];
+            loop {
+                match reader.read(&mut sink).await {
+                    Ok(0) => return Ok::<(), io::Error>(()),
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match tokio::time::timeout(CANCEL_LIMIT, attempt).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the cancel request failed: {e}")),
+            Err(_) => Err(format!(
+                "the server did not confirm the cancel request within {CANCEL_LIMIT:?}"
+            )),
         }
-        // The empty query's answer comes after the cancelled query's, so once it is back the
-        // connection is idle (or in an aborted transaction the caller rolls back).
-        let drain = if rollback { "ROLLBACK" } else { "" };
-        match tokio::time::timeout(DRAIN_LIMIT, self.client.simple_query(drain)).await {
-            Ok(Ok(_)) => {}
-            _ => self.mark_broken(),
+    }
+
+    /// Brings a connection that is not idle back to idle: cancels what may still run, then
+    /// waits for a statement queued behind it (`ROLLBACK` when a transaction may be open).
+    /// Returns whether the connection is now known to be idle.
+    pub(crate) async fn recover(&self) -> bool {
+        let state = self.state();
+        match state {
+            SessionState::Idle => return true,
+            SessionState::Broken => return false,
+            _ => {}
         }
+        if state.may_be_running() {
+            if let Err(why) = self.cancel_confirmed().await {
+                tracing::warn!(
+                    backend_pid = self.backend_pid,
+                    reason = %why,
+                    "closing a connection whose query could not be cancelled"
+                );
+                return false;
+            }
+        }
+        let check = if state == SessionState::Unknown {
+            // A raw client may have left a transaction open: in autocommit the transaction
+            // and statement start times are equal; inside a transaction block they are not,
+            // and an aborted one fails.
+            "SELECT pg_catalog.now() = pg_catalog.statement_timestamp()"
+        } else if state.may_be_in_transaction() {
+            "ROLLBACK"
+        } else {
+            ""
+        };
+        match tokio::time::timeout(DRAIN_LIMIT, self.client.simple_query(check)).await {
+            Ok(Ok(messages)) => {
+                let idle = state != SessionState::Unknown
+                    || messages.iter().any(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("t"),
+                        _ => false,
+                    });
+                if idle && !self.client.is_closed() {
+                    self.set_state(SessionState::Idle);
+                }
+                idle
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A socket both the driver's cancel routine and we hold, so that we can read its end after
+/// the driver has written the request and dropped its handle.
+#[derive(Clone)]
+struct Shared(Arc<Mutex<Socket>>);
+
+enum Socket {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+impl Shared {
+    fn with<R>(&self, f: impl FnOnce(Pin<&mut dyn AsyncReadWrite>) -> R) -> R {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *guard {
+            Socket::Tcp(s) => {
+                let pinned: Pin<&mut TcpStream> = Pin::new(s);
+                f(pinned)
+            }
+            #[cfg(unix)]
+            Socket::Unix(s) => {
+                let pinned: Pin<&mut tokio::net::UnixStream> = Pin::new(s);
+                f(pinned)
+            }
+        }
+    }
+}
+
+trait AsyncReadWrite: AsyncRead + AsyncWrite {}
+impl<T: AsyncRead + AsyncWrite> AsyncReadWrite for T {}
+
+impl AsyncRead for Shared {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.with(|s| s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Shared {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.with(|s| s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with(|s| s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with(|s| s.poll_shutdown(cx))
     }
 }

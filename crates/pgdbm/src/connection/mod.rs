@@ -1,5 +1,22 @@
-//! One pooled connection: the driver client, its statement cache, and timed execution with
-//! server-side cancellation.
+//! One pooled connection: the driver client, its session state, its statement cache, and timed
+//! execution with server-side cancellation.
+//!
+//! # Session states
+//!
+//! Every connection carries an explicit [`SessionState`]: idle, active (a statement in flight),
+//! in a transaction, active in a transaction, in COPY, cancelling (a timed-out statement is
+//! being cancelled), unknown (handed out as a raw client) or broken. Every statement pgdbm sends
+//! passes one choke point, [`PgConn::timed`] (or the stream, which does the same per row): it
+//! moves the state to active, runs the statement under its deadline, and moves it back when
+//! the statement ends. A future dropped at any await leaves the state at active, in COPY or
+//! cancelling, so the connection's owner always knows what the server may still be doing.
+//!
+//! When a checked-out connection is dropped, only an idle one goes back to the pool.
+//! Anything else is taken out of the pool at once, on whatever thread drops it: on the pool's
+//! runtime a background task cancels what may still run (waiting for the server to confirm,
+//! as libpq's `PQcancel` does), drains or rolls back, and returns the connection only once it
+//! is known to be idle; if that fails, or no runtime is left to run it, the connection is
+//! closed, which makes the server roll back. Recycling accepts only idle connections.
 
 use std::future::Future;
 use std::hash::BuildHasherDefault;
@@ -7,7 +24,7 @@ use std::num::NonZeroUsize;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::{pin_mut, TryStreamExt};
 use lru::LruCache;
@@ -20,12 +37,12 @@ use crate::tls::MakeTls;
 use crate::util::{now_micros, FxHasher};
 
 mod cancel;
+mod state;
 mod statements;
 
+pub(crate) use cancel::CancelTarget;
+pub(crate) use state::{SessionState, StateCell};
 pub(crate) use statements::typed_params;
-
-/// How long we wait for a cancelled query's connection to become idle before discarding it.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Prepared statements by SQL text, least recently used evicted first.
 type StatementCache = LruCache<Box<str>, Statement, BuildHasherDefault<FxHasher>>;
@@ -42,43 +59,43 @@ pub(crate) struct PgConn {
     pub(crate) prepared_generation: AtomicU64,
     pub(crate) queries: AtomicU64,
     pub(crate) last_used: AtomicU64,
-    broken: AtomicBool,
+    state: StateCell,
     pub(crate) backend_pid: i32,
     pub(crate) version: String,
     tls: Option<MakeTls>,
+    cancel_target: Option<Arc<CancelTarget>>,
+    /// The pool's runtime, where clean-up after an interrupted call runs.
+    runtime: tokio::runtime::Handle,
+}
+
+/// How a new connection was made, besides its client.
+pub(crate) struct ConnOrigin {
+    pub(crate) cache_size: usize,
+    pub(crate) backend_pid: i32,
+    pub(crate) version: String,
+    pub(crate) tls: Option<MakeTls>,
+    pub(crate) cancel_target: Option<Arc<CancelTarget>>,
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 impl PgConn {
-    pub(crate) fn new(
-        client: Client,
-        cache_size: usize,
-        backend_pid: i32,
-        version: String,
-        tls: Option<MakeTls>,
-    ) -> Self {
+    pub(crate) fn new(client: Client, origin: ConnOrigin) -> Self {
         PgConn {
             client,
-            statements: NonZeroUsize::new(cache_size)
+            statements: NonZeroUsize::new(origin.cache_size)
                 .map(|n| Mutex::new(LruCache::with_hasher(n, BuildHasherDefault::default()))),
             pinned: Mutex::new(Vec::new()),
             has_pinned: AtomicBool::new(false),
             prepared_generation: AtomicU64::new(0),
             queries: AtomicU64::new(0),
             last_used: AtomicU64::new(now_micros()),
-            broken: AtomicBool::new(false),
-            backend_pid,
-            version,
-            tls,
+            state: StateCell::new(),
+            backend_pid: origin.backend_pid,
+            version: origin.version,
+            tls: origin.tls,
+            cancel_target: origin.cancel_target,
+            runtime: origin.runtime,
         }
-    }
-
-    /// Marks the connection so that the pool drops it instead of handing it out again.
-    pub(crate) fn mark_broken(&self) {
-        self.broken.store(true, Ordering::Relaxed);
-    }
-
-    pub(crate) fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed) || self.client.is_closed()
     }
 
     pub(crate) fn uses_named_statements(&self) -> bool {
@@ -184,44 +201,47 @@ impl PgConn {
         }
     }
 
-    /// Runs `fut` (which uses this connection) under `deadline`. On expiry the server-side
-    /// query is cancelled and the connection drained, so it goes back to the pool idle; if that
-    /// cannot be confirmed it is marked broken and never reused.
-    /// `pooled` = the call runs outside a user transaction, so a cancelled implicit transaction
-    /// is rolled back before the connection goes back.
+    /// Runs `fut`, one statement (or one all-or-nothing batch) on this connection, under
+    /// `deadline`: the choke point of the session state. On expiry the error comes back at once;
+    /// the connection is left cancelling, and whoever holds it hands it to [`recover`] when it
+    /// is released, so the cancel and drain finish in the background, out of the pool.
+    ///
+    /// [`recover`]: PgConn::recover
     pub(crate) async fn timed<T>(
         &self,
         deadline: Option<Instant>,
-        pooled: bool,
         operation: &str,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let Some(deadline) = deadline else {
-            return fut.await;
-        };
+        self.begin_op()?;
         let started = Instant::now();
-        match tokio::time::timeout_at(deadline.into(), fut).await {
-            Ok(r) => r,
-            Err(_) => {
-                // Boxed: the cancel request (a new connection, TLS included) is a large state
-                // machine that would otherwise be part of every query's future.
-                Box::pin(self.cancel_and_drain(pooled)).await;
-                Err(Error::Timeout {
-                    operation: crate::error::shorten_sql(operation),
-                    after: started.elapsed(),
-                })
-            }
-        }
+        let outcome = match deadline {
+            None => fut.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.start_cancelling();
+                    return Err(Error::Timeout {
+                        operation: crate::error::shorten_sql(operation),
+                        after: started.elapsed(),
+                    });
+                }
+            },
+        };
+        self.end_op();
+        outcome
     }
 }
 
 /// A connection checked out of the pool. It derefs to the driver's [`Client`], for anything
-/// pgdbm does not cover; dropping it returns it to the pool.
+/// pgdbm does not cover. Dropping it returns it to the pool once it is known to be idle: a raw
+/// connection is checked in the background first (a transaction left open by it is caught there,
+/// and the connection closed); use [`detach`](Self::detach) after changing session settings.
 ///
 /// ```no_run
 /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
 /// let conn = db.acquire().await?;
-/// conn.batch_execute("LISTEN jobs").await.map_err(|e| pgdbm::Error::Pool(e.to_string()))?;
+/// let rows = conn.query("SELECT 1", &[]).await?;
 /// # Ok(()) }
 /// ```
 pub struct PoolConnection {
@@ -251,6 +271,23 @@ impl PoolConnection {
     }
 }
 
+impl PoolConnection {
+    /// Closes the connection for good, first cancelling whatever it may still run, so that its
+    /// locks and open transaction go away now rather than when a long statement ends.
+    pub(crate) fn cancel_and_close(mut self) {
+        let Some(obj) = self.obj.take() else { return };
+        let runtime = obj.runtime.clone();
+        // `Recovering` closes the connection when dropped, whether the task runs or not.
+        let closing = Recovering(Some(obj));
+        drop(runtime.spawn(async move {
+            if let Some(obj) = &closing.0 {
+                let _ = obj.cancel_confirmed().await;
+            }
+            drop(closing);
+        }));
+    }
+}
+
 impl Deref for PoolConnection {
     type Target = Client;
     fn deref(&self) -> &Client {
@@ -260,9 +297,51 @@ impl Deref for PoolConnection {
 
 impl Drop for PoolConnection {
     fn drop(&mut self) {
+        let Some(obj) = self.obj.take() else { return };
         // Idle time counts from the return to the pool, not from the checkout.
-        if let Some(obj) = &self.obj {
-            obj.last_used.store(now_micros(), Ordering::Relaxed);
+        obj.last_used.store(now_micros(), Ordering::Relaxed);
+        match obj.state() {
+            SessionState::Idle if !obj.client.is_closed() => {}
+            SessionState::Broken => close(obj),
+            _ if obj.client.is_closed() => close(obj),
+            _ => {
+                let runtime = obj.runtime.clone();
+                let recovering = Recovering(Some(obj));
+                // If the runtime is shutting down the task is dropped unrun, and
+                // `Recovering` closes the connection.
+                drop(runtime.spawn(recovering.run()));
+            }
+        }
+    }
+}
+
+/// Closes a connection now: out of the pool's count, its client dropped (the driver sends
+/// Terminate, or the socket closes with the runtime), so the server ends the session.
+fn close(obj: deadpool::managed::Object<PgManager>) {
+    drop(deadpool::managed::Object::take(obj));
+}
+
+/// A connection held out of the pool while it is brought back to idle; closed unless that
+/// succeeds.
+struct Recovering(Option<deadpool::managed::Object<PgManager>>);
+
+impl Recovering {
+    async fn run(mut self) {
+        let idle = match &self.0 {
+            Some(obj) => obj.recover().await,
+            None => return,
+        };
+        if idle {
+            // Back to the pool.
+            drop(self.0.take());
+        }
+    }
+}
+
+impl Drop for Recovering {
+    fn drop(&mut self) {
+        if let Some(obj) = self.0.take() {
+            close(obj);
         }
     }
 }

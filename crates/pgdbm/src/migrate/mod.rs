@@ -1203,14 +1203,6 @@ impl Drop for Dedicated {
             drop(conn.detach());
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move {
-                    conn.conn().cancel_and_drain(true).await;
-                    drop(conn.detach());
-                });
-            }
-            Err(_) => drop(conn.detach()),
-        }
+        conn.cancel_and_close();
     }
 }
