@@ -38,6 +38,7 @@ mod config;
 mod connection;
 mod de;
 mod error;
+mod executor;
 mod manager;
 mod migrate;
 mod params;
@@ -63,6 +64,7 @@ pub use pgdbm_macros::test;
 pub use config::DatabaseConfig;
 pub use connection::PoolConnection;
 pub use error::{Error, ErrorKind, Result};
+pub use executor::Executor;
 /// Used by [`embed_migrations!`]; not part of the stable API.
 #[doc(hidden)]
 pub use include_dir as __include_dir;

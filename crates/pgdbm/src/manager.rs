@@ -10,7 +10,7 @@ use crate::config::DatabaseConfig;
 use crate::connection::{PoolConnection, SessionState};
 use crate::error::{Error, Result};
 use crate::pool::{owned_search_path, Pool, PoolOptions, PreparedRegistry};
-use crate::query::{query_methods, ConnRef, Executor};
+use crate::query::{query_methods, ConnRef, Runner};
 use crate::stats::{PoolStats, PoolStatus};
 use crate::template::{check_identifier, quote_ident, Templates};
 use crate::transaction::Transaction;
@@ -322,7 +322,7 @@ impl AsyncDatabaseManager {
     query_methods!();
 }
 
-impl Executor for AsyncDatabaseManager {
+impl Runner for AsyncDatabaseManager {
     fn templates(&self) -> &Templates {
         &self.inner.templates
     }

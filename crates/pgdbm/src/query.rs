@@ -39,7 +39,7 @@ impl Deref for ConnRef<'_> {
 }
 
 /// What the query methods need from whoever runs them.
-pub(crate) trait Executor: Sync {
+pub(crate) trait Runner: Sync {
     fn templates(&self) -> &Templates;
     fn timeout(&self) -> Option<Duration>;
     fn conn(&self, deadline: Option<Instant>) -> impl Future<Output = Result<ConnRef<'_>>> + Send;
@@ -114,7 +114,7 @@ macro_rules! run {
     }};
 }
 
-pub(crate) async fn execute<E: Executor>(
+pub(crate) async fn execute<E: Runner>(
     ex: &E,
     query: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -122,7 +122,7 @@ pub(crate) async fn execute<E: Executor>(
     run!(ex, query, params, |conn, sql| conn.execute(sql, params))
 }
 
-pub(crate) async fn fetch_all<E: Executor>(
+pub(crate) async fn fetch_all<E: Runner>(
     ex: &E,
     query: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -131,7 +131,7 @@ pub(crate) async fn fetch_all<E: Executor>(
     Ok(rows.into_iter().map(Record::new).collect())
 }
 
-pub(crate) async fn fetch_one<E: Executor>(
+pub(crate) async fn fetch_one<E: Runner>(
     ex: &E,
     query: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -140,7 +140,7 @@ pub(crate) async fn fetch_one<E: Executor>(
     Ok(row.map(Record::new))
 }
 
-pub(crate) async fn fetch_value_at<E: Executor, T: FromSqlOwned>(
+pub(crate) async fn fetch_value_at<E: Runner, T: FromSqlOwned>(
     ex: &E,
     query: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -165,7 +165,7 @@ pub(crate) async fn fetch_value_at<E: Executor, T: FromSqlOwned>(
 }
 
 /// The first row mapped by `f` (serde or `FromRow`), if any.
-pub(crate) async fn fetch_one_mapped<E: Executor, T>(
+pub(crate) async fn fetch_one_mapped<E: Runner, T>(
     ex: &E,
     query: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -175,7 +175,7 @@ pub(crate) async fn fetch_one_mapped<E: Executor, T>(
 }
 
 /// All rows mapped by `f` as they arrive.
-pub(crate) async fn fetch_all_mapped<E: Executor, T>(
+pub(crate) async fn fetch_all_mapped<E: Runner, T>(
     ex: &E,
     query: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -203,7 +203,7 @@ fn has_word(haystack: &str, word: &str) -> bool {
     })
 }
 
-pub(crate) async fn execute_and_return_id<E: Executor, T: FromSqlOwned>(
+pub(crate) async fn execute_and_return_id<E: Runner, T: FromSqlOwned>(
     ex: &E,
     query: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -267,7 +267,7 @@ macro_rules! all_or_nothing {
     }};
 }
 
-pub(crate) async fn executemany<E: Executor, P: Params>(
+pub(crate) async fn executemany<E: Runner, P: Params>(
     ex: &E,
     query: &str,
     rows: impl IntoIterator<Item = P>,
@@ -462,7 +462,7 @@ async fn pipelined_row<P: Params>(
     })
 }
 
-pub(crate) async fn copy_records_to_table<E: Executor, P: Params>(
+pub(crate) async fn copy_records_to_table<E: Runner, P: Params>(
     ex: &E,
     table: &str,
     records: impl IntoIterator<Item = P>,
@@ -568,7 +568,7 @@ async fn copy_in<P: Params>(
     Ok(n)
 }
 
-pub(crate) async fn table_exists<E: Executor>(ex: &E, name: &str) -> Result<bool> {
+pub(crate) async fn table_exists<E: Runner>(ex: &E, name: &str) -> Result<bool> {
     let (schema, table) = match name.split_once('.') {
         Some((s, t)) => (s.to_owned(), t),
         None => (ex.templates().schema().unwrap_or("public").to_owned(), name),
@@ -591,7 +591,7 @@ pub(crate) async fn table_exists<E: Executor>(ex: &E, name: &str) -> Result<bool
 /// Rows as a stream, for results too large to hold at once. The call's timeout covers the
 /// wait for the first row (from the call) and then each wait for the next row. On expiry the
 /// stream yields [`Error::Timeout`] and ends; a stream dropped before its end cancels its query.
-pub(crate) async fn stream_rows<'e, E: Executor>(
+pub(crate) async fn stream_rows<'e, E: Runner>(
     ex: &'e E,
     query: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -880,7 +880,7 @@ macro_rules! query_methods {
         /// assert_eq!(db.prepare_query("SELECT * FROM {{tables.users}}").unwrap(), r#"SELECT * FROM "app".users"#);
         /// ```
         pub fn prepare_query(&self, query: &str) -> Result<String> {
-            Ok(crate::query::Executor::templates(self)
+            Ok(crate::query::Runner::templates(self)
                 .render(query)?
                 .into_owned())
         }

@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 use crate::connection::{PgConn, PoolConnection, SessionState};
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
-use crate::query::{query_error, query_methods, ConnRef, Executor};
+use crate::query::{query_error, query_methods, ConnRef, Runner};
 use crate::template::Templates;
 
 /// A transaction, or a savepoint inside one. It has the manager's query methods, with the same
@@ -277,9 +277,9 @@ fn aborted_error() -> Error {
     )
 }
 
-impl Executor for Transaction<'_> {
+impl Runner for Transaction<'_> {
     fn templates(&self) -> &Templates {
-        Executor::templates(&self.state().manager)
+        Runner::templates(&self.state().manager)
     }
 
     fn timeout(&self) -> Option<Duration> {

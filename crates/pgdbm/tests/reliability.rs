@@ -39,7 +39,10 @@ where
 {
     let until = Instant::now() + Duration::from_secs(5);
     while !check().await {
-        assert!(Instant::now() < until, "the condition did not settle in 5 s");
+        assert!(
+            Instant::now() < until,
+            "the condition did not settle in 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -51,9 +54,14 @@ async fn a_timeout_cancel_never_hits_the_next_caller() {
     let short = db.with_timeout(Duration::from_millis(30));
     let mut cancelled_innocents = 0;
     for _ in 0..500 {
-        let r = short.fetch_value::<String>("SELECT pg_sleep(0.1)::text", &[]).await;
+        let r = short
+            .fetch_value::<String>("SELECT pg_sleep(0.1)::text", &[])
+            .await;
         assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
-        match db.fetch_value::<String>("SELECT pg_sleep(0.02)::text", &[]).await {
+        match db
+            .fetch_value::<String>("SELECT pg_sleep(0.02)::text", &[])
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.code() == Some("57014") => cancelled_innocents += 1,
             Err(e) => panic!("unexpected error: {e}"),
@@ -208,10 +216,15 @@ async fn dropped_batch_then_retry(copy: bool) {
     let (a, b) = (db.acquire().await.unwrap(), db.acquire().await.unwrap());
     drop((a, b));
     let dropped = tokio::time::timeout(Duration::from_millis(60), load(db.clone())).await;
-    assert!(dropped.is_err(), "the load finished before it could be dropped");
+    assert!(
+        dropped.is_err(),
+        "the load finished before it could be dropped"
+    );
     // The retry must not wait for a lock held by the dropped load's transaction.
     let started = Instant::now();
-    let n = load(db.with_timeout(Duration::from_secs(20))).await.unwrap();
+    let n = load(db.with_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap();
     assert_eq!(n, N as u64);
     assert!(
         started.elapsed() < Duration::from_secs(4),

@@ -1,0 +1,289 @@
+//! [`Executor`]: the query methods as a trait, so one function can take the manager, a timed
+//! view of it, or a transaction.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use postgres_types::FromSqlOwned;
+use tokio_postgres::types::ToSql;
+
+use crate::error::Result;
+use crate::manager::AsyncDatabaseManager;
+use crate::params::Params;
+use crate::record::Record;
+use crate::transaction::Transaction;
+use crate::FromRow;
+
+/// The batch methods' future, boxed: generic over their rows, an unboxed one would make a
+/// generic caller's future fail `tokio::spawn`'s `Send` check (a rustc limitation with
+/// higher-ranked lifetimes).
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::AsyncDatabaseManager {}
+    impl Sealed for crate::Transaction<'_> {}
+}
+
+/// Anything that runs queries: [`AsyncDatabaseManager`] (also its
+/// [`with_timeout`](AsyncDatabaseManager::with_timeout) views) and [`Transaction`] (also
+/// savepoints). Like tokio-postgres's `GenericClient`, it lets a function, or a library that
+/// either owns its database or borrows the host application's pool, work inside or outside a
+/// transaction alike. The methods behave exactly as the inherent ones of the same name.
+///
+/// ```no_run
+/// use pgdbm::{Executor, Result};
+///
+/// async fn add_user(db: &impl Executor, email: &str) -> Result<i32> {
+///     db.execute_and_return_id("INSERT INTO {{tables.users}} (email) VALUES ($1)", &[&email]).await
+/// }
+///
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> Result<()> {
+/// add_user(db, "a@x.org").await?;                       // autocommit
+/// let tx = db.transaction().await?;
+/// add_user(&tx, "b@x.org").await?;                      // inside the transaction
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+pub trait Executor: Send + Sync + sealed::Sealed {
+    /// See [`AsyncDatabaseManager::execute`].
+    fn execute<'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::execute_and_return_id`].
+    fn execute_and_return_id<'a, T: FromSqlOwned + Send + 'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<T>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::executemany`].
+    fn executemany<'a, P, I>(&'a self, query: &'a str, rows: I) -> BoxFuture<'a, Result<u64>>
+    where
+        P: Params + Send + 'a,
+        I: IntoIterator<Item = P> + Send + 'a,
+        I::IntoIter: Send;
+
+    /// See [`AsyncDatabaseManager::fetch_value`].
+    fn fetch_value<'a, T: FromSqlOwned + Send + 'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::fetch_value_at`].
+    fn fetch_value_at<'a, T: FromSqlOwned + Send + 'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+        column: usize,
+    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::fetch_one`].
+    fn fetch_one<'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<Record>>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::fetch_all`].
+    fn fetch_all<'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Record>>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::fetch_as_model`].
+    fn fetch_as_model<'a, T: serde::de::DeserializeOwned + Send + 'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::fetch_all_as_model`].
+    fn fetch_all_as_model<'a, T: serde::de::DeserializeOwned + Send + 'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::fetch_one_as`].
+    fn fetch_one_as<'a, T: FromRow + Send + 'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::fetch_all_as`].
+    fn fetch_all_as<'a, T: FromRow + Send + 'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::copy_records_to_table`].
+    fn copy_records_to_table<'a, P, I>(
+        &'a self,
+        table: &'a str,
+        records: I,
+        columns: Option<&'a [&'a str]>,
+    ) -> BoxFuture<'a, Result<u64>>
+    where
+        P: Params + Send + 'a,
+        I: IntoIterator<Item = P> + Send + 'a,
+        I::IntoIter: Send;
+
+    /// See [`AsyncDatabaseManager::table_exists`].
+    fn table_exists<'a>(&'a self, name: &'a str) -> impl Future<Output = Result<bool>> + Send + 'a;
+
+    /// A transaction: a new one on the manager, a savepoint inside a transaction.
+    fn transaction(&self) -> impl Future<Output = Result<Transaction<'_>>> + Send + '_;
+
+    /// See [`AsyncDatabaseManager::prepare_query`].
+    fn prepare_query(&self, query: &str) -> Result<String>;
+}
+
+macro_rules! executor_impl {
+    ($ty:ty) => {
+        impl Executor for $ty {
+            fn execute<'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<u64>> + Send + 'a {
+                crate::query::execute(self, query, params)
+            }
+
+            fn execute_and_return_id<'a, T: FromSqlOwned + Send + 'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<T>> + Send + 'a {
+                crate::query::execute_and_return_id(self, query, params)
+            }
+
+            fn executemany<'a, P, I>(
+                &'a self,
+                query: &'a str,
+                rows: I,
+            ) -> BoxFuture<'a, Result<u64>>
+            where
+                P: Params + Send + 'a,
+                I: IntoIterator<Item = P> + Send + 'a,
+                I::IntoIter: Send,
+            {
+                Box::pin(crate::query::executemany(self, query, rows))
+            }
+
+            fn fetch_value<'a, T: FromSqlOwned + Send + 'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
+                crate::query::fetch_value_at(self, query, params, 0)
+            }
+
+            fn fetch_value_at<'a, T: FromSqlOwned + Send + 'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+                column: usize,
+            ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
+                crate::query::fetch_value_at(self, query, params, column)
+            }
+
+            fn fetch_one<'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<Option<Record>>> + Send + 'a {
+                crate::query::fetch_one(self, query, params)
+            }
+
+            fn fetch_all<'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<Vec<Record>>> + Send + 'a {
+                crate::query::fetch_all(self, query, params)
+            }
+
+            fn fetch_as_model<'a, T: serde::de::DeserializeOwned + Send + 'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
+                crate::query::fetch_one_mapped(self, query, params, |r| {
+                    crate::de::from_row(r.as_row())
+                })
+            }
+
+            fn fetch_all_as_model<'a, T: serde::de::DeserializeOwned + Send + 'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
+                crate::query::fetch_all_mapped(self, query, params, |r| {
+                    crate::de::from_row(r.as_row())
+                })
+            }
+
+            fn fetch_one_as<'a, T: FromRow + Send + 'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
+                crate::query::fetch_one_mapped(self, query, params, |r| T::from_row(&r))
+            }
+
+            fn fetch_all_as<'a, T: FromRow + Send + 'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
+                crate::query::fetch_all_mapped(self, query, params, |r| T::from_row(&r))
+            }
+
+            fn copy_records_to_table<'a, P, I>(
+                &'a self,
+                table: &'a str,
+                records: I,
+                columns: Option<&'a [&'a str]>,
+            ) -> BoxFuture<'a, Result<u64>>
+            where
+                P: Params + Send + 'a,
+                I: IntoIterator<Item = P> + Send + 'a,
+                I::IntoIter: Send,
+            {
+                Box::pin(crate::query::copy_records_to_table(
+                    self, table, records, columns,
+                ))
+            }
+
+            fn table_exists<'a>(
+                &'a self,
+                name: &'a str,
+            ) -> impl Future<Output = Result<bool>> + Send + 'a {
+                crate::query::table_exists(self, name)
+            }
+
+            fn transaction(&self) -> impl Future<Output = Result<Transaction<'_>>> + Send + '_ {
+                async move {
+                    // The manager's transaction is `'static`; narrow it to the trait's lifetime.
+                    let tx: Transaction<'_> = <$ty>::transaction(self).await?;
+                    Ok(tx)
+                }
+            }
+
+            fn prepare_query(&self, query: &str) -> Result<String> {
+                <$ty>::prepare_query(self, query)
+            }
+        }
+    };
+}
+
+executor_impl!(AsyncDatabaseManager);
+executor_impl!(Transaction<'_>);
