@@ -374,3 +374,18 @@ async fn a_dropped_statement_inside_a_transaction_commits_nothing() {
         .unwrap();
     assert_eq!(n, Some(0));
 }
+
+/// fetch_one reads its whole result: an error in a later row is reported, not left to abort
+/// the transaction silently, and the connection is idle when released.
+#[tokio::test]
+async fn fetch_one_reports_an_error_in_a_later_row() {
+    let (db, _guard) = schema_db_with(pool_of(1)).await;
+    let tx = db.transaction().await.unwrap();
+    let r = tx
+        .fetch_one("SELECT 10 / (2 - g) FROM generate_series(1, 3) g", &[])
+        .await;
+    assert_eq!(r.unwrap_err().code(), Some("22012"));
+    assert!(matches!(tx.commit().await, Err(Error::Transaction(_))));
+    let one: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
+    assert_eq!(one, Some(1));
+}

@@ -161,7 +161,9 @@ impl PgConn {
         }
     }
 
-    /// The first row, if any; the rest of the result is discarded.
+    /// The first row, if any. The rest of the result is read and discarded before this
+    /// returns, so the connection is idle when it is released (the next user does not wait
+    /// for the rest), and an error in a later row is reported here rather than lost.
     pub(crate) async fn query_first(
         &self,
         sql: &str,
@@ -169,7 +171,11 @@ impl PgConn {
     ) -> Result<Option<Row>, tokio_postgres::Error> {
         let stream = self.query_stream(sql, params).await?;
         pin_mut!(stream);
-        stream.try_next().await
+        let first = stream.try_next().await?;
+        if first.is_some() {
+            while stream.try_next().await?.is_some() {}
+        }
+        Ok(first)
     }
 
     /// Rows affected. Without parameters the simple protocol is used, so a script of several
