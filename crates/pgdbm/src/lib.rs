@@ -29,7 +29,8 @@
 //!
 //! Modules by capability: [`config`](DatabaseConfig), templates, [`pool`](Pool),
 //! [`manager`](AsyncDatabaseManager), [`transaction`](Transaction), rows and values
-//! ([`Record`], [`Value`], [`types`]), COPY and batches ([`Params`]), [`Error`]s.
+//! ([`Record`], [`Value`], [`types`]), COPY and batches ([`Params`]), [`Error`]s, and
+//! [`Executor`] for code that runs on the manager or inside a transaction alike.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
