@@ -389,3 +389,33 @@ async fn fetch_one_reports_an_error_in_a_later_row() {
     let one: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
     assert_eq!(one, Some(1));
 }
+
+/// A raw connection released while holding a session advisory lock or listening on a channel
+/// is closed rather than handed to the next caller with that state.
+#[tokio::test]
+async fn a_raw_connection_holding_session_state_is_closed() {
+    let (db, _guard) = schema_db_with(pool_of(1)).await;
+    // A clean raw connection is reused as it is.
+    let pid = {
+        let conn = db.acquire().await.unwrap();
+        conn.batch_execute("SELECT 1").await.unwrap();
+        conn.backend_pid()
+    };
+    let next: Option<i32> = db
+        .fetch_value("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap();
+    assert_eq!(next, Some(pid), "a clean raw connection was not reused");
+    for setup in ["SELECT pg_advisory_lock(4242)", "LISTEN pgdbm_test_channel"] {
+        let pid = {
+            let conn = db.acquire().await.unwrap();
+            conn.batch_execute(setup).await.unwrap();
+            conn.backend_pid()
+        };
+        let next: Option<i32> = db
+            .fetch_value("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap();
+        assert_ne!(next, Some(pid), "{setup}: the connection was reused");
+    }
+}

@@ -150,8 +150,12 @@ impl PgConn {
         let check = if state == SessionState::Unknown {
             // A raw client may have left a transaction open: in autocommit the transaction
             // and statement start times are equal; inside a transaction block they are not,
-            // and an aborted one fails.
-            "SELECT pg_catalog.now() = pg_catalog.statement_timestamp()"
+            // and an aborted one fails. Session-level advisory locks and LISTEN registrations
+            // would leak to the next user too.
+            "SELECT pg_catalog.now() = pg_catalog.statement_timestamp() \
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks \
+                 WHERE pid = pg_catalog.pg_backend_pid() AND locktype = 'advisory') \
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_listening_channels())"
         } else if state.may_be_in_transaction() {
             "ROLLBACK"
         } else {
