@@ -22,7 +22,7 @@ use crate::util::{now_micros, FxHasher};
 mod cancel;
 mod statements;
 
-pub(crate) use statements::typed_params;
+pub(crate) use statements::Stale;
 
 /// How long we wait for a cancelled query's connection to become idle before discarding it.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -35,6 +35,8 @@ pub(crate) struct PgConn {
     pub(crate) client: Client,
     /// `None` = no named statements at all (transaction poolers).
     statements: Option<Mutex<StatementCache>>,
+    /// Without named statements: the parameter types the server infers, by SQL text.
+    param_types: Option<Mutex<statements::ParamTypeCache>>,
     /// Statements registered with `add_prepared_statement`; never evicted.
     pinned: Mutex<Vec<(Arc<str>, Statement)>>,
     /// Whether `pinned` is non-empty, so the common case skips its lock.
@@ -60,6 +62,7 @@ impl PgConn {
             client,
             statements: NonZeroUsize::new(cache_size)
                 .map(|n| Mutex::new(LruCache::with_hasher(n, BuildHasherDefault::default()))),
+            param_types: (cache_size == 0).then(statements::param_type_cache),
             pinned: Mutex::new(Vec::new()),
             has_pinned: AtomicBool::new(false),
             prepared_generation: AtomicU64::new(0),
@@ -90,18 +93,20 @@ impl PgConn {
     }
 
     /// Rows of a query, by cached statement or, without named statements, by one unnamed round
-    /// trip with the parameter types taken from the values.
+    /// trip with the parameter types the server infers (see `typed_params`).
+    /// `in_transaction`: the call runs inside a transaction (only the unnamed path cares).
     pub(crate) async fn query(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        in_transaction: bool,
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         self.count();
         if self.uses_named_statements() {
             let st = self.statement(sql).await?;
             self.client.query(&st, params).await
         } else {
-            let typed = typed_params(params);
+            let typed = self.typed_params(sql, params, in_transaction).await?;
             self.client.query_typed(sql, &typed).await
         }
     }
@@ -113,8 +118,9 @@ impl PgConn {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         f: fn(crate::Record) -> crate::Result<T>,
+        in_transaction: bool,
     ) -> Result<crate::Result<Vec<T>>, tokio_postgres::Error> {
-        let stream = self.query_stream(sql, params).await?;
+        let stream = self.query_stream(sql, params, in_transaction).await?;
         pin_mut!(stream);
         let mut out = Vec::new();
         while let Some(row) = stream.try_next().await? {
@@ -131,13 +137,14 @@ impl PgConn {
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        in_transaction: bool,
     ) -> Result<RowStream, tokio_postgres::Error> {
         self.count();
         if self.uses_named_statements() {
             let st = self.statement(sql).await?;
             self.client.query_raw(&st, params.iter().copied()).await
         } else {
-            let typed = typed_params(params);
+            let typed = self.typed_params(sql, params, in_transaction).await?;
             self.client
                 .query_typed_raw(sql, typed.iter().map(|(v, t)| (*v, t.clone())))
                 .await
@@ -149,8 +156,9 @@ impl PgConn {
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        in_transaction: bool,
     ) -> Result<Option<Row>, tokio_postgres::Error> {
-        let stream = self.query_stream(sql, params).await?;
+        let stream = self.query_stream(sql, params, in_transaction).await?;
         pin_mut!(stream);
         stream.try_next().await
     }
@@ -161,6 +169,7 @@ impl PgConn {
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        in_transaction: bool,
     ) -> Result<u64, tokio_postgres::Error> {
         self.count();
         if params.is_empty() {
@@ -179,7 +188,7 @@ impl PgConn {
             let st = self.statement(sql).await?;
             self.client.execute(&st, params).await
         } else {
-            let typed = typed_params(params);
+            let typed = self.typed_params(sql, params, in_transaction).await?;
             self.client.execute_typed(sql, &typed).await
         }
     }
