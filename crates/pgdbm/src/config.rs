@@ -118,8 +118,14 @@ pub struct DatabaseConfig {
     /// Upper bound of one delay, seconds.
     pub retry_max_delay: f64,
 
-    /// Prepared statements cached per connection; 0 = no named statements at all (PgBouncer
-    /// transaction mode).
+    /// Prepared statements cached per connection; 0 = no named statements of ours (PgBouncer
+    /// transaction mode). With 0, each connection learns a SQL text's parameter types from the
+    /// server once (inside `BEGIN`/`ROLLBACK` outside a transaction, closing the statement
+    /// again) and then sends unnamed statements, so values are checked and encoded exactly as
+    /// in the default mode. tokio-postgres still keeps named statements of its own for looking
+    /// up custom types (enums, domains): behind a pooler they need PgBouncer >= 1.21 with
+    /// `max_prepared_statements` set, or custom-type parameters and columns may fail with
+    /// `26000` (the connection is then replaced).
     pub statement_cache_size: usize,
     /// The `search_path` a shared pool pins so that unqualified names fail loudly; `None` = off.
     pub shared_pool_search_path: Option<String>,

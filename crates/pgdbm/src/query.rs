@@ -10,7 +10,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use postgres_types::FromSqlOwned;
 use tokio_postgres::types::ToSql;
 
-use crate::connection::{typed_params, PgConn, PoolConnection};
+use crate::connection::{PgConn, PoolConnection, Stale};
 use crate::error::{shorten_sql, Error, Result};
 use crate::params::{mask_params, param_iter, Params};
 use crate::record::Record;
@@ -84,27 +84,48 @@ pub(crate) fn query_error<'a>(
 /// Renders, logs, checks out a connection and runs `$body` under the call's deadline, through
 /// the connection's state choke point ([`PgConn::timed`]).
 macro_rules! run {
-    ($ex:expr, $query:expr, $params:expr, |$conn:ident, $sql:ident| $body:expr) => {{
+    ($ex:expr, $query:expr, $params:expr, |$conn:ident, $sql:ident, $in_tx:ident| $body:expr) => {{
         let ex = $ex;
         let $sql: &str = &ex.templates().render($query)?;
         let params: &[&(dyn ToSql + Sync)] = $params;
         log_query($sql, params.iter().copied());
         let deadline = ex.deadline();
         let pooled = !ex.in_transaction();
+        let $in_tx = !pooled;
         let result = async {
-            let $conn = ex.conn(deadline).await?;
-            let $conn: &PgConn = &$conn;
-            $conn
-                .timed(deadline, $sql, async {
-                    let mut r = $body.await;
-                    // A cached statement went stale (the table changed under it): the cache
-                    // has dropped it; outside a transaction one retry re-prepares it.
-                    if pooled && r.as_ref().is_err_and(|e| $conn.forget_if_stale($sql, e)) {
-                        r = $body.await;
-                    }
-                    r.map_err(|e| query_error(e, $sql, params.iter().copied()))
-                })
-                .await
+            let mut replaced = false;
+            loop {
+                let conn = ex.conn(deadline).await?;
+                let $conn: &PgConn = &conn;
+                let mut replace = false;
+                let r = $conn
+                    .timed(deadline, $sql, async {
+                        let mut r = $body.await;
+                        let mut retried = false;
+                        // A cached statement went stale (the table or a type changed under it):
+                        // the cache drops it, inside a transaction too; outside one, one retry
+                        // re-prepares it, or runs on another connection if this one lost its
+                        // named statements (see `forget_if_stale`).
+                        while let Err(e) = &r {
+                            match $conn.forget_if_stale($sql, e) {
+                                Stale::Retry if pooled && !retried => retried = true,
+                                Stale::Replace if pooled && !replaced => {
+                                    replace = true;
+                                    break;
+                                }
+                                _ => break,
+                            }
+                            r = $body.await;
+                        }
+                        r.map_err(|e| query_error(e, $sql, params.iter().copied()))
+                    })
+                    .await;
+                if !replace {
+                    break r;
+                }
+                // `conn` (marked broken) goes back to the pool here and is replaced.
+                replaced = true;
+            }
         }
         .await;
         if let Err(e) = &result {
@@ -119,7 +140,13 @@ pub(crate) async fn execute<E: Runner>(
     query: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<u64> {
-    run!(ex, query, params, |conn, sql| conn.execute(sql, params))
+    run!(ex, query, params, |conn, sql, in_tx| async {
+        let r = conn.execute(sql, params, in_tx).await;
+        if r.is_ok() && params.is_empty() {
+            conn.note_session_reset(sql);
+        }
+        r
+    })
 }
 
 pub(crate) async fn fetch_all<E: Runner>(
@@ -127,7 +154,8 @@ pub(crate) async fn fetch_all<E: Runner>(
     query: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Record>> {
-    let rows = run!(ex, query, params, |conn, sql| conn.query(sql, params))?;
+    let rows = run!(ex, query, params, |conn, sql, in_tx| conn
+        .query(sql, params, in_tx))?;
     Ok(rows.into_iter().map(Record::new).collect())
 }
 
@@ -136,7 +164,8 @@ pub(crate) async fn fetch_one<E: Runner>(
     query: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Record>> {
-    let row = run!(ex, query, params, |conn, sql| conn.query_first(sql, params))?;
+    let row = run!(ex, query, params, |conn, sql, in_tx| conn
+        .query_first(sql, params, in_tx))?;
     Ok(row.map(Record::new))
 }
 
@@ -181,8 +210,8 @@ pub(crate) async fn fetch_all_mapped<E: Runner, T>(
     params: &[&(dyn ToSql + Sync)],
     f: fn(Record) -> Result<T>,
 ) -> Result<Vec<T>> {
-    run!(ex, query, params, |conn, sql| conn
-        .query_map(sql, params, f))?
+    run!(ex, query, params, |conn, sql, in_tx| conn
+        .query_map(sql, params, f, in_tx))?
 }
 
 /// `INSERT …` gets `RETURNING id` unless it already has a RETURNING clause.
@@ -392,11 +421,13 @@ async fn values_chunk<P: Params>(
             .execute_raw(&statement, params.iter().copied())
             .await
     } else {
-        conn.client
-            .execute_typed(text, &typed_params(&params))
-            .await
+        match conn.typed_params(text, &params, true).await {
+            Ok(typed) => conn.client.execute_typed(text, &typed).await,
+            Err(e) => Err(e),
+        }
     };
     r.map_err(|e| {
+        conn.forget_if_stale(text, &e);
         let mut err = query_error(e, sql, std::iter::empty());
         if let Error::Query { params, .. } = &mut err {
             *params = format!("one of rows {first}..={}", first + chunk.len() - 1);
@@ -415,6 +446,11 @@ async fn pipeline<P: Params>(conn: &PgConn, sql: &str, rows: &[P], first: usize)
                 .map_err(|e| query_error(e, sql, std::iter::empty()))?,
         )
     } else {
+        // Learned once here, so the pipelined rows all find the types cached.
+        let refs: Vec<_> = param_iter(&rows[0]).collect();
+        conn.typed_params(sql, &refs, true)
+            .await
+            .map_err(|e| query_error(e, sql, param_iter(&rows[0])))?;
         None
     };
     let statement = statement.as_ref();
@@ -449,11 +485,14 @@ async fn pipelined_row<P: Params>(
         Some(st) => conn.client.execute_raw(st, param_iter(row)).await,
         None => {
             let refs: Vec<_> = param_iter(row).collect();
-            let typed = typed_params(&refs);
-            conn.client.execute_typed(sql, &typed).await
+            match conn.typed_params(sql, &refs, true).await {
+                Ok(typed) => conn.client.execute_typed(sql, &typed).await,
+                Err(e) => Err(e),
+            }
         }
     };
     r.map_err(|e| {
+        conn.forget_if_stale(sql, &e);
         let mut err = query_error(e, sql, param_iter(row));
         if let Error::Query { params, .. } = &mut err {
             *params = format!("row {i}: {params}");
@@ -604,14 +643,18 @@ pub(crate) async fn stream_rows<'e, E: Runner>(
     let started = Instant::now();
     conn.begin_op()?;
     let opened = match deadline {
-        Some(d) => tokio::time::timeout_at(d.into(), conn.query_stream(&sql, params))
-            .await
-            .ok(),
-        None => Some(conn.query_stream(&sql, params).await),
+        Some(d) => tokio::time::timeout_at(
+            d.into(),
+            conn.query_stream(&sql, params, ex.in_transaction()),
+        )
+        .await
+        .ok(),
+        None => Some(conn.query_stream(&sql, params, ex.in_transaction()).await),
     };
     let stream = match opened {
         Some(Ok(stream)) => stream,
         Some(Err(e)) => {
+            conn.forget_if_stale(&sql, &e);
             conn.end_op();
             let err = query_error(e, &sql, params.iter().copied());
             ex.note_error(&err);

@@ -42,7 +42,7 @@ mod statements;
 
 pub(crate) use cancel::CancelTarget;
 pub(crate) use state::{SessionState, StateCell};
-pub(crate) use statements::typed_params;
+pub(crate) use statements::Stale;
 
 /// Prepared statements by SQL text, least recently used evicted first.
 type StatementCache = LruCache<Box<str>, Statement, BuildHasherDefault<FxHasher>>;
@@ -52,6 +52,8 @@ pub(crate) struct PgConn {
     pub(crate) client: Client,
     /// `None` = no named statements at all (transaction poolers).
     statements: Option<Mutex<StatementCache>>,
+    /// Without named statements: the parameter types the server infers, by SQL text.
+    param_types: Option<Mutex<statements::ParamTypeCache>>,
     /// Statements registered with `add_prepared_statement`; never evicted.
     pinned: Mutex<Vec<(Arc<str>, Statement)>>,
     /// Whether `pinned` is non-empty, so the common case skips its lock.
@@ -84,6 +86,7 @@ impl PgConn {
             client,
             statements: NonZeroUsize::new(origin.cache_size)
                 .map(|n| Mutex::new(LruCache::with_hasher(n, BuildHasherDefault::default()))),
+            param_types: (origin.cache_size == 0).then(statements::param_type_cache),
             pinned: Mutex::new(Vec::new()),
             has_pinned: AtomicBool::new(false),
             prepared_generation: AtomicU64::new(0),
@@ -107,18 +110,20 @@ impl PgConn {
     }
 
     /// Rows of a query, by cached statement or, without named statements, by one unnamed round
-    /// trip with the parameter types taken from the values.
+    /// trip with the parameter types the server infers (see `typed_params`).
+    /// `in_transaction`: the call runs inside a transaction (only the unnamed path cares).
     pub(crate) async fn query(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        in_transaction: bool,
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         self.count();
         if self.uses_named_statements() {
             let st = self.statement(sql).await?;
             self.client.query(&st, params).await
         } else {
-            let typed = typed_params(params);
+            let typed = self.typed_params(sql, params, in_transaction).await?;
             self.client.query_typed(sql, &typed).await
         }
     }
@@ -130,8 +135,9 @@ impl PgConn {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         f: fn(crate::Record) -> crate::Result<T>,
+        in_transaction: bool,
     ) -> Result<crate::Result<Vec<T>>, tokio_postgres::Error> {
-        let stream = self.query_stream(sql, params).await?;
+        let stream = self.query_stream(sql, params, in_transaction).await?;
         pin_mut!(stream);
         let mut out = Vec::new();
         while let Some(row) = stream.try_next().await? {
@@ -148,13 +154,14 @@ impl PgConn {
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        in_transaction: bool,
     ) -> Result<RowStream, tokio_postgres::Error> {
         self.count();
         if self.uses_named_statements() {
             let st = self.statement(sql).await?;
             self.client.query_raw(&st, params.iter().copied()).await
         } else {
-            let typed = typed_params(params);
+            let typed = self.typed_params(sql, params, in_transaction).await?;
             self.client
                 .query_typed_raw(sql, typed.iter().map(|(v, t)| (*v, t.clone())))
                 .await
@@ -168,8 +175,9 @@ impl PgConn {
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        in_transaction: bool,
     ) -> Result<Option<Row>, tokio_postgres::Error> {
-        let stream = self.query_stream(sql, params).await?;
+        let stream = self.query_stream(sql, params, in_transaction).await?;
         pin_mut!(stream);
         let first = stream.try_next().await?;
         if first.is_some() {
@@ -184,6 +192,7 @@ impl PgConn {
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        in_transaction: bool,
     ) -> Result<u64, tokio_postgres::Error> {
         self.count();
         if params.is_empty() {
@@ -202,7 +211,7 @@ impl PgConn {
             let st = self.statement(sql).await?;
             self.client.execute(&st, params).await
         } else {
-            let typed = typed_params(params);
+            let typed = self.typed_params(sql, params, in_transaction).await?;
             self.client.execute_typed(sql, &typed).await
         }
     }

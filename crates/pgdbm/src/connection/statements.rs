@@ -2,13 +2,49 @@
 //! with `add_prepared_statement`, stale-plan handling, and parameter types for the mode without
 //! named statements.
 
+use std::hash::BuildHasherDefault;
+use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use futures_util::FutureExt;
+use lru::LruCache;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Statement;
 
 use super::PgConn;
+use crate::util::FxHasher;
+
+/// Parameter types the server inferred, by SQL text, for the mode without named statements.
+pub(super) type ParamTypeCache = LruCache<Box<str>, Arc<[Type]>, BuildHasherDefault<FxHasher>>;
+
+/// SQL texts whose parameter types one connection remembers in the mode without named
+/// statements. Learning them costs a round trip or two, once per text and connection.
+const PARAM_TYPE_CACHE_SIZE: NonZeroUsize = match NonZeroUsize::new(256) {
+    Some(n) => n,
+    None => unreachable!(),
+};
+
+pub(super) fn param_type_cache() -> Mutex<ParamTypeCache> {
+    Mutex::new(LruCache::with_hasher(
+        PARAM_TYPE_CACHE_SIZE,
+        BuildHasherDefault::default(),
+    ))
+}
+
+/// What a failed call's error says about the connection's cached statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stale {
+    /// Nothing cached is implicated.
+    No,
+    /// The statement (or learned parameter types) for this SQL was stale and is forgotten:
+    /// running the call again on this connection prepares it anew.
+    Retry,
+    /// The session's named statements are gone (`DEALLOCATE ALL`, `DISCARD ALL`): ours are
+    /// forgotten, but the driver's own type-lookup statements cannot be prepared again, so the
+    /// connection is marked broken; a call may run again on another connection.
+    Replace,
+}
 
 impl PgConn {
     /// A prepared statement for `sql`, from the cache or freshly prepared.
@@ -39,30 +75,84 @@ impl PgConn {
         Ok(st)
     }
 
-    /// Drops `sql` from the caches if `error` says its prepared statement is stale, so the next
-    /// use prepares it again. Returns whether it did.
-    pub(crate) fn forget_if_stale(&self, sql: &str, error: &tokio_postgres::Error) -> bool {
+    /// Drops what `error` shows to be stale from the caches, so that the next use prepares (or
+    /// learns) it again:
+    /// - `0A000` "cached plan must not change result type" and `XX000` "cache lookup failed for
+    ///   type" (a type was dropped and created again, so the OIDs in the statement are dead):
+    ///   `sql`'s statement and parameter types, and for the latter the driver's type cache;
+    /// - `26000` (a prepared statement does not exist): after `DEALLOCATE ALL` or `DISCARD ALL`
+    ///   none of the session's named statements exist, ours nor the driver's. Everything is
+    ///   forgotten and the connection is marked broken, because tokio-postgres keeps its
+    ///   type-lookup statements (prepared once per client, on the first custom type) where we
+    ///   cannot reach them: every later lookup of a new type would fail with `26000` again.
+    pub(crate) fn forget_if_stale(&self, sql: &str, error: &tokio_postgres::Error) -> Stale {
         let Some(db) = error.as_db_error() else {
-            return false;
+            return Stale::No;
         };
-        let stale = match db.code().code() {
-            "0A000" => db
-                .message()
-                .contains("cached plan must not change result type"),
-            "26000" => true,
-            _ => false,
-        };
-        if !stale {
-            return false;
+        match db.code().code() {
+            "0A000"
+                if db
+                    .message()
+                    .contains("cached plan must not change result type") =>
+            {
+                self.forget(sql);
+                Stale::Retry
+            }
+            "XX000" if db.message().contains("cache lookup failed for type") => {
+                self.forget(sql);
+                self.client.clear_type_cache();
+                Stale::Retry
+            }
+            "26000" => {
+                self.forget_all_statements();
+                self.mark_broken();
+                Stale::Replace
+            }
+            _ => Stale::No,
         }
+    }
+
+    /// After a statement that ran `DISCARD ALL` or `DEALLOCATE` (found by its text): the
+    /// session's named statements may be gone, so the connection is treated as after a `26000`.
+    /// `DISCARD ALL` also resets the settings the pool applied when connecting, one more reason
+    /// to replace the connection.
+    pub(crate) fn note_session_reset(&self, sql: &str) {
+        if resets_session(sql) {
+            self.forget_all_statements();
+            self.mark_broken();
+        }
+    }
+
+    fn forget(&self, sql: &str) {
         if let Some(cache) = &self.statements {
+            cache.lock().unwrap_or_else(|e| e.into_inner()).pop(sql);
+        }
+        if let Some(cache) = &self.param_types {
             cache.lock().unwrap_or_else(|e| e.into_inner()).pop(sql);
         }
         self.pinned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(s, _)| &**s != sql);
-        true
+    }
+
+    /// Forgets every cached statement and learned parameter type. Registered statements are
+    /// pinned again at the connection's next checkout, if it is kept.
+    fn forget_all_statements(&self) {
+        // Dropping a statement only queues its Close, so doing it under the lock is fine.
+        if let Some(cache) = &self.statements {
+            cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        if let Some(cache) = &self.param_types {
+            cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.has_pinned.store(false, Ordering::Relaxed);
+        // No registry generation is ever u64::MAX, so the registry counts it as behind.
+        self.prepared_generation.store(u64::MAX, Ordering::Relaxed);
     }
 
     fn pinned_statement(&self, sql: &str) -> Option<Statement> {
@@ -99,71 +189,147 @@ impl PgConn {
     }
 }
 
-/// Explicit parameter types for the unnamed-statement path. Text-like values go as `unknown`
-/// so the server infers the column's type (varchar, enum, …) as it would for a literal.
-pub(crate) fn typed_params<'a>(
-    params: &[&'a (dyn ToSql + Sync)],
-) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
-    const CANDIDATES: &[Type] = &[
-        Type::UNKNOWN,
-        Type::BOOL,
-        Type::INT2,
-        Type::INT4,
-        Type::INT8,
-        Type::FLOAT4,
-        Type::FLOAT8,
-        Type::NUMERIC,
-        Type::BYTEA,
-        Type::JSONB,
-        Type::UUID,
-        Type::DATE,
-        Type::TIME,
-        Type::TIMESTAMP,
-        Type::TIMESTAMPTZ,
-        Type::INTERVAL,
-        Type::INET,
-        Type::OID,
-        Type::CHAR,
-        Type::BOOL_ARRAY,
-        Type::INT2_ARRAY,
-        Type::INT4_ARRAY,
-        Type::INT8_ARRAY,
-        Type::FLOAT4_ARRAY,
-        Type::FLOAT8_ARRAY,
-        Type::NUMERIC_ARRAY,
-        Type::TEXT_ARRAY,
-        Type::BYTEA_ARRAY,
-        Type::JSONB_ARRAY,
-        Type::UUID_ARRAY,
-        Type::DATE_ARRAY,
-        Type::TIMESTAMP_ARRAY,
-        Type::TIMESTAMPTZ_ARRAY,
-        Type::INET_ARRAY,
-    ];
-    params
-        .iter()
-        .map(|p| {
-            let ty = CANDIDATES
-                .iter()
-                .find(|t| p.accepts_dyn(t))
+impl PgConn {
+    /// `params` with the types the server infers for `sql`'s parameters, for the mode without
+    /// named statements. Declaring exactly those types makes the driver check every value
+    /// against them (`to_sql_checked`) as it does for a prepared statement, so both modes give
+    /// the same result or the same error. The types are learned once per SQL text and
+    /// connection; a wrong number of parameters gives the driver's own error, as in named mode.
+    ///
+    /// `in_transaction`: the call runs inside a transaction (the caller's, or the implicit one of
+    /// `executemany`); outside one, learning brackets itself in `BEGIN`/`ROLLBACK`.
+    pub(crate) async fn typed_params<'a>(
+        &self,
+        sql: &str,
+        params: &[&'a (dyn ToSql + Sync)],
+        in_transaction: bool,
+    ) -> Result<Vec<(&'a (dyn ToSql + Sync), Type)>, tokio_postgres::Error> {
+        let cached = self.param_types.as_ref().and_then(|c| {
+            c.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(sql)
                 .cloned()
-                .unwrap_or(Type::UNKNOWN);
-            (*p, ty)
-        })
-        .collect()
-}
+        });
+        let types = match cached {
+            Some(types) if types.len() == params.len() => types,
+            // No `$` at all: no parameters, nothing to learn.
+            _ if params.is_empty() && !sql.contains('$') => return Ok(Vec::new()),
+            // Boxed: the prepare future is large and only needed on a miss.
+            _ => Box::pin(self.learn_param_types(sql, params, in_transaction)).await?,
+        };
+        Ok(params.iter().copied().zip(types.iter().cloned()).collect())
+    }
 
-trait AcceptsDyn {
-    fn accepts_dyn(&self, ty: &Type) -> bool;
-}
-
-impl AcceptsDyn for &(dyn ToSql + Sync) {
-    fn accepts_dyn(&self, ty: &Type) -> bool {
-        // `accepts` is not object safe; `to_sql_checked` runs it for us on an empty buffer.
-        let mut buf = bytes::BytesMut::new();
-        match self.to_sql_checked(ty, &mut buf) {
-            Ok(_) => true,
-            Err(e) => !e.is::<tokio_postgres::types::WrongType>(),
+    async fn learn_param_types(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        in_transaction: bool,
+    ) -> Result<Arc<[Type]>, tokio_postgres::Error> {
+        let types = self
+            .describe(sql, in_transaction, |st| {
+                if st.params().len() != params.len() {
+                    // The driver checks the count before sending anything, so this is ready at
+                    // once with the error named mode gives.
+                    if let Some(Err(e)) = self
+                        .client
+                        .execute_raw(st, params.iter().copied())
+                        .now_or_never()
+                    {
+                        return Err(e);
+                    }
+                }
+                Ok(Arc::<[Type]>::from(st.params()))
+            })
+            .await??;
+        if let Some(cache) = &self.param_types {
+            cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put(sql.into(), types.clone());
         }
+        Ok(types)
+    }
+
+    /// Prepares `sql` as a named statement, hands it to `f`, and closes it, leaving nothing
+    /// behind on a transaction pooler's server connection: outside a transaction the prepare is
+    /// pipelined after a `BEGIN` (one round trip) and the Close goes before the `ROLLBACK`, so
+    /// all of it runs on one server connection.
+    ///
+    /// The driver's type lookups for custom types (enums, domains, composites) use named
+    /// statements of its own that it prepares once per client and keeps. Behind a pooler that
+    /// does not track named statements (PgBouncer before 1.21, or without
+    /// `max_prepared_statements`) they can exist on one server connection and be missing on the
+    /// next; that fails with `26000`, and the connection is then replaced (see
+    /// `forget_if_stale`). Built-in types never need a lookup.
+    async fn describe<T>(
+        &self,
+        sql: &str,
+        in_transaction: bool,
+        f: impl FnOnce(&Statement) -> T,
+    ) -> Result<T, tokio_postgres::Error> {
+        if in_transaction {
+            let st = self.client.prepare(sql).await?;
+            return Ok(f(&st));
+        }
+        // Dropped halfway (the caller gave up), the connection could be left inside our
+        // transaction: then it must not be reused.
+        let mut guard = BrokenUnlessDone {
+            conn: self,
+            done: false,
+        };
+        let (begin, prepared) = futures_util::future::join(
+            self.client.batch_execute("BEGIN"),
+            self.client.prepare(sql),
+        )
+        .await;
+        // The statement is dropped here, queueing its Close ahead of the ROLLBACK.
+        let out = prepared.map(|st| f(&st));
+        let end = self.client.batch_execute("ROLLBACK").await;
+        guard.done = true;
+        begin?;
+        let out = out?;
+        end?;
+        Ok(out)
+    }
+}
+
+struct BrokenUnlessDone<'a> {
+    conn: &'a PgConn,
+    done: bool,
+}
+
+impl Drop for BrokenUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.mark_broken();
+        }
+    }
+}
+
+/// Whether `sql` runs `DISCARD` or `DEALLOCATE` as one of its statements (a rough split on
+/// `;`, which at worst finds one in a string literal and replaces a connection needlessly).
+fn resets_session(sql: &str) -> bool {
+    sql.split(';').any(|part| {
+        let word = part
+            .trim_start()
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .next()
+            .unwrap_or("");
+        word.eq_ignore_ascii_case("discard") || word.eq_ignore_ascii_case("deallocate")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resets_session;
+
+    #[test]
+    fn session_resets_are_found_by_their_text() {
+        assert!(resets_session("DEALLOCATE ALL"));
+        assert!(resets_session("  discard all;"));
+        assert!(resets_session("SELECT 1; Deallocate s1"));
+        assert!(!resets_session("SELECT 'discard all'"));
+        assert!(!resets_session("INSERT INTO discarded VALUES (1)"));
     }
 }
