@@ -290,17 +290,22 @@ impl PoolConnection {
     /// Closes the connection for good, first cancelling whatever it may still run, so that its
     /// locks and open transaction go away now rather than when a long statement ends.
     pub(crate) fn cancel_and_close(mut self) {
-        let Some(obj) = self.obj.take() else { return };
-        let runtime = obj.runtime.clone();
-        // `Recovering` closes the connection when dropped, whether the task runs or not.
-        let closing = Recovering(Some(obj));
-        drop(runtime.spawn(async move {
-            if let Some(obj) = &closing.0 {
-                let _ = obj.cancel_confirmed().await;
-            }
-            drop(closing);
-        }));
+        if let Some(obj) = self.obj.take() {
+            cancel_and_close(obj);
+        }
     }
+}
+
+fn cancel_and_close(obj: deadpool::managed::Object<PgManager>) {
+    let runtime = obj.runtime.clone();
+    // `Recovering` closes the connection when dropped, whether the task runs or not.
+    let closing = Recovering(Some(obj));
+    drop(runtime.spawn(async move {
+        if let Some(obj) = &closing.0 {
+            let _ = obj.cancel_confirmed().await;
+        }
+        drop(closing);
+    }));
 }
 
 impl Deref for PoolConnection {
@@ -316,9 +321,12 @@ impl Drop for PoolConnection {
         // Idle time counts from the return to the pool, not from the checkout.
         obj.last_used.store(now_micros(), Ordering::Relaxed);
         match obj.state() {
-            SessionState::Idle if !obj.client.is_closed() => {}
-            SessionState::Broken => close(obj),
-            _ if obj.client.is_closed() => close(obj),
+            // Retired while a statement still runs: stop it, then close.
+            s if obj.is_broken() && s.may_be_running() && !obj.client.is_closed() => {
+                cancel_and_close(obj)
+            }
+            _ if obj.is_broken() => close(obj),
+            SessionState::Idle => {}
             _ => {
                 let runtime = obj.runtime.clone();
                 let recovering = Recovering(Some(obj));

@@ -7,7 +7,7 @@
 //! halfway leaves the state where it was at the await it was dropped on (`Active`, `Copy`, ...),
 //! which is exactly what the connection's owner needs to know to clean up.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use super::PgConn;
 use crate::error::{Error, Result};
@@ -96,6 +96,9 @@ impl SessionState {
 pub(crate) struct StateCell {
     current: AtomicU8,
     resume: AtomicU8,
+    /// Usable until released, then closed: the session lost something the pool set up
+    /// (its named statements, its settings).
+    retired: AtomicBool,
 }
 
 impl StateCell {
@@ -103,6 +106,7 @@ impl StateCell {
         StateCell {
             current: AtomicU8::new(SessionState::Idle as u8),
             resume: AtomicU8::new(SessionState::Idle as u8),
+            retired: AtomicBool::new(false),
         }
     }
 }
@@ -129,8 +133,16 @@ impl PgConn {
         self.set_state(SessionState::Broken);
     }
 
+    /// Lets the current user finish, then closes the connection instead of reusing it.
+    pub(crate) fn retire(&self) {
+        self.state.retired.store(true, Ordering::Release);
+    }
+
+    /// Broken, retired or closed: never to be handed out again.
     pub(crate) fn is_broken(&self) -> bool {
-        self.state() == SessionState::Broken || self.client.is_closed()
+        self.state() == SessionState::Broken
+            || self.state.retired.load(Ordering::Acquire)
+            || self.client.is_closed()
     }
 
     /// Starts a statement: only an idle connection, or one in a transaction with nothing in

@@ -105,7 +105,7 @@ impl PgConn {
             }
             "26000" => {
                 self.forget_all_statements();
-                self.mark_broken();
+                self.retire();
                 Stale::Replace
             }
             _ => Stale::No,
@@ -119,7 +119,7 @@ impl PgConn {
     pub(crate) fn note_session_reset(&self, sql: &str) {
         if resets_session(sql) {
             self.forget_all_statements();
-            self.mark_broken();
+            self.retire();
         }
     }
 
