@@ -602,3 +602,57 @@ async fn a_closed_shared_pool_is_a_pool_error() {
     let stats = db.get_pool_stats().await.unwrap();
     assert!(!stats.is_connected());
 }
+
+#[tokio::test]
+async fn connect_with_an_existing_schema_needs_no_create_privilege() {
+    // A least-privilege role: LOGIN, USAGE on its (pre-created) schema, no CREATE on the
+    // database. Guards drop in reverse order: the schema (and its grant) before the role.
+    let role = unique("lp");
+    let _role = RoleGuard(role.clone());
+    admin(&format!("CREATE ROLE \"{role}\" LOGIN")).await;
+    let schema = unique("lps");
+    let _schema = SchemaGuard(schema.clone());
+    admin(&format!(
+        "CREATE SCHEMA \"{schema}\"; GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\""
+    ))
+    .await;
+    let premise = admin_value(&format!(
+        "SELECT has_database_privilege('{role}', current_database(), 'CREATE')::text"
+    ))
+    .await;
+    assert_eq!(premise.as_deref(), Some("false"), "the role must lack CREATE");
+
+    let db = AsyncDatabaseManager::new(DatabaseConfig {
+        connection_string: Some(url_as(&role)),
+        schema: Some(schema.clone()),
+        ..config()
+    })
+    .unwrap();
+    db.connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect as a least-privilege role failed: {e}"));
+    let who: Option<String> = db
+        .fetch_value("SELECT current_user::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(who.as_deref(), Some(role.as_str()));
+    let path: Option<String> = db.fetch_value("SHOW search_path", &[]).await.unwrap();
+    assert_eq!(path.unwrap(), format!("{schema}, public"));
+    db.disconnect().await.unwrap();
+
+    // A missing schema is still created when the role may do so (the superuser here).
+    let missing = unique("lpm");
+    let _missing = SchemaGuard(missing.clone());
+    let db = AsyncDatabaseManager::new(DatabaseConfig {
+        schema: Some(missing.clone()),
+        ..config()
+    })
+    .unwrap();
+    db.connect().await.unwrap();
+    let n = admin_value(&format!(
+        "SELECT count(*) FROM pg_namespace WHERE nspname = '{missing}'"
+    ))
+    .await;
+    assert_eq!(n.as_deref(), Some("1"));
+    db.disconnect().await.unwrap();
+}
