@@ -656,3 +656,50 @@ async fn connect_with_an_existing_schema_needs_no_create_privilege() {
     assert_eq!(n.as_deref(), Some("1"));
     db.disconnect().await.unwrap();
 }
+
+#[tokio::test]
+async fn execute_and_return_id_ignores_returning_in_literals_and_comments() {
+    let (db, _g) = schema_db().await;
+    db.execute(
+        "CREATE TABLE {{tables.notes}} (id serial PRIMARY KEY, note text, \"returning\" int)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let count = || async {
+        db.fetch_value::<i64>("SELECT count(*) FROM {{tables.notes}}", &[])
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    for (k, sql) in [
+        "INSERT INTO {{tables.notes}} (note) VALUES ('returning soon')",
+        "INSERT INTO {{tables.notes}} (note) VALUES ($$returning$$)",
+        "INSERT INTO {{tables.notes}} (note) VALUES (E'it\\'s returning')",
+        "INSERT INTO {{tables.notes}} (\"returning\") VALUES (1)",
+        "INSERT INTO {{tables.notes}} (note) /* returning */ VALUES ('x')",
+        "INSERT INTO {{tables.notes}} (note) VALUES ('x') -- returning later",
+        // A RETURNING inside a CTE is not the statement's own clause.
+        "WITH d AS (DELETE FROM {{tables.notes}} WHERE false RETURNING id) \
+         INSERT INTO {{tables.notes}} (note) SELECT 'w'",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id: i32 = db
+            .execute_and_return_id(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(id, k as i32 + 1, "{sql}");
+        assert_eq!(count().await, k as i64 + 1, "{sql}: one row per call");
+    }
+    // A top-level RETURNING of its own is kept.
+    let note: String = db
+        .execute_and_return_id(
+            "INSERT INTO {{tables.notes}} (note) VALUES ('z') RETURNING note",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(note, "z");
+}
