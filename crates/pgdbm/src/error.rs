@@ -64,7 +64,8 @@ pub enum Error {
     /// The server (or the driver) rejected a query.
     #[error("{}", display_query(sql, source))]
     Query {
-        /// The rendered SQL (templates applied), shortened when very long.
+        /// The rendered SQL (templates applied), shortened when very long; empty when the
+        /// error came from the raw client through `From<tokio_postgres::Error>`.
         sql: String,
         /// The parameters, masked: short values shown, long ones as their length.
         params: String,
@@ -150,11 +151,20 @@ pub enum ErrorKind {
 
 const MAX_SQL_IN_ERROR: usize = 1000;
 
+/// Longest text of one cause shown: a cause (a custom `ToSql` error, say) may quote the value.
+const MAX_CAUSE_IN_ERROR: usize = 200;
+
 fn display_query(sql: &str, source: &tokio_postgres::Error) -> String {
-    match source.as_db_error() {
+    // No SQL when the error came from the raw client through `From`.
+    let head = if sql.is_empty() {
+        "database error"
+    } else {
+        "query failed"
+    };
+    let mut s = match source.as_db_error() {
         Some(db) => {
             let mut s = format!(
-                "query failed: {}: {} (SQLSTATE {})",
+                "{head}: {}: {} (SQLSTATE {})",
                 db.severity(),
                 db.message(),
                 db.code().code()
@@ -167,12 +177,43 @@ fn display_query(sql: &str, source: &tokio_postgres::Error) -> String {
                 s.push_str("\n  hint: ");
                 s.push_str(h);
             }
-            s.push_str("\n  sql: ");
-            s.push_str(sql);
             s
         }
-        None => format!("query failed: {source}\n  sql: {sql}"),
+        // The driver's own text names only the step ("error serializing parameter 0"); the
+        // reason is in its causes.
+        None => format!("{head}: {}", with_causes(source)),
+    };
+    if !sql.is_empty() {
+        s.push_str("\n  sql: ");
+        s.push_str(sql);
     }
+    s
+}
+
+/// `error` followed by the text of each cause not already shown, each cut to a bounded length.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&shorten(&part, MAX_CAUSE_IN_ERROR));
+        }
+        cause = c.source();
+    }
+    text
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
 pub(crate) fn shorten_sql(sql: &str) -> String {
@@ -184,6 +225,26 @@ pub(crate) fn shorten_sql(sql: &str) -> String {
         end -= 1;
     }
     format!("{}… ({} bytes)", &sql[..end], sql.len())
+}
+
+/// For code that uses the raw driver client (a [`PoolConnection`](crate::PoolConnection)
+/// derefs to it): `?` turns its errors into [`Error::Query`] with no SQL text, keeping the
+/// SQLSTATE and [`kind`](Error::kind).
+///
+/// ```no_run
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+/// let conn = db.acquire().await?;
+/// conn.batch_execute("LISTEN jobs").await?;
+/// # Ok(()) }
+/// ```
+impl From<tokio_postgres::Error> for Error {
+    fn from(source: tokio_postgres::Error) -> Self {
+        Error::Query {
+            sql: String::new(),
+            params: String::new(),
+            source,
+        }
+    }
 }
 
 impl Error {
@@ -285,5 +346,49 @@ impl Error {
             pg_type: pg_type.to_string(),
             message: message.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(String, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn causes_are_shown_once_and_cut_short() {
+        let long = format!("value {} is too long", "x".repeat(5000));
+        let e = Layer(
+            "error serializing parameter 0".into(),
+            Some(Box::new(Layer(
+                "cannot convert".into(),
+                Some(Box::new(Layer(
+                    "cannot convert".into(),
+                    Some(Box::new(Layer(long.clone(), None))),
+                ))),
+            ))),
+        );
+        let text = with_causes(&e);
+        assert!(
+            text.starts_with("error serializing parameter 0: cannot convert: value xxx"),
+            "{text}"
+        );
+        assert_eq!(text.matches("cannot convert").count(), 1, "{text}");
+        assert!(!text.contains(&long), "a long cause is cut");
+        assert!(text.len() < 300, "{}", text.len());
+        assert!(text.ends_with(&format!("({} bytes)", long.len())), "{text}");
     }
 }

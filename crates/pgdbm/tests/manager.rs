@@ -703,3 +703,40 @@ async fn execute_and_return_id_ignores_returning_in_literals_and_comments() {
         .unwrap();
     assert_eq!(note, "z");
 }
+
+#[tokio::test]
+async fn a_parameter_encoding_error_shows_its_cause() {
+    let (db, _g) = schema_db().await;
+    users_table(&db).await;
+    let e = db
+        .execute(
+            "INSERT INTO {{tables.users}} (email, age) VALUES ($1, $2)",
+            &[&"a@x", &5_i64],
+        )
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("error serializing parameter 1"), "{text}");
+    assert!(
+        text.contains("cannot convert between the Rust type `i64` and the Postgres type `int4`"),
+        "{text}"
+    );
+    assert_eq!(text.matches("error serializing").count(), 1, "{text}");
+    assert_eq!(text.matches("cannot convert").count(), 1, "{text}");
+    assert!(text.contains("sql: INSERT INTO"), "{text}");
+}
+
+#[tokio::test]
+async fn raw_client_errors_convert_with_question_mark() {
+    let (db, _g) = schema_db().await;
+    let conn = db.acquire().await.unwrap();
+    async fn raw(client: &tokio_postgres::Client) -> pgdbm::Result<u64> {
+        Ok(client.execute("SELEC 1", &[]).await?)
+    }
+    let e = raw(&conn).await.unwrap_err();
+    assert_eq!(e.code(), Some("42601"));
+    assert_eq!(e.kind(), ErrorKind::SyntaxError);
+    let text = e.to_string();
+    assert!(text.contains("42601"), "{text}");
+    assert!(!text.contains("sql:"), "no SQL is known here: {text}");
+}
