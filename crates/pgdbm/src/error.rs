@@ -93,10 +93,25 @@ pub enum Error {
     /// A call did not finish in time; the server-side query was cancelled.
     #[error("{operation} timed out after {:?}; the query was cancelled on the server. Raise the limit with `with_timeout` or `command_timeout`.", after)]
     Timeout {
-        /// What timed out (a shortened SQL text, or "acquiring a connection").
+        /// What timed out (a shortened SQL text).
         operation: String,
         /// The limit that was exceeded.
         after: Duration,
+    },
+
+    /// No pooled connection became free before the call's deadline. No query was sent, so
+    /// nothing was cancelled. [`Error::is_timeout`] is true, [`Error::kind`] is
+    /// [`ErrorKind::Timeout`].
+    #[error("{}", display_acquire_timeout(*after, *size, *max_size, *waiting))]
+    AcquireTimeout {
+        /// How long the call waited.
+        after: Duration,
+        /// Connections open when it gave up.
+        size: usize,
+        /// `max_connections`.
+        max_size: usize,
+        /// Other tasks waiting for a connection at that moment.
+        waiting: usize,
     },
 
     /// A transaction was used wrongly (for example after it failed).
@@ -143,6 +158,9 @@ pub enum ErrorKind {
     UndefinedColumn,
     /// `42601`
     SyntaxError,
+    /// A call timed out: [`Error::Timeout`] (the query was cancelled) or
+    /// [`Error::AcquireTimeout`] (no connection became free).
+    Timeout,
     /// Any other server error.
     OtherDatabase,
     /// Not a server error.
@@ -150,6 +168,19 @@ pub enum ErrorKind {
 }
 
 const MAX_SQL_IN_ERROR: usize = 1000;
+
+fn display_acquire_timeout(after: Duration, size: usize, max_size: usize, waiting: usize) -> String {
+    let why = if size >= max_size {
+        format!("the pool is exhausted ({size}/{max_size} connections open, all in use")
+    } else {
+        format!("opening a new connection took too long ({size}/{max_size} connections open")
+    };
+    format!(
+        "no connection became free within {after:?}: {why}, {waiting} other task(s) waiting); \
+         no query was sent. Return connections sooner (transactions, streams, acquire()), raise \
+         max_connections, or raise the limit with `with_timeout` or `command_timeout`."
+    )
+}
 
 /// Longest text of one cause shown: a cause (a custom `ToSql` error, say) may quote the value.
 const MAX_CAUSE_IN_ERROR: usize = 200;
@@ -286,6 +317,9 @@ impl Error {
 
     /// The portable kind of this error.
     pub fn kind(&self) -> ErrorKind {
+        if self.is_timeout() {
+            return ErrorKind::Timeout;
+        }
         let Some(state) = self.sqlstate() else {
             return ErrorKind::Other;
         };
@@ -324,9 +358,11 @@ impl Error {
         self.kind() == ErrorKind::CheckViolation
     }
 
-    /// This is a timeout raised by pgdbm (the query was cancelled on the server).
+    /// This is a timeout raised by pgdbm: a query cancelled on the server
+    /// ([`Error::Timeout`]) or a wait for a free connection that gave up
+    /// ([`Error::AcquireTimeout`]).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout { .. })
+        matches!(self, Error::Timeout { .. } | Error::AcquireTimeout { .. })
     }
 
     pub(crate) fn config(field: &'static str, message: impl Into<String>) -> Self {
@@ -366,6 +402,39 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             self.1.as_deref().map(|l| l as _)
         }
+    }
+
+    #[test]
+    fn timeouts_say_what_happened() {
+        let query = Error::Timeout {
+            operation: "SELECT pg_sleep(5)".into(),
+            after: Duration::from_millis(200),
+        };
+        assert!(query.is_timeout());
+        assert_eq!(query.kind(), ErrorKind::Timeout);
+        assert!(query.to_string().contains("cancelled on the server"), "{query}");
+        let exhausted = Error::AcquireTimeout {
+            after: Duration::from_millis(100),
+            size: 4,
+            max_size: 4,
+            waiting: 2,
+        };
+        assert!(exhausted.is_timeout());
+        assert_eq!(exhausted.kind(), ErrorKind::Timeout);
+        let text = exhausted.to_string();
+        assert!(!text.contains("cancelled"), "{text}");
+        assert!(text.contains("no connection became free within 100ms"), "{text}");
+        assert!(text.contains("exhausted (4/4"), "{text}");
+        assert!(text.contains("2 other task(s) waiting"), "{text}");
+        assert!(text.contains("no query was sent"), "{text}");
+        let slow = Error::AcquireTimeout {
+            after: Duration::from_secs(1),
+            size: 1,
+            max_size: 4,
+            waiting: 0,
+        };
+        assert!(slow.to_string().contains("opening a new connection"), "{slow}");
+        assert_eq!(Error::Pool("x".into()).kind(), ErrorKind::Other);
     }
 
     #[test]

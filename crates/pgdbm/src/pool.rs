@@ -499,9 +499,13 @@ impl Pool {
                     Ok(r) => r,
                     Err(_) => {
                         counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                        return Err(Error::Timeout {
-                            operation: "acquiring a connection from the pool".into(),
+                        let status = self.inner.pool.status();
+                        return Err(Error::AcquireTimeout {
                             after: started.elapsed(),
+                            size: status.size,
+                            max_size: status.max_size,
+                            // Our own checkout is still counted among the waiters.
+                            waiting: status.waiting.saturating_sub(1),
                         });
                     }
                 },

@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pgdbm::{AsyncDatabaseManager, DatabaseConfig, Error};
+use pgdbm::{AsyncDatabaseManager, DatabaseConfig, Error, ErrorKind};
 
 async fn backend_state(pid: i32) -> Option<String> {
     admin_value(&format!(
@@ -28,8 +28,13 @@ async fn a_timeout_cancels_the_query_on_the_server() {
         .fetch_all("SELECT pg_sleep(5)", &[])
         .await;
     let elapsed = started.elapsed();
-    match r {
-        Err(Error::Timeout { after, .. }) => assert!(after >= Duration::from_millis(200)),
+    match &r {
+        Err(e @ Error::Timeout { after, .. }) => {
+            assert!(*after >= Duration::from_millis(200));
+            assert!(e.is_timeout());
+            assert_eq!(e.kind(), ErrorKind::Timeout);
+            assert!(e.to_string().contains("cancelled on the server"), "{e}");
+        }
         other => panic!("{other:?}"),
     }
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
@@ -121,12 +126,27 @@ async fn waiting_for_a_connection_times_out_and_is_counted() {
         .with_timeout(Duration::from_millis(100))
         .fetch_value::<i32>("SELECT 1", &[])
         .await;
-    match r {
-        Err(Error::Timeout { operation, .. }) => {
-            assert!(operation.contains("acquiring"), "{operation}")
+    let e = r.unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    match &e {
+        Error::AcquireTimeout {
+            after,
+            size,
+            max_size,
+            ..
+        } => {
+            assert!(*after >= Duration::from_millis(100), "{after:?}");
+            assert_eq!((*size, *max_size), (1, 1));
         }
         other => panic!("{other:?}"),
     }
+    // No query was sent, so nothing was cancelled on the server.
+    let text = e.to_string();
+    assert!(!text.contains("cancelled"), "{text}");
+    assert!(text.contains("no connection became free"), "{text}");
+    assert!(text.contains("no query was sent"), "{text}");
+    assert!(text.contains("1/1"), "{text}");
     drop(held);
     let stats = db.get_pool_stats().await.unwrap();
     assert_eq!(stats.acquire_timeouts, 1);
