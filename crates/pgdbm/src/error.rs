@@ -57,7 +57,9 @@ pub enum Error {
         source: Option<tokio_postgres::Error>,
     },
 
-    /// The pool is not usable in this way: not connected, closed, external, or exhausted.
+    /// The pool is not usable in this way: not connected, closed, or external. (Waiting for a
+    /// free connection in vain is [`Error::AcquireTimeout`]; a refused new connection is
+    /// [`Error::Connection`] with the server's SQLSTATE.)
     #[error("pool error: {0}")]
     Pool(String),
 

@@ -524,3 +524,40 @@ fn a_pool_outlives_the_runtimes_that_use_it() {
         db.disconnect().await.unwrap();
     });
 }
+
+#[tokio::test]
+async fn a_failed_connection_keeps_its_sqlstate() {
+    let role = unique("lim");
+    let _role = RoleGuard(role.clone());
+    admin(&format!("CREATE ROLE \"{role}\" LOGIN CONNECTION LIMIT 1")).await;
+    let db = AsyncDatabaseManager::new(DatabaseConfig {
+        connection_string: Some(url_as(&role)),
+        min_connections: 1,
+        max_connections: 2,
+        ..config()
+    })
+    .unwrap();
+    db.connect().await.unwrap();
+    let held = db.acquire().await.unwrap();
+    // The second connection is refused by the server: too many connections for the role.
+    let e = db.acquire().await.unwrap_err();
+    assert_eq!(e.code(), Some("53300"), "{e:?}");
+    assert_eq!(
+        e.sqlstate(),
+        Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
+    );
+    match &e {
+        Error::Connection {
+            port, database, ..
+        } => {
+            assert_eq!(database, "postgres");
+            assert!(*port > 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = e.to_string();
+    assert!(text.contains("53300"), "{text}");
+    assert!(!e.is_timeout());
+    drop(held);
+    db.disconnect().await.unwrap();
+}
