@@ -105,6 +105,11 @@ impl AsyncDatabaseManager {
     /// [`from_pool`](Self::from_pool). The config is not modified.
     pub async fn create_shared_pool(config: &DatabaseConfig) -> Result<Pool> {
         config.validate()?;
+        // The pool has no schema of its own, so its default application_name is `app_pool`.
+        let config = &DatabaseConfig {
+            schema: None,
+            ..config.clone()
+        };
         let search_path = config.shared_pool_search_path.as_ref().map(|p| {
             p.split(',')
                 .map(|s| quote_ident(s.trim().trim_matches('"')))

@@ -251,7 +251,11 @@ async fn settings_timeouts_and_init_commands_apply_to_every_connection() {
         assert_eq!(show("idle_in_transaction_session_timeout").await, "30s");
         assert_eq!(show("work_mem").await, "5MB");
         assert_eq!(show("jit").await, "off");
-        assert_eq!(show("application_name").await, "pgdbm");
+        assert_eq!(
+            show("application_name").await,
+            format!("{}_pool", db.schema().unwrap()),
+            "the default application_name is <schema>_pool"
+        );
         assert_eq!(show("TimeZone").await, "Asia/Tokyo");
         conn.query_one("SELECT count(*) FROM init_ran", &[])
             .await
@@ -560,4 +564,54 @@ async fn a_failed_connection_keeps_its_sqlstate() {
     assert!(!e.is_timeout());
     drop(held);
     db.disconnect().await.unwrap();
+}
+
+async fn own_application_name(db: &AsyncDatabaseManager) -> String {
+    db.fetch_value::<String>(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_default_application_name_is_schema_pool() {
+    // An owned pool with a schema: <schema>_pool.
+    let (db, _g) = schema_db().await;
+    let schema = db.schema().unwrap().to_owned();
+    assert_eq!(own_application_name(&db).await, format!("{schema}_pool"));
+
+    // An owned pool without a schema: app_pool.
+    let db = AsyncDatabaseManager::new(config()).unwrap();
+    db.connect().await.unwrap();
+    assert_eq!(own_application_name(&db).await, "app_pool");
+    db.disconnect().await.unwrap();
+
+    // A shared pool has no schema of its own (config.schema is ignored): app_pool.
+    let pool = AsyncDatabaseManager::create_shared_pool(&DatabaseConfig {
+        schema: Some(schema.clone()),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let users = AsyncDatabaseManager::from_pool(pool.clone(), Some(&schema)).unwrap();
+    assert_eq!(own_application_name(&users).await, "app_pool");
+    pool.close();
+
+    // A name set by the user wins: in server_settings...
+    let (db, _g2) = schema_db_with(|c| {
+        c.server_settings = Some([("application_name".to_string(), "dash".to_string())].into());
+    })
+    .await;
+    assert_eq!(own_application_name(&db).await, "dash");
+    // ...or in the connection string.
+    let url = database_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let (db, _g3) = schema_db_with(|c| {
+        c.connection_string = Some(format!("{url}{sep}application_name=from_url"));
+    })
+    .await;
+    assert_eq!(own_application_name(&db).await, "from_url");
 }
