@@ -171,7 +171,12 @@ pub enum ErrorKind {
 
 const MAX_SQL_IN_ERROR: usize = 1000;
 
-fn display_acquire_timeout(after: Duration, size: usize, max_size: usize, waiting: usize) -> String {
+fn display_acquire_timeout(
+    after: Duration,
+    size: usize,
+    max_size: usize,
+    waiting: usize,
+) -> String {
     let why = if size >= max_size {
         format!("the pool is exhausted ({size}/{max_size} connections open, all in use")
     } else {
@@ -414,7 +419,10 @@ mod tests {
         };
         assert!(query.is_timeout());
         assert_eq!(query.kind(), ErrorKind::Timeout);
-        assert!(query.to_string().contains("cancelled on the server"), "{query}");
+        assert!(
+            query.to_string().contains("cancelled on the server"),
+            "{query}"
+        );
         let exhausted = Error::AcquireTimeout {
             after: Duration::from_millis(100),
             size: 4,
@@ -425,7 +433,10 @@ mod tests {
         assert_eq!(exhausted.kind(), ErrorKind::Timeout);
         let text = exhausted.to_string();
         assert!(!text.contains("cancelled"), "{text}");
-        assert!(text.contains("no connection became free within 100ms"), "{text}");
+        assert!(
+            text.contains("no connection became free within 100ms"),
+            "{text}"
+        );
         assert!(text.contains("exhausted (4/4"), "{text}");
         assert!(text.contains("2 other task(s) waiting"), "{text}");
         assert!(text.contains("no query was sent"), "{text}");
@@ -435,7 +446,10 @@ mod tests {
             max_size: 4,
             waiting: 0,
         };
-        assert!(slow.to_string().contains("opening a new connection"), "{slow}");
+        assert!(
+            slow.to_string().contains("opening a new connection"),
+            "{slow}"
+        );
         assert_eq!(Error::Pool("x".into()).kind(), ErrorKind::Other);
     }
 

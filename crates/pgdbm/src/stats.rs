@@ -149,9 +149,7 @@ mod tests {
         );
         assert_eq!(
             with(u64::MAX, Duration::MAX).avg_acquire_wait(),
-            Duration::from_nanos(
-                (Duration::MAX.as_nanos() / u128::from(u64::MAX)) as u64
-            )
+            Duration::from_nanos((Duration::MAX.as_nanos() / u128::from(u64::MAX)) as u64)
         );
         assert_eq!(
             with(3, Duration::from_millis(3)).avg_acquire_wait(),

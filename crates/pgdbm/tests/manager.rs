@@ -620,7 +620,11 @@ async fn connect_with_an_existing_schema_needs_no_create_privilege() {
         "SELECT has_database_privilege('{role}', current_database(), 'CREATE')::text"
     ))
     .await;
-    assert_eq!(premise.as_deref(), Some("false"), "the role must lack CREATE");
+    assert_eq!(
+        premise.as_deref(),
+        Some("false"),
+        "the role must lack CREATE"
+    );
 
     let db = AsyncDatabaseManager::new(DatabaseConfig {
         connection_string: Some(url_as(&role)),

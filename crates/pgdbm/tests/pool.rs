@@ -551,9 +551,7 @@ async fn a_failed_connection_keeps_its_sqlstate() {
         Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
     );
     match &e {
-        Error::Connection {
-            port, database, ..
-        } => {
+        Error::Connection { port, database, .. } => {
             assert_eq!(database, "postgres");
             assert!(*port > 0);
         }

@@ -376,8 +376,11 @@ async fn leftover_cleanup_never_touches_a_real_database_with_a_similar_name() {
     let dropped = testing::drop_leftover_databases(&server, &prefix, Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(dropped, [old_generated.clone()]);
-    assert!(database_exists(&archive).await, "a real database was dropped");
+    assert_eq!(dropped, [old_generated.as_str()]);
+    assert!(
+        database_exists(&archive).await,
+        "a real database was dropped"
+    );
     assert!(database_exists(&dated).await, "a real database was dropped");
     assert!(!database_exists(&old_generated).await);
 }

@@ -321,8 +321,7 @@ impl Lexer<'_> {
                         self.quoted(true);
                     }
                     TokenKind::Other
-                } else if matches!(word, "b" | "B" | "x" | "X" | "n" | "N") && next == Some(b'\'')
-                {
+                } else if matches!(word, "b" | "B" | "x" | "X" | "n" | "N") && next == Some(b'\'') {
                     self.i += 1;
                     self.quoted(false);
                     TokenKind::Other

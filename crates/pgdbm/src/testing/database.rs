@@ -187,7 +187,9 @@ fn unique_name(prefix: &str) -> String {
 /// three more all-digit parts. Anything looser could force-drop a real database named, say,
 /// `test_2024_q1_archive`.
 fn generated_created_at(prefix: &str, name: &str) -> Option<u64> {
-    let rest = name.strip_prefix(&prefix.to_ascii_lowercase())?.strip_prefix('_')?;
+    let rest = name
+        .strip_prefix(&prefix.to_ascii_lowercase())?
+        .strip_prefix('_')?;
     let parts: Vec<&str> = rest.split('_').collect();
     let [secs, pid, n, nanos] = parts[..] else {
         return None;
