@@ -84,7 +84,9 @@ pub struct DatabaseConfig {
     /// Default per-call timeout in seconds, covering the wait for a connection too; 0 = none.
     pub command_timeout: f64,
 
-    /// `SET name = value` on every new connection. `jit=off` is added unless given.
+    /// `SET name = value` on every new connection. `jit=off` is added unless given, and
+    /// `application_name` defaults to `<schema>_pool` (`app_pool` without a schema or for a
+    /// shared pool) unless given here or in the connection string.
     pub server_settings: Option<HashMap<String, String>>,
     /// SQL run on every new connection, after the settings.
     pub init_commands: Option<Vec<String>>,
@@ -404,7 +406,7 @@ impl DatabaseConfig {
                 .server_settings
                 .as_ref()
                 .and_then(|s| s.get("application_name").cloned())
-                .unwrap_or_else(|| "pgdbm".to_owned());
+                .unwrap_or_else(|| self.default_application_name());
             cfg.application_name(&name);
         }
         // TLS is negotiated by our own connector; the mode only says whether to ask for it.
@@ -414,6 +416,16 @@ impl DatabaseConfig {
             tokio_postgres::config::SslMode::Disable
         });
         Ok(cfg)
+    }
+
+    /// Python pgdbm's name, so `pg_stat_activity` dashboards keep working: `<schema>_pool`, or
+    /// `app_pool` without a schema (a shared pool has none). The server keeps the first 63
+    /// bytes in `pg_stat_activity`.
+    pub(crate) fn default_application_name(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{schema}_pool"),
+            None => "app_pool".to_owned(),
+        }
     }
 
     /// `SET` statements for a new connection, as one batch.
@@ -705,6 +717,31 @@ mod tests {
         assert_eq!(c.pg_config().unwrap().get_password(), Some(&b"inurl"[..]));
         let empty = DatabaseConfig::from_vars(|_| None);
         assert_eq!(empty, DatabaseConfig::default());
+    }
+
+    #[test]
+    fn application_name_defaults_to_schema_pool() {
+        let name = |c: &DatabaseConfig| {
+            c.pg_config()
+                .unwrap()
+                .get_application_name()
+                .map(str::to_owned)
+        };
+        let mut c = DatabaseConfig {
+            schema: Some("billing".into()),
+            ..Default::default()
+        };
+        assert_eq!(name(&c).as_deref(), Some("billing_pool"));
+        c.schema = None;
+        assert_eq!(name(&c).as_deref(), Some("app_pool"));
+        c.server_settings = Some([("application_name".to_string(), "mine".to_string())].into());
+        assert_eq!(name(&c).as_deref(), Some("mine"));
+        let c = DatabaseConfig {
+            schema: Some("billing".into()),
+            connection_string: Some("postgresql://u@h/db?application_name=url".into()),
+            ..Default::default()
+        };
+        assert_eq!(name(&c).as_deref(), Some("url"));
     }
 
     #[test]

@@ -57,14 +57,17 @@ pub enum Error {
         source: Option<tokio_postgres::Error>,
     },
 
-    /// The pool is not usable in this way: not connected, closed, external, or exhausted.
+    /// The pool is not usable in this way: not connected, closed, or external. (Waiting for a
+    /// free connection in vain is [`Error::AcquireTimeout`]; a refused new connection is
+    /// [`Error::Connection`] with the server's SQLSTATE.)
     #[error("pool error: {0}")]
     Pool(String),
 
     /// The server (or the driver) rejected a query.
     #[error("{}", display_query(sql, source))]
     Query {
-        /// The rendered SQL (templates applied), shortened when very long.
+        /// The rendered SQL (templates applied), shortened when very long; empty when the
+        /// error came from the raw client through `From<tokio_postgres::Error>`.
         sql: String,
         /// The parameters, masked: short values shown, long ones as their length.
         params: String,
@@ -92,10 +95,25 @@ pub enum Error {
     /// A call did not finish in time; the server-side query was cancelled.
     #[error("{operation} timed out after {:?}; the query was cancelled on the server. Raise the limit with `with_timeout` or `command_timeout`.", after)]
     Timeout {
-        /// What timed out (a shortened SQL text, or "acquiring a connection").
+        /// What timed out (a shortened SQL text).
         operation: String,
         /// The limit that was exceeded.
         after: Duration,
+    },
+
+    /// No pooled connection became free before the call's deadline. No query was sent, so
+    /// nothing was cancelled. [`Error::is_timeout`] is true, [`Error::kind`] is
+    /// [`ErrorKind::Timeout`].
+    #[error("{}", display_acquire_timeout(*after, *size, *max_size, *waiting))]
+    AcquireTimeout {
+        /// How long the call waited.
+        after: Duration,
+        /// Connections open when it gave up.
+        size: usize,
+        /// `max_connections`.
+        max_size: usize,
+        /// Other tasks waiting for a connection at that moment.
+        waiting: usize,
     },
 
     /// A transaction was used wrongly (for example after it failed).
@@ -142,6 +160,9 @@ pub enum ErrorKind {
     UndefinedColumn,
     /// `42601`
     SyntaxError,
+    /// A call timed out: [`Error::Timeout`] (the query was cancelled) or
+    /// [`Error::AcquireTimeout`] (no connection became free).
+    Timeout,
     /// Any other server error.
     OtherDatabase,
     /// Not a server error.
@@ -150,11 +171,38 @@ pub enum ErrorKind {
 
 const MAX_SQL_IN_ERROR: usize = 1000;
 
+fn display_acquire_timeout(
+    after: Duration,
+    size: usize,
+    max_size: usize,
+    waiting: usize,
+) -> String {
+    let why = if size >= max_size {
+        format!("the pool is exhausted ({size}/{max_size} connections open, all in use")
+    } else {
+        format!("opening a new connection took too long ({size}/{max_size} connections open")
+    };
+    format!(
+        "no connection became free within {after:?}: {why}, {waiting} other task(s) waiting); \
+         no query was sent. Return connections sooner (transactions, streams, acquire()), raise \
+         max_connections, or raise the limit with `with_timeout` or `command_timeout`."
+    )
+}
+
+/// Longest text of one cause shown: a cause (a custom `ToSql` error, say) may quote the value.
+const MAX_CAUSE_IN_ERROR: usize = 200;
+
 fn display_query(sql: &str, source: &tokio_postgres::Error) -> String {
-    match source.as_db_error() {
+    // No SQL when the error came from the raw client through `From`.
+    let head = if sql.is_empty() {
+        "database error"
+    } else {
+        "query failed"
+    };
+    let mut s = match source.as_db_error() {
         Some(db) => {
             let mut s = format!(
-                "query failed: {}: {} (SQLSTATE {})",
+                "{head}: {}: {} (SQLSTATE {})",
                 db.severity(),
                 db.message(),
                 db.code().code()
@@ -167,12 +215,43 @@ fn display_query(sql: &str, source: &tokio_postgres::Error) -> String {
                 s.push_str("\n  hint: ");
                 s.push_str(h);
             }
-            s.push_str("\n  sql: ");
-            s.push_str(sql);
             s
         }
-        None => format!("query failed: {source}\n  sql: {sql}"),
+        // The driver's own text names only the step ("error serializing parameter 0"); the
+        // reason is in its causes.
+        None => format!("{head}: {}", with_causes(source)),
+    };
+    if !sql.is_empty() {
+        s.push_str("\n  sql: ");
+        s.push_str(sql);
     }
+    s
+}
+
+/// `error` followed by the text of each cause not already shown, each cut to a bounded length.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&shorten(&part, MAX_CAUSE_IN_ERROR));
+        }
+        cause = c.source();
+    }
+    text
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
 pub(crate) fn shorten_sql(sql: &str) -> String {
@@ -184,6 +263,26 @@ pub(crate) fn shorten_sql(sql: &str) -> String {
         end -= 1;
     }
     format!("{}… ({} bytes)", &sql[..end], sql.len())
+}
+
+/// For code that uses the raw driver client (a [`PoolConnection`](crate::PoolConnection)
+/// derefs to it): `?` turns its errors into [`Error::Query`] with no SQL text, keeping the
+/// SQLSTATE and [`kind`](Error::kind).
+///
+/// ```no_run
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+/// let conn = db.acquire().await?;
+/// conn.batch_execute("LISTEN jobs").await?;
+/// # Ok(()) }
+/// ```
+impl From<tokio_postgres::Error> for Error {
+    fn from(source: tokio_postgres::Error) -> Self {
+        Error::Query {
+            sql: String::new(),
+            params: String::new(),
+            source,
+        }
+    }
 }
 
 impl Error {
@@ -225,6 +324,9 @@ impl Error {
 
     /// The portable kind of this error.
     pub fn kind(&self) -> ErrorKind {
+        if self.is_timeout() {
+            return ErrorKind::Timeout;
+        }
         let Some(state) = self.sqlstate() else {
             return ErrorKind::Other;
         };
@@ -263,9 +365,11 @@ impl Error {
         self.kind() == ErrorKind::CheckViolation
     }
 
-    /// This is a timeout raised by pgdbm (the query was cancelled on the server).
+    /// This is a timeout raised by pgdbm: a query cancelled on the server
+    /// ([`Error::Timeout`]) or a wait for a free connection that gave up
+    /// ([`Error::AcquireTimeout`]).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout { .. })
+        matches!(self, Error::Timeout { .. } | Error::AcquireTimeout { .. })
     }
 
     pub(crate) fn config(field: &'static str, message: impl Into<String>) -> Self {
@@ -285,5 +389,91 @@ impl Error {
             pg_type: pg_type.to_string(),
             message: message.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(String, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn timeouts_say_what_happened() {
+        let query = Error::Timeout {
+            operation: "SELECT pg_sleep(5)".into(),
+            after: Duration::from_millis(200),
+        };
+        assert!(query.is_timeout());
+        assert_eq!(query.kind(), ErrorKind::Timeout);
+        assert!(
+            query.to_string().contains("cancelled on the server"),
+            "{query}"
+        );
+        let exhausted = Error::AcquireTimeout {
+            after: Duration::from_millis(100),
+            size: 4,
+            max_size: 4,
+            waiting: 2,
+        };
+        assert!(exhausted.is_timeout());
+        assert_eq!(exhausted.kind(), ErrorKind::Timeout);
+        let text = exhausted.to_string();
+        assert!(!text.contains("cancelled"), "{text}");
+        assert!(
+            text.contains("no connection became free within 100ms"),
+            "{text}"
+        );
+        assert!(text.contains("exhausted (4/4"), "{text}");
+        assert!(text.contains("2 other task(s) waiting"), "{text}");
+        assert!(text.contains("no query was sent"), "{text}");
+        let slow = Error::AcquireTimeout {
+            after: Duration::from_secs(1),
+            size: 1,
+            max_size: 4,
+            waiting: 0,
+        };
+        assert!(
+            slow.to_string().contains("opening a new connection"),
+            "{slow}"
+        );
+        assert_eq!(Error::Pool("x".into()).kind(), ErrorKind::Other);
+    }
+
+    #[test]
+    fn causes_are_shown_once_and_cut_short() {
+        let long = format!("value {} is too long", "x".repeat(5000));
+        let e = Layer(
+            "error serializing parameter 0".into(),
+            Some(Box::new(Layer(
+                "cannot convert".into(),
+                Some(Box::new(Layer(
+                    "cannot convert".into(),
+                    Some(Box::new(Layer(long.clone(), None))),
+                ))),
+            ))),
+        );
+        let text = with_causes(&e);
+        assert!(
+            text.starts_with("error serializing parameter 0: cannot convert: value xxx"),
+            "{text}"
+        );
+        assert_eq!(text.matches("cannot convert").count(), 1, "{text}");
+        assert!(!text.contains(&long), "a long cause is cut");
+        assert!(text.len() < 300, "{}", text.len());
+        assert!(text.ends_with(&format!("({} bytes)", long.len())), "{text}");
     }
 }

@@ -105,6 +105,11 @@ impl AsyncDatabaseManager {
     /// [`from_pool`](Self::from_pool). The config is not modified.
     pub async fn create_shared_pool(config: &DatabaseConfig) -> Result<Pool> {
         config.validate()?;
+        // The pool has no schema of its own, so its default application_name is `app_pool`.
+        let config = &DatabaseConfig {
+            schema: None,
+            ..config.clone()
+        };
         let search_path = config.shared_pool_search_path.as_ref().map(|p| {
             p.split(',')
                 .map(|s| quote_ident(s.trim().trim_matches('"')))
@@ -121,7 +126,8 @@ impl AsyncDatabaseManager {
     }
 
     /// Opens the owned pool: `min_connections` connections, with retry and backoff for
-    /// connect-class failures. With a schema, creates it if missing and sets
+    /// connect-class failures. With a schema, creates it if missing (an existing schema needs
+    /// only USAGE, not CREATE on the database) and sets
     /// `search_path` to `"schema", public`. On a manager over an external pool this is
     /// [`Error::Pool`]. Calling it twice is harmless.
     pub async fn connect(&self) -> Result<()> {
@@ -150,15 +156,34 @@ impl AsyncDatabaseManager {
         .await?;
         if let Some(schema) = schema {
             let conn = new_pool.get(self.deadline()).await?;
-            let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
-            if let Err(e) = conn.batch_execute(&sql).await {
-                // Two processes creating the same schema at once: the loser's error is harmless.
-                let benign = e
-                    .code()
-                    .is_some_and(|c| c.code() == "23505" || c.code() == "42P06");
-                if !benign {
+            // Look first: `CREATE SCHEMA IF NOT EXISTS` needs CREATE on the database even when
+            // the schema exists, which a least-privilege role does not have. Simple protocol:
+            // no named statement (PgBouncer transaction mode).
+            let probe = format!(
+                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = {}",
+                crate::config::quote_literal(schema)
+            );
+            let exists = match conn.simple_query(&probe).await {
+                Ok(msgs) => msgs
+                    .iter()
+                    .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
+                Err(e) => {
                     new_pool.close();
-                    return Err(crate::query::query_error(e, &sql, std::iter::empty()));
+                    return Err(crate::query::query_error(e, &probe, std::iter::empty()));
+                }
+            };
+            if !exists {
+                let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
+                if let Err(e) = conn.batch_execute(&sql).await {
+                    // Two processes creating the same schema at once: the loser's error is
+                    // harmless.
+                    let benign = e
+                        .code()
+                        .is_some_and(|c| c.code() == "23505" || c.code() == "42P06");
+                    if !benign {
+                        new_pool.close();
+                        return Err(crate::query::query_error(e, &sql, std::iter::empty()));
+                    }
                 }
             }
         }

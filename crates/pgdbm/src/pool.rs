@@ -328,6 +328,9 @@ pub(crate) struct PoolInner {
     pool: managed::Pool<PgManager>,
     pub(crate) min_size: usize,
     pub(crate) database: String,
+    /// Where new connections go, for errors.
+    host: String,
+    port: u16,
     pub(crate) registry: Arc<PreparedRegistry>,
     pub(crate) command_timeout: Option<Duration>,
     counters: WaitCounters,
@@ -469,13 +472,17 @@ impl Pool {
         for r in more {
             if let Err(e) = r {
                 pool.close();
+                let (message, source) = match e {
+                    managed::PoolError::Backend(f) => (f.message(), f.into_source()),
+                    other => (other.to_string(), None),
+                };
                 return Err(Error::Connection {
                     host,
                     port,
                     database,
                     attempts,
-                    message: format!("opening min_connections: {e}"),
-                    source: None,
+                    message: format!("opening min_connections: {message}"),
+                    source,
                 });
             }
         }
@@ -483,6 +490,8 @@ impl Pool {
             pool,
             min_size: config.min_connections,
             database,
+            host,
+            port,
             registry: opts.registry,
             command_timeout: config.command_timeout(),
             counters: WaitCounters::default(),
@@ -508,9 +517,13 @@ impl Pool {
                     Ok(r) => r,
                     Err(_) => {
                         counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                        return Err(Error::Timeout {
-                            operation: "acquiring a connection from the pool".into(),
+                        let status = self.inner.pool.status();
+                        return Err(Error::AcquireTimeout {
                             after: started.elapsed(),
+                            size: status.size,
+                            max_size: status.max_size,
+                            // Our own checkout is still counted among the waiters.
+                            waiting: status.waiting.saturating_sub(1),
                         });
                     }
                 },
@@ -526,7 +539,15 @@ impl Pool {
             Err(managed::PoolError::Closed) => Err(Error::Pool(
                 "the pool is closed (disconnect() was called); create a new manager or call connect() again".into(),
             )),
-            Err(managed::PoolError::Backend(f)) => Err(Error::Pool(format!("cannot open a new connection: {f}"))),
+            // Keep the driver error: its SQLSTATE (53300 too many connections, say) matters.
+            Err(managed::PoolError::Backend(f)) => Err(Error::Connection {
+                host: self.inner.host.clone(),
+                port: self.inner.port,
+                database: self.inner.database.clone(),
+                attempts: 1,
+                message: format!("opening a new pooled connection: {}", f.message()),
+                source: f.into_source(),
+            }),
             Err(e) => Err(Error::Pool(e.to_string())),
         }
     }

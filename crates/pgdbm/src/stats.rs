@@ -102,17 +102,58 @@ impl PoolStats {
         }
     }
 
-    /// Mean wait per acquire.
+    /// Mean wait per acquire; zero before the first acquire. Computed in nanoseconds over
+    /// 128 bits, so any count works (`Duration / u32` would truncate the count).
     pub fn avg_acquire_wait(&self) -> Duration {
         if self.acquire_count == 0 {
-            Duration::ZERO
-        } else {
-            self.acquire_wait_total / self.acquire_count as u32
+            return Duration::ZERO;
         }
+        let nanos = self.acquire_wait_total.as_nanos() / u128::from(self.acquire_count);
+        // Saturates beyond u64 nanoseconds (584 years), which no real wait reaches.
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     /// Whether the pool is open.
     pub fn is_connected(&self) -> bool {
         self.status == PoolStatus::Connected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(count: u64, total: Duration) -> PoolStats {
+        let mut s = PoolStats::disconnected(1, 2, "db".into(), None);
+        s.acquire_count = count;
+        s.acquire_wait_total = total;
+        s
+    }
+
+    #[test]
+    fn avg_acquire_wait_survives_huge_counts_and_zero() {
+        assert_eq!(with(0, Duration::ZERO).avg_acquire_wait(), Duration::ZERO);
+        assert_eq!(
+            with(0, Duration::from_secs(5)).avg_acquire_wait(),
+            Duration::ZERO
+        );
+        // 2^32 acquires: `as u32` made this a division by zero.
+        assert_eq!(
+            with(1 << 32, Duration::from_micros(1 << 32)).avg_acquire_wait(),
+            Duration::from_micros(1)
+        );
+        // 2^32 + 2 acquires: `as u32` made this a division by 2.
+        assert_eq!(
+            with((1 << 32) + 2, Duration::from_secs(1)).avg_acquire_wait(),
+            Duration::ZERO
+        );
+        assert_eq!(
+            with(u64::MAX, Duration::MAX).avg_acquire_wait(),
+            Duration::from_nanos((Duration::MAX.as_nanos() / u128::from(u64::MAX)) as u64)
+        );
+        assert_eq!(
+            with(3, Duration::from_millis(3)).avg_acquire_wait(),
+            Duration::from_millis(1)
+        );
     }
 }

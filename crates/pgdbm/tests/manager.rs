@@ -602,3 +602,145 @@ async fn a_closed_shared_pool_is_a_pool_error() {
     let stats = db.get_pool_stats().await.unwrap();
     assert!(!stats.is_connected());
 }
+
+#[tokio::test]
+async fn connect_with_an_existing_schema_needs_no_create_privilege() {
+    // A least-privilege role: LOGIN, USAGE on its (pre-created) schema, no CREATE on the
+    // database. Guards drop in reverse order: the schema (and its grant) before the role.
+    let role = unique("lp");
+    let _role = RoleGuard(role.clone());
+    admin(&format!("CREATE ROLE \"{role}\" LOGIN")).await;
+    let schema = unique("lps");
+    let _schema = SchemaGuard(schema.clone());
+    admin(&format!(
+        "CREATE SCHEMA \"{schema}\"; GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\""
+    ))
+    .await;
+    let premise = admin_value(&format!(
+        "SELECT has_database_privilege('{role}', current_database(), 'CREATE')::text"
+    ))
+    .await;
+    assert_eq!(
+        premise.as_deref(),
+        Some("false"),
+        "the role must lack CREATE"
+    );
+
+    let db = AsyncDatabaseManager::new(DatabaseConfig {
+        connection_string: Some(url_as(&role)),
+        schema: Some(schema.clone()),
+        ..config()
+    })
+    .unwrap();
+    db.connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect as a least-privilege role failed: {e}"));
+    let who: Option<String> = db
+        .fetch_value("SELECT current_user::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(who.as_deref(), Some(role.as_str()));
+    let path: Option<String> = db.fetch_value("SHOW search_path", &[]).await.unwrap();
+    assert_eq!(path.unwrap(), format!("{schema}, public"));
+    db.disconnect().await.unwrap();
+
+    // A missing schema is still created when the role may do so (the superuser here).
+    let missing = unique("lpm");
+    let _missing = SchemaGuard(missing.clone());
+    let db = AsyncDatabaseManager::new(DatabaseConfig {
+        schema: Some(missing.clone()),
+        ..config()
+    })
+    .unwrap();
+    db.connect().await.unwrap();
+    let n = admin_value(&format!(
+        "SELECT count(*) FROM pg_namespace WHERE nspname = '{missing}'"
+    ))
+    .await;
+    assert_eq!(n.as_deref(), Some("1"));
+    db.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn execute_and_return_id_ignores_returning_in_literals_and_comments() {
+    let (db, _g) = schema_db().await;
+    db.execute(
+        "CREATE TABLE {{tables.notes}} (id serial PRIMARY KEY, note text, \"returning\" int)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let count = || async {
+        db.fetch_value::<i64>("SELECT count(*) FROM {{tables.notes}}", &[])
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    for (k, sql) in [
+        "INSERT INTO {{tables.notes}} (note) VALUES ('returning soon')",
+        "INSERT INTO {{tables.notes}} (note) VALUES ($$returning$$)",
+        "INSERT INTO {{tables.notes}} (note) VALUES (E'it\\'s returning')",
+        "INSERT INTO {{tables.notes}} (\"returning\") VALUES (1)",
+        "INSERT INTO {{tables.notes}} (note) /* returning */ VALUES ('x')",
+        "INSERT INTO {{tables.notes}} (note) VALUES ('x') -- returning later",
+        // A RETURNING inside a CTE is not the statement's own clause.
+        "WITH d AS (DELETE FROM {{tables.notes}} WHERE false RETURNING id) \
+         INSERT INTO {{tables.notes}} (note) SELECT 'w'",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id: i32 = db
+            .execute_and_return_id(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(id, k as i32 + 1, "{sql}");
+        assert_eq!(count().await, k as i64 + 1, "{sql}: one row per call");
+    }
+    // A top-level RETURNING of its own is kept.
+    let note: String = db
+        .execute_and_return_id(
+            "INSERT INTO {{tables.notes}} (note) VALUES ('z') RETURNING note",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(note, "z");
+}
+
+#[tokio::test]
+async fn a_parameter_encoding_error_shows_its_cause() {
+    let (db, _g) = schema_db().await;
+    users_table(&db).await;
+    let e = db
+        .execute(
+            "INSERT INTO {{tables.users}} (email, age) VALUES ($1, $2)",
+            &[&"a@x", &5_i64],
+        )
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("error serializing parameter 1"), "{text}");
+    assert!(
+        text.contains("cannot convert between the Rust type `i64` and the Postgres type `int4`"),
+        "{text}"
+    );
+    assert_eq!(text.matches("error serializing").count(), 1, "{text}");
+    assert_eq!(text.matches("cannot convert").count(), 1, "{text}");
+    assert!(text.contains("sql: INSERT INTO"), "{text}");
+}
+
+#[tokio::test]
+async fn raw_client_errors_convert_with_question_mark() {
+    let (db, _g) = schema_db().await;
+    let conn = db.acquire().await.unwrap();
+    async fn raw(client: &tokio_postgres::Client) -> pgdbm::Result<u64> {
+        Ok(client.execute("SELEC 1", &[]).await?)
+    }
+    let e = raw(&conn).await.unwrap_err();
+    assert_eq!(e.code(), Some("42601"));
+    assert_eq!(e.kind(), ErrorKind::SyntaxError);
+    let text = e.to_string();
+    assert!(text.contains("42601"), "{text}");
+    assert!(!text.contains("sql:"), "no SQL is known here: {text}");
+}

@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pgdbm::{AsyncDatabaseManager, DatabaseConfig, Error};
+use pgdbm::{AsyncDatabaseManager, DatabaseConfig, Error, ErrorKind};
 
 async fn backend_state(pid: i32) -> Option<String> {
     admin_value(&format!(
@@ -28,8 +28,13 @@ async fn a_timeout_cancels_the_query_on_the_server() {
         .fetch_all("SELECT pg_sleep(5)", &[])
         .await;
     let elapsed = started.elapsed();
-    match r {
-        Err(Error::Timeout { after, .. }) => assert!(after >= Duration::from_millis(200)),
+    match &r {
+        Err(e @ Error::Timeout { after, .. }) => {
+            assert!(*after >= Duration::from_millis(200));
+            assert!(e.is_timeout());
+            assert_eq!(e.kind(), ErrorKind::Timeout);
+            assert!(e.to_string().contains("cancelled on the server"), "{e}");
+        }
         other => panic!("{other:?}"),
     }
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
@@ -121,12 +126,27 @@ async fn waiting_for_a_connection_times_out_and_is_counted() {
         .with_timeout(Duration::from_millis(100))
         .fetch_value::<i32>("SELECT 1", &[])
         .await;
-    match r {
-        Err(Error::Timeout { operation, .. }) => {
-            assert!(operation.contains("acquiring"), "{operation}")
+    let e = r.unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    match &e {
+        Error::AcquireTimeout {
+            after,
+            size,
+            max_size,
+            ..
+        } => {
+            assert!(*after >= Duration::from_millis(100), "{after:?}");
+            assert_eq!((*size, *max_size), (1, 1));
         }
         other => panic!("{other:?}"),
     }
+    // No query was sent, so nothing was cancelled on the server.
+    let text = e.to_string();
+    assert!(!text.contains("cancelled"), "{text}");
+    assert!(text.contains("no connection became free"), "{text}");
+    assert!(text.contains("no query was sent"), "{text}");
+    assert!(text.contains("1/1"), "{text}");
     drop(held);
     let stats = db.get_pool_stats().await.unwrap();
     assert_eq!(stats.acquire_timeouts, 1);
@@ -231,7 +251,11 @@ async fn settings_timeouts_and_init_commands_apply_to_every_connection() {
         assert_eq!(show("idle_in_transaction_session_timeout").await, "30s");
         assert_eq!(show("work_mem").await, "5MB");
         assert_eq!(show("jit").await, "off");
-        assert_eq!(show("application_name").await, "pgdbm");
+        assert_eq!(
+            show("application_name").await,
+            format!("{}_pool", db.schema().unwrap()),
+            "the default application_name is <schema>_pool"
+        );
         assert_eq!(show("TimeZone").await, "Asia/Tokyo");
         conn.query_one("SELECT count(*) FROM init_ran", &[])
             .await
@@ -505,4 +529,89 @@ fn a_pool_outlives_the_runtimes_that_use_it() {
         drop((a, b));
         db.disconnect().await.unwrap();
     });
+}
+
+#[tokio::test]
+async fn a_failed_connection_keeps_its_sqlstate() {
+    let role = unique("lim");
+    let _role = RoleGuard(role.clone());
+    admin(&format!("CREATE ROLE \"{role}\" LOGIN CONNECTION LIMIT 1")).await;
+    let db = AsyncDatabaseManager::new(DatabaseConfig {
+        connection_string: Some(url_as(&role)),
+        min_connections: 1,
+        max_connections: 2,
+        ..config()
+    })
+    .unwrap();
+    db.connect().await.unwrap();
+    let held = db.acquire().await.unwrap();
+    // The second connection is refused by the server: too many connections for the role.
+    let e = db.acquire().await.unwrap_err();
+    assert_eq!(e.code(), Some("53300"), "{e:?}");
+    assert_eq!(
+        e.sqlstate(),
+        Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
+    );
+    match &e {
+        Error::Connection { port, database, .. } => {
+            assert_eq!(database, "postgres");
+            assert!(*port > 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = e.to_string();
+    assert!(text.contains("53300"), "{text}");
+    assert!(!e.is_timeout());
+    drop(held);
+    db.disconnect().await.unwrap();
+}
+
+async fn own_application_name(db: &AsyncDatabaseManager) -> String {
+    db.fetch_value::<String>(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_default_application_name_is_schema_pool() {
+    // An owned pool with a schema: <schema>_pool.
+    let (db, _g) = schema_db().await;
+    let schema = db.schema().unwrap().to_owned();
+    assert_eq!(own_application_name(&db).await, format!("{schema}_pool"));
+
+    // An owned pool without a schema: app_pool.
+    let db = AsyncDatabaseManager::new(config()).unwrap();
+    db.connect().await.unwrap();
+    assert_eq!(own_application_name(&db).await, "app_pool");
+    db.disconnect().await.unwrap();
+
+    // A shared pool has no schema of its own (config.schema is ignored): app_pool.
+    let pool = AsyncDatabaseManager::create_shared_pool(&DatabaseConfig {
+        schema: Some(schema.clone()),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let users = AsyncDatabaseManager::from_pool(pool.clone(), Some(&schema)).unwrap();
+    assert_eq!(own_application_name(&users).await, "app_pool");
+    pool.close();
+
+    // A name set by the user wins: in server_settings...
+    let (db, _g2) = schema_db_with(|c| {
+        c.server_settings = Some([("application_name".to_string(), "dash".to_string())].into());
+    })
+    .await;
+    assert_eq!(own_application_name(&db).await, "dash");
+    // ...or in the connection string.
+    let url = database_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let (db, _g3) = schema_db_with(|c| {
+        c.connection_string = Some(format!("{url}{sep}application_name=from_url"));
+    })
+    .await;
+    assert_eq!(own_application_name(&db).await, "from_url");
 }

@@ -351,6 +351,41 @@ async fn leftover_databases_are_found_by_age_and_dropped() {
 }
 
 #[tokio::test]
+async fn leftover_cleanup_never_touches_a_real_database_with_a_similar_name() {
+    // A prefix of our own, so parallel runs and other tests are not affected.
+    let prefix = common::unique("arch");
+    // Named like a real archive, not like a generated test database
+    // ("{prefix}_{secs}_{pid}_{n}_{nanos}"): it must never be listed nor dropped.
+    let archive = format!("{prefix}_2024_q1_archive");
+    let dated = format!("{prefix}_2024_01_15_0");
+    let old_generated = format!("{prefix}_1000000000_{}_0_0", std::process::id());
+    let _guards = [
+        common::DatabaseGuard(archive.clone()),
+        common::DatabaseGuard(dated.clone()),
+        common::DatabaseGuard(old_generated.clone()),
+    ];
+    for name in [&archive, &dated, &old_generated] {
+        common::admin(&format!("CREATE DATABASE {name}")).await;
+    }
+    let server = testing::server_config_from_env();
+    let found = testing::list_leftover_databases(&server, &prefix, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let names: Vec<_> = found.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, [old_generated.as_str()]);
+    let dropped = testing::drop_leftover_databases(&server, &prefix, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(dropped, [old_generated.as_str()]);
+    assert!(
+        database_exists(&archive).await,
+        "a real database was dropped"
+    );
+    assert!(database_exists(&dated).await, "a real database was dropped");
+    assert!(!database_exists(&old_generated).await);
+}
+
+#[tokio::test]
 async fn bad_input_is_a_test_database_error() {
     for bad in [
         "test\"; DROP DATABASE production; --",

@@ -235,128 +235,199 @@ impl<'a> Lexer<'a> {
     }
 }
 
-/// Splits `sql` into statements and collects its line comments.
-pub(crate) fn lex(sql: &str) -> Lexed<'_> {
+/// What [`Lexer::next_token`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenKind {
+    /// A `--` comment (without its newline).
+    LineComment,
+    /// A `/* */` comment, nested ones included.
+    BlockComment,
+    /// One whitespace byte.
+    Space,
+    /// A bare word: keyword or unquoted identifier.
+    Word,
+    /// `(`
+    Open,
+    /// `)`
+    Close,
+    /// `;`
+    Semicolon,
+    /// Anything else: a string of any kind, a quoted identifier, a dollar-quoted body, a
+    /// number, a `$n` parameter, an operator or punctuation byte.
+    Other,
+}
+
+/// One token of [`tokens`]: its kind and its byte range in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Token {
+    pub(crate) kind: TokenKind,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+impl Lexer<'_> {
+    /// The next token, `None` at the end of the input.
+    fn next_token(&mut self) -> Option<Token> {
+        let c = *self.b.get(self.i)?;
+        let start = self.i;
+        let kind = match c {
+            b'-' if self.peek(self.i + 1) == Some(b'-') => {
+                while !matches!(self.peek(self.i), None | Some(b'\n' | b'\r')) {
+                    self.i += 1;
+                }
+                TokenKind::LineComment
+            }
+            b'/' if self.peek(self.i + 1) == Some(b'*') => {
+                self.block_comment();
+                TokenKind::BlockComment
+            }
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'\x0b' => {
+                self.i += 1;
+                TokenKind::Space
+            }
+            b'\'' => {
+                self.i += 1;
+                self.quoted(false);
+                TokenKind::Other
+            }
+            b'"' => {
+                self.i += 1;
+                self.quoted_ident();
+                TokenKind::Other
+            }
+            b'$' => {
+                self.dollar();
+                TokenKind::Other
+            }
+            b'0'..=b'9' => {
+                while self
+                    .peek(self.i)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.')
+                {
+                    self.i += 1;
+                }
+                TokenKind::Other
+            }
+            c if ident_start(c) => {
+                while self.peek(self.i).is_some_and(ident_cont) {
+                    self.i += 1;
+                }
+                let word = &self.src[start..self.i];
+                let next = self.peek(self.i);
+                if word.eq_ignore_ascii_case("e") && next == Some(b'\'') {
+                    self.i += 1;
+                    self.quoted(true);
+                    while self.continuation() {
+                        self.quoted(true);
+                    }
+                    TokenKind::Other
+                } else if matches!(word, "b" | "B" | "x" | "X" | "n" | "N") && next == Some(b'\'') {
+                    self.i += 1;
+                    self.quoted(false);
+                    TokenKind::Other
+                } else if word.eq_ignore_ascii_case("u")
+                    && next == Some(b'&')
+                    && self.peek(self.i + 2) == Some(b'\'')
+                {
+                    self.i += 2;
+                    self.quoted(false);
+                    TokenKind::Other
+                } else if word.eq_ignore_ascii_case("u")
+                    && next == Some(b'&')
+                    && self.peek(self.i + 2) == Some(b'"')
+                {
+                    self.i += 2;
+                    self.quoted_ident();
+                    TokenKind::Other
+                } else {
+                    TokenKind::Word
+                }
+            }
+            b'(' => {
+                self.i += 1;
+                TokenKind::Open
+            }
+            b')' => {
+                self.i += 1;
+                TokenKind::Close
+            }
+            b';' => {
+                self.i += 1;
+                TokenKind::Semicolon
+            }
+            _ => {
+                self.i += 1;
+                TokenKind::Other
+            }
+        };
+        Some(Token {
+            kind,
+            start,
+            end: self.i,
+        })
+    }
+}
+
+/// The tokens of `sql`, comments and whitespace included; joined, they are exactly the input.
+pub(crate) fn tokens(sql: &str) -> impl Iterator<Item = Token> + '_ {
     let mut lx = Lexer {
         src: sql,
         b: sql.as_bytes(),
         i: 0,
     };
-    let n = lx.b.len();
+    std::iter::from_fn(move || lx.next_token())
+}
+
+/// Splits `sql` into statements and collects its line comments.
+pub(crate) fn lex(sql: &str) -> Lexed<'_> {
+    let n = sql.len();
     let mut out = Lexed::default();
     let mut st = StatementState::default();
     let mut piece_start = 0;
     let mut any_token = false;
 
-    while lx.i < n {
-        let c = lx.b[lx.i];
-        let at = lx.i;
-        match c {
-            b'-' if lx.peek(lx.i + 1) == Some(b'-') => {
-                let start = lx.i;
-                while !matches!(lx.peek(lx.i), None | Some(b'\n' | b'\r')) {
-                    lx.i += 1;
-                }
+    for tok in tokens(sql) {
+        let at = tok.start;
+        match tok.kind {
+            TokenKind::LineComment => {
                 out.line_comments.push(LineComment {
-                    text: &sql[start..lx.i],
-                    offset: start,
+                    text: &sql[tok.start..tok.end],
+                    offset: tok.start,
                     leading: !any_token,
                 });
             }
-            b'/' if lx.peek(lx.i + 1) == Some(b'*') => lx.block_comment(),
-            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'\x0b' => lx.i += 1,
-            b'\'' => {
-                lx.i += 1;
-                lx.quoted(false);
-                st.token(at, None);
+            TokenKind::BlockComment | TokenKind::Space => {}
+            TokenKind::Word => {
+                let word = &sql[tok.start..tok.end];
+                st.token(at, Some(word));
+                st.identifier(word);
             }
-            b'"' => {
-                lx.i += 1;
-                lx.quoted_ident();
-                st.token(at, None);
-            }
-            b'$' => {
-                lx.dollar();
-                st.token(at, None);
-            }
-            b'0'..=b'9' => {
-                while lx
-                    .peek(lx.i)
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.')
-                {
-                    lx.i += 1;
-                }
-                st.token(at, None);
-            }
-            c if ident_start(c) => {
-                let start = lx.i;
-                while lx.peek(lx.i).is_some_and(ident_cont) {
-                    lx.i += 1;
-                }
-                let word = &sql[start..lx.i];
-                let next = lx.peek(lx.i);
-                if word.eq_ignore_ascii_case("e") && next == Some(b'\'') {
-                    lx.i += 1;
-                    lx.quoted(true);
-                    while lx.continuation() {
-                        lx.quoted(true);
-                    }
-                    st.token(at, None);
-                } else if matches!(word, "b" | "B" | "x" | "X" | "n" | "N") && next == Some(b'\'') {
-                    lx.i += 1;
-                    lx.quoted(false);
-                    st.token(at, None);
-                } else if word.eq_ignore_ascii_case("u")
-                    && next == Some(b'&')
-                    && lx.peek(lx.i + 2) == Some(b'\'')
-                {
-                    lx.i += 2;
-                    lx.quoted(false);
-                    st.token(at, None);
-                } else if word.eq_ignore_ascii_case("u")
-                    && next == Some(b'&')
-                    && lx.peek(lx.i + 2) == Some(b'"')
-                {
-                    lx.i += 2;
-                    lx.quoted_ident();
-                    st.token(at, None);
-                } else {
-                    st.token(at, Some(word));
-                    st.identifier(word);
-                }
-            }
-            b'(' => {
+            TokenKind::Open => {
                 st.paren_depth += 1;
                 st.token(at, None);
-                lx.i += 1;
             }
-            b')' => {
+            TokenKind::Close => {
                 st.paren_depth = st.paren_depth.saturating_sub(1);
                 st.token(at, None);
-                lx.i += 1;
             }
-            b';' => {
-                lx.i += 1;
+            TokenKind::Semicolon => {
                 if st.paren_depth == 0 && st.begin_depth == 0 {
                     let head = std::mem::take(&mut st.head);
                     out.pieces.push(Piece {
-                        text: &sql[piece_start..lx.i],
+                        text: &sql[piece_start..tok.end],
                         offset: piece_start,
                         significant: st.significant,
                         start: st.start.unwrap_or(piece_start),
                         head,
                     });
-                    piece_start = lx.i;
+                    piece_start = tok.end;
                     st = StatementState::default();
                     any_token = true;
                     continue;
                 }
                 st.token(at, None);
             }
-            _ => {
-                lx.i += 1;
-                st.token(at, None);
-            }
+            TokenKind::Other => st.token(at, None),
         }
         any_token |= st.significant;
     }
@@ -769,6 +840,15 @@ mod tests {
             assert!(c.text.starts_with("--"));
             assert_eq!(&sql[c.offset..c.offset + c.text.len()], c.text);
         }
+        // Tokens are contiguous, non-empty, on char boundaries, and cover the input.
+        let mut end = 0;
+        for t in tokens(sql) {
+            assert_eq!(t.start, end, "{sql:?}");
+            assert!(t.end > t.start, "{sql:?}");
+            assert!(sql.get(t.start..t.end).is_some(), "{sql:?}: {t:?}");
+            end = t.end;
+        }
+        assert_eq!(end, sql.len(), "{sql:?}");
     }
 
     #[test]

@@ -182,6 +182,26 @@ fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// The creation time (Unix seconds) of a database that [`unique_name`] named for `prefix`, or
+/// `None` when `name` does not have exactly that shape: `{prefix}_`, a 10-digit timestamp, and
+/// three more all-digit parts. Anything looser could force-drop a real database named, say,
+/// `test_2024_q1_archive`.
+fn generated_created_at(prefix: &str, name: &str) -> Option<u64> {
+    let rest = name
+        .strip_prefix(&prefix.to_ascii_lowercase())?
+        .strip_prefix('_')?;
+    let parts: Vec<&str> = rest.split('_').collect();
+    let [secs, pid, n, nanos] = parts[..] else {
+        return None;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // Ten digits: 2001-09-09 to 2286, so a year, a date or a small number never passes.
+    if secs.len() != 10 || !digits(secs) || !digits(pid) || !digits(n) || !digits(nanos) {
+        return None;
+    }
+    secs.parse().ok()
+}
+
 /// A runtime of its own for test-database housekeeping. The maintenance pools live on it, so
 /// they outlive the per-test runtimes of `#[pgdbm::test]`, and spare clones are made on it in
 /// the background while tests run.
@@ -746,8 +766,10 @@ pub struct LeftoverDatabase {
     pub age: Duration,
 }
 
-/// Test databases named `{prefix}_…` created more than `older_than` ago (crashed runs leave
-/// them behind). The age comes from the creation time pgdbm puts in the name.
+/// Test databases named like pgdbm names them, `{prefix}_{secs}_{pid}_{n}_{nanos}`, created
+/// more than `older_than` ago (crashed runs leave them behind). The age comes from the creation
+/// time in the name. Only that exact shape matches: `test_2024_q1_archive` or
+/// `test_2024_01_15_0` are someone's real databases and are never listed.
 pub async fn list_leftover_databases(
     server: &DatabaseConfig,
     prefix: &str,
@@ -758,7 +780,10 @@ pub async fn list_leftover_databases(
     let names = maint
         .fetch_all(
             "SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY datname",
-            &[&format!("{}\\_%", prefix.to_ascii_lowercase())],
+            &[&format!(
+                "{}\\_%",
+                prefix.to_ascii_lowercase().replace('_', "\\_")
+            )],
         )
         .await;
     let now = SystemTime::now()
@@ -768,11 +793,7 @@ pub async fn list_leftover_databases(
     let mut out = Vec::new();
     for row in names? {
         let name: String = row.get(0)?;
-        let Some(created) = name[prefix.len() + 1..]
-            .split('_')
-            .next()
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
+        let Some(created) = generated_created_at(prefix, &name) else {
             continue;
         };
         let age = Duration::from_secs(now.saturating_sub(created));
@@ -896,5 +917,40 @@ mod tests {
         let n = unique_name("Test");
         assert!(n.starts_with("test_"));
         check_name("name", &n).unwrap();
+    }
+
+    #[test]
+    fn only_generated_names_count_as_leftovers() {
+        let n = unique_name("Test");
+        let secs: u64 = n.split('_').nth(1).unwrap().parse().unwrap();
+        assert_eq!(generated_created_at("test", &n), Some(secs));
+        assert_eq!(generated_created_at("Test", &n), Some(secs));
+        assert_eq!(
+            generated_created_at("test", "test_1700000000_4242_0_17"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            generated_created_at("my_app", "my_app_1700000000_1_2_3"),
+            Some(1_700_000_000)
+        );
+        for real in [
+            "test_2024_q1_archive",
+            "test_2024_01_15_0",
+            "test_2024",
+            "test_1700000000",
+            "test_1700000000_1_2",
+            "test_1700000000_1_2_3_4",
+            "test_1700000000_1_2_x",
+            "test_1700000000__2_3",
+            "test_17000000000_1_2_3",
+            "test_+700000000_1_2_3",
+            "testx_1700000000_1_2_3",
+            "tes_1700000000_1_2_3",
+            "test1700000000_1_2_3",
+            "other_1700000000_1_2_3",
+            "pgdbm_spare_abc_1700000000_1_2_3",
+        ] {
+            assert_eq!(generated_created_at("test", real), None, "{real}");
+        }
     }
 }

@@ -114,3 +114,41 @@ pub async fn count_users(db: &AsyncDatabaseManager) -> i64 {
         .unwrap()
         .unwrap()
 }
+
+/// The server URL with the user replaced by `role` (trust auth: no password needed).
+pub fn url_as(role: &str) -> String {
+    let url = database_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}user={role}")
+}
+
+/// Drops a role (and revokes what was granted to it) when dropped, also while panicking.
+/// Declare it before the guards of objects the role uses, so those go first.
+pub struct RoleGuard(pub String);
+
+impl Drop for RoleGuard {
+    fn drop(&mut self) {
+        let role = &self.0;
+        drop_with_fresh_runtime(format!(
+            "DO $$ BEGIN \
+               IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+                 PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'; \
+                 EXECUTE 'DROP OWNED BY \"{role}\"'; \
+               END IF; \
+             END $$; \
+             DROP ROLE IF EXISTS \"{role}\""
+        ));
+    }
+}
+
+/// Drops a database when dropped, also while panicking.
+pub struct DatabaseGuard(pub String);
+
+impl Drop for DatabaseGuard {
+    fn drop(&mut self) {
+        drop_with_fresh_runtime(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.0
+        ));
+    }
+}
