@@ -92,8 +92,10 @@ pub enum Error {
         source: Option<Box<Error>>,
     },
 
-    /// A call did not finish in time; the server-side query was cancelled.
-    #[error("{operation} timed out after {:?}; the query was cancelled on the server. Raise the limit with `with_timeout` or `command_timeout`.", after)]
+    /// A call did not finish in time. The error comes back at the deadline; the query is
+    /// cancelled on the server in the background, and its connection is reused only once the
+    /// server has confirmed it idle (inside a transaction, the transaction can only roll back).
+    #[error("{operation} timed out after {:?}; the query is being cancelled on the server. Raise the limit with `with_timeout` or `command_timeout`.", after)]
     Timeout {
         /// What timed out (a shortened SQL text).
         operation: String,

@@ -1,0 +1,206 @@
+//! The public query methods, written once as a macro for the manager and transactions.
+
+/// The public query methods, identical on the manager and on transactions.
+macro_rules! query_methods {
+    () => {
+        /// Runs a statement; returns the number of rows affected. Without parameters it uses
+        /// the simple protocol, so a script of several statements runs in one call.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let n = db.execute("DELETE FROM {{tables.users}} WHERE id = $1", &[&7_i32]).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn execute(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+            crate::query::execute(self, query, params).await
+        }
+
+        /// Runs an `INSERT` and returns its `id`, appending `RETURNING id` unless the
+        /// statement already has a top-level `RETURNING` clause (the word in a string, a
+        /// quoted identifier, a comment, or a CTE/subquery does not count).
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let id: i32 = db.execute_and_return_id(
+        ///     "INSERT INTO {{tables.users}} (email) VALUES ($1)", &[&"a@x.org"]).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn execute_and_return_id<T: postgres_types::FromSqlOwned>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<T> {
+            crate::query::execute_and_return_id(self, query, params).await
+        }
+
+        /// Runs one statement once per row of parameters, pipelined on one connection. Outside a
+        /// transaction it runs in its own transaction: all rows or none. Returns rows affected.
+        ///
+        /// A plain `INSERT … VALUES ($1, …, $n)` (no `ON CONFLICT`, no `RETURNING`) goes as
+        /// multi-row `INSERT`s of up to 1,024 rows, several times faster; statement-level
+        /// triggers then fire once per chunk, and an error names the chunk's rows.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// db.executemany("INSERT INTO {{tables.users}} (email, name) VALUES ($1, $2)",
+        ///     vec![("a@x.org", "A"), ("b@x.org", "B")]).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn executemany<P: crate::params::Params>(
+            &self,
+            query: &str,
+            rows: impl IntoIterator<Item = P>,
+        ) -> Result<u64> {
+            crate::query::executemany(self, query, rows).await
+        }
+
+        /// The first column of the first row; `None` for no row and for SQL NULL.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let count: Option<i64> = db.fetch_value("SELECT count(*) FROM {{tables.users}}", &[]).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn fetch_value<T: postgres_types::FromSqlOwned>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Option<T>> {
+            crate::query::fetch_value_at(self, query, params, 0).await
+        }
+
+        /// Column `column` (0-based) of the first row; `None` for no row and for SQL NULL.
+        pub async fn fetch_value_at<T: postgres_types::FromSqlOwned>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+            column: usize,
+        ) -> Result<Option<T>> {
+            crate::query::fetch_value_at(self, query, params, column).await
+        }
+
+        /// The first row, if any.
+        pub async fn fetch_one(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Option<crate::Record>> {
+            crate::query::fetch_one(self, query, params).await
+        }
+
+        /// All rows.
+        pub async fn fetch_all(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Vec<crate::Record>> {
+            crate::query::fetch_all(self, query, params).await
+        }
+
+        /// The first row deserialized into `T` (fields matched to columns by name).
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// #[derive(serde::Deserialize)]
+        /// struct User { id: i32, email: String }
+        /// let u: Option<User> = db.fetch_as_model("SELECT * FROM {{tables.users}} WHERE id = $1", &[&1_i32]).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn fetch_as_model<T: serde::de::DeserializeOwned>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Option<T>> {
+            crate::query::fetch_one_mapped(self, query, params, |r| crate::de::from_row(r.as_row()))
+                .await
+        }
+
+        /// All rows deserialized into `T`.
+        pub async fn fetch_all_as_model<T: serde::de::DeserializeOwned>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Vec<T>> {
+            crate::query::fetch_all_mapped(self, query, params, |r| crate::de::from_row(r.as_row()))
+                .await
+        }
+
+        /// The first row as `T` through its [`FromRow`](crate::FromRow) impl: each field decoded
+        /// straight from the wire, the fastest typed fetch. `None` when there is no row.
+        ///
+        /// ```no_run
+        /// #[derive(pgdbm::FromRow)]
+        /// struct User { id: i32, email: String }
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let user: Option<User> = db
+        ///     .fetch_one_as("SELECT id, email FROM {{tables.users}} WHERE id = $1", &[&1_i32])
+        ///     .await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn fetch_one_as<T: crate::FromRow>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Option<T>> {
+            crate::query::fetch_one_mapped(self, query, params, |r| T::from_row(&r)).await
+        }
+
+        /// All rows as `T` through its [`FromRow`](crate::FromRow) impl.
+        pub async fn fetch_all_as<T: crate::FromRow>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Vec<T>> {
+            crate::query::fetch_all_mapped(self, query, params, |r| T::from_row(&r)).await
+        }
+
+        /// Rows one at a time, for results too large to hold in memory. The connection is held
+        /// until the stream is dropped; the call's timeout covers only getting the first answer.
+        pub async fn fetch_stream(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<impl futures_util::Stream<Item = Result<crate::Record>> + Send + '_> {
+            crate::query::stream_rows(self, query, params).await
+        }
+
+        /// Bulk-loads rows with binary `COPY`. `table` is a plain name (the manager's schema is
+        /// applied) or `schema.table`; values are encoded as the table's column types. Returns
+        /// the number of rows copied. Outside a transaction it is all-or-nothing.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let n = db.copy_records_to_table("users", vec![("c@x.org", "C")], Some(&["email", "name"])).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn copy_records_to_table<P: crate::params::Params>(
+            &self,
+            table: &str,
+            records: impl IntoIterator<Item = P>,
+            columns: Option<&[&str]>,
+        ) -> Result<u64> {
+            crate::query::copy_records_to_table(self, table, records, columns).await
+        }
+
+        /// Whether a table (or view) exists: `name` in the manager's schema (`public` without
+        /// one), or `schema.name`.
+        pub async fn table_exists(&self, name: &str) -> Result<bool> {
+            crate::query::table_exists(self, name).await
+        }
+
+        /// The query with templates applied, as it would be sent.
+        ///
+        /// ```
+        /// let db = pgdbm::AsyncDatabaseManager::new(pgdbm::DatabaseConfig {
+        ///     schema: Some("app".into()), ..Default::default() }).unwrap();
+        /// assert_eq!(db.prepare_query("SELECT * FROM {{tables.users}}").unwrap(), r#"SELECT * FROM "app".users"#);
+        /// ```
+        pub fn prepare_query(&self, query: &str) -> Result<String> {
+            Ok(crate::query::Runner::templates(self)
+                .render(query)?
+                .into_owned())
+        }
+    };
+}
+
+pub(crate) use query_methods;

@@ -1,0 +1,431 @@
+//! The query methods, written once for both the manager and transactions: template rendering,
+//! logging, timeouts, error wrapping.
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use postgres_types::FromSqlOwned;
+use tokio_postgres::types::ToSql;
+
+use crate::connection::{PgConn, PoolConnection, Stale};
+use crate::error::{shorten_sql, Error, Result};
+use crate::params::mask_params;
+use crate::record::Record;
+use crate::template::{check_identifier, Templates};
+
+// The macros first: `macro_rules!` are visible only to code after them.
+
+/// Runs `$body` on one connection, inside its own transaction unless the executor already is
+/// one: committed when it succeeds, rolled back when it fails. A timeout or a drop halfway
+/// leaves the connection's state in a transaction, so it is rolled back (or closed) before it
+/// can be used again.
+macro_rules! all_or_nothing {
+    ($ex:expr, $operation:expr, |$conn:ident| $body:expr) => {{
+        let ex = $ex;
+        let deadline = ex.deadline();
+        let implicit_tx = !ex.in_transaction();
+        let result = async {
+            let conn = ex.conn(deadline).await?;
+            let $conn: &PgConn = &conn;
+            $conn
+                .timed(deadline, $operation, async {
+                    if implicit_tx {
+                        $conn
+                            .client
+                            .batch_execute("BEGIN")
+                            .await
+                            .map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
+                        $conn.enter_transaction();
+                    }
+                    let outcome = $body.await;
+                    if implicit_tx {
+                        let end = if outcome.is_ok() {
+                            "COMMIT"
+                        } else {
+                            "ROLLBACK"
+                        };
+                        $conn
+                            .client
+                            .batch_execute(end)
+                            .await
+                            .map_err(|e| query_error(e, end, std::iter::empty()))?;
+                        $conn.leave_transaction();
+                    }
+                    outcome
+                })
+                .await
+        }
+        .await;
+        if let Err(e) = &result {
+            ex.note_error(e);
+        }
+        result
+    }};
+}
+
+mod batch;
+mod copy;
+mod methods;
+mod stream;
+
+pub(crate) use batch::executemany;
+pub(crate) use copy::copy_records_to_table;
+pub(crate) use methods::query_methods;
+pub(crate) use stream::stream_rows;
+
+/// A connection for one call: checked out of the pool, or borrowed from a transaction.
+// Boxing the pooled variant would cost an allocation per query; the enum lives on the stack
+// of one call only.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum ConnRef<'a> {
+    Pooled(PoolConnection),
+    Borrowed(&'a PgConn),
+}
+
+impl Deref for ConnRef<'_> {
+    type Target = PgConn;
+    fn deref(&self) -> &PgConn {
+        match self {
+            ConnRef::Pooled(c) => c.conn(),
+            ConnRef::Borrowed(c) => c,
+        }
+    }
+}
+
+/// What the query methods need from whoever runs them.
+pub(crate) trait Runner: Sync {
+    fn templates(&self) -> &Templates;
+    fn timeout(&self) -> Option<Duration>;
+    fn conn(&self, deadline: Option<Instant>) -> impl Future<Output = Result<ConnRef<'_>>> + Send;
+    /// Inside a transaction: no implicit BEGIN/COMMIT, and errors abort the transaction.
+    fn in_transaction(&self) -> bool;
+    /// Called with every failed call's error.
+    fn note_error(&self, _error: &Error) {}
+
+    fn deadline(&self) -> Option<Instant> {
+        self.timeout().map(|t| Instant::now() + t)
+    }
+}
+
+fn debug_env() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("DB_DEBUG")
+            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+    })
+}
+
+pub(crate) fn log_query<'a>(sql: &str, params: impl Iterator<Item = &'a (dyn ToSql + Sync)>) {
+    if debug_env() {
+        tracing::info!(target: "pgdbm::query", sql, params = %mask_params(params), "query");
+    } else if tracing::enabled!(target: "pgdbm::query", tracing::Level::DEBUG) {
+        tracing::debug!(target: "pgdbm::query", sql, params = %mask_params(params), "query");
+    }
+}
+
+pub(crate) fn query_error<'a>(
+    source: tokio_postgres::Error,
+    sql: &str,
+    params: impl Iterator<Item = &'a (dyn ToSql + Sync)>,
+) -> Error {
+    Error::Query {
+        sql: shorten_sql(sql),
+        params: mask_params(params),
+        source,
+    }
+}
+
+/// Renders, logs, checks out a connection and runs `$body` under the call's deadline, through
+/// the connection's state choke point ([`PgConn::timed`]).
+macro_rules! run {
+    ($ex:expr, $query:expr, $params:expr, |$conn:ident, $sql:ident, $in_tx:ident| $body:expr) => {{
+        let ex = $ex;
+        let $sql: &str = &ex.templates().render($query)?;
+        let params: &[&(dyn ToSql + Sync)] = $params;
+        log_query($sql, params.iter().copied());
+        let deadline = ex.deadline();
+        let pooled = !ex.in_transaction();
+        let $in_tx = !pooled;
+        let result = async {
+            let mut replaced = false;
+            loop {
+                let conn = ex.conn(deadline).await?;
+                let $conn: &PgConn = &conn;
+                let mut replace = false;
+                let r = $conn
+                    .timed(deadline, $sql, async {
+                        let mut r = $body.await;
+                        let mut retried = false;
+                        // A cached statement went stale (the table or a type changed under it):
+                        // the cache drops it, inside a transaction too; outside one, one retry
+                        // re-prepares it, or runs on another connection if this one lost its
+                        // named statements (see `forget_if_stale`).
+                        while let Err(e) = &r {
+                            match $conn.forget_if_stale($sql, e) {
+                                Stale::Retry if pooled && !retried => retried = true,
+                                Stale::Replace if pooled && !replaced => {
+                                    replace = true;
+                                    break;
+                                }
+                                _ => break,
+                            }
+                            r = $body.await;
+                        }
+                        r.map_err(|e| query_error(e, $sql, params.iter().copied()))
+                    })
+                    .await;
+                if !replace {
+                    break r;
+                }
+                // `conn` (marked broken) goes back to the pool here and is replaced.
+                replaced = true;
+            }
+        }
+        .await;
+        if let Err(e) = &result {
+            ex.note_error(e);
+        }
+        result
+    }};
+}
+
+pub(crate) async fn execute<E: Runner>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64> {
+    run!(ex, query, params, |conn, sql, in_tx| async {
+        let r = conn.execute(sql, params, in_tx).await;
+        if r.is_ok() && params.is_empty() {
+            conn.note_session_reset(sql);
+        }
+        r
+    })
+}
+
+pub(crate) async fn fetch_all<E: Runner>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Record>> {
+    let rows = run!(ex, query, params, |conn, sql, in_tx| conn
+        .query(sql, params, in_tx))?;
+    Ok(rows.into_iter().map(Record::new).collect())
+}
+
+pub(crate) async fn fetch_one<E: Runner>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Record>> {
+    let row = run!(ex, query, params, |conn, sql, in_tx| conn
+        .query_first(sql, params, in_tx))?;
+    Ok(row.map(Record::new))
+}
+
+pub(crate) async fn fetch_value_at<E: Runner, T: FromSqlOwned>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+    column: usize,
+) -> Result<Option<T>> {
+    match fetch_one(ex, query, params).await? {
+        None => Ok(None),
+        Some(row) => {
+            if column >= row.len() {
+                return Err(Error::decode(
+                    column,
+                    "-",
+                    format!(
+                        "column index out of range: the query returns {} column(s)",
+                        row.len()
+                    ),
+                ));
+            }
+            row.get::<Option<T>>(column)
+        }
+    }
+}
+
+/// The first row mapped by `f` (serde or `FromRow`), if any.
+pub(crate) async fn fetch_one_mapped<E: Runner, T>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+    f: fn(Record) -> Result<T>,
+) -> Result<Option<T>> {
+    fetch_one(ex, query, params).await?.map(f).transpose()
+}
+
+/// All rows mapped by `f` as they arrive.
+pub(crate) async fn fetch_all_mapped<E: Runner, T>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+    f: fn(Record) -> Result<T>,
+) -> Result<Vec<T>> {
+    run!(ex, query, params, |conn, sql, in_tx| conn
+        .query_map(sql, params, f, in_tx))?
+}
+
+/// `INSERT …` gets `RETURNING id` unless the statement has a `RETURNING` clause of its own.
+///
+/// Only the keyword at the top level counts. The word inside a string (`'…'`, `E'…'`,
+/// `$$…$$`), a quoted identifier, a comment, or after `.` / `AS` (a column label) is not the
+/// keyword. A `RETURNING` inside parentheses belongs to a data-modifying CTE or a subquery,
+/// not to the statement itself, which then returns no row: `RETURNING id` is appended there
+/// too. Trailing `;`, whitespace and comments are dropped first, so the clause never lands
+/// inside a `--` comment.
+pub(crate) fn with_returning_id(query: &str) -> String {
+    use crate::migrate::lexer::{tokens, TokenKind};
+    let mut depth = 0u32;
+    let mut has_returning = false;
+    // The end of the statement: its last token that is not a comment or a trailing `;`.
+    let mut end = 0;
+    let mut prev = "";
+    for t in tokens(query) {
+        let text = &query[t.start..t.end];
+        match t.kind {
+            TokenKind::LineComment | TokenKind::BlockComment | TokenKind::Space => continue,
+            TokenKind::Semicolon if depth == 0 => continue,
+            TokenKind::Open => depth += 1,
+            TokenKind::Close => depth = depth.saturating_sub(1),
+            TokenKind::Word
+                if depth == 0
+                    && text.eq_ignore_ascii_case("returning")
+                    && prev != "."
+                    && !prev.eq_ignore_ascii_case("as") =>
+            {
+                has_returning = true
+            }
+            _ => {}
+        }
+        prev = text;
+        end = t.end;
+    }
+    let statement = &query[..end];
+    if has_returning {
+        statement.to_owned()
+    } else {
+        format!("{statement} RETURNING id")
+    }
+}
+
+pub(crate) async fn execute_and_return_id<E: Runner, T: FromSqlOwned>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<T> {
+    let query = with_returning_id(query);
+    match fetch_value_at::<E, T>(ex, &query, params, 0).await? {
+        Some(id) => Ok(id),
+        None => Err(Error::decode(
+            "id",
+            "-",
+            "the statement returned no row or a NULL id (did the INSERT insert nothing?)",
+        )),
+    }
+}
+
+pub(crate) async fn table_exists<E: Runner>(ex: &E, name: &str) -> Result<bool> {
+    let (schema, table) = match name.split_once('.') {
+        Some((s, t)) => (s.to_owned(), t),
+        None => (ex.templates().schema().unwrap_or("public").to_owned(), name),
+    };
+    check_identifier(&schema, "schema")?;
+    check_identifier(table, "table")?;
+    // Unquoted table names fold to lower case in templates; do the same here.
+    let table = table.to_ascii_lowercase();
+    let exists: Option<bool> = fetch_value_at(
+        ex,
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f'))",
+        &[&schema, &table],
+        0,
+    )
+    .await?;
+    Ok(exists.unwrap_or(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returning_is_appended_once() {
+        assert_eq!(
+            with_returning_id("INSERT INTO t (a) VALUES ($1)"),
+            "INSERT INTO t (a) VALUES ($1) RETURNING id"
+        );
+        assert_eq!(
+            with_returning_id("INSERT INTO t (a) VALUES ($1);  "),
+            "INSERT INTO t (a) VALUES ($1) RETURNING id"
+        );
+        assert_eq!(
+            with_returning_id("insert into t (a) values ($1) Returning user_id"),
+            "insert into t (a) values ($1) Returning user_id"
+        );
+        assert_eq!(
+            with_returning_id("INSERT INTO returning_things (a) VALUES ($1)"),
+            "INSERT INTO returning_things (a) VALUES ($1) RETURNING id"
+        );
+    }
+
+    #[test]
+    fn returning_in_literals_comments_and_subqueries_is_not_the_clause() {
+        for (sql, want) in [
+            (
+                "INSERT INTO t (note) VALUES ('returning soon')",
+                "INSERT INTO t (note) VALUES ('returning soon') RETURNING id",
+            ),
+            (
+                "INSERT INTO t (note) VALUES (E'it\\'s returning');",
+                "INSERT INTO t (note) VALUES (E'it\\'s returning') RETURNING id",
+            ),
+            (
+                "INSERT INTO t (note) VALUES ($$ returning $$)",
+                "INSERT INTO t (note) VALUES ($$ returning $$) RETURNING id",
+            ),
+            (
+                "INSERT INTO t (note) VALUES ($f$ ' returning $f$)",
+                "INSERT INTO t (note) VALUES ($f$ ' returning $f$) RETURNING id",
+            ),
+            (
+                "INSERT INTO t (\"returning\") VALUES (1)",
+                "INSERT INTO t (\"returning\") VALUES (1) RETURNING id",
+            ),
+            (
+                "INSERT INTO t /* returning */ (a) VALUES (1)",
+                "INSERT INTO t /* returning */ (a) VALUES (1) RETURNING id",
+            ),
+            (
+                "INSERT INTO t (a) VALUES (1) -- returning later\n",
+                "INSERT INTO t (a) VALUES (1) RETURNING id",
+            ),
+            (
+                "INSERT INTO t (a) VALUES (1); -- done",
+                "INSERT INTO t (a) VALUES (1) RETURNING id",
+            ),
+            (
+                "WITH d AS (DELETE FROM s RETURNING a) INSERT INTO t (a) SELECT a FROM d",
+                "WITH d AS (DELETE FROM s RETURNING a) INSERT INTO t (a) SELECT a FROM d RETURNING id",
+            ),
+            (
+                "INSERT INTO t (a) SELECT x.returning FROM x",
+                "INSERT INTO t (a) SELECT x.returning FROM x RETURNING id",
+            ),
+            (
+                "INSERT INTO t (a) VALUES (1) RETURNING a -- the key",
+                "INSERT INTO t (a) VALUES (1) RETURNING a",
+            ),
+            (
+                "insert into t (a) values ('x;y') returning *;",
+                "insert into t (a) values ('x;y') returning *",
+            ),
+        ] {
+            assert_eq!(with_returning_id(sql), want, "{sql}");
+        }
+    }
+}
