@@ -611,8 +611,14 @@ fn spawn_reaper(pool: std::sync::Weak<PoolInner>, lifetime: Duration) {
             let limit = lifetime.as_micros() as u64;
             let now = now_micros();
             let removed = inner.pool.retain(|conn, _| {
+                // A dead connection (its server process terminated, say) is useless even to
+                // keep `min_connections`: it goes, and the top-up below replaces it.
+                if conn.is_broken() {
+                    removable = removable.saturating_sub(1);
+                    return false;
+                }
                 let idle = now.saturating_sub(conn.last_used.load(Ordering::Relaxed));
-                if removable > 0 && (idle > limit || conn.is_broken()) {
+                if removable > 0 && idle > limit {
                     removable -= 1;
                     false
                 } else {

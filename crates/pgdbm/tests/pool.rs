@@ -615,3 +615,40 @@ async fn the_default_application_name_is_schema_pool() {
     .await;
     assert_eq!(own_application_name(&db).await, "from_url");
 }
+
+/// Connections whose server process was terminated are replaced by the reaper even at
+/// `min_connections`, before anyone checks them out.
+#[tokio::test]
+async fn the_reaper_replaces_dead_connections_at_min_size() {
+    let (db, _guard) = common::schema_db_with(|c| {
+        c.min_connections = 2;
+        c.max_connections = 2;
+        c.max_inactive_connection_lifetime = 0.4;
+    })
+    .await;
+    let pids: Vec<i32> = {
+        let a = db.acquire().await.unwrap();
+        let b = db.acquire().await.unwrap();
+        vec![a.backend_pid(), b.backend_pid()]
+    };
+    common::admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({}, {})",
+        pids[0], pids[1]
+    ))
+    .await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let stats = db.get_pool_stats().await.unwrap();
+        let fresh = stats.size == 2 && stats.pid.is_some_and(|p| !pids.contains(&p));
+        if fresh {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "dead connections still pooled: {stats:?}"
+        );
+    }
+    let n: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
+    assert_eq!(n, Some(1));
+}
