@@ -75,10 +75,19 @@ async fn manager_over_mutual_tls_with_an_encrypted_key() {
         .await;
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let sleeping: Option<i64> = db
-        .fetch_value("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(10)' AND state = 'active'", &[])
-        .await
-        .unwrap();
+    // The cancel is sent in the background after the call returns: give it a moment
+    // (bounded, far below the 10 s sleep) to land.
+    let limit = Instant::now() + Duration::from_secs(3);
+    let sleeping = loop {
+        let n: Option<i64> = db
+            .fetch_value("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(10)' AND state = 'active'", &[])
+            .await
+            .unwrap();
+        if n == Some(0) || Instant::now() > limit {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(
         sleeping,
         Some(0),
