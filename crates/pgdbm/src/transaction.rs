@@ -81,14 +81,20 @@ impl TxState {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let result = conn
             .timed(deadline, sql, async {
-                conn.client
-                    .batch_execute(sql)
-                    .await
-                    .map_err(|e| query_error(e, sql, std::iter::empty()))?;
-                match control {
-                    Control::Begin => conn.enter_transaction(),
-                    Control::End => conn.leave_transaction(),
-                    Control::Savepoint => {}
+                // In a transaction from before BEGIN is sent: dropped or timed out while it is
+                // on the wire, the connection must be rolled back, not taken for idle.
+                if control == Control::Begin {
+                    conn.enter_transaction();
+                }
+                if let Err(e) = conn.client.batch_execute(sql).await {
+                    if control == Control::Begin {
+                        // BEGIN itself failed: no transaction was opened.
+                        conn.leave_transaction();
+                    }
+                    return Err(query_error(e, sql, std::iter::empty()));
+                }
+                if control == Control::End {
+                    conn.leave_transaction();
                 }
                 Ok(())
             })

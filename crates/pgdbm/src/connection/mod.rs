@@ -254,8 +254,9 @@ impl PgConn {
 /// and the connection closed); use [`detach`](Self::detach) after changing session settings.
 ///
 /// ```no_run
-/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> Result<(), Box<dyn std::error::Error>> {
 /// let conn = db.acquire().await?;
+/// // The driver's own methods return the driver's error type.
 /// let rows = conn.query("SELECT 1", &[]).await?;
 /// # Ok(()) }
 /// ```

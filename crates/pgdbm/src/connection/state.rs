@@ -182,7 +182,11 @@ impl PgConn {
         self.swap_state(active, resume);
     }
 
-    /// A `BEGIN` succeeded inside the current statement.
+    /// A `BEGIN` is about to be sent inside the current statement. Call it *before* sending:
+    /// once the message is out the server may be in a transaction whether or not we see the
+    /// answer, and a future dropped while waiting must leave a state that gets rolled back
+    /// (the state may overstate the server's, never understate it). If `BEGIN` then fails,
+    /// undo with [`leave_transaction`](Self::leave_transaction).
     pub(crate) fn enter_transaction(&self) {
         self.set_state(SessionState::ActiveInTransaction);
         self.state
@@ -190,7 +194,8 @@ impl PgConn {
             .store(SessionState::InTransaction as u8, Ordering::Release);
     }
 
-    /// A `COMMIT` or `ROLLBACK` succeeded inside the current statement.
+    /// A `COMMIT` or `ROLLBACK` succeeded inside the current statement (or a `BEGIN` failed):
+    /// call it only once the server has answered.
     pub(crate) fn leave_transaction(&self) {
         self.set_state(SessionState::Active);
         self.state

@@ -32,12 +32,14 @@ macro_rules! all_or_nothing {
             $conn
                 .timed(deadline, $operation, async {
                     if implicit_tx {
-                        $conn
-                            .client
-                            .batch_execute("BEGIN")
-                            .await
-                            .map_err(|e| query_error(e, "BEGIN", std::iter::empty()))?;
+                        // In a transaction from before BEGIN is sent: dropped or timed out
+                        // while it is on the wire, the connection must be rolled back.
                         $conn.enter_transaction();
+                        if let Err(e) = $conn.client.batch_execute("BEGIN").await {
+                            // BEGIN itself failed: no transaction was opened.
+                            $conn.leave_transaction();
+                            return Err(query_error(e, "BEGIN", std::iter::empty()));
+                        }
                     }
                     let outcome = $body.await;
                     if implicit_tx {

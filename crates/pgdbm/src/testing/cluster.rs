@@ -41,8 +41,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 /// A throwaway PostgreSQL cluster in a temporary directory, listening on `127.0.0.1` only.
 ///
 /// The superuser is `postgres`, authentication is `trust` unless [`TempClusterBuilder::hba`]
-/// says otherwise. Dropping it stops the server (`pg_ctl -m immediate`) and deletes the
-/// directory.
+/// says otherwise. [`stop_server`](Self::stop_server) and [`start_server`](Self::start_server)
+/// take the server down and bring it back on the same port, to test how clients survive a
+/// restart. Dropping it stops the server (`pg_ctl -m immediate`) and deletes the directory.
 ///
 /// ```no_run
 /// let cluster = pgdbm::testing::TempCluster::start()?;
@@ -191,7 +192,7 @@ impl TempClusterBuilder {
         check("initdb", initdb, &cluster)?;
 
         cluster.write_config(&self)?;
-        cluster.start_server()?;
+        cluster.start_on_free_port()?;
         Ok(cluster)
     }
 }
@@ -377,52 +378,122 @@ impl TempCluster {
     }
 
     /// `pg_ctl -w start` on a free port, retrying with another port after a clash.
-    fn start_server(&mut self) -> Result<()> {
+    fn start_on_free_port(&mut self) -> Result<()> {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             self.port = free_port()?;
-            let log_start = fs::metadata(&self.log_file).map(|m| m.len()).unwrap_or(0);
-            let out = self
-                .command("pg_ctl")
-                .arg("-D")
-                .arg(&self.data_dir)
-                .arg("-l")
-                .arg(&self.log_file)
-                .args(["-w", "-t", "60", "-o"])
-                .arg(format!("-p {}", self.port))
-                .arg("start")
-                .output();
-            // Even a failed start may leave a postmaster behind (e.g. after the wait timed out).
-            self.running = true;
-            match out {
-                Ok(o) if o.status.success() => return Ok(()),
-                Ok(o) => {
-                    let log = log_since(&self.log_file, log_start);
-                    let _ = self
-                        .command("pg_ctl")
-                        .arg("-D")
-                        .arg(&self.data_dir)
-                        .args(["-m", "immediate", "-w", "stop"])
-                        .output();
-                    self.running = false;
-                    last_error = format!(
-                        "pg_ctl start on port {} failed: {}\nserver log (last lines):\n{}",
-                        self.port,
-                        output_text(&o),
-                        tail(&log, LOG_TAIL_LINES)
-                    );
-                    if !log.contains("Address already in use") && !log.contains("could not bind") {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.running = false;
-                    return Err(Error::TestDatabase(format!("cannot run pg_ctl: {e}")));
+            match self.pg_ctl_start() {
+                Ok(()) => return Ok(()),
+                Err(StartFailure::PortInUse(message)) => last_error = message,
+                Err(StartFailure::Other(message)) => {
+                    last_error = message;
+                    break;
                 }
             }
         }
         Err(Error::TestDatabase(last_error))
     }
+
+    /// `pg_ctl -w start` on [`port`](Self::port); on failure no server is left running.
+    fn pg_ctl_start(&mut self) -> std::result::Result<(), StartFailure> {
+        let log_start = fs::metadata(&self.log_file).map(|m| m.len()).unwrap_or(0);
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&self.log_file)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-p {}", self.port))
+            .arg("start")
+            .output();
+        // Even a failed start may leave a postmaster behind (e.g. after the wait timed out).
+        self.running = true;
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => {
+                let log = log_since(&self.log_file, log_start);
+                let _ = self
+                    .command("pg_ctl")
+                    .arg("-D")
+                    .arg(&self.data_dir)
+                    .args(["-m", "immediate", "-w", "stop"])
+                    .output();
+                self.running = false;
+                let message = format!(
+                    "pg_ctl start on port {} failed: {}\nserver log (last lines):\n{}",
+                    self.port,
+                    output_text(&o),
+                    tail(&log, LOG_TAIL_LINES)
+                );
+                if log.contains("Address already in use") || log.contains("could not bind") {
+                    Err(StartFailure::PortInUse(message))
+                } else {
+                    Err(StartFailure::Other(message))
+                }
+            }
+            Err(e) => {
+                self.running = false;
+                Err(StartFailure::Other(format!("cannot run pg_ctl: {e}")))
+            }
+        }
+    }
+
+    /// Stops the server (`pg_ctl -m fast`: open sessions are terminated, as in a planned
+    /// restart) but keeps the data directory, so [`start_server`](Self::start_server) can
+    /// bring it back. Does nothing when the server is already stopped.
+    pub fn stop_server(&mut self) -> Result<()> {
+        if !self.running {
+            return Ok(());
+        }
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", "fast", "-w", "-t", "60", "stop"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                self.running = false;
+                Ok(())
+            }
+            Ok(o) => Err(Error::TestDatabase(format!(
+                "pg_ctl stop failed: {}",
+                output_text(&o)
+            ))),
+            Err(e) => Err(Error::TestDatabase(format!("cannot run pg_ctl stop: {e}"))),
+        }
+    }
+
+    /// Starts a server stopped with [`stop_server`](Self::stop_server) again, on the same port
+    /// and data directory, so clients configured for it reconnect without changes; blocks until
+    /// it accepts connections. Does nothing when the server is running. Fails if another
+    /// process took the port meanwhile.
+    pub fn start_server(&mut self) -> Result<()> {
+        if self.running {
+            return Ok(());
+        }
+        if self.cleaned_up {
+            return Err(Error::TestDatabase(
+                "the cluster was already stopped and deleted".into(),
+            ));
+        }
+        self.pg_ctl_start().map_err(|f| match f {
+            StartFailure::PortInUse(m) | StartFailure::Other(m) => Error::TestDatabase(m),
+        })
+    }
+
+    /// [`stop_server`](Self::stop_server), then [`start_server`](Self::start_server).
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop_server()?;
+        self.start_server()
+    }
+}
+
+/// Why `pg_ctl start` failed: a port clash is worth a retry on another port.
+enum StartFailure {
+    PortInUse(String),
+    Other(String),
 }
 
 impl Drop for TempCluster {
@@ -663,6 +734,25 @@ mod tests {
         assert!(result.is_err());
         let root = root.expect("cluster started");
         assert!(!root.exists(), "{} still exists", root.display());
+    }
+
+    #[tokio::test]
+    async fn stops_and_starts_again_on_the_same_port() {
+        let mut cluster = TempCluster::start().expect("start cluster");
+        let port = cluster.port();
+        let url = cluster.connection_string("postgres");
+        assert_eq!(select_one(&url).await, 1);
+        cluster.stop_server().expect("stop");
+        cluster.stop_server().expect("stopping twice is harmless");
+        assert!(tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .is_err());
+        cluster.start_server().expect("start again");
+        assert_eq!(cluster.port(), port);
+        assert_eq!(select_one(&url).await, 1);
+        cluster.restart().expect("restart");
+        assert_eq!(select_one(&url).await, 1);
+        cluster.stop().expect("stop and delete");
     }
 
     #[test]
