@@ -1133,7 +1133,7 @@ async fn ledger_tx(
             let body = async {
                 tx.execute(BUMP, &[]).await?;
                 tx.execute(ENTRY, &[&key, &amount]).await?;
-                pgdbm::Result::Ok(())
+                Ok::<(), pgdbm::Error>(())
             };
             match tokio::time::timeout(cut, body).await {
                 Ok(r) => {
