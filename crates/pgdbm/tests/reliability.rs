@@ -32,6 +32,28 @@ async fn sessions_idle_in_transaction(db: &AsyncDatabaseManager) -> i64 {
     n.parse().unwrap()
 }
 
+async fn make_table(db: &AsyncDatabaseManager) {
+    db.execute("CREATE TABLE {{tables.t}} (v int4)", &[])
+        .await
+        .unwrap();
+}
+
+async fn rows_in_t(db: &AsyncDatabaseManager) -> i64 {
+    db.fetch_value("SELECT count(*) FROM {{tables.t}}", &[])
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The rows of `t` as another session sees them: only what was committed.
+async fn committed_rows(db: &AsyncDatabaseManager) -> Option<String> {
+    admin_value(&format!(
+        "SELECT string_agg(v::text, ',' ORDER BY v) FROM \"{}\".t",
+        db.schema().unwrap()
+    ))
+    .await
+}
+
 async fn settle<F, Fut>(mut check: F)
 where
     F: FnMut() -> Fut,
@@ -75,9 +97,7 @@ async fn a_timeout_cancel_never_hits_the_next_caller() {
 #[tokio::test]
 async fn commit_fails_after_sibling_savepoints_abort_the_transaction() {
     let (db, _guard) = schema_db_with(pool_of(1)).await;
-    db.execute("CREATE TABLE {{tables.t}} (v int4)", &[])
-        .await
-        .unwrap();
+    make_table(&db).await;
     let tx = db.transaction().await.unwrap();
     tx.execute("INSERT INTO {{tables.t}} VALUES (1)", &[])
         .await
@@ -88,20 +108,14 @@ async fn commit_fails_after_sibling_savepoints_abort_the_transaction() {
     let _ = second.rollback().await;
     let r = tx.commit().await;
     assert!(matches!(r, Err(Error::Transaction(_))), "{r:?}");
-    let n: Option<i64> = db
-        .fetch_value("SELECT count(*) FROM {{tables.t}}", &[])
-        .await
-        .unwrap();
-    assert_eq!(n, Some(0));
+    assert_eq!(rows_in_t(&db).await, 0);
 }
 
 /// A statement that fails through the transaction's raw connection aborts it on the server.
 #[tokio::test]
 async fn commit_fails_after_an_error_on_the_raw_connection() {
     let (db, _guard) = schema_db_with(pool_of(1)).await;
-    db.execute("CREATE TABLE {{tables.t}} (v int4)", &[])
-        .await
-        .unwrap();
+    make_table(&db).await;
     let tx = db.transaction().await.unwrap();
     tx.execute("INSERT INTO {{tables.t}} VALUES (1)", &[])
         .await
@@ -109,30 +123,19 @@ async fn commit_fails_after_an_error_on_the_raw_connection() {
     assert!(tx.connection().batch_execute("SELECT 1/0").await.is_err());
     let r = tx.commit().await;
     assert!(matches!(r, Err(Error::Transaction(_))), "{r:?}");
-    let n: Option<i64> = db
-        .fetch_value("SELECT count(*) FROM {{tables.t}}", &[])
-        .await
-        .unwrap();
-    assert_eq!(n, Some(0));
+    assert_eq!(rows_in_t(&db).await, 0);
     // The connection is usable again and autocommits.
     db.execute("INSERT INTO {{tables.t}} VALUES (2)", &[])
         .await
         .unwrap();
-    let n = admin_value(&format!(
-        "SELECT count(*) FROM \"{}\".t",
-        db.schema().unwrap()
-    ))
-    .await;
-    assert_eq!(n.as_deref(), Some("1"));
+    assert_eq!(committed_rows(&db).await.as_deref(), Some("2"));
 }
 
 /// Any failed statement inside a transaction aborts it, also a client-side one.
 #[tokio::test]
 async fn commit_fails_after_any_error_in_the_transaction() {
     let (db, _guard) = schema_db_with(pool_of(1)).await;
-    db.execute("CREATE TABLE {{tables.t}} (v int4)", &[])
-        .await
-        .unwrap();
+    make_table(&db).await;
     let tx = db.transaction().await.unwrap();
     tx.execute("INSERT INTO {{tables.t}} VALUES (1)", &[])
         .await
@@ -143,11 +146,7 @@ async fn commit_fails_after_any_error_in_the_transaction() {
         .await
         .is_err());
     assert!(matches!(tx.commit().await, Err(Error::Transaction(_))));
-    let n: Option<i64> = db
-        .fetch_value("SELECT count(*) FROM {{tables.t}}", &[])
-        .await
-        .unwrap();
-    assert_eq!(n, Some(0));
+    assert_eq!(rows_in_t(&db).await, 0);
 }
 
 /// A transaction still alive when its runtime shuts down must not go back to the pool
@@ -155,9 +154,7 @@ async fn commit_fails_after_any_error_in_the_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_dropped_by_runtime_shutdown_is_rolled_back() {
     let (db, _guard) = schema_db_with(pool_of(1)).await;
-    db.execute("CREATE TABLE {{tables.t}} (v int4)", &[])
-        .await
-        .unwrap();
+    make_table(&db).await;
     let other = db.clone();
     tokio::task::spawn_blocking(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -189,12 +186,7 @@ async fn a_transaction_dropped_by_runtime_shutdown_is_rolled_back() {
         .unwrap();
     assert_eq!(n, 1);
     // Seen from outside the pool: the autocommit row is there, the dropped one is not.
-    let rows = admin_value(&format!(
-        "SELECT string_agg(v::text, ',') FROM \"{}\".t",
-        db.schema().unwrap()
-    ))
-    .await;
-    assert_eq!(rows.as_deref(), Some("2"));
+    assert_eq!(committed_rows(&db).await.as_deref(), Some("2"));
 }
 
 async fn dropped_batch_then_retry(copy: bool) {
@@ -301,9 +293,7 @@ async fn a_dropped_stream_cancels_its_query() {
 #[tokio::test]
 async fn a_raw_connection_left_in_a_transaction_is_not_reused() {
     let (db, _guard) = schema_db_with(pool_of(1)).await;
-    db.execute("CREATE TABLE {{tables.t}} (v int4)", &[])
-        .await
-        .unwrap();
+    make_table(&db).await;
     {
         let conn = db.acquire().await.unwrap();
         conn.batch_execute(&format!(
@@ -316,21 +306,14 @@ async fn a_raw_connection_left_in_a_transaction_is_not_reused() {
     db.execute("INSERT INTO {{tables.t}} VALUES (2)", &[])
         .await
         .unwrap();
-    let rows = admin_value(&format!(
-        "SELECT string_agg(v::text, ',') FROM \"{}\".t",
-        db.schema().unwrap()
-    ))
-    .await;
-    assert_eq!(rows.as_deref(), Some("2"));
+    assert_eq!(committed_rows(&db).await.as_deref(), Some("2"));
 }
 
 /// A timed-out statement inside a transaction poisons it: nothing is committed.
 #[tokio::test]
 async fn a_timeout_inside_a_transaction_commits_nothing() {
     let (db, _guard) = schema_db_with(pool_of(1)).await;
-    db.execute("CREATE TABLE {{tables.t}} (v int4)", &[])
-        .await
-        .unwrap();
+    make_table(&db).await;
     let tx = db
         .with_timeout(Duration::from_millis(100))
         .transaction()
@@ -344,11 +327,7 @@ async fn a_timeout_inside_a_transaction_commits_nothing() {
     let later = tx.execute("INSERT INTO {{tables.t}} VALUES (2)", &[]).await;
     assert!(matches!(later, Err(Error::Transaction(_))), "{later:?}");
     assert!(matches!(tx.commit().await, Err(Error::Transaction(_))));
-    let n: Option<i64> = db
-        .fetch_value("SELECT count(*) FROM {{tables.t}}", &[])
-        .await
-        .unwrap();
-    assert_eq!(n, Some(0));
+    assert_eq!(rows_in_t(&db).await, 0);
 }
 
 /// A statement future dropped halfway inside a transaction: its outcome is unknown, so the
@@ -356,9 +335,7 @@ async fn a_timeout_inside_a_transaction_commits_nothing() {
 #[tokio::test]
 async fn a_dropped_statement_inside_a_transaction_commits_nothing() {
     let (db, _guard) = schema_db_with(pool_of(1)).await;
-    db.execute("CREATE TABLE {{tables.t}} (v int4)", &[])
-        .await
-        .unwrap();
+    make_table(&db).await;
     let tx = db.transaction().await.unwrap();
     let dropped = tokio::time::timeout(
         Duration::from_millis(50),
@@ -368,11 +345,7 @@ async fn a_dropped_statement_inside_a_transaction_commits_nothing() {
     assert!(dropped.is_err());
     assert!(matches!(tx.commit().await, Err(Error::Transaction(_))));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let n: Option<i64> = db
-        .fetch_value("SELECT count(*) FROM {{tables.t}}", &[])
-        .await
-        .unwrap();
-    assert_eq!(n, Some(0));
+    assert_eq!(rows_in_t(&db).await, 0);
 }
 
 /// fetch_one reads its whole result: an error in a later row is reported, not left to abort
