@@ -4,6 +4,8 @@
 //! connection. Every test works in schemas (channel namespaces) of its own, or in a throwaway
 //! cluster, so they run in parallel. Run with `--nocapture` to read the measured figures.
 
+#[path = "support/certs.rs"]
+mod certs;
 mod common;
 
 use std::time::{Duration, Instant};
@@ -537,4 +539,47 @@ async fn the_listener_connects_through_listen_connection_string() {
         ),
         "{e:?}"
     );
+}
+
+#[tokio::test]
+async fn the_listener_uses_the_pools_tls() {
+    let dir = certs::TempDir::new();
+    let ca = certs::Ca::new("pgdbm test CA");
+    let server = ca.server(&["localhost", "127.0.0.1"]);
+    let cluster = tokio::task::spawn_blocking(move || {
+        TempCluster::builder()
+            .ssl(&server.cert_pem, &server.key_pem, None)
+            // TLS only: a plain-text listener connection would be refused.
+            .hba(vec!["hostssl all all 127.0.0.1/32 trust".to_owned()])
+            .start()
+    })
+    .await
+    .unwrap()
+    .expect("start a TLS cluster");
+    let db = AsyncDatabaseManager::new(DatabaseConfig {
+        ssl_enabled: true,
+        ssl_mode: Some("verify-full".into()),
+        ssl_ca_file: Some(dir.write("ca.crt", &ca.cert_pem)),
+        min_connections: 1,
+        max_connections: 2,
+        schema: Some("app".into()),
+        ..cluster.database_config("postgres")
+    })
+    .unwrap();
+    db.connect().await.unwrap();
+    let mut listener = db.listen(&["events"]).await.unwrap();
+    let pid = listener.backend_pid().unwrap();
+    let ssl: Option<bool> = db
+        .fetch_value("SELECT ssl FROM pg_stat_ssl WHERE pid = $1", &[&pid])
+        .await
+        .unwrap();
+    assert_eq!(ssl, Some(true));
+    db.notify("events", "over tls").await.unwrap();
+    assert_eq!(next_ok(&mut listener).await.payload(), "over tls");
+    drop(listener);
+    db.disconnect().await.unwrap();
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .unwrap()
+        .expect("delete the cluster");
 }
