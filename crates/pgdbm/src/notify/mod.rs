@@ -401,6 +401,22 @@ mod tests {
     use super::*;
     use crate::template::quote_ident;
 
+    /// Compiles only if the futures can go to `tokio::spawn`.
+    #[allow(dead_code)]
+    fn futures_are_send(db: &AsyncDatabaseManager, l: &Listener) {
+        fn send<T: Send>(_: T) {}
+        send(db.listen(&["a"]));
+        send(db.notify("a", "b"));
+        send(l.listen("a"));
+    }
+
+    #[test]
+    fn listener_is_send_sync_unpin() {
+        fn check<T: Send + Sync + Unpin + 'static>() {}
+        check::<Listener>();
+        check::<Notification>();
+    }
+
     #[test]
     fn wire_names() {
         assert_eq!(wire_name(Some("app"), "orders").unwrap(), "app.orders");
