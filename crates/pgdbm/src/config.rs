@@ -131,6 +131,18 @@ pub struct DatabaseConfig {
     pub statement_cache_size: usize,
     /// The `search_path` a shared pool pins so that unqualified names fail loudly; `None` = off.
     pub shared_pool_search_path: Option<String>,
+
+    /// Where [`listen`](crate::AsyncDatabaseManager::listen) connects, when not where the pool
+    /// does: LISTEN needs a session of its own, which a transaction pooler (PgBouncer in
+    /// `pool_mode = transaction`) cannot give, so point this at the server directly while
+    /// `connection_string` goes through the pooler. Same forms as `connection_string`; the
+    /// password, TLS settings, timeouts and `init_commands` of this config apply to it too.
+    /// `None` = the pool's own server.
+    pub listen_connection_string: Option<String>,
+    /// Notifications a [`Listener`](crate::Listener) holds for a slow consumer; past this it
+    /// drops new ones and yields one [`ErrorKind::NotificationsMissed`](crate::ErrorKind) error
+    /// instead of growing without bound or blocking its connection. At least 1.
+    pub listen_buffer_size: usize,
 }
 
 impl Default for DatabaseConfig {
@@ -165,6 +177,8 @@ impl Default for DatabaseConfig {
             retry_max_delay: 30.0,
             statement_cache_size: 1000,
             shared_pool_search_path: Some("pg_catalog".into()),
+            listen_connection_string: None,
+            listen_buffer_size: 1024,
         }
     }
 }
@@ -331,6 +345,15 @@ impl DatabaseConfig {
         if self.connection_string.is_some() {
             self.pg_config()?;
         }
+        if self.listen_connection_string.is_some() {
+            self.listen_pg_config()?;
+        }
+        if self.listen_buffer_size == 0 {
+            return Err(Error::config(
+                "listen_buffer_size",
+                "must be at least 1 (e.g. listen_buffer_size: 1024)",
+            ));
+        }
         Ok(())
     }
 
@@ -416,6 +439,26 @@ impl DatabaseConfig {
             tokio_postgres::config::SslMode::Disable
         });
         Ok(cfg)
+    }
+
+    /// The driver's config for a listener's connection: `listen_connection_string` when set
+    /// (with this config's password, user and TLS mode filling what it leaves out), else the
+    /// pool's.
+    pub(crate) fn listen_pg_config(&self) -> Result<tokio_postgres::Config> {
+        match &self.listen_connection_string {
+            None => self.pg_config(),
+            Some(cs) => DatabaseConfig {
+                connection_string: Some(cs.clone()),
+                ..self.clone()
+            }
+            .pg_config()
+            .map_err(|e| match e {
+                Error::Configuration { message, .. } => {
+                    Error::config("listen_connection_string", message)
+                }
+                other => other,
+            }),
+        }
     }
 
     /// Python pgdbm's name, so `pg_stat_activity` dashboards keep working: `<schema>_pool`, or
@@ -623,6 +666,11 @@ impl fmt::Debug for DatabaseConfig {
             .field("retry_max_delay", &self.retry_max_delay)
             .field("statement_cache_size", &self.statement_cache_size)
             .field("shared_pool_search_path", &self.shared_pool_search_path)
+            .field(
+                "listen_connection_string",
+                &self.listen_connection_string.as_deref().map(mask_dsn),
+            )
+            .field("listen_buffer_size", &self.listen_buffer_size)
             .finish()
     }
 }

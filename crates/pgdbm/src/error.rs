@@ -136,6 +136,23 @@ pub enum Error {
     /// A test database could not be created, used or dropped.
     #[error("test database error: {0}")]
     TestDatabase(String),
+
+    /// A notification that cannot be sent, caught before anything reaches the server (so a
+    /// transaction it was meant for is not aborted): a payload of 8000 bytes or more, or one
+    /// containing a NUL byte.
+    #[error("cannot send notification: {0}")]
+    Notify(String),
+
+    /// Yielded by a [`Listener`](crate::Listener): notifications may have been missed, because
+    /// its connection was lost and re-established, or because the consumer fell behind and its
+    /// buffer overflowed. `reason` says which. The stream goes on after it; re-read whatever
+    /// state the notifications were about. [`Error::kind`] is
+    /// [`ErrorKind::NotificationsMissed`].
+    #[error("notifications may have been missed: {reason}")]
+    NotificationsMissed {
+        /// Why, and for how long or how many.
+        reason: String,
+    },
 }
 
 /// Portable error kinds that application code can branch on, whatever the SQLSTATE detail.
@@ -165,6 +182,9 @@ pub enum ErrorKind {
     /// A call timed out: [`Error::Timeout`] (the query was cancelled) or
     /// [`Error::AcquireTimeout`] (no connection became free).
     Timeout,
+    /// A [`Listener`](crate::Listener) may have missed notifications
+    /// ([`Error::NotificationsMissed`]); its stream goes on.
+    NotificationsMissed,
     /// Any other server error.
     OtherDatabase,
     /// Not a server error.
@@ -328,6 +348,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         if self.is_timeout() {
             return ErrorKind::Timeout;
+        }
+        if matches!(self, Error::NotificationsMissed { .. }) {
+            return ErrorKind::NotificationsMissed;
         }
         let Some(state) = self.sqlstate() else {
             return ErrorKind::Other;

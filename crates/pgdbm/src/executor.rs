@@ -144,6 +144,20 @@ pub trait Executor: Send + Sync + sealed::Sealed {
 
     /// See [`AsyncDatabaseManager::prepare_query`].
     fn prepare_query(&self, query: &str) -> Result<String>;
+
+    /// See [`AsyncDatabaseManager::notify`]; inside a transaction, delivered on commit.
+    fn notify<'a>(
+        &'a self,
+        channel: &'a str,
+        payload: &'a str,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::notify_raw`].
+    fn notify_raw<'a>(
+        &'a self,
+        channel: &'a str,
+        payload: &'a str,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
 }
 
 macro_rules! executor_impl {
@@ -280,6 +294,22 @@ macro_rules! executor_impl {
 
             fn prepare_query(&self, query: &str) -> Result<String> {
                 <$ty>::prepare_query(self, query)
+            }
+
+            fn notify<'a>(
+                &'a self,
+                channel: &'a str,
+                payload: &'a str,
+            ) -> impl Future<Output = Result<()>> + Send + 'a {
+                crate::notify::notify(self, channel, payload)
+            }
+
+            fn notify_raw<'a>(
+                &'a self,
+                channel: &'a str,
+                payload: &'a str,
+            ) -> impl Future<Output = Result<()>> + Send + 'a {
+                crate::notify::notify_raw(self, channel, payload)
             }
         }
     };

@@ -30,7 +30,8 @@
 //! Modules by capability: [`config`](DatabaseConfig), templates, [`pool`](Pool),
 //! [`manager`](AsyncDatabaseManager), [`transaction`](Transaction), rows and values
 //! ([`Record`], [`Value`], [`types`]), COPY and batches ([`Params`]), [`Error`]s, and
-//! [`Executor`] for code that runs on the manager or inside a transaction alike.
+//! [`Executor`] for code that runs on the manager or inside a transaction alike, and
+//! LISTEN/NOTIFY ([`Listener`], [`AsyncDatabaseManager::notify`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
@@ -42,6 +43,7 @@ mod error;
 mod executor;
 mod manager;
 mod migrate;
+mod notify;
 mod params;
 mod pool;
 mod query;
@@ -74,6 +76,7 @@ pub use migrate::{
     AppliedMigration, AsyncMigrationManager, DryRun, EmbeddedMigrations, Migration,
     MigrationRecord, MigrationReport,
 };
+pub use notify::{Listener, Notification};
 pub use params::Params;
 /// `#[derive(FromRow)]`, with `#[pgdbm(rename = "column")]` on fields. See [`FromRow`].
 #[cfg(feature = "derive")]

@@ -15,6 +15,7 @@ use tokio_postgres::SimpleQueryMessage;
 use crate::config::DatabaseConfig;
 use crate::connection::{CancelTarget, ConnOrigin, PgConn, PoolConnection, SessionState};
 use crate::error::{Error, Result};
+use crate::notify::ListenSpec;
 use crate::template::quote_ident;
 use crate::tls::{make_tls_connector, MakeTls};
 use crate::util::now_micros;
@@ -196,7 +197,7 @@ pub(crate) enum ConnectFailure {
 impl ConnectFailure {
     /// Only failures that a later attempt can cure are retried: refused, reset, the server
     /// starting up. Authentication, TLS and configuration errors fail at once.
-    fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         let ConnectFailure::Driver(e) = self else {
             return false;
         };
@@ -232,7 +233,7 @@ impl ConnectFailure {
         e.to_string().contains("timed out")
     }
 
-    fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             ConnectFailure::Driver(e) => db_message(e),
             ConnectFailure::Setup { what, source } => format!("{what}: {}", db_message(source)),
@@ -245,7 +246,7 @@ impl ConnectFailure {
         }
     }
 
-    fn into_source(self) -> Option<tokio_postgres::Error> {
+    pub(crate) fn into_source(self) -> Option<tokio_postgres::Error> {
         match self {
             ConnectFailure::Driver(e) | ConnectFailure::Setup { source: e, .. } => Some(e),
             ConnectFailure::SearchPath { .. } | ConnectFailure::Runtime(_) => None,
@@ -254,7 +255,7 @@ impl ConnectFailure {
 }
 
 /// The server's message, or the driver error with its causes (the TLS reason, the I/O error).
-fn db_message(e: &tokio_postgres::Error) -> String {
+pub(crate) fn db_message(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
@@ -335,6 +336,8 @@ pub(crate) struct PoolInner {
     pub(crate) command_timeout: Option<Duration>,
     counters: WaitCounters,
     server_version: String,
+    /// How a `Listener` opens its own connection: same TLS, settings and retry policy.
+    pub(crate) listen: Arc<ListenSpec>,
 }
 
 /// A connection pool, cheap to clone and shared by any number of managers and tasks.
@@ -396,6 +399,7 @@ impl Pool {
             .unwrap_or_default();
         let port = pg_config.get_ports().first().copied().unwrap_or(5432);
         let database = pg_config.get_dbname().unwrap_or_default().to_owned();
+        let listen = Arc::new(ListenSpec::new(config, tls.clone())?);
         let spec = ConnectSpec {
             setup_sql: config.session_setup_sql(opts.search_path.as_deref()),
             init_commands: config.init_commands.clone().unwrap_or_default(),
@@ -496,6 +500,7 @@ impl Pool {
             command_timeout: config.command_timeout(),
             counters: WaitCounters::default(),
             server_version,
+            listen,
         });
         if let Some(lifetime) = config.idle_lifetime() {
             spawn_reaper(Arc::downgrade(&inner), lifetime);
