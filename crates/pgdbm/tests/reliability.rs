@@ -392,3 +392,35 @@ async fn a_raw_connection_holding_session_state_is_closed() {
         assert_ne!(next, Some(pid), "{setup}: the connection was reused");
     }
 }
+
+/// A script that opens a transaction through `execute` does not leave the connection in the
+/// pool inside it: later autocommit writes are committed, not swallowed.
+#[tokio::test]
+async fn a_script_left_in_a_transaction_is_not_reused_as_idle() {
+    let (db, _guard) = schema_db_with(pool_of(1)).await;
+    make_table(&db).await;
+    db.execute(
+        "-- opens a transaction\nBEGIN; INSERT INTO {{tables.t}} VALUES (1)",
+        &[],
+    )
+    .await
+    .unwrap();
+    db.execute("INSERT INTO {{tables.t}} VALUES (2)", &[])
+        .await
+        .unwrap();
+    assert_eq!(committed_rows(&db).await.as_deref(), Some("2"));
+    // A script that opens and ends its own transaction keeps its connection.
+    let pid: Option<i32> = db
+        .fetch_value("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap();
+    db.execute("BEGIN; INSERT INTO {{tables.t}} VALUES (3); COMMIT", &[])
+        .await
+        .unwrap();
+    let again: Option<i32> = db
+        .fetch_value("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap();
+    assert_eq!(again, pid);
+    assert_eq!(committed_rows(&db).await.as_deref(), Some("2,3"));
+}

@@ -327,8 +327,13 @@ impl Drop for PoolConnection {
                 cancel_and_close(obj)
             }
             _ if obj.is_broken() => close(obj),
-            SessionState::Idle => {}
-            _ => {
+            SessionState::Idle if !obj.take_check_on_release() => {}
+            state => {
+                if state == SessionState::Idle {
+                    // Idle as far as our statements go, but a script changed the
+                    // transaction state: verify it like a raw connection.
+                    obj.set_state(SessionState::Unknown);
+                }
                 let runtime = obj.runtime.clone();
                 let recovering = Recovering(Some(obj));
                 // If the runtime is shutting down the task is dropped unrun, and

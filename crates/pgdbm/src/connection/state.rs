@@ -99,6 +99,9 @@ pub(crate) struct StateCell {
     /// Usable until released, then closed: the session lost something the pool set up
     /// (its named statements, its settings).
     retired: AtomicBool,
+    /// A script ran transaction control (`BEGIN`, `COMMIT`, ...) that the state cannot follow:
+    /// the session is checked before the connection is reused.
+    check_on_release: AtomicBool,
 }
 
 impl StateCell {
@@ -107,6 +110,7 @@ impl StateCell {
             current: AtomicU8::new(SessionState::Idle as u8),
             resume: AtomicU8::new(SessionState::Idle as u8),
             retired: AtomicBool::new(false),
+            check_on_release: AtomicBool::new(false),
         }
     }
 }
@@ -136,6 +140,17 @@ impl PgConn {
     /// Lets the current user finish, then closes the connection instead of reusing it.
     pub(crate) fn retire(&self) {
         self.state.retired.store(true, Ordering::Release);
+    }
+
+    /// The session may be inside a transaction that no statement of ours opened (a script
+    /// with `BEGIN`): released, the connection is checked like a raw one before reuse.
+    pub(crate) fn check_on_release(&self) {
+        self.state.check_on_release.store(true, Ordering::Release);
+    }
+
+    /// Whether [`check_on_release`](Self::check_on_release) was called; clears it.
+    pub(crate) fn take_check_on_release(&self) -> bool {
+        self.state.check_on_release.swap(false, Ordering::AcqRel)
     }
 
     /// Broken, retired or closed: never to be handed out again.

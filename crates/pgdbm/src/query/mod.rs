@@ -200,8 +200,15 @@ pub(crate) async fn execute<E: Runner>(
 ) -> Result<u64> {
     run!(ex, query, params, |conn, sql, in_tx| async {
         let r = conn.execute(sql, params, in_tx).await;
-        if r.is_ok() && params.is_empty() {
-            conn.note_session_reset(sql);
+        if params.is_empty() {
+            // A script may reset the session, or open or end a transaction behind the
+            // state's back (checked also when it failed halfway).
+            if r.is_ok() {
+                conn.note_session_reset(sql);
+            }
+            if has_transaction_control(sql) {
+                conn.check_on_release();
+            }
         }
         r
     })
@@ -270,6 +277,14 @@ pub(crate) async fn fetch_all_mapped<E: Runner, T>(
 ) -> Result<Vec<T>> {
     run!(ex, query, params, |conn, sql, in_tx| conn
         .query_map(sql, params, f, in_tx))?
+}
+
+/// Whether a script has a statement that opens or ends a transaction.
+fn has_transaction_control(sql: &str) -> bool {
+    crate::migrate::lexer::lex(sql)
+        .pieces
+        .iter()
+        .any(|p| crate::migrate::lexer::transaction_control(p).is_some())
 }
 
 /// `INSERT …` gets `RETURNING id` unless the statement has a `RETURNING` clause of its own.
