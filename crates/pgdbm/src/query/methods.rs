@@ -155,7 +155,21 @@ macro_rules! query_methods {
         }
 
         /// Rows one at a time, for results too large to hold in memory. The connection is held
-        /// until the stream is dropped; the call's timeout covers only getting the first answer.
+        /// until the stream ends or is dropped. The call's timeout covers the wait for the first
+        /// row (counted from the call) and then each wait for the next row: on expiry the stream
+        /// yields [`Error::Timeout`](crate::Error::Timeout) and ends. A stream dropped before
+        /// its end cancels its query on the server.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// use futures_util::TryStreamExt;
+        /// let rows = db.fetch_stream("SELECT * FROM {{tables.events}}", &[]).await?;
+        /// futures_util::pin_mut!(rows);
+        /// while let Some(row) = rows.try_next().await? {
+        ///     let id: i64 = row.get("id")?;
+        /// }
+        /// # Ok(()) }
+        /// ```
         pub async fn fetch_stream(
             &self,
             query: &str,
