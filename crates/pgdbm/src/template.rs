@@ -211,6 +211,8 @@ impl Templates {
                 }
             } else if tail.starts_with("{{schema") || tail.starts_with("{{tables") {
                 return Err(malformed(tail));
+            } else if let Some(inner) = placeholder_shaped(tail) {
+                return Err(unknown_placeholder(inner));
             } else {
                 // Not ours (e.g. a JSON literal): keep the braces and move on.
                 out.push_str("{{");
@@ -220,6 +222,46 @@ impl Templates {
         out.push_str(rest);
         Ok(out)
     }
+}
+
+/// The inside of a `{{word}}` or `{{word.word…}}` at the start of `tail` (spaces allowed
+/// around it), or `None` when the braces do not hold such a name (JSON in a literal, say).
+fn placeholder_shaped(tail: &str) -> Option<&str> {
+    let body = tail.strip_prefix("{{")?;
+    let end = body.find("}}")?;
+    let inner = body[..end].trim();
+    let mut parts = inner.split('.');
+    let first = parts.next()?;
+    let word = |w: &str| {
+        w.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    (word(first) && parts.all(word)).then_some(inner)
+}
+
+/// A placeholder-shaped text that is not one of ours, with the placeholder it probably meant.
+fn unknown_placeholder(inner: &str) -> Error {
+    let (head, rest) = match inner.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (inner, None),
+    };
+    let lower = head.to_ascii_lowercase();
+    let suggestion = match rest {
+        _ if lower.starts_with("schem") && rest.is_none() => "{{schema}}".to_owned(),
+        Some(r) if lower.starts_with("tab") || lower.starts_with("tbl") => {
+            format!("{{{{tables.{r}}}}}")
+        }
+        Some(r) => format!("{{{{tables.{head}.{r}}}}}"),
+        None => format!("{{{{tables.{head}}}}}"),
+    };
+    Error::Schema(format!(
+        "unknown template placeholder {{{{{}}}}}: did you mean `{suggestion}`? Placeholders are \
+         {{{{tables.name}}}}, {{{{tables.schema.name}}}} and {{{{schema}}}}; they are recognised \
+         anywhere in the text, string literals included, so send such text as a parameter",
+        shorten(inner)
+    ))
 }
 
 fn malformed(at: &str) -> Error {
@@ -234,6 +276,30 @@ fn malformed(at: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_placeholders_are_errors_with_a_hint() {
+        let t = Templates::new(Some("app"));
+        for (query, hint) in [
+            ("SELECT * FROM {{table.orders}}", "{{tables.orders}}"),
+            ("SELECT * FROM {{ tables.orders }}", "{{tables.orders}}"),
+            ("SELECT * FROM {{orders}}", "{{tables.orders}}"),
+            ("SET search_path = {{schemas}}", "{{schema}}"),
+            ("SELECT '{{tbl.x}}'", "{{tables.x}}"),
+        ] {
+            match t.render(query) {
+                Err(Error::Schema(m)) => assert!(m.contains(hint), "{query}: {m}"),
+                other => panic!("{query}: {other:?}"),
+            }
+        }
+        // Not placeholder-shaped: left alone.
+        for query in [
+            r#"SELECT '{"a": {"b": 1}}'::jsonb, '{{"x": 1}}'"#,
+            "SELECT '{{}}', '{{1}}', '{{ a b }}'",
+        ] {
+            assert_eq!(t.render(query).unwrap(), query);
+        }
+    }
 
     #[test]
     fn renders_with_schema() {
@@ -299,8 +365,9 @@ mod tests {
         ] {
             assert!(matches!(t.render(q), Err(Error::Schema(_))), "{q}");
         }
-        // Other double braces are left alone.
-        assert_eq!(t.render("SELECT '{{a}}'").unwrap(), "SELECT '{{a}}'");
+        // A placeholder-shaped name is an error even inside a literal; other braces stay.
+        assert!(matches!(t.render("SELECT '{{a}}'"), Err(Error::Schema(_))));
+        assert_eq!(t.render("SELECT '{{a b}}'").unwrap(), "SELECT '{{a b}}'");
     }
 
     #[test]
