@@ -93,9 +93,16 @@ async fn dynamic_values_cover_the_types() {
     assert_eq!(json["arr"], serde_json::json!([1, null, 3]));
     assert_eq!(json["tstz"], "2024-02-29T13:45:01+00:00");
     assert_eq!(json["nul"], serde_json::Value::Null);
-    // Column order is kept.
+    // Column order is kept, in the record and in its JSON.
     let names: Vec<&str> = row.columns().collect();
     assert_eq!(&names[..3], ["b", "i2", "i4"]);
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, names);
 }
 
 #[tokio::test]
