@@ -62,10 +62,17 @@ pub struct PoolStats {
     pub waiting: usize,
     /// Connections handed out since the pool was created.
     pub acquire_count: u64,
-    /// Total time spent waiting for connections.
+    /// Total time spent waiting for connections. Serialized as `acquire_wait_total_ms`, a
+    /// number of milliseconds.
+    #[serde(rename = "acquire_wait_total_ms", serialize_with = "as_millis")]
     pub acquire_wait_total: Duration,
     /// Acquires that gave up because the call's timeout expired.
     pub acquire_timeouts: u64,
+}
+
+/// A duration as a number of milliseconds (fractional), as dashboards and JSON logs expect.
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
 
 impl PoolStats {
@@ -128,6 +135,13 @@ mod tests {
         s.acquire_count = count;
         s.acquire_wait_total = total;
         s
+    }
+
+    #[test]
+    fn durations_serialize_as_milliseconds() {
+        let json = serde_json::to_value(with(3, Duration::from_micros(2500))).unwrap();
+        assert_eq!(json["acquire_wait_total_ms"], 2.5);
+        assert!(json.get("acquire_wait_total").is_none());
     }
 
     #[test]
