@@ -33,6 +33,7 @@
 //! [`Executor`] for code that runs on the manager or inside a transaction alike, and
 //! LISTEN/NOTIFY ([`Listener`], [`AsyncDatabaseManager::notify`]).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
@@ -57,11 +58,13 @@ mod util;
 mod value;
 
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 /// `#[pgdbm::test]`: a fresh (optionally migrated) database per async test, dropped afterwards
 /// even when the test panics. See [`testing`].
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use pgdbm_macros::test;
 
 pub use config::DatabaseConfig;
@@ -80,6 +83,7 @@ pub use notify::{Listener, Notification};
 pub use params::Params;
 /// `#[derive(FromRow)]`, with `#[pgdbm(rename = "column")]` on fields. See [`FromRow`].
 #[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use pgdbm_macros::FromRow;
 pub use pool::Pool;
 pub use record::{ColumnIndex, FromRow, Record};
