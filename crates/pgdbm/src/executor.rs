@@ -124,6 +124,13 @@ pub trait Executor: Send + Sync + sealed::Sealed {
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a;
 
+    /// See [`AsyncDatabaseManager::fetch_column`].
+    fn fetch_column<'a, T: FromSqlOwned + Send + 'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a;
+
     /// See [`AsyncDatabaseManager::copy_records_to_table`].
     fn copy_records_to_table<'a, P, I>(
         &'a self,
@@ -259,6 +266,14 @@ macro_rules! executor_impl {
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
                 crate::query::fetch_all_mapped(self, query, params, |r| T::from_row(&r))
+            }
+
+            fn fetch_column<'a, T: FromSqlOwned + Send + 'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
+                crate::query::fetch_all_mapped(self, query, params, |r| r.get::<T>(0))
             }
 
             fn copy_records_to_table<'a, P, I>(

@@ -47,6 +47,48 @@ pub trait FromRow: Sized {
     fn from_row(row: &Record) -> Result<Self>;
 }
 
+/// Tuples read columns by position: `(i32, String)` takes the first two columns; a row with
+/// another number of columns is [`Error::Decode`].
+///
+/// ```no_run
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+/// let pairs: Vec<(i32, String)> = db.fetch_all_as("SELECT id, email FROM {{tables.users}}", &[]).await?;
+/// # Ok(()) }
+/// ```
+macro_rules! tuple_from_row {
+    ($n:expr; $($idx:tt $t:ident),+) => {
+        impl<$($t: postgres_types::FromSqlOwned),+> FromRow for ($($t,)+) {
+            fn from_row(row: &Record) -> Result<Self> {
+                if row.len() != $n {
+                    return Err(Error::decode(
+                        "-",
+                        "-",
+                        format!(
+                            "the query returns {} column(s) but the tuple has {}",
+                            row.len(),
+                            $n
+                        ),
+                    ));
+                }
+                Ok(($(row.get::<$t>($idx)?,)+))
+            }
+        }
+    };
+}
+
+tuple_from_row!(1; 0 A);
+tuple_from_row!(2; 0 A, 1 B);
+tuple_from_row!(3; 0 A, 1 B, 2 C);
+tuple_from_row!(4; 0 A, 1 B, 2 C, 3 D);
+tuple_from_row!(5; 0 A, 1 B, 2 C, 3 D, 4 E);
+tuple_from_row!(6; 0 A, 1 B, 2 C, 3 D, 4 E, 5 F);
+tuple_from_row!(7; 0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G);
+tuple_from_row!(8; 0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H);
+tuple_from_row!(9; 0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H, 8 I);
+tuple_from_row!(10; 0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H, 8 I, 9 J);
+tuple_from_row!(11; 0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H, 8 I, 9 J, 10 K);
+tuple_from_row!(12; 0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H, 8 I, 9 J, 10 K, 11 L);
+
 /// A column position: a name (`&str`) or an index (`usize`).
 pub trait ColumnIndex: fmt::Display + Copy {
     /// The column's index in `row`, if present.

@@ -92,3 +92,48 @@ async fn generic_calls_can_be_spawned() {
     .unwrap();
     assert_eq!(one.map(|i| i.name).as_deref(), Some("c"));
 }
+
+#[tokio::test]
+async fn tuples_and_single_columns() {
+    let (db, _guard) = schema_db().await;
+    setup(&db).await.unwrap();
+    for name in ["a", "b"] {
+        add(&db, name).await.unwrap();
+    }
+    let pairs: Vec<(i32, String)> = db
+        .fetch_all_as("SELECT id, name FROM {{tables.items}} ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(pairs, [(1, "a".to_owned()), (2, "b".to_owned())]);
+    let one: Option<(i64, Option<String>, bool)> = db
+        .fetch_one_as(
+            "SELECT count(*), NULL::text, true FROM {{tables.items}}",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(one, Some((2, None, true)));
+    let wrong = db
+        .fetch_all_as::<(i32,)>("SELECT id, name FROM {{tables.items}}", &[])
+        .await;
+    assert!(
+        matches!(wrong, Err(pgdbm::Error::Decode { .. })),
+        "{wrong:?}"
+    );
+
+    let ids: Vec<i32> = db
+        .fetch_column("SELECT id FROM {{tables.items}} ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(ids, [1, 2]);
+    let tx = db.transaction().await.unwrap();
+    let names: Vec<String> = Executor::fetch_column(
+        &tx,
+        "SELECT name FROM {{tables.items}} ORDER BY name DESC",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(names, ["b", "a"]);
+    tx.rollback().await.unwrap();
+}

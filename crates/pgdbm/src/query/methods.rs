@@ -154,6 +154,22 @@ macro_rules! query_methods {
             crate::query::fetch_all_mapped(self, query, params, |r| T::from_row(&r)).await
         }
 
+        /// The first column of every row (`SELECT id FROM …` → `Vec<i64>`); SQL NULLs need
+        /// `T = Option<_>`.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let ids: Vec<i32> = db.fetch_column("SELECT id FROM {{tables.users}} ORDER BY id", &[]).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn fetch_column<T: postgres_types::FromSqlOwned>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Vec<T>> {
+            crate::query::fetch_all_mapped(self, query, params, |r| r.get::<T>(0)).await
+        }
+
         /// Rows one at a time, for results too large to hold in memory. The connection is held
         /// until the stream ends or is dropped. The call's timeout covers the wait for the first
         /// row (counted from the call) and then each wait for the next row: on expiry the stream
