@@ -157,6 +157,9 @@ fn tune(db: &mut DatabaseConfig) {
     db.min_connections = 1;
     db.max_connections = 4;
     db.retry_attempts = 0;
+    // The server's own search_path, as an application's schemaless manager has it, so that a
+    // module without a schema creates its tables in `public` like the application would.
+    db.shared_pool_search_path = None;
 }
 
 /// Parses the file text, expanding `${VAR}` in every string value.

@@ -80,9 +80,17 @@ pub async fn run(cmd: MigrateCommand, settings: &Settings) -> CliResult {
     }
 }
 
-/// The modules in scope, with their directories checked (no database I/O yet).
-fn modules<'s>(settings: &'s Settings, only: Option<&str>) -> CliResult<Vec<&'s Module>> {
-    let modules = settings.ordered(only)?;
+/// The modules in scope, with their directories checked (no database I/O yet): all, in
+/// dependency order; or `only` (with its dependencies first when `with_deps`).
+fn modules<'s>(
+    settings: &'s Settings,
+    only: Option<&str>,
+    with_deps: bool,
+) -> CliResult<Vec<&'s Module>> {
+    let mut modules = settings.ordered(only)?;
+    if let (Some(name), false) = (only, with_deps) {
+        modules.retain(|m| m.name == name);
+    }
     for m in &modules {
         check_dir(m)?;
     }
@@ -128,7 +136,7 @@ pub async fn ensure_schema(db: &AsyncDatabaseManager, schema: &str) -> CliResult
 }
 
 async fn apply(settings: &Settings, only: Option<&str>, dry_run: bool) -> CliResult {
-    let modules = modules(settings, only)?;
+    let modules = modules(settings, only, true)?;
     let pool = util::connect(settings.db()?).await?;
     let plain = AsyncDatabaseManager::from_pool(pool.clone(), None)?;
     for m in modules {
@@ -174,7 +182,7 @@ async fn apply(settings: &Settings, only: Option<&str>, dry_run: bool) -> CliRes
 }
 
 async fn status(settings: &Settings, only: Option<&str>, json: bool) -> CliResult {
-    let modules = modules(settings, only)?;
+    let modules = modules(settings, only, false)?;
     let pool = util::connect(settings.db()?).await?;
     let mut out = Vec::new();
     for m in modules {
@@ -216,7 +224,7 @@ async fn status(settings: &Settings, only: Option<&str>, json: bool) -> CliResul
 }
 
 async fn history(settings: &Settings, only: Option<&str>, limit: usize, json: bool) -> CliResult {
-    let modules = modules(settings, only)?;
+    let modules = modules(settings, only, false)?;
     let pool = util::connect(settings.db()?).await?;
     let mut out = Vec::new();
     for m in modules {
@@ -334,7 +342,7 @@ fn next_file(dir: &Path, clean: &str) -> CliResult<std::path::PathBuf> {
 }
 
 async fn verify(settings: &Settings, only: Option<&str>) -> CliResult {
-    let modules = modules(settings, only)?;
+    let modules = modules(settings, only, false)?;
     let pool = util::connect(settings.db()?).await?;
     let mut problems = Vec::new();
     for m in modules {
