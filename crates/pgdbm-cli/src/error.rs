@@ -18,23 +18,32 @@ pub enum CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Lib(e) => write!(f, "{e}")?,
-            CliError::Config(m) => write!(f, "configuration error: {m}")?,
-            CliError::Usage(m) | CliError::Failed(m) => write!(f, "{m}")?,
+            CliError::Lib(e) => f.write_str(&with_causes(e)),
+            CliError::Config(m) => write!(f, "configuration error: {m}"),
+            CliError::Usage(m) | CliError::Failed(m) => f.write_str(m),
         }
-        if let CliError::Lib(e) = self {
-            // The library's causes (e.g. the server error behind a migration failure).
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                let text = s.to_string();
-                if !text.is_empty() {
-                    write!(f, "\n  caused by: {text}")?;
-                }
-                source = s.source();
-            }
-        }
-        Ok(())
     }
+}
+
+/// The library's message, then each cause that adds something (the server's detail and hint
+/// behind a migration failure), without repeating what is already shown.
+fn with_causes(e: &pgdbm::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let cause = s.to_string();
+        let new: Vec<&str> = cause
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && *l != "db error" && !text.contains(*l))
+            .collect();
+        if !new.is_empty() {
+            text.push_str("\n  ");
+            text.push_str(&new.join("\n  "));
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl std::error::Error for CliError {}
