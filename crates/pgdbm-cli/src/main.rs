@@ -4,6 +4,7 @@
 mod config;
 mod db;
 mod error;
+mod generate;
 mod migrate;
 mod schema;
 mod util;
@@ -50,6 +51,9 @@ enum Command {
     /// Housekeeping for the testing utilities.
     #[command(subcommand)]
     Test(db::TestCommand),
+    /// Generate files: a commented pgdbm.toml.
+    #[command(subcommand)]
+    Generate(generate::GenerateCommand),
 }
 
 fn main() -> ExitCode {
@@ -75,11 +79,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> CliResult {
+    if let Command::Generate(c) = cli.command {
+        return generate::run(c);
+    }
     let settings = config::load(cli.global.config.as_deref(), cli.global.env.as_deref())?;
     match cli.command {
         Command::Migrate(c) => migrate::run(c, &settings).await,
         Command::Db(c) => db::run(c, &settings).await,
         Command::Schema(c) => schema::run(c, &settings).await,
         Command::Test(c) => db::run_test(c, &settings).await,
+        Command::Generate(_) => unreachable!("handled above"),
     }
 }

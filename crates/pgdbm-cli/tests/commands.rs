@@ -42,6 +42,8 @@ fn help_on_every_command_and_version() {
         &["schema", "drop", "--help"],
         &["test", "--help"],
         &["test", "cleanup", "--help"],
+        &["generate", "--help"],
+        &["generate", "config", "--help"],
     ] {
         let run = sb.run(args);
         assert!(run.ok().stdout.contains("Usage"), "{args:?}: {run:#?}");
@@ -266,4 +268,19 @@ fn test_cleanup_drops_only_leftover_test_databases() {
     assert!(common::database_exists(&real), "not a generated name: kept");
 
     sb.run(&["test", "cleanup", "--older-than", "soon"]).fails();
+}
+
+#[test]
+fn generate_config_writes_a_config_the_cli_reads() {
+    let sb = Sandbox::without_database("gen");
+    let run = sb.run(&["generate", "config", "--output", "pgdbm.toml"]);
+    run.ok();
+    // Never overwrites.
+    sb.run(&["generate", "config", "--output", "pgdbm.toml"])
+        .fails();
+    // The CLI reads it (no database needed to create a migration).
+    sb.run(&["migrate", "create", "init"]).ok();
+    assert!(sb.path("migrations/001_init.sql").exists());
+    let printed = sb.run(&["generate", "config"]);
+    assert!(printed.ok().stdout.contains("[environments.dev]"));
 }
