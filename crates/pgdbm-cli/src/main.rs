@@ -4,6 +4,7 @@
 mod config;
 mod db;
 mod error;
+mod fleet;
 mod generate;
 mod migrate;
 mod schema;

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::config::{Module, Settings};
 use crate::error::{CliError, CliResult};
-use crate::util;
+use crate::{fleet, util};
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
@@ -26,6 +26,21 @@ pub enum MigrateCommand {
         /// Show what would be applied; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Tenant fleet: apply --module's migrations to every existing schema matching this
+        /// LIKE pattern (e.g. 'tenant\_%'), each schema under its own module name.
+        #[arg(
+            long,
+            requires = "module",
+            conflicts_with = "schemas_query",
+            value_name = "PATTERN"
+        )]
+        schemas: Option<String>,
+        /// Tenant fleet: like --schemas, with the schema names from this query's first column.
+        #[arg(long, requires = "module", value_name = "SQL")]
+        schemas_query: Option<String>,
+        /// Schemas migrated at the same time (with --schemas or --schemas-query).
+        #[arg(long, short, default_value_t = 4)]
+        jobs: usize,
     },
     /// Applied and pending migrations per module (writes nothing).
     Status {
@@ -67,8 +82,26 @@ pub enum MigrateCommand {
 pub async fn run(cmd: MigrateCommand, settings: &Settings) -> CliResult {
     match cmd {
         MigrateCommand::Apply {
-            module, dry_run, ..
-        } => apply(settings, module.as_deref(), dry_run).await,
+            module,
+            dry_run,
+            schemas,
+            schemas_query,
+            jobs,
+            ..
+        } => {
+            let selector = match (schemas, schemas_query) {
+                (Some(p), _) => Some(fleet::Selector::Like(p)),
+                (None, Some(q)) => Some(fleet::Selector::Query(q)),
+                (None, None) => None,
+            };
+            match selector {
+                Some(sel) => {
+                    let m = settings.single(module.as_deref())?;
+                    fleet::apply(settings, m, sel, jobs, dry_run).await
+                }
+                None => apply(settings, module.as_deref(), dry_run).await,
+            }
+        }
         MigrateCommand::Status { module, json } => status(settings, module.as_deref(), json).await,
         MigrateCommand::History {
             module,
