@@ -52,7 +52,7 @@ enum Command {
     /// Housekeeping for the testing utilities.
     #[command(subcommand)]
     Test(db::TestCommand),
-    /// Generate files: a commented pgdbm.toml.
+    /// Generate a commented pgdbm.toml, or a Rust struct for a table.
     #[command(subcommand)]
     Generate(generate::GenerateCommand),
 }
@@ -80,15 +80,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> CliResult {
-    if let Command::Generate(c) = cli.command {
-        return generate::run(c);
-    }
-    let settings = config::load(cli.global.config.as_deref(), cli.global.env.as_deref())?;
+    let load = || config::load(cli.global.config.as_deref(), cli.global.env.as_deref());
     match cli.command {
-        Command::Migrate(c) => migrate::run(c, &settings).await,
-        Command::Db(c) => db::run(c, &settings).await,
-        Command::Schema(c) => schema::run(c, &settings).await,
-        Command::Test(c) => db::run_test(c, &settings).await,
-        Command::Generate(_) => unreachable!("handled above"),
+        Command::Migrate(c) => migrate::run(c, &load()?).await,
+        Command::Db(c) => db::run(c, &load()?).await,
+        Command::Schema(c) => schema::run(c, &load()?).await,
+        Command::Test(c) => db::run_test(c, &load()?).await,
+        Command::Generate(c) => {
+            let settings = match generate::needs_settings(&c) {
+                true => Some(load()?),
+                false => None,
+            };
+            generate::run(c, settings.as_ref()).await
+        }
     }
 }

@@ -44,6 +44,7 @@ fn help_on_every_command_and_version() {
         &["test", "cleanup", "--help"],
         &["generate", "--help"],
         &["generate", "config", "--help"],
+        &["generate", "model", "--help"],
     ] {
         let run = sb.run(args);
         assert!(run.ok().stdout.contains("Usage"), "{args:?}: {run:#?}");
@@ -283,4 +284,51 @@ fn generate_config_writes_a_config_the_cli_reads() {
     assert!(sb.path("migrations/001_init.sql").exists());
     let printed = sb.run(&["generate", "config"]);
     assert!(printed.ok().stdout.contains("[environments.dev]"));
+}
+
+#[test]
+fn generate_model_maps_the_live_table() {
+    let sb = Sandbox::new("model");
+    config(&sb);
+    sb.query(|db| {
+        Box::pin(async move {
+            db.execute(
+                "CREATE SCHEMA app; CREATE TYPE app.mood AS ENUM ('ok', 'sad'); \
+                 CREATE TABLE app.user_accounts (id bigserial PRIMARY KEY, email text NOT NULL, \
+                 \"type\" varchar(10), created_at timestamptz NOT NULL DEFAULT now(), \
+                 balance numeric(10,2), tags text[] NOT NULL DEFAULT '{}', data jsonb, \
+                 \"Display Name\" text, m app.mood, ref uuid)",
+                &[],
+            )
+            .await
+            .expect("table");
+        })
+    });
+    let run = sb.run(&["generate", "model", "user_accounts", "--schema", "app"]);
+    let out = &run.ok().stdout;
+    for line in [
+        "#[derive(Debug, Clone, pgdbm::FromRow, serde::Serialize, serde::Deserialize)]",
+        "pub struct UserAccounts {",
+        "pub id: i64,",
+        "pub email: String,",
+        "pub r#type: Option<String>,",
+        "pub created_at: chrono::DateTime<chrono::Utc>,",
+        "pub balance: Option<pgdbm::types::Numeric>,",
+        "pub tags: Vec<String>,",
+        "pub data: Option<serde_json::Value>,",
+        "#[pgdbm(rename = \"Display Name\")]",
+        "pub display_name: Option<String>,",
+        "// enum type mood",
+        "pub m: Option<String>,",
+        "pub r#ref: Option<uuid::Uuid>,",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    let run = sb.run(&["generate", "model", "nope"]);
+    assert!(run.fails().stderr.contains("public.nope"), "{run:#?}");
+    let run = sb.run(&["generate", "model", "x;drop"]);
+    assert!(
+        run.fails().stderr.contains("not a valid identifier"),
+        "{run:#?}"
+    );
 }
