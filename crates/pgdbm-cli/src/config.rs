@@ -338,14 +338,15 @@ fn environment_config(e: &Environment, at: &str) -> CliResult<DatabaseConfig> {
     }
     // The environment's schema is the default module's; the pool itself is schemaless.
     db.schema = None;
-    db.ssl_enabled = e.ssl_enabled.unwrap_or(false) || e.ssl_mode.is_some();
-    db.ssl_mode = e
-        .ssl_mode
-        .clone()
-        .filter(|m| m != "disable" && m != "prefer");
-    if matches!(e.ssl_mode.as_deref(), Some("disable")) {
-        db.ssl_enabled = false;
-    }
+    // libpq's modes: `disable` turns TLS off; `allow`/`prefer` (no verification, optional TLS)
+    // become `require` when ssl_enabled is set and off otherwise; the verifying modes turn it on.
+    let enabled = e.ssl_enabled.unwrap_or(false);
+    (db.ssl_enabled, db.ssl_mode) = match e.ssl_mode.as_deref() {
+        None => (enabled, None),
+        Some("disable") => (false, None),
+        Some("allow" | "prefer") => (enabled, enabled.then(|| "require".to_owned())),
+        Some(mode) => (true, Some(mode.to_owned())),
+    };
     db.ssl_ca_file = e.ssl_ca_file.clone();
     db.ssl_cert_file = e.ssl_cert_file.clone();
     db.ssl_key_file = e.ssl_key_file.clone();
@@ -488,6 +489,31 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["c"]
         );
+    }
+
+    #[test]
+    fn ssl_modes() {
+        let env = |mode: Option<&str>, enabled: Option<bool>| {
+            let e = Environment {
+                ssl_mode: mode.map(str::to_owned),
+                ssl_enabled: enabled,
+                ..Default::default()
+            };
+            let db = environment_config(&e, "t").unwrap();
+            (db.ssl_enabled, db.ssl_mode)
+        };
+        assert_eq!(env(None, None), (false, None));
+        assert_eq!(env(Some("prefer"), None), (false, None));
+        assert_eq!(
+            env(Some("prefer"), Some(true)),
+            (true, Some("require".into()))
+        );
+        assert_eq!(env(Some("disable"), Some(true)), (false, None));
+        assert_eq!(
+            env(Some("verify-ca"), None),
+            (true, Some("verify-ca".into()))
+        );
+        assert_eq!(env(None, Some(true)), (true, None));
     }
 
     #[test]
