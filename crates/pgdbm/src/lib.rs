@@ -91,5 +91,17 @@ pub use stats::{PoolStats, PoolStatus};
 pub use transaction::Transaction;
 pub use value::{EnumText, Value};
 
+/// Checks a database, schema, table or other identifier by the rules pgdbm applies everywhere:
+/// letters, digits and underscores, starting with a letter or underscore, at most 63
+/// characters. `what` names the thing in the error ([`Error::Schema`]). No I/O.
+///
+/// ```
+/// assert!(pgdbm::validate_identifier("billing_v2", "schema").is_ok());
+/// assert!(pgdbm::validate_identifier("x; DROP TABLE users", "schema").is_err());
+/// ```
+pub fn validate_identifier(name: &str, what: &str) -> Result<()> {
+    template::check_identifier(name, what)
+}
+
 /// The driver underneath, for anything pgdbm does not wrap.
 pub use tokio_postgres;

@@ -1,0 +1,533 @@
+//! `pgdbm.toml`: the Python pgdbm CLI's format, read unchanged.
+//!
+//! ```toml
+//! [project]
+//! name = "myapp"
+//! default_env = "dev"
+//!
+//! [environments.dev]
+//! url = "postgresql://postgres@localhost:5432/myapp_dev"   # or connection_string, or host/port/...
+//! schema = "public"
+//!
+//! [modules.users]
+//! migrations_path = "migrations/users"
+//! schema = "users"
+//! depends_on = []
+//! ```
+//!
+//! `${VAR}` is expanded inside every string value; an unset variable is an error naming it.
+//! Unknown keys are errors naming the key. Without a file, "simple mode" uses `DATABASE_URL`
+//! and `./migrations`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pgdbm::DatabaseConfig;
+use serde::Deserialize;
+
+use crate::error::{CliError, CliResult};
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub project: Project,
+    #[serde(default)]
+    pub environments: BTreeMap<String, Environment>,
+    #[serde(default)]
+    pub modules: BTreeMap<String, ModuleConfig>,
+}
+
+/// `[project]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    /// Accepted for compatibility with the Python CLI; not used.
+    #[allow(dead_code)]
+    pub name: Option<String>,
+    pub default_env: Option<String>,
+}
+
+/// A port written as a number, or as a string (so that `"${PGPORT}"` works).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Port {
+    Number(u16),
+    Text(String),
+}
+
+/// `[environments.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub url: Option<String>,
+    pub connection_string: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<Port>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub schema: Option<String>,
+    pub ssl_enabled: Option<bool>,
+    pub ssl_mode: Option<String>,
+    pub ssl_ca_file: Option<String>,
+    pub ssl_cert_file: Option<String>,
+    pub ssl_key_file: Option<String>,
+}
+
+/// `[modules.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    pub migrations_path: Option<String>,
+    pub schema: Option<String>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+}
+
+/// A module ready to migrate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    /// Its name in `[modules.NAME]` (`default` in simple mode).
+    pub name: String,
+    /// Where its `.sql` files are.
+    pub migrations_path: PathBuf,
+    /// The schema its migrations go into; `None` = `public` (and module name `default`).
+    pub schema: Option<String>,
+    pub depends_on: Vec<String>,
+}
+
+/// Everything a command needs: the connection and the modules.
+#[derive(Debug)]
+pub struct Settings {
+    /// Where the settings came from, for messages.
+    pub source: String,
+    pub env_name: String,
+    /// `None` in simple mode without `DATABASE_URL`: see [`Settings::db`].
+    db: Option<DatabaseConfig>,
+    /// In file order (sorted by name); see [`Settings::ordered`].
+    pub modules: Vec<Module>,
+}
+
+const DEFAULT_FILE: &str = "pgdbm.toml";
+
+/// Reads the settings: `--config` (or `PGDBM_CONFIG`), else `./pgdbm.toml` when present, else
+/// simple mode.
+pub fn load(config: Option<&Path>, env: Option<&str>) -> CliResult<Settings> {
+    let path = match config {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.exists()),
+    };
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| CliError::Config(format!("cannot read {}: {e}", path.display())))?;
+            let file = parse(&text, &path, |k| std::env::var(k).ok())?;
+            resolve(file, &path, env)
+        }
+        None => simple_mode(env),
+    }
+}
+
+/// Simple mode: `DATABASE_URL` (and `DB_PASSWORD`), the migrations in `./migrations`.
+fn simple_mode(env: Option<&str>) -> CliResult<Settings> {
+    if let Some(env) = env {
+        return Err(CliError::Config(format!(
+            "environment {env:?} requested but there is no {DEFAULT_FILE} here (pass --config FILE)"
+        )));
+    }
+    let mut db = DatabaseConfig::from_env();
+    tune(&mut db);
+    Ok(Settings {
+        source: "DATABASE_URL".into(),
+        env_name: "DATABASE_URL".into(),
+        db: db.connection_string.is_some().then_some(db),
+        modules: vec![Module {
+            name: "default".into(),
+            migrations_path: PathBuf::from("migrations"),
+            schema: None,
+            depends_on: Vec::new(),
+        }],
+    })
+}
+
+/// Settings suited to a short-lived command: few connections, fail fast.
+fn tune(db: &mut DatabaseConfig) {
+    db.min_connections = 1;
+    db.max_connections = 4;
+    db.retry_attempts = 0;
+    // The server's own search_path, as an application's schemaless manager has it, so that a
+    // module without a schema creates its tables in `public` like the application would.
+    db.shared_pool_search_path = None;
+}
+
+/// Parses the file text, expanding `${VAR}` in every string value.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    var: impl Fn(&str) -> Option<String>,
+) -> CliResult<FileConfig> {
+    let name = path.display();
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| CliError::Config(format!("{name}: {}", one_line(&e))))?;
+    for (key, value) in table.iter_mut() {
+        expand_value(value, key, &var).map_err(|m| CliError::Config(format!("{name}: {m}")))?;
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| CliError::Config(format!("{name}: {}", one_line(&e))))
+}
+
+fn one_line(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+fn expand_value(
+    value: &mut toml::Value,
+    key: &str,
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    match value {
+        toml::Value::String(s) => *s = expand(s, key, var)?,
+        toml::Value::Array(items) => {
+            for item in items {
+                expand_value(item, key, var)?;
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                expand_value(v, &format!("{key}.{k}"), var)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `${VAR}` → its value; `$$` → `$`; an unset variable is an error naming it and the key.
+pub fn expand(s: &str, key: &str, var: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = inner
+                .find('}')
+                .ok_or_else(|| format!("`{key}`: unterminated ${{ in {s:?}"))?;
+            let name = &inner[..end];
+            let value = var(name).ok_or_else(|| {
+                format!("`{key}` uses ${{{name}}} but the environment variable {name} is not set")
+            })?;
+            out.push_str(&value);
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Picks the environment and builds the settings.
+pub fn resolve(file: FileConfig, path: &Path, env: Option<&str>) -> CliResult<Settings> {
+    let name = path.display().to_string();
+    let env_name = env
+        .map(str::to_owned)
+        .or_else(|| file.project.default_env.clone())
+        .unwrap_or_else(|| "dev".to_owned());
+    let Some(e) = file.environments.get(&env_name) else {
+        let known: Vec<&str> = file.environments.keys().map(String::as_str).collect();
+        return Err(CliError::Config(format!(
+            "{name}: no [environments.{env_name}] (defined: {})",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    let mut db = environment_config(e, &format!("{name}: [environments.{env_name}]"))?;
+    tune(&mut db);
+    let base = path.parent().unwrap_or(Path::new("."));
+    let modules = if file.modules.is_empty() {
+        vec![Module {
+            name: "default".into(),
+            migrations_path: base.join("migrations"),
+            schema: e.schema.clone(),
+            depends_on: Vec::new(),
+        }]
+    } else {
+        let mut out = Vec::new();
+        for (mname, m) in &file.modules {
+            pgdbm::validate_identifier(mname, "module name")
+                .map_err(|err| CliError::Config(format!("{name}: [modules.{mname}]: {err}")))?;
+            let schema = m.schema.clone().unwrap_or_else(|| mname.clone());
+            pgdbm::validate_identifier(&schema, "schema").map_err(|err| {
+                CliError::Config(format!("{name}: [modules.{mname}] schema: {err}"))
+            })?;
+            for d in &m.depends_on {
+                if !file.modules.contains_key(d) {
+                    return Err(CliError::Config(format!(
+                        "{name}: [modules.{mname}] depends_on {d:?}, which is not a module"
+                    )));
+                }
+            }
+            let rel = m
+                .migrations_path
+                .clone()
+                .unwrap_or_else(|| format!("migrations/{mname}"));
+            out.push(Module {
+                name: mname.clone(),
+                migrations_path: base.join(rel),
+                schema: Some(schema),
+                depends_on: m.depends_on.clone(),
+            });
+        }
+        out
+    };
+    Ok(Settings {
+        source: name,
+        env_name,
+        db: Some(db),
+        modules,
+    })
+}
+
+fn environment_config(e: &Environment, at: &str) -> CliResult<DatabaseConfig> {
+    let mut db = DatabaseConfig::default();
+    if e.url.is_some() && e.connection_string.is_some() {
+        return Err(CliError::Config(format!(
+            "{at}: set `url` or `connection_string`, not both"
+        )));
+    }
+    db.connection_string = e.url.clone().or_else(|| e.connection_string.clone());
+    if let Some(h) = &e.host {
+        db.host = h.clone();
+    }
+    match &e.port {
+        Some(Port::Number(p)) => db.port = *p,
+        Some(Port::Text(t)) => {
+            db.port = t
+                .trim()
+                .parse()
+                .map_err(|_| CliError::Config(format!("{at}: `port` {t:?} is not a port number")))?
+        }
+        None => {}
+    }
+    if let Some(d) = &e.database {
+        db.database = d.clone();
+    }
+    if let Some(u) = &e.user {
+        db.user = u.clone();
+    }
+    db.password = e.password.clone().filter(|p| !p.is_empty());
+    if let Some(s) = &e.schema {
+        pgdbm::validate_identifier(s, "schema")
+            .map_err(|err| CliError::Config(format!("{at}: `schema`: {err}")))?;
+    }
+    // The environment's schema is the default module's; the pool itself is schemaless.
+    db.schema = None;
+    // libpq's modes: `disable` turns TLS off; `allow`/`prefer` (no verification, optional TLS)
+    // become `require` when ssl_enabled is set and off otherwise; the verifying modes turn it on.
+    let enabled = e.ssl_enabled.unwrap_or(false);
+    (db.ssl_enabled, db.ssl_mode) = match e.ssl_mode.as_deref() {
+        None => (enabled, None),
+        Some("disable") => (false, None),
+        Some("allow" | "prefer") => (enabled, enabled.then(|| "require".to_owned())),
+        Some(mode) => (true, Some(mode.to_owned())),
+    };
+    db.ssl_ca_file = e.ssl_ca_file.clone();
+    db.ssl_cert_file = e.ssl_cert_file.clone();
+    db.ssl_key_file = e.ssl_key_file.clone();
+    Ok(db)
+}
+
+impl Settings {
+    /// The connection settings; in simple mode, an error when `DATABASE_URL` is not set.
+    pub fn db(&self) -> CliResult<&DatabaseConfig> {
+        self.db.as_ref().ok_or_else(|| {
+            CliError::Config(format!(
+                "no {DEFAULT_FILE} found and DATABASE_URL is not set: pass --config FILE or set DATABASE_URL"
+            ))
+        })
+    }
+
+    /// The modules to work on, dependencies first: all of them, or `only` and what it depends
+    /// on. A cycle is an error naming it.
+    pub fn ordered(&self, only: Option<&str>) -> CliResult<Vec<&Module>> {
+        let by_name: BTreeMap<&str, &Module> =
+            self.modules.iter().map(|m| (m.name.as_str(), m)).collect();
+        let roots: Vec<&str> = match only {
+            Some(name) => {
+                pgdbm::validate_identifier(name, "module name")?;
+                if !by_name.contains_key(name) {
+                    return Err(CliError::Config(format!(
+                        "{}: no module {name:?} (modules: {})",
+                        self.source,
+                        by_name.keys().copied().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                vec![name]
+            }
+            None => by_name.keys().copied().collect(),
+        };
+        let mut done: Vec<&str> = Vec::new();
+        let mut stack: Vec<&str> = Vec::new();
+        for r in roots {
+            visit(r, &by_name, &mut done, &mut stack)?;
+        }
+        Ok(done.into_iter().map(|n| by_name[n]).collect())
+    }
+
+    /// The one module `--module` names, or the only one there is.
+    pub fn single(&self, only: Option<&str>) -> CliResult<&Module> {
+        match only {
+            Some(name) => Ok(*self
+                .ordered(Some(name))?
+                .last()
+                .expect("ordered() includes the named module")),
+            None if self.modules.len() == 1 => Ok(&self.modules[0]),
+            None => Err(CliError::Usage(format!(
+                "several modules are configured ({}); pass --module NAME",
+                self.modules
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+fn visit<'a>(
+    name: &'a str,
+    by_name: &BTreeMap<&'a str, &'a Module>,
+    done: &mut Vec<&'a str>,
+    stack: &mut Vec<&'a str>,
+) -> CliResult<()> {
+    if done.contains(&name) {
+        return Ok(());
+    }
+    if let Some(at) = stack.iter().position(|s| *s == name) {
+        let mut cycle: Vec<&str> = stack[at..].to_vec();
+        cycle.push(name);
+        return Err(CliError::Config(format!(
+            "module dependency cycle: {}",
+            cycle.join(" -> ")
+        )));
+    }
+    stack.push(name);
+    for d in &by_name[name].depends_on {
+        let (key, _) = by_name
+            .get_key_value(d.as_str())
+            .ok_or_else(|| CliError::Config(format!("module {name:?} depends on unknown {d:?}")))?;
+        visit(key, by_name, done, stack)?;
+    }
+    stack.pop();
+    done.push(name);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(k: &str) -> Option<String> {
+        (k == "DB_PASS").then(|| "s3cret".to_owned())
+    }
+
+    #[test]
+    fn expands_and_names_unset_variables() {
+        assert_eq!(
+            expand("postgresql://u:${DB_PASS}@h/db", "k", &vars).unwrap(),
+            "postgresql://u:s3cret@h/db"
+        );
+        assert_eq!(expand("a$$b$c", "k", &vars).unwrap(), "a$b$c");
+        let err = expand("${NOPE}", "environments.dev.url", &vars).unwrap_err();
+        assert!(
+            err.contains("NOPE") && err.contains("environments.dev.url"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse(
+            "[environments.dev]\nurll = 'x'\n",
+            Path::new("p.toml"),
+            vars,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn cycles_are_named() {
+        let text = "[environments.dev]\nurl='postgresql://x@h/d'\n\
+                    [modules.a]\ndepends_on=['b']\n[modules.b]\ndepends_on=['a']\n[modules.c]\n";
+        let file = parse(text, Path::new("p.toml"), vars).unwrap();
+        let s = resolve(file, Path::new("p.toml"), None).unwrap();
+        let err = s.ordered(None).unwrap_err().to_string();
+        assert!(err.contains("a -> b -> a"), "{err}");
+        assert_eq!(
+            s.ordered(Some("c"))
+                .unwrap()
+                .iter()
+                .map(|m| &m.name)
+                .collect::<Vec<_>>(),
+            ["c"]
+        );
+    }
+
+    #[test]
+    fn ssl_modes() {
+        let env = |mode: Option<&str>, enabled: Option<bool>| {
+            let e = Environment {
+                ssl_mode: mode.map(str::to_owned),
+                ssl_enabled: enabled,
+                ..Default::default()
+            };
+            let db = environment_config(&e, "t").unwrap();
+            (db.ssl_enabled, db.ssl_mode)
+        };
+        assert_eq!(env(None, None), (false, None));
+        assert_eq!(env(Some("prefer"), None), (false, None));
+        assert_eq!(
+            env(Some("prefer"), Some(true)),
+            (true, Some("require".into()))
+        );
+        assert_eq!(env(Some("disable"), Some(true)), (false, None));
+        assert_eq!(
+            env(Some("verify-ca"), None),
+            (true, Some("verify-ca".into()))
+        );
+        assert_eq!(env(None, Some(true)), (true, None));
+    }
+
+    #[test]
+    fn dependency_order() {
+        let text = "[environments.dev]\nurl='postgresql://x@h/d'\n\
+                    [modules.a]\ndepends_on=['b']\n[modules.b]\ndepends_on=['c']\n[modules.c]\n";
+        let file = parse(text, Path::new("p.toml"), vars).unwrap();
+        let s = resolve(file, Path::new("p.toml"), None).unwrap();
+        let names: Vec<_> = s
+            .ordered(None)
+            .unwrap()
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        assert_eq!(names, ["c", "b", "a"]);
+    }
+}
