@@ -424,3 +424,22 @@ async fn a_script_left_in_a_transaction_is_not_reused_as_idle() {
     assert_eq!(again, pid);
     assert_eq!(committed_rows(&db).await.as_deref(), Some("2,3"));
 }
+
+/// A script with BEGIN cut off halfway (here by a timeout) leaves no transaction behind.
+#[tokio::test]
+async fn a_script_cut_off_inside_its_transaction_is_rolled_back() {
+    let (db, _guard) = schema_db_with(pool_of(1)).await;
+    make_table(&db).await;
+    let r = db
+        .with_timeout(Duration::from_millis(200))
+        .execute(
+            "BEGIN; INSERT INTO {{tables.t}} VALUES (1); SELECT pg_sleep(2); COMMIT",
+            &[],
+        )
+        .await;
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    db.execute("INSERT INTO {{tables.t}} VALUES (2)", &[])
+        .await
+        .unwrap();
+    assert_eq!(committed_rows(&db).await.as_deref(), Some("2"));
+}

@@ -321,19 +321,26 @@ impl Drop for PoolConnection {
         let Some(obj) = self.obj.take() else { return };
         // Idle time counts from the return to the pool, not from the checkout.
         obj.last_used.store(now_micros(), Ordering::Relaxed);
-        match obj.state() {
+        let mut state = obj.state();
+        if obj.take_check_on_release() {
+            // A script with transaction control ran (or was cut off) on this connection: the
+            // server may be inside a transaction our state knows nothing of.
+            state = match state {
+                SessionState::Idle => SessionState::Unknown,
+                SessionState::Active => SessionState::ActiveInTransaction,
+                SessionState::Cancelling => SessionState::CancellingInTransaction,
+                other => other,
+            };
+            obj.set_state(state);
+        }
+        match state {
             // Retired while a statement still runs: stop it, then close.
             s if obj.is_broken() && s.may_be_running() && !obj.client.is_closed() => {
                 cancel_and_close(obj)
             }
             _ if obj.is_broken() => close(obj),
-            SessionState::Idle if !obj.take_check_on_release() => {}
-            state => {
-                if state == SessionState::Idle {
-                    // Idle as far as our statements go, but a script changed the
-                    // transaction state: verify it like a raw connection.
-                    obj.set_state(SessionState::Unknown);
-                }
+            SessionState::Idle => {}
+            _ => {
                 let runtime = obj.runtime.clone();
                 let recovering = Recovering(Some(obj));
                 // If the runtime is shutting down the task is dropped unrun, and

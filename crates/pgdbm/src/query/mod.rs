@@ -199,16 +199,14 @@ pub(crate) async fn execute<E: Runner>(
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<u64> {
     run!(ex, query, params, |conn, sql, in_tx| async {
+        // A script may open or end a transaction behind the state's back: flagged before it
+        // is sent, so a script cut off halfway is rolled back too.
+        if params.is_empty() && has_transaction_control(sql) {
+            conn.check_on_release();
+        }
         let r = conn.execute(sql, params, in_tx).await;
-        if params.is_empty() {
-            // A script may reset the session, or open or end a transaction behind the
-            // state's back (checked also when it failed halfway).
-            if r.is_ok() {
-                conn.note_session_reset(sql);
-            }
-            if has_transaction_control(sql) {
-                conn.check_on_release();
-            }
+        if r.is_ok() && params.is_empty() {
+            conn.note_session_reset(sql);
         }
         r
     })
