@@ -541,6 +541,23 @@ fn validate_setting_name(name: &str) -> Result<()> {
 }
 
 /// A SQL string literal, with `'` doubled and backslashes made safe via `E''` only when needed.
+/// Where a driver config points, for error messages: the first host (or socket directory),
+/// the first port, and the database.
+pub(crate) fn server_address(cfg: &tokio_postgres::Config) -> (String, u16, String) {
+    let host = cfg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let database = cfg.get_dbname().unwrap_or_default().to_owned();
+    (host, port, database)
+}
+
 pub(crate) fn quote_literal(value: &str) -> String {
     let escaped = value.replace('\'', "''");
     if escaped.contains('\\') {

@@ -388,17 +388,7 @@ impl Pool {
             Some(mode) => Some(make_tls_connector(config, mode)?),
             None => None,
         };
-        let host = pg_config
-            .get_hosts()
-            .first()
-            .map(|h| match h {
-                tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-            })
-            .unwrap_or_default();
-        let port = pg_config.get_ports().first().copied().unwrap_or(5432);
-        let database = pg_config.get_dbname().unwrap_or_default().to_owned();
+        let (host, port, database) = crate::config::server_address(&pg_config);
         let listen = Arc::new(ListenSpec::new(config, tls.clone())?);
         let spec = ConnectSpec {
             setup_sql: config.session_setup_sql(opts.search_path.as_deref()),

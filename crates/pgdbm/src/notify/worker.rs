@@ -51,20 +51,12 @@ impl ListenSpec {
         if pg_config.get_connect_timeout().is_none() {
             pg_config.connect_timeout(Duration::from_secs(10));
         }
-        let host = pg_config
-            .get_hosts()
-            .first()
-            .map(|h| match h {
-                tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-            })
-            .unwrap_or_default();
+        let (host, port, database) = crate::config::server_address(&pg_config);
         let mut setup_sql = config.session_setup_sql(None);
         setup_sql.push_str("SELECT pg_backend_pid()::text");
         Ok(ListenSpec {
-            port: pg_config.get_ports().first().copied().unwrap_or(5432),
-            database: pg_config.get_dbname().unwrap_or_default().to_owned(),
+            port,
+            database,
             host,
             pg_config,
             tls,
