@@ -175,7 +175,7 @@ macro_rules! executor_impl {
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<u64>> + Send + 'a {
-                crate::query::execute(self, query, params)
+                <$ty>::execute(self, query, params)
             }
 
             fn execute_and_return_id<'a, T: FromSqlOwned + Send + 'a>(
@@ -183,7 +183,7 @@ macro_rules! executor_impl {
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<T>> + Send + 'a {
-                crate::query::execute_and_return_id(self, query, params)
+                <$ty>::execute_and_return_id(self, query, params)
             }
 
             fn executemany<'a, P, I>(
@@ -196,7 +196,7 @@ macro_rules! executor_impl {
                 I: IntoIterator<Item = P> + Send + 'a,
                 I::IntoIter: Send,
             {
-                Box::pin(crate::query::executemany(self, query, rows))
+                Box::pin(<$ty>::executemany(self, query, rows))
             }
 
             fn fetch_value<'a, T: FromSqlOwned + Send + 'a>(
@@ -204,7 +204,7 @@ macro_rules! executor_impl {
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
-                crate::query::fetch_value_at(self, query, params, 0)
+                <$ty>::fetch_value(self, query, params)
             }
 
             fn fetch_value_at<'a, T: FromSqlOwned + Send + 'a>(
@@ -213,7 +213,7 @@ macro_rules! executor_impl {
                 params: &'a [&'a (dyn ToSql + Sync)],
                 column: usize,
             ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
-                crate::query::fetch_value_at(self, query, params, column)
+                <$ty>::fetch_value_at(self, query, params, column)
             }
 
             fn fetch_one<'a>(
@@ -221,7 +221,7 @@ macro_rules! executor_impl {
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<Option<Record>>> + Send + 'a {
-                crate::query::fetch_one(self, query, params)
+                <$ty>::fetch_one(self, query, params)
             }
 
             fn fetch_all<'a>(
@@ -229,7 +229,7 @@ macro_rules! executor_impl {
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<Vec<Record>>> + Send + 'a {
-                crate::query::fetch_all(self, query, params)
+                <$ty>::fetch_all(self, query, params)
             }
 
             fn fetch_as_model<'a, T: serde::de::DeserializeOwned + Send + 'a>(
@@ -237,9 +237,7 @@ macro_rules! executor_impl {
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
-                crate::query::fetch_one_mapped(self, query, params, |r| {
-                    crate::de::from_row(r.as_row())
-                })
+                <$ty>::fetch_as_model(self, query, params)
             }
 
             fn fetch_all_as_model<'a, T: serde::de::DeserializeOwned + Send + 'a>(
@@ -247,9 +245,7 @@ macro_rules! executor_impl {
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
-                crate::query::fetch_all_mapped(self, query, params, |r| {
-                    crate::de::from_row(r.as_row())
-                })
+                <$ty>::fetch_all_as_model(self, query, params)
             }
 
             fn fetch_one_as<'a, T: FromRow + Send + 'a>(
@@ -257,7 +253,7 @@ macro_rules! executor_impl {
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
-                crate::query::fetch_one_mapped(self, query, params, |r| T::from_row(&r))
+                <$ty>::fetch_one_as(self, query, params)
             }
 
             fn fetch_all_as<'a, T: FromRow + Send + 'a>(
@@ -265,7 +261,7 @@ macro_rules! executor_impl {
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
-                crate::query::fetch_all_mapped(self, query, params, |r| T::from_row(&r))
+                <$ty>::fetch_all_as(self, query, params)
             }
 
             fn fetch_column<'a, T: FromSqlOwned + Send + 'a>(
@@ -273,7 +269,7 @@ macro_rules! executor_impl {
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
-                crate::query::fetch_all_mapped(self, query, params, |r| r.get::<T>(0))
+                <$ty>::fetch_column(self, query, params)
             }
 
             fn copy_records_to_table<'a, P, I>(
@@ -287,16 +283,14 @@ macro_rules! executor_impl {
                 I: IntoIterator<Item = P> + Send + 'a,
                 I::IntoIter: Send,
             {
-                Box::pin(crate::query::copy_records_to_table(
-                    self, table, records, columns,
-                ))
+                Box::pin(<$ty>::copy_records_to_table(self, table, records, columns))
             }
 
             fn table_exists<'a>(
                 &'a self,
                 name: &'a str,
             ) -> impl Future<Output = Result<bool>> + Send + 'a {
-                crate::query::table_exists(self, name)
+                <$ty>::table_exists(self, name)
             }
 
             fn transaction(&self) -> impl Future<Output = Result<Transaction<'_>>> + Send + '_ {

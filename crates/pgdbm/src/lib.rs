@@ -45,6 +45,7 @@ mod executor;
 mod manager;
 mod migrate;
 mod notify;
+mod observe;
 mod params;
 mod pool;
 mod query;
@@ -80,6 +81,11 @@ pub use migrate::{
     MigrationRecord, MigrationReport,
 };
 pub use notify::{Listener, Notification};
+pub use observe::{
+    BlockingQuery, ConnectivityCheck, DatabaseDebugger, HealthReport, HealthStatus,
+    LongRunningQuery, MonitorConfig, MonitorMetrics, MonitoredAsyncDatabaseManager, PoolCheck,
+    QueryRecord, TableSize,
+};
 pub use params::Params;
 /// `#[derive(FromRow)]`, with `#[pgdbm(rename = "column")]` on fields. See [`FromRow`].
 #[cfg(feature = "derive")]

@@ -9,6 +9,7 @@ use tokio_postgres::types::ToSql;
 use crate::config::DatabaseConfig;
 use crate::connection::{PoolConnection, SessionState};
 use crate::error::{Error, Result};
+use crate::observe::QueryMonitor;
 use crate::pool::{owned_search_path, Pool, PoolOptions, PreparedRegistry};
 use crate::query::{query_methods, ConnRef, Runner};
 use crate::stats::{PoolStats, PoolStatus};
@@ -42,6 +43,8 @@ pub struct AsyncDatabaseManager {
     inner: Arc<ManagerInner>,
     /// Set by `with_timeout`; `None` = the pool's `command_timeout`.
     timeout_override: Option<Option<Duration>>,
+    /// Records every call of this handle and of its transactions.
+    monitor: Option<Arc<QueryMonitor>>,
 }
 
 struct ManagerInner {
@@ -77,6 +80,7 @@ impl AsyncDatabaseManager {
                 default_timeout,
             }),
             timeout_override: None,
+            monitor: None,
         })
     }
 
@@ -96,6 +100,7 @@ impl AsyncDatabaseManager {
                 default_timeout,
             }),
             timeout_override: None,
+            monitor: None,
         })
     }
 
@@ -246,6 +251,7 @@ impl AsyncDatabaseManager {
         AsyncDatabaseManager {
             inner: self.inner.clone(),
             timeout_override: Some(Some(timeout)),
+            monitor: self.monitor.clone(),
         }
     }
 
@@ -254,7 +260,21 @@ impl AsyncDatabaseManager {
         AsyncDatabaseManager {
             inner: self.inner.clone(),
             timeout_override: Some(None),
+            monitor: self.monitor.clone(),
         }
+    }
+
+    /// The same manager recording into `monitor` (or into none).
+    pub(crate) fn with_monitor(&self, monitor: Option<Arc<QueryMonitor>>) -> Self {
+        AsyncDatabaseManager {
+            inner: self.inner.clone(),
+            timeout_override: self.timeout_override,
+            monitor,
+        }
+    }
+
+    pub(crate) fn monitor(&self) -> Option<&Arc<QueryMonitor>> {
+        self.monitor.as_ref()
     }
 
     /// A raw pooled connection (derefs to `tokio_postgres::Client`). When it is dropped, it
@@ -350,6 +370,10 @@ impl AsyncDatabaseManager {
 impl Runner for AsyncDatabaseManager {
     fn templates(&self) -> &Templates {
         &self.inner.templates
+    }
+
+    fn manager(&self) -> &AsyncDatabaseManager {
+        self
     }
 
     fn timeout(&self) -> Option<Duration> {

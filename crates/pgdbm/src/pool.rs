@@ -500,6 +500,15 @@ impl Pool {
 
     /// Checks a connection out, waiting at most until `deadline`.
     pub(crate) async fn get(&self, deadline: Option<Instant>) -> Result<PoolConnection> {
+        crate::observe::acquire(self, self.checkout(deadline)).await
+    }
+
+    /// Where the pool's connections go: host (or socket directory) and port.
+    pub(crate) fn server(&self) -> (&str, u16) {
+        (&self.inner.host, self.inner.port)
+    }
+
+    async fn checkout(&self, deadline: Option<Instant>) -> Result<PoolConnection> {
         let started = Instant::now();
         let counters = &self.inner.counters;
         let checkout = self.inner.pool.get();

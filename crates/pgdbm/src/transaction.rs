@@ -79,26 +79,25 @@ impl TxState {
         crate::query::log_query(sql, std::iter::empty());
         let conn = self.conn();
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let result = conn
-            .timed(deadline, sql, async {
-                // In a transaction from before BEGIN is sent: dropped or timed out while it is
-                // on the wire, the connection must be rolled back, not taken for idle.
+        let timed = conn.timed(deadline, sql, async {
+            // In a transaction from before BEGIN is sent: dropped or timed out while it is
+            // on the wire, the connection must be rolled back, not taken for idle.
+            if control == Control::Begin {
+                conn.enter_transaction();
+            }
+            if let Err(e) = conn.client.batch_execute(sql).await {
                 if control == Control::Begin {
-                    conn.enter_transaction();
-                }
-                if let Err(e) = conn.client.batch_execute(sql).await {
-                    if control == Control::Begin {
-                        // BEGIN itself failed: no transaction was opened.
-                        conn.leave_transaction();
-                    }
-                    return Err(query_error(e, sql, std::iter::empty()));
-                }
-                if control == Control::End {
+                    // BEGIN itself failed: no transaction was opened.
                     conn.leave_transaction();
                 }
-                Ok(())
-            })
-            .await;
+                return Err(query_error(e, sql, std::iter::empty()));
+            }
+            if control == Control::End {
+                conn.leave_transaction();
+            }
+            Ok(())
+        });
+        let result = crate::observe::control(&self.manager, sql, timed).await;
         if result.is_err() {
             self.aborted.store(true, Ordering::Relaxed);
         }
@@ -286,6 +285,10 @@ fn aborted_error() -> Error {
 impl Runner for Transaction<'_> {
     fn templates(&self) -> &Templates {
         Runner::templates(&self.state().manager)
+    }
+
+    fn manager(&self) -> &AsyncDatabaseManager {
+        &self.state().manager
     }
 
     fn timeout(&self) -> Option<Duration> {

@@ -662,11 +662,15 @@ impl AsyncMigrationManager {
             ..Default::default()
         };
         for p in &prepared {
-            let outcome = if p.no_transaction {
-                self.apply_no_transaction(client, p).await
-            } else {
-                self.apply_transactional(client, p).await
-            };
+            let outcome =
+                crate::observe::migration(&self.db, &p.migration.filename, &p.sql, async {
+                    if p.no_transaction {
+                        self.apply_no_transaction(client, p).await
+                    } else {
+                        self.apply_transactional(client, p).await
+                    }
+                })
+                .await;
             let ms = match outcome {
                 Ok(ms) => ms,
                 Err(Error::Migration {

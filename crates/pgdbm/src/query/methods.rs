@@ -12,7 +12,12 @@ macro_rules! query_methods {
         /// # Ok(()) }
         /// ```
         pub async fn execute(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-            crate::query::execute(self, query, params).await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(crate::observe::Method::Execute, query, params),
+                crate::query::execute(self, query, params),
+            )
+            .await
         }
 
         /// Runs an `INSERT` and returns its `id`, appending `RETURNING id` unless the
@@ -30,7 +35,17 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<T> {
-            crate::query::execute_and_return_id(self, query, params).await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(crate::observe::Method::ExecuteAndReturnId, query, params),
+                async {
+                    crate::query::execute_and_return_id(self, query, params)
+                        .await
+                        .map(crate::observe::One)
+                },
+            )
+            .await
+            .map(|crate::observe::One(id)| id)
         }
 
         /// Runs one statement once per row of parameters, pipelined on one connection. Outside a
@@ -51,7 +66,12 @@ macro_rules! query_methods {
             query: &str,
             rows: impl IntoIterator<Item = P>,
         ) -> Result<u64> {
-            crate::query::executemany(self, query, rows).await
+            let rows: Vec<P> = rows.into_iter().collect();
+            let op = crate::observe::Op {
+                batch_size: Some(rows.len()),
+                ..crate::observe::Op::new(crate::observe::Method::Executemany, query, &[])
+            };
+            crate::observe::observed(self, op, crate::query::executemany(self, query, rows)).await
         }
 
         /// The first column of the first row; `None` for no row and for SQL NULL.
@@ -66,7 +86,12 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<T>> {
-            crate::query::fetch_value_at(self, query, params, 0).await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(crate::observe::Method::FetchValue, query, params),
+                crate::query::fetch_value_at(self, query, params, 0),
+            )
+            .await
         }
 
         /// Column `column` (0-based) of the first row; `None` for no row and for SQL NULL.
@@ -76,7 +101,12 @@ macro_rules! query_methods {
             params: &[&(dyn ToSql + Sync)],
             column: usize,
         ) -> Result<Option<T>> {
-            crate::query::fetch_value_at(self, query, params, column).await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(crate::observe::Method::FetchValueAt, query, params),
+                crate::query::fetch_value_at(self, query, params, column),
+            )
+            .await
         }
 
         /// The first row, if any.
@@ -85,7 +115,12 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<crate::Record>> {
-            crate::query::fetch_one(self, query, params).await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(crate::observe::Method::FetchOne, query, params),
+                crate::query::fetch_one(self, query, params),
+            )
+            .await
         }
 
         /// All rows.
@@ -94,7 +129,12 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<crate::Record>> {
-            crate::query::fetch_all(self, query, params).await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(crate::observe::Method::FetchAll, query, params),
+                crate::query::fetch_all(self, query, params),
+            )
+            .await
         }
 
         /// The first row deserialized into `T` (fields matched to columns by name).
@@ -111,8 +151,14 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<T>> {
-            crate::query::fetch_one_mapped(self, query, params, |r| crate::de::from_row(r.as_row()))
-                .await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(crate::observe::Method::FetchAsModel, query, params),
+                crate::query::fetch_one_mapped(self, query, params, |r| {
+                    crate::de::from_row(r.as_row())
+                }),
+            )
+            .await
         }
 
         /// All rows deserialized into `T`.
@@ -121,8 +167,14 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<T>> {
-            crate::query::fetch_all_mapped(self, query, params, |r| crate::de::from_row(r.as_row()))
-                .await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(crate::observe::Method::FetchAllAsModel, query, params),
+                crate::query::fetch_all_mapped(self, query, params, |r| {
+                    crate::de::from_row(r.as_row())
+                }),
+            )
+            .await
         }
 
         /// The first row as `T` through its [`FromRow`](crate::FromRow) impl: each field decoded
@@ -142,7 +194,12 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<T>> {
-            crate::query::fetch_one_mapped(self, query, params, |r| T::from_row(&r)).await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(crate::observe::Method::FetchOneAs, query, params),
+                crate::query::fetch_one_mapped(self, query, params, |r| T::from_row(&r)),
+            )
+            .await
         }
 
         /// All rows as `T` through its [`FromRow`](crate::FromRow) impl.
@@ -151,7 +208,12 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<T>> {
-            crate::query::fetch_all_mapped(self, query, params, |r| T::from_row(&r)).await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(crate::observe::Method::FetchAllAs, query, params),
+                crate::query::fetch_all_mapped(self, query, params, |r| T::from_row(&r)),
+            )
+            .await
         }
 
         /// The first column of every row (`SELECT id FROM …` → `Vec<i64>`); SQL NULLs need
@@ -167,7 +229,12 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<T>> {
-            crate::query::fetch_all_mapped(self, query, params, |r| r.get::<T>(0)).await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(crate::observe::Method::FetchColumn, query, params),
+                crate::query::fetch_all_mapped(self, query, params, |r| r.get::<T>(0)),
+            )
+            .await
         }
 
         /// Rows one at a time, for results too large to hold in memory. The connection is held
@@ -191,7 +258,12 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<impl futures_util::Stream<Item = Result<crate::Record>> + Send + '_> {
-            crate::query::stream_rows(self, query, params).await
+            crate::observe::observed_stream(
+                self,
+                crate::observe::Op::new(crate::observe::Method::FetchStream, query, params),
+                crate::query::stream_rows(self, query, params),
+            )
+            .await
         }
 
         /// Bulk-loads rows with binary `COPY`. `table` is a plain name (the manager's schema is
@@ -209,13 +281,31 @@ macro_rules! query_methods {
             records: impl IntoIterator<Item = P>,
             columns: Option<&[&str]>,
         ) -> Result<u64> {
-            crate::query::copy_records_to_table(self, table, records, columns).await
+            let op = crate::observe::Op {
+                text: crate::observe::Text::CopyInto(table),
+                ..crate::observe::Op::new(crate::observe::Method::CopyRecordsToTable, table, &[])
+            };
+            crate::observe::observed(
+                self,
+                op,
+                crate::query::copy_records_to_table(self, table, records, columns),
+            )
+            .await
         }
 
         /// Whether a table (or view) exists: `name` in the manager's schema (`public` without
         /// one), or `schema.name`.
         pub async fn table_exists(&self, name: &str) -> Result<bool> {
-            crate::query::table_exists(self, name).await
+            crate::observe::observed(
+                self,
+                crate::observe::Op::new(
+                    crate::observe::Method::TableExists,
+                    crate::query::TABLE_EXISTS,
+                    &[],
+                ),
+                crate::query::table_exists(self, name),
+            )
+            .await
         }
 
         /// The query with templates applied, as it would be sent.

@@ -99,6 +99,8 @@ impl Deref for ConnRef<'_> {
 /// What the query methods need from whoever runs them.
 pub(crate) trait Runner: Sync {
     fn templates(&self) -> &Templates;
+    /// The manager the call runs for (a transaction's own): its pool and its monitor.
+    fn manager(&self) -> &crate::AsyncDatabaseManager;
     fn timeout(&self) -> Option<Duration>;
     fn conn(&self, deadline: Option<Instant>) -> impl Future<Output = Result<ConnRef<'_>>> + Send;
     /// Inside a transaction: no implicit BEGIN/COMMIT, and errors abort the transaction.
@@ -344,6 +346,11 @@ pub(crate) async fn execute_and_return_id<E: Runner, T: FromSqlOwned>(
     }
 }
 
+/// `table_exists`'s query: `$1` the schema, `$2` the table.
+pub(crate) const TABLE_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f'))";
+
 pub(crate) async fn table_exists<E: Runner>(ex: &E, name: &str) -> Result<bool> {
     let (schema, table) = match name.split_once('.') {
         Some((s, t)) => (s.to_owned(), t),
@@ -353,14 +360,7 @@ pub(crate) async fn table_exists<E: Runner>(ex: &E, name: &str) -> Result<bool> 
     check_identifier(table, "table")?;
     // Unquoted table names fold to lower case in templates; do the same here.
     let table = table.to_ascii_lowercase();
-    let exists: Option<bool> = fetch_value_at(
-        ex,
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f'))",
-        &[&schema, &table],
-        0,
-    )
-    .await?;
+    let exists: Option<bool> = fetch_value_at(ex, TABLE_EXISTS, &[&schema, &table], 0).await?;
     Ok(exists.unwrap_or(false))
 }
 

@@ -1,0 +1,1 @@
+//! Metrics through the `metrics` facade.

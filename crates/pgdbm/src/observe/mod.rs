@@ -1,0 +1,441 @@
+//! Observability: a `tracing` span per operation with OpenTelemetry's database attribute names,
+//! an optional [`QueryMonitor`](MonitoredAsyncDatabaseManager), metrics through the `metrics`
+//! facade (feature `metrics`), `EXPLAIN` as JSON, and a [`DatabaseDebugger`].
+//!
+//! Everything here is a wrapper around an operation's future. When no subscriber listens, no
+//! monitor is attached and the `metrics` feature is off, the wrapper checks that once and awaits
+//! the operation unchanged.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::Stream;
+use tokio_postgres::types::ToSql;
+use tracing::{Instrument, Span};
+
+use crate::error::{Error, Result};
+use crate::manager::AsyncDatabaseManager;
+use crate::query::Runner;
+
+mod classify;
+mod debugger;
+mod explain;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod monitor;
+mod span;
+
+pub use debugger::{
+    BlockingQuery, ConnectivityCheck, DatabaseDebugger, HealthReport, HealthStatus,
+    LongRunningQuery, PoolCheck, TableSize,
+};
+pub(crate) use monitor::QueryMonitor;
+pub use monitor::{MonitorConfig, MonitorMetrics, MonitoredAsyncDatabaseManager, QueryRecord};
+pub(crate) use span::Method;
+
+/// What an operation runs, for the span's `db.query.text` and the monitor's history.
+#[derive(Clone, Copy)]
+pub(crate) enum Text<'a> {
+    /// A query with `{{tables.x}}` templates, rendered by the runner.
+    Template(&'a str),
+    /// `copy_records_to_table`'s table argument.
+    CopyInto(&'a str),
+    /// Text sent as it is (transaction control, a rendered migration).
+    Raw(&'a str),
+}
+
+/// One call of a public method: what it runs and with which parameters.
+#[derive(Clone, Copy)]
+pub(crate) struct Op<'a> {
+    pub(crate) method: Method,
+    pub(crate) text: Text<'a>,
+    pub(crate) params: &'a [&'a (dyn ToSql + Sync)],
+    pub(crate) batch_size: Option<usize>,
+}
+
+impl<'a> Op<'a> {
+    pub(crate) fn new(
+        method: Method,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> Self {
+        Op {
+            method,
+            text: Text::Template(query),
+            params,
+            batch_size: None,
+        }
+    }
+}
+
+/// What a result says about rows, for `db.response.returned_rows` and the monitor.
+pub(crate) trait Outcome {
+    /// Rows returned (fetches) or affected (statements).
+    fn rows(&self) -> Rows;
+}
+
+/// Rows of one operation.
+#[derive(Clone, Copy, Default)]
+pub(crate) enum Rows {
+    #[default]
+    Unknown,
+    Returned(u64),
+    Affected(u64),
+}
+
+impl Rows {
+    fn count(self) -> Option<u64> {
+        match self {
+            Rows::Unknown => None,
+            Rows::Returned(n) | Rows::Affected(n) => Some(n),
+        }
+    }
+}
+
+impl<T> Outcome for Vec<T> {
+    fn rows(&self) -> Rows {
+        Rows::Returned(self.len() as u64)
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    fn rows(&self) -> Rows {
+        Rows::Returned(self.is_some().into())
+    }
+}
+
+impl Outcome for u64 {
+    fn rows(&self) -> Rows {
+        Rows::Affected(*self)
+    }
+}
+
+impl Outcome for () {
+    fn rows(&self) -> Rows {
+        Rows::Unknown
+    }
+}
+
+/// Wraps a value whose rows are known to be one (`execute_and_return_id`) or none.
+pub(crate) struct One<T>(pub(crate) T);
+
+impl<T> Outcome for One<T> {
+    fn rows(&self) -> Rows {
+        Rows::Returned(1)
+    }
+}
+
+impl Outcome for i32 {
+    fn rows(&self) -> Rows {
+        Rows::Unknown
+    }
+}
+
+impl Outcome for bool {
+    fn rows(&self) -> Rows {
+        Rows::Returned(1)
+    }
+}
+
+/// Whether anything but spans wants a call's figures: the `metrics` feature.
+const METRICS: bool = cfg!(feature = "metrics");
+
+/// Runs one operation of a manager or transaction under its span, then records its duration,
+/// rows and error in the span, the monitor and the metrics.
+pub(crate) async fn observed<E: Runner, T: Outcome>(
+    ex: &E,
+    op: Op<'_>,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let span = op.method.span();
+    let monitor = ex.manager().monitor();
+    if span.is_disabled() && monitor.is_none() && !METRICS {
+        return fut.await;
+    }
+    let call = Call::start(ex, op, span, monitor);
+    let result = fut.instrument(call.span.clone()).await;
+    let rows = result.as_ref().map(Outcome::rows).unwrap_or_default();
+    call.finish(ex, rows, result.as_ref().err());
+    result
+}
+
+/// [`observed`] for `fetch_stream`: the span lasts until the stream ends or is dropped, and the
+/// rows are counted as they go by.
+pub(crate) async fn observed_stream<'e, E: Runner, S>(
+    ex: &'e E,
+    op: Op<'_>,
+    fut: impl Future<Output = Result<S>>,
+) -> Result<ObservedStream<'e, E, S>>
+where
+    S: Stream<Item = Result<crate::Record>>,
+{
+    let span = op.method.span();
+    let monitor = ex.manager().monitor();
+    if span.is_disabled() && monitor.is_none() && !METRICS {
+        let inner = fut.await?;
+        return Ok(ObservedStream { inner, watch: None });
+    }
+    let call = Call::start(ex, op, span, monitor);
+    match fut.instrument(call.span.clone()).await {
+        Ok(inner) => Ok(ObservedStream {
+            inner,
+            watch: Some(Watch {
+                ex,
+                call: Some(call),
+                rows: 0,
+            }),
+        }),
+        Err(e) => {
+            call.finish(ex, Rows::Unknown, Some(&e));
+            Err(e)
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A row stream that records its operation when it ends or is dropped.
+    pub(crate) struct ObservedStream<'e, E: Runner, S> {
+        #[pin]
+        inner: S,
+        watch: Option<Watch<'e, E>>,
+    }
+}
+
+pub(crate) struct Watch<'e, E: Runner> {
+    ex: &'e E,
+    call: Option<Call>,
+    rows: u64,
+}
+
+impl<E: Runner> Watch<'_, E> {
+    fn finish(&mut self, error: Option<&Error>) {
+        if let Some(call) = self.call.take() {
+            call.finish(self.ex, Rows::Returned(self.rows), error);
+        }
+    }
+}
+
+impl<E: Runner> Drop for Watch<'_, E> {
+    fn drop(&mut self) {
+        // Dropped before its end: recorded with the rows read so far.
+        self.finish(None);
+    }
+}
+
+impl<E: Runner, S: Stream<Item = Result<crate::Record>>> Stream for ObservedStream<'_, E, S> {
+    type Item = Result<crate::Record>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        let Some(watch) = this.watch.as_mut() else {
+            return this.inner.poll_next(cx);
+        };
+        let polled = match &watch.call {
+            Some(call) => call.span.in_scope(|| this.inner.poll_next(cx)),
+            None => this.inner.poll_next(cx),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => watch.rows += 1,
+            Poll::Ready(Some(Err(e))) => watch.finish(Some(e)),
+            Poll::Ready(None) => watch.finish(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+/// An operation under way, observed by someone.
+pub(crate) struct Call {
+    span: Span,
+    method: Method,
+    monitor: Option<Arc<QueryMonitor>>,
+    /// The template text and masked arguments, kept for the monitor's history.
+    recorded: Option<(String, Option<String>)>,
+    started: Instant,
+    started_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Call {
+    fn start<E: Runner>(
+        ex: &E,
+        op: Op<'_>,
+        span: Span,
+        monitor: Option<&Arc<QueryMonitor>>,
+    ) -> Call {
+        if !span.is_disabled() {
+            let pool = ex.manager().pool().ok();
+            let target = span::Target {
+                namespace: pool.as_ref().map(|p| p.inner.database.as_str()),
+                server: pool.as_ref().map(|p| p.server()),
+                schema: ex.templates().schema(),
+            };
+            match rendered(ex, op) {
+                Some(sql) => span::record_start(&span, op.method, &sql, &target),
+                None => span::record_target(&span, &target),
+            }
+            if let Some(n) = op.batch_size {
+                span.record("db.operation.batch.size", n);
+            }
+        }
+        let recorded = monitor.map(|m| {
+            let text = match op.text {
+                Text::Template(q) | Text::Raw(q) => q.to_owned(),
+                Text::CopyInto(table) => format!("COPY {table} FROM STDIN (FORMAT binary)"),
+            };
+            let args = m
+                .records_args()
+                .then(|| crate::params::mask_params(op.params.iter().copied()));
+            (text, args)
+        });
+        Call {
+            span,
+            method: op.method,
+            monitor: monitor.cloned(),
+            recorded,
+            started: Instant::now(),
+            started_at: chrono::Utc::now(),
+        }
+    }
+
+    fn finish<E: Runner>(self, ex: &E, rows: Rows, error: Option<&Error>) {
+        let elapsed = self.started.elapsed();
+        if !self.span.is_disabled() {
+            match rows {
+                Rows::Returned(n) => {
+                    self.span.record("db.response.returned_rows", n);
+                }
+                Rows::Affected(n) => {
+                    self.span.record("pgdbm.rows_affected", n);
+                    if self.method == Method::CopyRecordsToTable {
+                        self.span.record("db.operation.batch.size", n);
+                    }
+                }
+                Rows::Unknown => {}
+            }
+            if let Some(e) = error {
+                span::record_error(&self.span, e);
+            }
+        }
+        #[cfg(feature = "metrics")]
+        metrics::operation(ex, self.method, elapsed, error);
+        #[cfg(not(feature = "metrics"))]
+        let _ = ex;
+        if let (Some(monitor), Some((query, args))) = (self.monitor, self.recorded) {
+            monitor.record(monitor::Entry {
+                method: self.method,
+                query,
+                args,
+                started_at: self.started_at,
+                duration: elapsed,
+                rows: rows.count(),
+                error: error.map(ToString::to_string),
+            });
+        }
+    }
+}
+
+/// The statement text as sent, for `db.query.text`.
+fn rendered<E: Runner>(ex: &E, op: Op<'_>) -> Option<String> {
+    match op.text {
+        Text::Template(q) => {
+            let sql = ex.templates().render(q).ok()?;
+            Some(match op.method {
+                Method::ExecuteAndReturnId => crate::query::with_returning_id(&sql),
+                _ => sql.into_owned(),
+            })
+        }
+        Text::Raw(sql) => Some(sql.to_owned()),
+        Text::CopyInto(table) => {
+            let qualified = crate::template::qualify_table(table, ex.templates().schema()).ok()?;
+            Some(format!("COPY {qualified} FROM STDIN (FORMAT binary)"))
+        }
+    }
+}
+
+/// A transaction-control statement (`BEGIN`, `COMMIT`, `SAVEPOINT`…) under its span, recorded
+/// by the manager's monitor.
+pub(crate) async fn control(
+    manager: &AsyncDatabaseManager,
+    sql: &str,
+    fut: impl Future<Output = Result<()>>,
+) -> Result<()> {
+    let op = Op {
+        text: Text::Raw(sql),
+        ..Op::new(Method::of_control(sql), sql, &[])
+    };
+    observed(manager, op, fut).await
+}
+
+/// One migration file, its rendered script run by `fut` (which returns its milliseconds).
+pub(crate) async fn migration(
+    manager: &AsyncDatabaseManager,
+    file: &str,
+    sql: &str,
+    fut: impl Future<Output = Result<i32>>,
+) -> Result<i32> {
+    let op = Op {
+        text: Text::Raw(sql),
+        ..Op::new(Method::Migration, sql, &[])
+    };
+    let span = Method::Migration.span();
+    let monitor = manager.monitor();
+    if span.is_disabled() && monitor.is_none() && !METRICS {
+        return fut.await;
+    }
+    span.record("pgdbm.migration", file);
+    let call = Call::start(manager, op, span, monitor);
+    // After the statement's own name: the file says more than `CREATE`.
+    call.span
+        .record("otel.name", format!("migration {file}").as_str());
+    let result = fut.instrument(call.span.clone()).await;
+    call.finish(manager, Rows::Unknown, result.as_ref().err());
+    result
+}
+
+/// The wait for a pool connection, under a span of its own.
+pub(crate) async fn acquire(
+    pool: &crate::Pool,
+    fut: impl Future<Output = Result<crate::PoolConnection>>,
+) -> Result<crate::PoolConnection> {
+    let span = Method::Acquire.span();
+    if span.is_disabled() && !METRICS {
+        return fut.await;
+    }
+    if !span.is_disabled() {
+        span.record("otel.name", "acquire");
+        span::record_target(
+            &span,
+            &span::Target {
+                namespace: Some(&pool.inner.database),
+                server: Some(pool.server()),
+                schema: None,
+            },
+        );
+    }
+    let started = Instant::now();
+    let result = fut.instrument(span.clone()).await;
+    if let Err(e) = &result {
+        span::record_error(&span, e);
+    }
+    #[cfg(feature = "metrics")]
+    metrics::acquired(pool, started.elapsed(), result.as_ref().err());
+    let _ = started;
+    result
+}
+
+fn serialize_millis<S: serde::Serializer>(
+    d: &std::time::Duration,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+fn serialize_secs<S: serde::Serializer>(
+    d: &std::time::Duration,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}

@@ -1,0 +1,227 @@
+//! One `tracing` span per operation, named and attributed by OpenTelemetry's database
+//! conventions the way `tracing-opentelemetry` reads them (`otel.name`, `otel.kind`,
+//! `otel.status_code`).
+
+use tracing::field::Empty;
+use tracing::Span;
+
+use super::classify::classify;
+use crate::error::Error;
+
+/// The operations that get a span of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    Execute,
+    ExecuteAndReturnId,
+    Executemany,
+    FetchValue,
+    FetchValueAt,
+    FetchOne,
+    FetchAll,
+    FetchAsModel,
+    FetchAllAsModel,
+    FetchOneAs,
+    FetchAllAs,
+    FetchColumn,
+    FetchStream,
+    CopyRecordsToTable,
+    TableExists,
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint,
+    ReleaseSavepoint,
+    RollbackToSavepoint,
+    Acquire,
+    Migration,
+}
+
+/// The same fields on every callsite; span names must be literals, hence the macro.
+macro_rules! op_span {
+    ($name:literal) => {
+        tracing::info_span!(
+            target: "pgdbm::query",
+            $name,
+            otel.name = Empty,
+            otel.kind = "client",
+            otel.status_code = Empty,
+            db.system.name = "postgresql",
+            db.namespace = Empty,
+            db.operation.name = Empty,
+            db.collection.name = Empty,
+            db.query.text = Empty,
+            db.operation.batch.size = Empty,
+            db.response.returned_rows = Empty,
+            db.response.status_code = Empty,
+            error.type = Empty,
+            server.address = Empty,
+            server.port = Empty,
+            pgdbm.schema = Empty,
+            pgdbm.rows_affected = Empty,
+            pgdbm.migration = Empty,
+        )
+    };
+}
+
+impl Method {
+    /// The method's name, as the public API spells it.
+    pub(crate) fn name(self) -> &'static str {
+        use Method::*;
+        match self {
+            Execute => "execute",
+            ExecuteAndReturnId => "execute_and_return_id",
+            Executemany => "executemany",
+            FetchValue => "fetch_value",
+            FetchValueAt => "fetch_value_at",
+            FetchOne => "fetch_one",
+            FetchAll => "fetch_all",
+            FetchAsModel => "fetch_as_model",
+            FetchAllAsModel => "fetch_all_as_model",
+            FetchOneAs => "fetch_one_as",
+            FetchAllAs => "fetch_all_as",
+            FetchColumn => "fetch_column",
+            FetchStream => "fetch_stream",
+            CopyRecordsToTable => "copy_records_to_table",
+            TableExists => "table_exists",
+            Begin => "begin",
+            Commit => "commit",
+            Rollback => "rollback",
+            Savepoint => "savepoint",
+            ReleaseSavepoint => "release_savepoint",
+            RollbackToSavepoint => "rollback_to_savepoint",
+            Acquire => "acquire",
+            Migration => "migration",
+        }
+    }
+
+    /// A new span under the caller's current one; disabled (and free) when nothing listens.
+    pub(crate) fn span(self) -> Span {
+        use Method::*;
+        match self {
+            Execute => op_span!("execute"),
+            ExecuteAndReturnId => op_span!("execute_and_return_id"),
+            Executemany => op_span!("executemany"),
+            FetchValue => op_span!("fetch_value"),
+            FetchValueAt => op_span!("fetch_value_at"),
+            FetchOne => op_span!("fetch_one"),
+            FetchAll => op_span!("fetch_all"),
+            FetchAsModel => op_span!("fetch_as_model"),
+            FetchAllAsModel => op_span!("fetch_all_as_model"),
+            FetchOneAs => op_span!("fetch_one_as"),
+            FetchAllAs => op_span!("fetch_all_as"),
+            FetchColumn => op_span!("fetch_column"),
+            FetchStream => op_span!("fetch_stream"),
+            CopyRecordsToTable => op_span!("copy_records_to_table"),
+            TableExists => op_span!("table_exists"),
+            Begin => op_span!("begin"),
+            Commit => op_span!("commit"),
+            Rollback => op_span!("rollback"),
+            Savepoint => op_span!("savepoint"),
+            ReleaseSavepoint => op_span!("release_savepoint"),
+            RollbackToSavepoint => op_span!("rollback_to_savepoint"),
+            Acquire => op_span!("acquire"),
+            Migration => op_span!("migration"),
+        }
+    }
+
+    /// The transaction-control method a statement of a transaction stands for.
+    pub(crate) fn of_control(sql: &str) -> Method {
+        let first = sql.split_whitespace().next().unwrap_or("");
+        match first.to_ascii_uppercase().as_str() {
+            "BEGIN" | "START" => Method::Begin,
+            "SAVEPOINT" => Method::Savepoint,
+            "RELEASE" => Method::ReleaseSavepoint,
+            "ROLLBACK" if sql.contains(" TO ") => Method::RollbackToSavepoint,
+            "ROLLBACK" => Method::Rollback,
+            _ => Method::Commit,
+        }
+    }
+
+    /// `db.operation.name` of the transaction-control methods, whose statement text does not
+    /// start with it (`SELECT 1; COMMIT`).
+    fn control_operation(self) -> Option<&'static str> {
+        use Method::*;
+        Some(match self {
+            Begin => "BEGIN",
+            Commit => "COMMIT",
+            Rollback | RollbackToSavepoint => "ROLLBACK",
+            Savepoint => "SAVEPOINT",
+            ReleaseSavepoint => "RELEASE",
+            _ => return None,
+        })
+    }
+}
+
+/// Where the statement runs: recorded once per span.
+pub(crate) struct Target<'a> {
+    pub(crate) namespace: Option<&'a str>,
+    pub(crate) server: Option<(&'a str, u16)>,
+    pub(crate) schema: Option<&'a str>,
+}
+
+/// Records the attributes known before the statement runs. `sql` is the rendered text (no
+/// parameter values: they travel separately and are never recorded).
+pub(crate) fn record_start(span: &Span, method: Method, sql: &str, target: &Target<'_>) {
+    let statement = classify(sql);
+    let operation = method
+        .control_operation()
+        .map(str::to_owned)
+        .or_else(|| statement.operation.map(str::to_ascii_uppercase));
+    if let Some(op) = &operation {
+        span.record("db.operation.name", op.as_str());
+    }
+    if let Some(c) = statement.collection {
+        span.record("db.collection.name", c);
+    }
+    let name = match (&operation, statement.collection) {
+        (Some(op), Some(c)) => format!("{op} {c}"),
+        (Some(op), None) => op.clone(),
+        (None, _) => "postgresql".to_owned(),
+    };
+    span.record("otel.name", name.as_str());
+    span.record("db.query.text", sql);
+    record_target(span, target);
+}
+
+pub(crate) fn record_target(span: &Span, target: &Target<'_>) {
+    if let Some(ns) = target.namespace {
+        span.record("db.namespace", ns);
+    }
+    if let Some((host, port)) = target.server {
+        span.record("server.address", host);
+        span.record("server.port", port);
+    }
+    if let Some(s) = target.schema {
+        span.record("pgdbm.schema", s);
+    }
+}
+
+/// Records a failure: `error.type` (the SQLSTATE, or the kind of client-side error),
+/// `db.response.status_code` for server errors, and the OpenTelemetry span status.
+pub(crate) fn record_error(span: &Span, error: &Error) {
+    span.record("otel.status_code", "ERROR");
+    span.record("error.type", error_type(error));
+    if let Some(code) = error.code() {
+        span.record("db.response.status_code", code);
+    }
+}
+
+/// A low-cardinality name for an error: its SQLSTATE when the server sent one.
+pub(crate) fn error_type(error: &Error) -> &str {
+    if let Some(code) = error.code() {
+        return code;
+    }
+    match error {
+        Error::Configuration { .. } => "configuration",
+        Error::Connection { .. } => "connection",
+        Error::Pool(_) => "pool",
+        Error::Query { .. } => "query",
+        Error::Schema(_) => "schema",
+        Error::Migration { .. } => "migration",
+        Error::Timeout { .. } => "timeout",
+        Error::AcquireTimeout { .. } => "acquire_timeout",
+        Error::Transaction(_) => "transaction",
+        Error::Decode { .. } => "decode",
+        _ => "other",
+    }
+}
