@@ -20,6 +20,10 @@ pub enum Who {
     Pgdbm,
     /// pgdbm's serde path (`fetch_all_as_model`), for the typed workloads only.
     PgdbmSerde,
+    /// pgdbm with its spans recorded by a `tracing` subscriber (point select and fetch 1k).
+    PgdbmTraced,
+    /// pgdbm with a query monitor attached (point select and fetch 1k).
+    PgdbmMonitor,
     Raw,
     Deadpool,
     Sqlx,
@@ -28,9 +32,11 @@ pub enum Who {
 }
 
 impl Who {
-    pub const ALL: [Who; 7] = [
+    pub const ALL: [Who; 9] = [
         Who::Pgdbm,
         Who::PgdbmSerde,
+        Who::PgdbmTraced,
+        Who::PgdbmMonitor,
         Who::Raw,
         Who::Deadpool,
         Who::Sqlx,
@@ -42,6 +48,8 @@ impl Who {
         match self {
             Who::Pgdbm => "pgdbm",
             Who::PgdbmSerde => "pgdbm-serde",
+            Who::PgdbmTraced => "pgdbm-traced",
+            Who::PgdbmMonitor => "pgdbm-monitor",
             Who::Raw => "raw",
             Who::Deadpool => "deadpool",
             Who::Sqlx => "sqlx",
@@ -55,6 +63,8 @@ impl Who {
         match self {
             Who::Pgdbm => "pgdbm-rs",
             Who::PgdbmSerde => "pgdbm-rs serde",
+            Who::PgdbmTraced => "pgdbm-rs traced",
+            Who::PgdbmMonitor => "pgdbm-rs monitor",
             Who::Raw => "tokio-postgres",
             Who::Deadpool => "deadpool-pg",
             Who::Sqlx => "sqlx 0.9",
@@ -75,6 +85,10 @@ impl Who {
                     || w == Workload::Fetch100k
             }
             Who::PgdbmSerde => matches!(w, Workload::Typed1k | Workload::Typed100k),
+            // What observability costs, on a one-row and a 1,000-row read.
+            Who::PgdbmTraced | Who::PgdbmMonitor => {
+                matches!(w, Workload::PointSelect | Workload::Fetch1k)
+            }
             _ => true,
         }
     }
@@ -84,6 +98,8 @@ impl Who {
 pub enum Live {
     Pgdbm(AsyncDatabaseManager),
     PgdbmSerde(AsyncDatabaseManager),
+    /// Its operations run with this subscriber as their default.
+    PgdbmTraced(AsyncDatabaseManager, tracing::Dispatch),
     /// One dedicated connection per task.
     Raw(Vec<RawConn>),
     Deadpool(deadpool_postgres::Pool),
@@ -93,7 +109,7 @@ pub enum Live {
 /// Opens `who` with `size` connections, all of them connected before it returns.
 pub async fn open(who: Who, url: &str, sqls: &Arc<Sqls>, size: usize) -> Result<Live, BoxError> {
     Ok(match who {
-        Who::Pgdbm | Who::PgdbmSerde => {
+        Who::Pgdbm | Who::PgdbmSerde | Who::PgdbmTraced | Who::PgdbmMonitor => {
             let defaults = DatabaseConfig::default();
             let db = AsyncDatabaseManager::new(DatabaseConfig {
                 connection_string: Some(url.to_owned()),
@@ -103,10 +119,16 @@ pub async fn open(who: Who, url: &str, sqls: &Arc<Sqls>, size: usize) -> Result<
                 ..defaults
             })?;
             db.connect().await?;
-            if who == Who::PgdbmSerde {
-                Live::PgdbmSerde(db)
-            } else {
-                Live::Pgdbm(db)
+            match who {
+                Who::PgdbmSerde => Live::PgdbmSerde(db),
+                Who::PgdbmTraced => Live::PgdbmTraced(db, recording_subscriber()),
+                // The monitor travels with the manager handle (and its clones).
+                Who::PgdbmMonitor => Live::Pgdbm(
+                    pgdbm::MonitoredAsyncDatabaseManager::new(&db, Default::default())?
+                        .manager()
+                        .clone(),
+                ),
+                _ => Live::Pgdbm(db),
             }
         }
         Who::Raw => {
@@ -160,7 +182,7 @@ pub async fn open(who: Who, url: &str, sqls: &Arc<Sqls>, size: usize) -> Result<
 impl Live {
     pub async fn close(self) {
         match self {
-            Live::Pgdbm(db) | Live::PgdbmSerde(db) => {
+            Live::Pgdbm(db) | Live::PgdbmSerde(db) | Live::PgdbmTraced(db, _) => {
                 let _ = db.disconnect().await;
             }
             Live::Raw(conns) => drop(conns),
@@ -168,4 +190,14 @@ impl Live {
             Live::Sqlx(pool) => pool.close().await,
         }
     }
+}
+
+/// A subscriber that records every span's fields, as an exporter would, and writes nothing:
+/// the fmt layer formats each span's fields when it is created and recorded.
+fn recording_subscriber() -> tracing::Dispatch {
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+        .with(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing::Dispatch::new(subscriber)
 }

@@ -71,6 +71,7 @@ fn process_cpu_ns() -> Option<u64> {
 enum Handle {
     Pgdbm(AsyncDatabaseManager),
     PgdbmSerde(AsyncDatabaseManager),
+    PgdbmTraced(AsyncDatabaseManager, tracing::Dispatch),
     Raw(RawConn),
     Deadpool(deadpool_postgres::Pool),
     Sqlx(sqlx::PgPool),
@@ -85,6 +86,12 @@ impl Handle {
     ) -> Result<usize, BoxError> {
         match self {
             Handle::Pgdbm(db) => ops::pgdbm_op(db, w, rng).await,
+            Handle::PgdbmTraced(db, subscriber) => {
+                use tracing::instrument::WithSubscriber;
+                ops::pgdbm_op(db, w, rng)
+                    .with_subscriber(subscriber.clone())
+                    .await
+            }
             Handle::PgdbmSerde(db) => ops::pgdbm_serde_op(db, w).await,
             Handle::Raw(c) => ops::raw_op(c, w, rng).await,
             Handle::Deadpool(p) => ops::deadpool_op(p, sqls, w, rng).await,
@@ -94,7 +101,9 @@ impl Handle {
 
     async fn bulk(&mut self, sqls: &Sqls, w: Workload, rows: &[BulkRow]) -> Result<(), BoxError> {
         match self {
-            Handle::Pgdbm(db) | Handle::PgdbmSerde(db) => ops::pgdbm_bulk(db, w, rows).await,
+            Handle::Pgdbm(db) | Handle::PgdbmSerde(db) | Handle::PgdbmTraced(db, _) => {
+                ops::pgdbm_bulk(db, w, rows).await
+            }
             Handle::Raw(c) => ops::raw_bulk(c, sqls, w, rows).await,
             Handle::Deadpool(p) => ops::deadpool_bulk(p, sqls, w, rows).await,
             Handle::Sqlx(p) => ops::sqlx_bulk(p, sqls, w, rows).await,
@@ -109,6 +118,12 @@ fn handles(live: Live, conc: usize) -> (Vec<Handle>, Option<Live>) {
         Live::Pgdbm(db) => (
             (0..conc).map(|_| Handle::Pgdbm(db.clone())).collect(),
             Some(Live::Pgdbm(db)),
+        ),
+        Live::PgdbmTraced(db, d) => (
+            (0..conc)
+                .map(|_| Handle::PgdbmTraced(db.clone(), d.clone()))
+                .collect(),
+            Some(Live::PgdbmTraced(db, d)),
         ),
         Live::PgdbmSerde(db) => (
             (0..conc).map(|_| Handle::PgdbmSerde(db.clone())).collect(),

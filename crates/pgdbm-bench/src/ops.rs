@@ -449,7 +449,7 @@ pub async fn sqlx_bulk(
 pub async fn stream(live: &Live) -> Result<usize, BoxError> {
     let mut n = 0;
     match live {
-        Live::Pgdbm(db) | Live::PgdbmSerde(db) => {
+        Live::Pgdbm(db) | Live::PgdbmSerde(db) | Live::PgdbmTraced(db, _) => {
             let mut rows = pin!(db.fetch_stream(SQL_STREAM, &[]).await?);
             while let Some(row) = rows.try_next().await? {
                 black_box(&row);

@@ -73,6 +73,8 @@ pub async fn measure(
             let (baseline_kb, peak_kb) = match c {
                 Who::Pgbench => continue,
                 Who::PgdbmSerde if w != "typed100k" => continue,
+                // Peak memory of the observability variants is not what they are for.
+                Who::PgdbmTraced | Who::PgdbmMonitor => continue,
                 Who::Python => match python {
                     Some(py) => crate::python::rss(py, url, schema, w).await?,
                     None => continue,
