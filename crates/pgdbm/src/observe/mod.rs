@@ -250,6 +250,9 @@ impl<E: Runner, S: Stream<Item = Result<crate::Record>>> Stream for ObservedStre
 /// An operation under way, observed by someone.
 pub(crate) struct Call {
     span: Span,
+    /// Operation and collection, when a span or the metrics want them.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    described: span::Described,
     method: Method,
     monitor: Option<Arc<QueryMonitor>>,
     /// The template text and masked arguments, kept for the monitor's history.
@@ -265,15 +268,21 @@ impl Call {
         span: Span,
         monitor: Option<&Arc<QueryMonitor>>,
     ) -> Call {
-        if !span.is_disabled() {
+        let traced = !span.is_disabled();
+        let described = if traced || METRICS {
+            rendered(ex, op).map(|sql| (span::describe(op.method, &sql), sql))
+        } else {
+            None
+        };
+        if traced {
             let pool = ex.manager().pool().ok();
             let target = span::Target {
                 namespace: pool.as_ref().map(|p| p.inner.database.as_str()),
                 server: pool.as_ref().map(|p| p.server()),
                 schema: ex.templates().schema(),
             };
-            match rendered(ex, op) {
-                Some(sql) => span::record_start(&span, op.method, &sql, &target),
+            match &described {
+                Some((d, sql)) => span::record_start(&span, d, sql, &target),
                 None => span::record_target(&span, &target),
             }
             if let Some(n) = op.batch_size {
@@ -292,6 +301,7 @@ impl Call {
         });
         Call {
             span,
+            described: described.map(|(d, _)| d).unwrap_or_default(),
             method: op.method,
             monitor: monitor.cloned(),
             recorded,
@@ -320,7 +330,7 @@ impl Call {
             }
         }
         #[cfg(feature = "metrics")]
-        metrics::operation(ex, self.method, elapsed, error);
+        metrics::operation(ex, &self.described, elapsed, error);
         #[cfg(not(feature = "metrics"))]
         let _ = ex;
         if let (Some(monitor), Some((query, args))) = (self.monitor, self.recorded) {

@@ -159,21 +159,36 @@ pub(crate) struct Target<'a> {
     pub(crate) schema: Option<&'a str>,
 }
 
+/// What a statement does and to which table, as span attributes and metric labels use them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Described {
+    /// `db.operation.name`, upper case.
+    pub(crate) operation: Option<String>,
+    /// `db.collection.name`, as written in the statement.
+    pub(crate) collection: Option<String>,
+}
+
+pub(crate) fn describe(method: Method, sql: &str) -> Described {
+    let statement = classify(sql);
+    Described {
+        operation: method
+            .control_operation()
+            .map(str::to_owned)
+            .or_else(|| statement.operation.map(str::to_ascii_uppercase)),
+        collection: statement.collection.map(str::to_owned),
+    }
+}
+
 /// Records the attributes known before the statement runs. `sql` is the rendered text (no
 /// parameter values: they travel separately and are never recorded).
-pub(crate) fn record_start(span: &Span, method: Method, sql: &str, target: &Target<'_>) {
-    let statement = classify(sql);
-    let operation = method
-        .control_operation()
-        .map(str::to_owned)
-        .or_else(|| statement.operation.map(str::to_ascii_uppercase));
-    if let Some(op) = &operation {
+pub(crate) fn record_start(span: &Span, d: &Described, sql: &str, target: &Target<'_>) {
+    if let Some(op) = &d.operation {
         span.record("db.operation.name", op.as_str());
     }
-    if let Some(c) = statement.collection {
-        span.record("db.collection.name", c);
+    if let Some(c) = &d.collection {
+        span.record("db.collection.name", c.as_str());
     }
-    let name = match (&operation, statement.collection) {
+    let name = match (&d.operation, &d.collection) {
         (Some(op), Some(c)) => format!("{op} {c}"),
         (Some(op), None) => op.clone(),
         (None, _) => "postgresql".to_owned(),
