@@ -286,7 +286,7 @@ impl Call {
                 None => span::record_target(&span, &target),
             }
             if let Some(n) = op.batch_size {
-                span.record("db.operation.batch.size", n);
+                span.record("db.operation.batch.size", int(n));
             }
         }
         let recorded = monitor.map(|m| {
@@ -315,12 +315,12 @@ impl Call {
         if !self.span.is_disabled() {
             match rows {
                 Rows::Returned(n) => {
-                    self.span.record("db.response.returned_rows", n);
+                    self.span.record("db.response.returned_rows", int(n));
                 }
                 Rows::Affected(n) => {
-                    self.span.record("pgdbm.rows_affected", n);
+                    self.span.record("pgdbm.rows_affected", int(n));
                     if self.method == Method::CopyRecordsToTable {
-                        self.span.record("db.operation.batch.size", n);
+                        self.span.record("db.operation.batch.size", int(n));
                     }
                 }
                 Rows::Unknown => {}
@@ -448,4 +448,10 @@ fn serialize_secs<S: serde::Serializer>(
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+/// A count as a signed integer: OpenTelemetry's integer attributes are `i64`, and
+/// `tracing-opentelemetry` exports unsigned values as strings.
+fn int(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }

@@ -204,7 +204,7 @@ pub(crate) fn record_target(span: &Span, target: &Target<'_>) {
     }
     if let Some((host, port)) = target.server {
         span.record("server.address", host);
-        span.record("server.port", port);
+        span.record("server.port", i64::from(port));
     }
     if let Some(s) = target.schema {
         span.record("pgdbm.schema", s);
