@@ -366,3 +366,50 @@ async fn explain_analyze_of_a_delete_changes_nothing() {
     // The monitor's own statements are not recorded.
     assert_eq!(m.get_metrics().await.unwrap().queries_executed, 0);
 }
+
+#[tokio::test]
+async fn a_dropped_call_is_recorded_as_cancelled_and_a_dropped_stream_as_read() {
+    let (db, _g) = schema_db().await;
+    let m = monitored(&db, MonitorConfig::default());
+    let (cap, _sub) = capture::Capture::install();
+    // An outer timeout drops the call's future halfway.
+    let cut = tokio::time::timeout(
+        Duration::from_millis(100),
+        m.execute("SELECT pg_sleep(2)", &[]),
+    )
+    .await;
+    assert!(cut.is_err(), "the outer timeout fired");
+    {
+        let stream = m
+            .fetch_stream("SELECT g FROM generate_series(1, 1000) g", &[])
+            .await
+            .unwrap();
+        futures_util::pin_mut!(stream);
+        for _ in 0..3 {
+            stream.try_next().await.unwrap().unwrap();
+        }
+    }
+    let history = m.get_query_history(None);
+    assert_eq!(history.len(), 2, "{history:#?}");
+    assert_eq!(history[0].operation, "execute");
+    assert!(
+        history[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("cancelled"),
+        "{history:#?}"
+    );
+    assert!(history[0].duration >= Duration::from_millis(100));
+    assert_eq!(history[1].operation, "fetch_stream");
+    assert_eq!(history[1].rows, Some(3));
+    assert_eq!(history[1].error, None);
+    let metrics = m.get_metrics().await.unwrap();
+    assert_eq!((metrics.queries_executed, metrics.queries_failed), (2, 1));
+    assert_eq!(cap.one("execute").get("error.type"), Some("cancelled"));
+    assert_eq!(cap.one("fetch_stream").get("error.type"), None);
+    assert_eq!(
+        cap.one("fetch_stream").get("db.response.returned_rows"),
+        Some("3")
+    );
+}

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram, Label};
 
-use super::span::{error_type, Described};
+use super::span::Described;
+use super::Failure;
 use crate::error::Error;
 use crate::pool::Pool;
 use crate::query::Runner;
@@ -17,7 +18,7 @@ pub(crate) fn operation<E: Runner>(
     ex: &E,
     described: &Described,
     elapsed: Duration,
-    error: Option<&Error>,
+    failure: Option<Failure<'_>>,
 ) {
     let pool = ex.manager().pool().ok();
     let mut labels = vec![Label::new("db.system.name", "postgresql")];
@@ -33,9 +34,12 @@ pub(crate) fn operation<E: Runner>(
     if let Some(s) = ex.templates().schema() {
         labels.push(Label::new("pgdbm.schema", s.to_owned()));
     }
-    if let Some(e) = error {
-        labels.push(Label::new("error.type", error_type(e).to_owned()));
-        if let Some(code) = e.code() {
+    if let Some(f) = failure {
+        labels.push(Label::new("error.type", f.error_type().to_owned()));
+        if let Some(code) = match f {
+            Failure::Error(e) => e.code(),
+            Failure::Cancelled => None,
+        } {
             labels.push(Label::new("db.response.status_code", code.to_owned()));
         }
     }

@@ -156,9 +156,12 @@ pub(crate) async fn observed<E: Runner, T: Outcome>(
         return fut.await;
     }
     let call = Call::start(ex, op, span, monitor);
-    let result = fut.instrument(call.span.clone()).await;
+    let span = call.span.clone();
+    // Dropped before the end, the call is still recorded: as cancelled.
+    let mut watch = Watch::new(ex, call);
+    let result = fut.instrument(span).await;
     let rows = result.as_ref().map(Outcome::rows).unwrap_or_default();
-    call.finish(ex, rows, result.as_ref().err());
+    watch.finish(rows, result.as_ref().err().map(Failure::Error));
     result
 }
 
@@ -179,17 +182,19 @@ where
         return Ok(ObservedStream { inner, watch: None });
     }
     let call = Call::start(ex, op, span, monitor);
-    match fut.instrument(call.span.clone()).await {
-        Ok(inner) => Ok(ObservedStream {
-            inner,
-            watch: Some(Watch {
-                ex,
-                call: Some(call),
-                rows: 0,
-            }),
-        }),
+    let span = call.span.clone();
+    let mut watch = Watch::new(ex, call);
+    match fut.instrument(span).await {
+        Ok(inner) => {
+            // From here a stream dropped early is the caller's choice, not a failure.
+            watch.streaming = true;
+            Ok(ObservedStream {
+                inner,
+                watch: Some(watch),
+            })
+        }
         Err(e) => {
-            call.finish(ex, Rows::Unknown, Some(&e));
+            watch.finish(Rows::Unknown, Some(Failure::Error(&e)));
             Err(e)
         }
     }
@@ -204,24 +209,58 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// Finishes a call exactly once: when it ends, or when it is dropped before.
 pub(crate) struct Watch<'e, E: Runner> {
     ex: &'e E,
     call: Option<Call>,
+    /// Rows a stream has yielded so far.
     rows: u64,
+    /// A stream is being read: dropping it ends the call normally.
+    streaming: bool,
 }
 
-impl<E: Runner> Watch<'_, E> {
-    fn finish(&mut self, error: Option<&Error>) {
+impl<'e, E: Runner> Watch<'e, E> {
+    fn new(ex: &'e E, call: Call) -> Self {
+        Watch {
+            ex,
+            call: Some(call),
+            rows: 0,
+            streaming: false,
+        }
+    }
+
+    fn finish(&mut self, rows: Rows, failure: Option<Failure<'_>>) {
         if let Some(call) = self.call.take() {
-            call.finish(self.ex, Rows::Returned(self.rows), error);
+            call.finish(self.ex, rows, failure);
         }
     }
 }
 
 impl<E: Runner> Drop for Watch<'_, E> {
     fn drop(&mut self) {
-        // Dropped before its end: recorded with the rows read so far.
-        self.finish(None);
+        if self.streaming {
+            self.finish(Rows::Returned(self.rows), None);
+        } else {
+            self.finish(Rows::Unknown, Some(Failure::Cancelled));
+        }
+    }
+}
+
+/// Why a call did not succeed.
+#[derive(Clone, Copy)]
+pub(crate) enum Failure<'a> {
+    Error(&'a Error),
+    /// Its future was dropped before it finished (an outer timeout, a `select!`).
+    Cancelled,
+}
+
+impl<'a> Failure<'a> {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn error_type(self) -> &'a str {
+        match self {
+            Failure::Error(e) => span::error_type(e),
+            Failure::Cancelled => "cancelled",
+        }
     }
 }
 
@@ -239,8 +278,10 @@ impl<E: Runner, S: Stream<Item = Result<crate::Record>>> Stream for ObservedStre
         };
         match &polled {
             Poll::Ready(Some(Ok(_))) => watch.rows += 1,
-            Poll::Ready(Some(Err(e))) => watch.finish(Some(e)),
-            Poll::Ready(None) => watch.finish(None),
+            Poll::Ready(Some(Err(e))) => {
+                watch.finish(Rows::Returned(watch.rows), Some(Failure::Error(e)))
+            }
+            Poll::Ready(None) => watch.finish(Rows::Returned(watch.rows), None),
             Poll::Pending => {}
         }
         polled
@@ -310,7 +351,7 @@ impl Call {
         }
     }
 
-    fn finish<E: Runner>(self, ex: &E, rows: Rows, error: Option<&Error>) {
+    fn finish<E: Runner>(self, ex: &E, rows: Rows, failure: Option<Failure<'_>>) {
         let elapsed = self.started.elapsed();
         if !self.span.is_disabled() {
             match rows {
@@ -325,12 +366,17 @@ impl Call {
                 }
                 Rows::Unknown => {}
             }
-            if let Some(e) = error {
-                span::record_error(&self.span, e);
+            match failure {
+                Some(Failure::Error(e)) => span::record_error(&self.span, e),
+                Some(Failure::Cancelled) => {
+                    self.span.record("otel.status_code", "ERROR");
+                    self.span.record("error.type", "cancelled");
+                }
+                None => {}
             }
         }
         #[cfg(feature = "metrics")]
-        metrics::operation(ex, &self.described, elapsed, error);
+        metrics::operation(ex, &self.described, elapsed, failure);
         #[cfg(not(feature = "metrics"))]
         let _ = ex;
         if let (Some(monitor), Some((query, args))) = (self.monitor, self.recorded) {
@@ -341,7 +387,12 @@ impl Call {
                 started_at: self.started_at,
                 duration: elapsed,
                 rows: rows.count(),
-                error: error.map(ToString::to_string),
+                error: failure.map(|f| match f {
+                    Failure::Error(e) => e.to_string(),
+                    Failure::Cancelled => {
+                        "cancelled: the call was dropped before it finished".to_owned()
+                    }
+                }),
             });
         }
     }
@@ -400,8 +451,10 @@ pub(crate) async fn migration(
     // After the statement's own name: the file says more than `CREATE`.
     call.span
         .record("otel.name", format!("migration {file}").as_str());
-    let result = fut.instrument(call.span.clone()).await;
-    call.finish(manager, Rows::Unknown, result.as_ref().err());
+    let span = call.span.clone();
+    let mut watch = Watch::new(manager, call);
+    let result = fut.instrument(span).await;
+    watch.finish(Rows::Unknown, result.as_ref().err().map(Failure::Error));
     result
 }
 
