@@ -500,15 +500,7 @@ impl Pool {
 
     /// Checks a connection out, waiting at most until `deadline`.
     pub(crate) async fn get(&self, deadline: Option<Instant>) -> Result<PoolConnection> {
-        crate::observe::acquire(self, self.checkout(deadline)).await
-    }
-
-    /// Where the pool's connections go: host (or socket directory) and port.
-    pub(crate) fn server(&self) -> (&str, u16) {
-        (&self.inner.host, self.inner.port)
-    }
-
-    async fn checkout(&self, deadline: Option<Instant>) -> Result<PoolConnection> {
+        let acquiring = crate::observe::Acquiring::start(self);
         let started = Instant::now();
         let counters = &self.inner.counters;
         let checkout = self.inner.pool.get();
@@ -522,13 +514,15 @@ impl Pool {
                     Err(_) => {
                         counters.timeouts.fetch_add(1, Ordering::Relaxed);
                         let status = self.inner.pool.status();
-                        return Err(Error::AcquireTimeout {
+                        let error = Error::AcquireTimeout {
                             after: started.elapsed(),
                             size: status.size,
                             max_size: status.max_size,
                             // Our own checkout is still counted among the waiters.
                             waiting: status.waiting.saturating_sub(1),
-                        });
+                        };
+                        crate::observe::Acquiring::end(acquiring, self, Some(&error));
+                        return Err(error);
                     }
                 },
                 None => checkout.await,
@@ -538,7 +532,7 @@ impl Pool {
         counters
             .wait_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        match got {
+        let result = match got {
             Ok(obj) => Ok(PoolConnection::new(obj)),
             Err(managed::PoolError::Closed) => Err(Error::Pool(
                 "the pool is closed (disconnect() was called); create a new manager or call connect() again".into(),
@@ -553,7 +547,14 @@ impl Pool {
                 source: f.into_source(),
             }),
             Err(e) => Err(Error::Pool(e.to_string())),
-        }
+        };
+        crate::observe::Acquiring::end(acquiring, self, result.as_ref().err());
+        result
+    }
+
+    /// Where the pool's connections go: host (or socket directory) and port.
+    pub(crate) fn server(&self) -> (&str, u16) {
+        (&self.inner.host, self.inner.port)
     }
 
     /// Closes the pool: idle connections now, busy ones as they come back.

@@ -79,25 +79,28 @@ impl TxState {
         crate::query::log_query(sql, std::iter::empty());
         let conn = self.conn();
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let timed = conn.timed(deadline, sql, async {
-            // In a transaction from before BEGIN is sent: dropped or timed out while it is
-            // on the wire, the connection must be rolled back, not taken for idle.
-            if control == Control::Begin {
-                conn.enter_transaction();
-            }
-            if let Err(e) = conn.client.batch_execute(sql).await {
+        let watch = crate::observe::watch(&self.manager, crate::observe::Op::control(sql));
+        let result = conn
+            .timed(deadline, sql, async {
+                // In a transaction from before BEGIN is sent: dropped or timed out while it is
+                // on the wire, the connection must be rolled back, not taken for idle.
                 if control == Control::Begin {
-                    // BEGIN itself failed: no transaction was opened.
+                    conn.enter_transaction();
+                }
+                if let Err(e) = conn.client.batch_execute(sql).await {
+                    if control == Control::Begin {
+                        // BEGIN itself failed: no transaction was opened.
+                        conn.leave_transaction();
+                    }
+                    return Err(query_error(e, sql, std::iter::empty()));
+                }
+                if control == Control::End {
                     conn.leave_transaction();
                 }
-                return Err(query_error(e, sql, std::iter::empty()));
-            }
-            if control == Control::End {
-                conn.leave_transaction();
-            }
-            Ok(())
-        });
-        let result = crate::observe::control(&self.manager, sql, timed).await;
+                Ok(())
+            })
+            .await;
+        crate::observe::end(watch, &result);
         if result.is_err() {
             self.aborted.store(true, Ordering::Relaxed);
         }

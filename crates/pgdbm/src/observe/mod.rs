@@ -57,6 +57,14 @@ pub(crate) struct Op<'a> {
 }
 
 impl<'a> Op<'a> {
+    /// A transaction-control statement (`BEGIN`, `COMMIT`, `SAVEPOINT`…), sent as it is.
+    pub(crate) fn control(sql: &'a str) -> Self {
+        Op {
+            text: Text::Raw(sql),
+            ..Op::new(Method::of_control(sql), sql, &[])
+        }
+    }
+
     pub(crate) fn new(
         method: Method,
         query: &'a str,
@@ -144,59 +152,50 @@ impl Outcome for bool {
 const METRICS: bool = cfg!(feature = "metrics");
 
 /// Runs one operation of a manager or transaction under its span, then records its duration,
-/// rows and error in the span, the monitor and the metrics.
-pub(crate) async fn observed<E: Runner, T: Outcome>(
-    ex: &E,
-    op: Op<'_>,
-    fut: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    let span = op.method.span();
-    let monitor = ex.manager().monitor();
-    if span.is_disabled() && monitor.is_none() && !METRICS {
-        return fut.await;
-    }
-    let call = Call::start(ex, op, span, monitor);
-    let span = call.span.clone();
-    // Dropped before the end, the call is still recorded: as cancelled.
-    let mut watch = Watch::new(ex, call);
-    let result = fut.instrument(span).await;
-    let rows = result.as_ref().map(Outcome::rows).unwrap_or_default();
-    watch.finish(rows, result.as_ref().err().map(Failure::Error));
-    result
+/// rows and error in the span, the monitor and the metrics. When nothing observes it, the
+/// operation's future is awaited right where the macro is, with no wrapper around it: the
+/// methods' futures stay as small as they were, and no copy of them is added.
+///
+/// `one:` marks a value that is one row (`execute_and_return_id`), `stream:` a `fetch_stream`.
+macro_rules! observed {
+    ($ex:expr, $op:expr, $fut:expr $(,)?) => {{
+        let ex = $ex;
+        match $crate::observe::Call::begin(ex, $op) {
+            None => $fut.await,
+            Some(call) => call.run(ex, $fut).await,
+        }
+    }};
+    (one: $ex:expr, $op:expr, $fut:expr $(,)?) => {{
+        let ex = $ex;
+        match $crate::observe::Call::begin(ex, $op) {
+            None => $fut.await,
+            Some(call) => call
+                .run(ex, async { $fut.await.map($crate::observe::One) })
+                .await
+                .map(|$crate::observe::One(v)| v),
+        }
+    }};
+    (stream: $ex:expr, $op:expr, $fut:expr $(,)?) => {{
+        let ex = $ex;
+        match $crate::observe::Call::begin(ex, $op) {
+            None => $fut.await.map($crate::observe::ObservedStream::plain),
+            Some(call) => call.stream(ex, $fut).await,
+        }
+    }};
+}
+pub(crate) use observed;
+
+/// For code that cannot wrap its future (transaction control): a watch started before the
+/// statement and [`end`]ed after it. `None` when nothing observes.
+pub(crate) fn watch<'e, E: Runner>(ex: &'e E, op: Op<'_>) -> Option<Watch<'e, E>> {
+    Call::begin(ex, op).map(|call| Watch::new(ex, call))
 }
 
-/// [`observed`] for `fetch_stream`: the span lasts until the stream ends or is dropped, and the
-/// rows are counted as they go by.
-pub(crate) async fn observed_stream<'e, E: Runner, S>(
-    ex: &'e E,
-    op: Op<'_>,
-    fut: impl Future<Output = Result<S>>,
-) -> Result<ObservedStream<'e, E, S>>
-where
-    S: Stream<Item = Result<crate::Record>>,
-{
-    let span = op.method.span();
-    let monitor = ex.manager().monitor();
-    if span.is_disabled() && monitor.is_none() && !METRICS {
-        let inner = fut.await?;
-        return Ok(ObservedStream { inner, watch: None });
-    }
-    let call = Call::start(ex, op, span, monitor);
-    let span = call.span.clone();
-    let mut watch = Watch::new(ex, call);
-    match fut.instrument(span).await {
-        Ok(inner) => {
-            // From here a stream dropped early is the caller's choice, not a failure.
-            watch.streaming = true;
-            Ok(ObservedStream {
-                inner,
-                watch: Some(watch),
-            })
-        }
-        Err(e) => {
-            watch.finish(Rows::Unknown, Some(Failure::Error(&e)));
-            Err(e)
-        }
+/// Finishes a [`watch`] with the statement's result.
+pub(crate) fn end<E: Runner, T: Outcome>(watch: Option<Watch<'_, E>>, result: &Result<T>) {
+    if let Some(mut w) = watch {
+        let rows = result.as_ref().map(Outcome::rows).unwrap_or_default();
+        w.finish(rows, result.as_ref().err().map(Failure::Error));
     }
 }
 
@@ -264,6 +263,13 @@ impl<'a> Failure<'a> {
     }
 }
 
+impl<E: Runner, S> ObservedStream<'_, E, S> {
+    /// The stream as it is: nothing observes it.
+    pub(crate) fn plain(inner: S) -> Self {
+        ObservedStream { inner, watch: None }
+    }
+}
+
 impl<E: Runner, S: Stream<Item = Result<crate::Record>>> Stream for ObservedStream<'_, E, S> {
     type Item = Result<crate::Record>;
 
@@ -303,6 +309,57 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// A call observed by a subscriber, a monitor or the metrics; `None`, at the cost of a
+    /// level check and a pointer check, when nothing is.
+    pub(crate) fn begin<E: Runner>(ex: &E, op: Op<'_>) -> Option<Call> {
+        let span = op.method.span();
+        let monitor = ex.manager().monitor();
+        if span.is_disabled() && monitor.is_none() && !METRICS {
+            return None;
+        }
+        Some(Call::start(ex, op, span, monitor))
+    }
+
+    /// Runs the operation under the span; records it when it ends, or as cancelled when it
+    /// is dropped before.
+    pub(crate) async fn run<E: Runner, T: Outcome>(
+        self,
+        ex: &E,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let span = self.span.clone();
+        let mut watch = Watch::new(ex, self);
+        let result = fut.instrument(span).await;
+        let rows = result.as_ref().map(Outcome::rows).unwrap_or_default();
+        watch.finish(rows, result.as_ref().err().map(Failure::Error));
+        result
+    }
+
+    /// [`run`](Self::run) for `fetch_stream`: the span lasts until the stream ends or is
+    /// dropped, and the rows are counted as they go by.
+    pub(crate) async fn stream<'e, E: Runner, S>(
+        self,
+        ex: &'e E,
+        fut: impl Future<Output = Result<S>>,
+    ) -> Result<ObservedStream<'e, E, S>> {
+        let span = self.span.clone();
+        let mut watch = Watch::new(ex, self);
+        match fut.instrument(span).await {
+            Ok(inner) => {
+                // From here a stream dropped early is the caller's choice, not a failure.
+                watch.streaming = true;
+                Ok(ObservedStream {
+                    inner,
+                    watch: Some(watch),
+                })
+            }
+            Err(e) => {
+                watch.finish(Rows::Unknown, Some(Failure::Error(&e)));
+                Err(e)
+            }
+        }
+    }
+
     fn start<E: Runner>(
         ex: &E,
         op: Op<'_>,
@@ -416,20 +473,6 @@ fn rendered<E: Runner>(ex: &E, op: Op<'_>) -> Option<String> {
     }
 }
 
-/// A transaction-control statement (`BEGIN`, `COMMIT`, `SAVEPOINT`…) under its span, recorded
-/// by the manager's monitor.
-pub(crate) async fn control(
-    manager: &AsyncDatabaseManager,
-    sql: &str,
-    fut: impl Future<Output = Result<()>>,
-) -> Result<()> {
-    let op = Op {
-        text: Text::Raw(sql),
-        ..Op::new(Method::of_control(sql), sql, &[])
-    };
-    observed(manager, op, fut).await
-}
-
 /// One migration file, its rendered script run by `fut` (which returns its milliseconds).
 pub(crate) async fn migration(
     manager: &AsyncDatabaseManager,
@@ -458,35 +501,47 @@ pub(crate) async fn migration(
     result
 }
 
-/// The wait for a pool connection, under a span of its own.
-pub(crate) async fn acquire(
-    pool: &crate::Pool,
-    fut: impl Future<Output = Result<crate::PoolConnection>>,
-) -> Result<crate::PoolConnection> {
-    let span = Method::Acquire.span();
-    if span.is_disabled() && !METRICS {
-        return fut.await;
+/// The wait for a pool connection: its span (created under the caller's operation, closed when
+/// the wait ends) and, with the metrics, its duration.
+pub(crate) struct Acquiring {
+    span: Span,
+    started: Instant,
+}
+
+impl Acquiring {
+    /// `None` when nothing observes.
+    pub(crate) fn start(pool: &crate::Pool) -> Option<Acquiring> {
+        let span = Method::Acquire.span();
+        if span.is_disabled() && !METRICS {
+            return None;
+        }
+        if !span.is_disabled() {
+            span.record("otel.name", "acquire");
+            span::record_target(
+                &span,
+                &span::Target {
+                    namespace: Some(&pool.inner.database),
+                    server: Some(pool.server()),
+                    schema: None,
+                },
+            );
+        }
+        Some(Acquiring {
+            span,
+            started: Instant::now(),
+        })
     }
-    if !span.is_disabled() {
-        span.record("otel.name", "acquire");
-        span::record_target(
-            &span,
-            &span::Target {
-                namespace: Some(&pool.inner.database),
-                server: Some(pool.server()),
-                schema: None,
-            },
-        );
+
+    pub(crate) fn end(this: Option<Acquiring>, pool: &crate::Pool, error: Option<&Error>) {
+        let Some(this) = this else { return };
+        if let Some(e) = error {
+            span::record_error(&this.span, e);
+        }
+        #[cfg(feature = "metrics")]
+        metrics::acquired(pool, this.started.elapsed(), error);
+        #[cfg(not(feature = "metrics"))]
+        let _ = (pool, this.started);
     }
-    let started = Instant::now();
-    let result = fut.instrument(span.clone()).await;
-    if let Err(e) = &result {
-        span::record_error(&span, e);
-    }
-    #[cfg(feature = "metrics")]
-    metrics::acquired(pool, started.elapsed(), result.as_ref().err());
-    let _ = started;
-    result
 }
 
 fn serialize_millis<S: serde::Serializer>(

@@ -97,6 +97,13 @@ impl Method {
     /// A new span under the caller's current one; disabled (and free) when nothing listens.
     pub(crate) fn span(self) -> Span {
         use Method::*;
+        // Checked first: with `tracing`'s `log` feature on (another crate may turn it on), the
+        // macro would otherwise build and log every field of a disabled span.
+        if tracing::Level::INFO > tracing::level_filters::STATIC_MAX_LEVEL
+            || tracing::Level::INFO > tracing::level_filters::LevelFilter::current()
+        {
+            return Span::none();
+        }
         match self {
             Execute => op_span!("execute"),
             ExecuteAndReturnId => op_span!("execute_and_return_id"),

@@ -12,12 +12,11 @@ macro_rules! query_methods {
         /// # Ok(()) }
         /// ```
         pub async fn execute(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 crate::observe::Op::new(crate::observe::Method::Execute, query, params),
                 crate::query::execute(self, query, params),
             )
-            .await
         }
 
         /// Runs an `INSERT` and returns its `id`, appending `RETURNING id` unless the
@@ -35,17 +34,11 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<T> {
-            crate::observe::observed(
-                self,
+            crate::observe::observed!(
+                one: self,
                 crate::observe::Op::new(crate::observe::Method::ExecuteAndReturnId, query, params),
-                async {
-                    crate::query::execute_and_return_id(self, query, params)
-                        .await
-                        .map(crate::observe::One)
-                },
+                crate::query::execute_and_return_id(self, query, params),
             )
-            .await
-            .map(|crate::observe::One(id)| id)
         }
 
         /// Runs one statement once per row of parameters, pipelined on one connection. Outside a
@@ -71,7 +64,7 @@ macro_rules! query_methods {
                 batch_size: Some(rows.len()),
                 ..crate::observe::Op::new(crate::observe::Method::Executemany, query, &[])
             };
-            crate::observe::observed(self, op, crate::query::executemany(self, query, rows)).await
+            crate::observe::observed!(self, op, crate::query::executemany(self, query, rows))
         }
 
         /// The first column of the first row; `None` for no row and for SQL NULL.
@@ -86,12 +79,11 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<T>> {
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 crate::observe::Op::new(crate::observe::Method::FetchValue, query, params),
                 crate::query::fetch_value_at(self, query, params, 0),
             )
-            .await
         }
 
         /// Column `column` (0-based) of the first row; `None` for no row and for SQL NULL.
@@ -101,12 +93,11 @@ macro_rules! query_methods {
             params: &[&(dyn ToSql + Sync)],
             column: usize,
         ) -> Result<Option<T>> {
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 crate::observe::Op::new(crate::observe::Method::FetchValueAt, query, params),
                 crate::query::fetch_value_at(self, query, params, column),
             )
-            .await
         }
 
         /// The first row, if any.
@@ -115,12 +106,11 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<crate::Record>> {
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 crate::observe::Op::new(crate::observe::Method::FetchOne, query, params),
                 crate::query::fetch_one(self, query, params),
             )
-            .await
         }
 
         /// All rows.
@@ -129,12 +119,11 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<crate::Record>> {
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 crate::observe::Op::new(crate::observe::Method::FetchAll, query, params),
                 crate::query::fetch_all(self, query, params),
             )
-            .await
         }
 
         /// The first row deserialized into `T` (fields matched to columns by name).
@@ -151,14 +140,13 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<T>> {
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 crate::observe::Op::new(crate::observe::Method::FetchAsModel, query, params),
                 crate::query::fetch_one_mapped(self, query, params, |r| {
                     crate::de::from_row(r.as_row())
                 }),
             )
-            .await
         }
 
         /// All rows deserialized into `T`.
@@ -167,14 +155,13 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<T>> {
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 crate::observe::Op::new(crate::observe::Method::FetchAllAsModel, query, params),
                 crate::query::fetch_all_mapped(self, query, params, |r| {
                     crate::de::from_row(r.as_row())
                 }),
             )
-            .await
         }
 
         /// The first row as `T` through its [`FromRow`](crate::FromRow) impl: each field decoded
@@ -194,12 +181,11 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<T>> {
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 crate::observe::Op::new(crate::observe::Method::FetchOneAs, query, params),
                 crate::query::fetch_one_mapped(self, query, params, |r| T::from_row(&r)),
             )
-            .await
         }
 
         /// All rows as `T` through its [`FromRow`](crate::FromRow) impl.
@@ -208,12 +194,11 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<T>> {
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 crate::observe::Op::new(crate::observe::Method::FetchAllAs, query, params),
                 crate::query::fetch_all_mapped(self, query, params, |r| T::from_row(&r)),
             )
-            .await
         }
 
         /// The first column of every row (`SELECT id FROM …` → `Vec<i64>`); SQL NULLs need
@@ -229,12 +214,11 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<T>> {
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 crate::observe::Op::new(crate::observe::Method::FetchColumn, query, params),
                 crate::query::fetch_all_mapped(self, query, params, |r| r.get::<T>(0)),
             )
-            .await
         }
 
         /// Rows one at a time, for results too large to hold in memory. The connection is held
@@ -258,12 +242,11 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<impl futures_util::Stream<Item = Result<crate::Record>> + Send + '_> {
-            crate::observe::observed_stream(
+            crate::observe::observed!(stream:
                 self,
                 crate::observe::Op::new(crate::observe::Method::FetchStream, query, params),
                 crate::query::stream_rows(self, query, params),
             )
-            .await
         }
 
         /// Bulk-loads rows with binary `COPY`. `table` is a plain name (the manager's schema is
@@ -285,18 +268,17 @@ macro_rules! query_methods {
                 text: crate::observe::Text::CopyInto(table),
                 ..crate::observe::Op::new(crate::observe::Method::CopyRecordsToTable, table, &[])
             };
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 op,
                 crate::query::copy_records_to_table(self, table, records, columns),
             )
-            .await
         }
 
         /// Whether a table (or view) exists: `name` in the manager's schema (`public` without
         /// one), or `schema.name`.
         pub async fn table_exists(&self, name: &str) -> Result<bool> {
-            crate::observe::observed(
+            crate::observe::observed!(
                 self,
                 crate::observe::Op::new(
                     crate::observe::Method::TableExists,
@@ -305,7 +287,6 @@ macro_rules! query_methods {
                 ),
                 crate::query::table_exists(self, name),
             )
-            .await
         }
 
         /// The query with templates applied, as it would be sent.
