@@ -30,8 +30,10 @@
 //! Modules by capability: [`config`](DatabaseConfig), templates, [`pool`](Pool),
 //! [`manager`](AsyncDatabaseManager), [`transaction`](Transaction), rows and values
 //! ([`Record`], [`Value`], [`types`]), COPY and batches ([`Params`]), [`Error`]s, and
-//! [`Executor`] for code that runs on the manager or inside a transaction alike, and
-//! LISTEN/NOTIFY ([`Listener`], [`AsyncDatabaseManager::notify`]).
+//! [`Executor`] for code that runs on the manager or inside a transaction alike,
+//! LISTEN/NOTIFY ([`Listener`], [`AsyncDatabaseManager::notify`]), and observability: a
+//! `tracing` span per operation with OpenTelemetry's database attribute names, a query monitor
+//! ([`MonitoredAsyncDatabaseManager`]), a [`DatabaseDebugger`], and metrics (feature `metrics`).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
