@@ -7,19 +7,15 @@
 //! the operation unchanged.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_util::Stream;
 use tokio_postgres::types::ToSql;
-use tracing::{Instrument, Span};
+use tracing::Span;
 
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
-use crate::query::Runner;
 
+mod call;
 mod classify;
 mod debugger;
 mod explain;
@@ -28,6 +24,7 @@ mod metrics;
 mod monitor;
 mod span;
 
+pub(crate) use call::{end, watch, Call, ObservedStream};
 pub use debugger::{
     BlockingQuery, ConnectivityCheck, DatabaseDebugger, HealthReport, HealthStatus,
     LongRunningQuery, PoolCheck, TableSize,
@@ -185,294 +182,6 @@ macro_rules! observed {
 }
 pub(crate) use observed;
 
-/// For code that cannot wrap its future (transaction control): a watch started before the
-/// statement and [`end`]ed after it. `None` when nothing observes.
-pub(crate) fn watch<'e, E: Runner>(ex: &'e E, op: Op<'_>) -> Option<Watch<'e, E>> {
-    Call::begin(ex, op).map(|call| Watch::new(ex, call))
-}
-
-/// Finishes a [`watch`] with the statement's result.
-pub(crate) fn end<E: Runner, T: Outcome>(watch: Option<Watch<'_, E>>, result: &Result<T>) {
-    if let Some(mut w) = watch {
-        let rows = result.as_ref().map(Outcome::rows).unwrap_or_default();
-        w.finish(rows, result.as_ref().err().map(Failure::Error));
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A row stream that records its operation when it ends or is dropped.
-    pub(crate) struct ObservedStream<'e, E: Runner, S> {
-        #[pin]
-        inner: S,
-        watch: Option<Watch<'e, E>>,
-    }
-}
-
-/// Finishes a call exactly once: when it ends, or when it is dropped before.
-pub(crate) struct Watch<'e, E: Runner> {
-    ex: &'e E,
-    call: Option<Call>,
-    /// Rows a stream has yielded so far.
-    rows: u64,
-    /// A stream is being read: dropping it ends the call normally.
-    streaming: bool,
-}
-
-impl<'e, E: Runner> Watch<'e, E> {
-    fn new(ex: &'e E, call: Call) -> Self {
-        Watch {
-            ex,
-            call: Some(call),
-            rows: 0,
-            streaming: false,
-        }
-    }
-
-    fn finish(&mut self, rows: Rows, failure: Option<Failure<'_>>) {
-        if let Some(call) = self.call.take() {
-            call.finish(self.ex, rows, failure);
-        }
-    }
-}
-
-impl<E: Runner> Drop for Watch<'_, E> {
-    fn drop(&mut self) {
-        if self.streaming {
-            self.finish(Rows::Returned(self.rows), None);
-        } else {
-            self.finish(Rows::Unknown, Some(Failure::Cancelled));
-        }
-    }
-}
-
-/// Why a call did not succeed.
-#[derive(Clone, Copy)]
-pub(crate) enum Failure<'a> {
-    Error(&'a Error),
-    /// Its future was dropped before it finished (an outer timeout, a `select!`).
-    Cancelled,
-}
-
-impl<'a> Failure<'a> {
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    fn error_type(self) -> &'a str {
-        match self {
-            Failure::Error(e) => span::error_type(e),
-            Failure::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl<E: Runner, S> ObservedStream<'_, E, S> {
-    /// The stream as it is: nothing observes it.
-    pub(crate) fn plain(inner: S) -> Self {
-        ObservedStream { inner, watch: None }
-    }
-}
-
-impl<E: Runner, S: Stream<Item = Result<crate::Record>>> Stream for ObservedStream<'_, E, S> {
-    type Item = Result<crate::Record>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.project();
-        let Some(watch) = this.watch.as_mut() else {
-            return this.inner.poll_next(cx);
-        };
-        let polled = match &watch.call {
-            Some(call) => call.span.in_scope(|| this.inner.poll_next(cx)),
-            None => this.inner.poll_next(cx),
-        };
-        match &polled {
-            Poll::Ready(Some(Ok(_))) => watch.rows += 1,
-            Poll::Ready(Some(Err(e))) => {
-                watch.finish(Rows::Returned(watch.rows), Some(Failure::Error(e)))
-            }
-            Poll::Ready(None) => watch.finish(Rows::Returned(watch.rows), None),
-            Poll::Pending => {}
-        }
-        polled
-    }
-}
-
-/// An operation under way, observed by someone.
-pub(crate) struct Call {
-    span: Span,
-    /// Operation and collection, when a span or the metrics want them.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    described: span::Described,
-    method: Method,
-    monitor: Option<Arc<QueryMonitor>>,
-    /// The template text and masked arguments, kept for the monitor's history.
-    recorded: Option<(String, Option<String>)>,
-    started: Instant,
-    started_at: chrono::DateTime<chrono::Utc>,
-}
-
-impl Call {
-    /// A call observed by a subscriber, a monitor or the metrics; `None`, at the cost of a
-    /// level check and a pointer check, when nothing is.
-    pub(crate) fn begin<E: Runner>(ex: &E, op: Op<'_>) -> Option<Call> {
-        let span = op.method.span();
-        let monitor = ex.manager().monitor();
-        if span.is_disabled() && monitor.is_none() && !METRICS {
-            return None;
-        }
-        Some(Call::start(ex, op, span, monitor))
-    }
-
-    /// Runs the operation under the span; records it when it ends, or as cancelled when it
-    /// is dropped before.
-    pub(crate) async fn run<E: Runner, T: Outcome>(
-        self,
-        ex: &E,
-        fut: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let span = self.span.clone();
-        let mut watch = Watch::new(ex, self);
-        let result = fut.instrument(span).await;
-        let rows = result.as_ref().map(Outcome::rows).unwrap_or_default();
-        watch.finish(rows, result.as_ref().err().map(Failure::Error));
-        result
-    }
-
-    /// [`run`](Self::run) for `fetch_stream`: the span lasts until the stream ends or is
-    /// dropped, and the rows are counted as they go by.
-    pub(crate) async fn stream<'e, E: Runner, S>(
-        self,
-        ex: &'e E,
-        fut: impl Future<Output = Result<S>>,
-    ) -> Result<ObservedStream<'e, E, S>> {
-        let span = self.span.clone();
-        let mut watch = Watch::new(ex, self);
-        match fut.instrument(span).await {
-            Ok(inner) => {
-                // From here a stream dropped early is the caller's choice, not a failure.
-                watch.streaming = true;
-                Ok(ObservedStream {
-                    inner,
-                    watch: Some(watch),
-                })
-            }
-            Err(e) => {
-                watch.finish(Rows::Unknown, Some(Failure::Error(&e)));
-                Err(e)
-            }
-        }
-    }
-
-    fn start<E: Runner>(
-        ex: &E,
-        op: Op<'_>,
-        span: Span,
-        monitor: Option<&Arc<QueryMonitor>>,
-    ) -> Call {
-        let traced = !span.is_disabled();
-        let described = if traced || METRICS {
-            rendered(ex, op).map(|sql| (span::describe(op.method, &sql), sql))
-        } else {
-            None
-        };
-        if traced {
-            let pool = ex.manager().pool().ok();
-            let target = span::Target {
-                namespace: pool.as_ref().map(|p| p.inner.database.as_str()),
-                server: pool.as_ref().map(|p| p.server()),
-                schema: ex.templates().schema(),
-            };
-            match &described {
-                Some((d, sql)) => span::record_start(&span, d, sql, &target),
-                None => span::record_target(&span, &target),
-            }
-            if let Some(n) = op.batch_size {
-                span.record("db.operation.batch.size", int(n));
-            }
-        }
-        let recorded = monitor.map(|m| {
-            let text = match op.text {
-                Text::Template(q) | Text::Raw(q) => q.to_owned(),
-                Text::CopyInto(table) => format!("COPY {table} FROM STDIN (FORMAT binary)"),
-            };
-            let args = m
-                .records_args()
-                .then(|| crate::params::mask_params(op.params.iter().copied()));
-            (text, args)
-        });
-        Call {
-            span,
-            described: described.map(|(d, _)| d).unwrap_or_default(),
-            method: op.method,
-            monitor: monitor.cloned(),
-            recorded,
-            started: Instant::now(),
-            started_at: chrono::Utc::now(),
-        }
-    }
-
-    fn finish<E: Runner>(self, ex: &E, rows: Rows, failure: Option<Failure<'_>>) {
-        let elapsed = self.started.elapsed();
-        if !self.span.is_disabled() {
-            match rows {
-                Rows::Returned(n) => {
-                    self.span.record("db.response.returned_rows", int(n));
-                }
-                Rows::Affected(n) => {
-                    self.span.record("pgdbm.rows_affected", int(n));
-                    if self.method == Method::CopyRecordsToTable {
-                        self.span.record("db.operation.batch.size", int(n));
-                    }
-                }
-                Rows::Unknown => {}
-            }
-            match failure {
-                Some(Failure::Error(e)) => span::record_error(&self.span, e),
-                Some(Failure::Cancelled) => {
-                    self.span.record("otel.status_code", "ERROR");
-                    self.span.record("error.type", "cancelled");
-                }
-                None => {}
-            }
-        }
-        #[cfg(feature = "metrics")]
-        metrics::operation(ex, &self.described, elapsed, failure);
-        #[cfg(not(feature = "metrics"))]
-        let _ = ex;
-        if let (Some(monitor), Some((query, args))) = (self.monitor, self.recorded) {
-            monitor.record(monitor::Entry {
-                method: self.method,
-                query,
-                args,
-                started_at: self.started_at,
-                duration: elapsed,
-                rows: rows.count(),
-                error: failure.map(|f| match f {
-                    Failure::Error(e) => e.to_string(),
-                    Failure::Cancelled => {
-                        "cancelled: the call was dropped before it finished".to_owned()
-                    }
-                }),
-            });
-        }
-    }
-}
-
-/// The statement text as sent, for `db.query.text`.
-fn rendered<E: Runner>(ex: &E, op: Op<'_>) -> Option<String> {
-    match op.text {
-        Text::Template(q) => {
-            let sql = ex.templates().render(q).ok()?;
-            Some(match op.method {
-                Method::ExecuteAndReturnId => crate::query::with_returning_id(&sql),
-                _ => sql.into_owned(),
-            })
-        }
-        Text::Raw(sql) => Some(sql.to_owned()),
-        Text::CopyInto(table) => {
-            let qualified = crate::template::qualify_table(table, ex.templates().schema()).ok()?;
-            Some(format!("COPY {qualified} FROM STDIN (FORMAT binary)"))
-        }
-    }
-}
-
 /// One migration file, its rendered script run by `fut` (which returns its milliseconds).
 pub(crate) async fn migration(
     manager: &AsyncDatabaseManager,
@@ -484,21 +193,14 @@ pub(crate) async fn migration(
         text: Text::Raw(sql),
         ..Op::new(Method::Migration, sql, &[])
     };
-    let span = Method::Migration.span();
-    let monitor = manager.monitor();
-    if span.is_disabled() && monitor.is_none() && !METRICS {
+    let Some(call) = Call::begin(manager, op) else {
         return fut.await;
-    }
-    span.record("pgdbm.migration", file);
-    let call = Call::start(manager, op, span, monitor);
-    // After the statement's own name: the file says more than `CREATE`.
-    call.span
+    };
+    call.span().record("pgdbm.migration", file);
+    // Over the statement's own name: the file says more than `CREATE`.
+    call.span()
         .record("otel.name", format!("migration {file}").as_str());
-    let span = call.span.clone();
-    let mut watch = Watch::new(manager, call);
-    let result = fut.instrument(span).await;
-    watch.finish(Rows::Unknown, result.as_ref().err().map(Failure::Error));
-    result
+    call.run(manager, fut).await
 }
 
 /// The wait for a pool connection: its span (created under the caller's operation, closed when
