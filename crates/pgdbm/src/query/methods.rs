@@ -97,7 +97,11 @@ macro_rules! query_methods {
             crate::query::fetch_all(self, query, params).await
         }
 
-        /// The first row deserialized into `T` (fields matched to columns by name).
+        /// The first row deserialized into `T` through serde, each field from the column of
+        /// its serde name (`#[serde(rename = "...")]`; `#[pgdbm(...)]` attributes serve
+        /// [`fetch_one_as`](Self::fetch_one_as) instead). Every field serde asks for must be a
+        /// column, even an `Option` or `#[serde(default)]` one; otherwise [`Error::Decode`](crate::Error::Decode)
+        /// names the field and lists the row's columns. Extra columns are ignored.
         ///
         /// ```no_run
         /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
@@ -115,7 +119,8 @@ macro_rules! query_methods {
                 .await
         }
 
-        /// All rows deserialized into `T`.
+        /// All rows deserialized into `T`; fields follow serde's names, strictly, as in
+        /// [`fetch_as_model`](Self::fetch_as_model).
         pub async fn fetch_all_as_model<T: serde::de::DeserializeOwned>(
             &self,
             query: &str,
@@ -126,7 +131,9 @@ macro_rules! query_methods {
         }
 
         /// The first row as `T` through its [`FromRow`](crate::FromRow) impl: each field decoded
-        /// straight from the wire, the fastest typed fetch. `None` when there is no row.
+        /// straight from the wire, the fastest typed fetch. `None` when there is no row. Fields
+        /// follow the `#[pgdbm(...)]` attributes (`rename`, `default`, `json`, `flatten`,
+        /// `skip`); serde's attributes serve [`fetch_as_model`](Self::fetch_as_model).
         ///
         /// ```no_run
         /// #[derive(pgdbm::FromRow)]
