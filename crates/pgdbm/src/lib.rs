@@ -42,6 +42,7 @@ mod connection;
 mod de;
 mod error;
 mod executor;
+mod from_row;
 mod manager;
 mod migrate;
 mod notify;
@@ -81,12 +82,20 @@ pub use migrate::{
 };
 pub use notify::{Listener, Notification};
 pub use params::Params;
-/// `#[derive(FromRow)]`, with `#[pgdbm(rename = "column")]` on fields. See [`FromRow`].
+/// Derives [`FromRow`](trait@FromRow) for a struct with named fields; the `#[pgdbm(...)]`
+/// attributes are documented on the trait.
 #[cfg(feature = "derive")]
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use pgdbm_macros::FromRow;
 pub use pool::Pool;
 pub use record::{ColumnIndex, FromRow, Record};
+/// Used by `#[derive(FromRow)]`; not part of the stable API.
+#[doc(hidden)]
+pub mod __derive {
+    pub use crate::from_row::{
+        get_or_default, json, json_or_default, DeserializeOwned, FromSqlOwned,
+    };
+}
 pub use stats::{PoolStats, PoolStatus};
 pub use transaction::Transaction;
 pub use value::{EnumText, Value};

@@ -87,3 +87,281 @@ async fn the_serde_path_refuses_a_field_that_is_not_a_column() {
     let t: Option<(i32, String)> = db.fetch_as_model("SELECT 1, 'a'", &[]).await.unwrap();
     assert_eq!(t, Some((1, "a".to_owned())));
 }
+
+#[derive(pgdbm::FromRow, Debug, PartialEq)]
+struct WithDefaults {
+    id: i32,
+    #[pgdbm(default)]
+    score: i32,
+    #[pgdbm(default, rename = "nick")]
+    nickname: Option<String>,
+}
+
+#[tokio::test]
+async fn default_fills_an_absent_column_only() {
+    let (db, _g) = schema_db().await;
+    let absent: WithDefaults = db
+        .fetch_one_as("SELECT 1::int4 AS id", &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        absent,
+        WithDefaults {
+            id: 1,
+            score: 0,
+            nickname: None
+        }
+    );
+    let present: WithDefaults = db
+        .fetch_one_as(
+            "SELECT 2::int4 AS id, 5::int4 AS score, 'bo'::text AS nick",
+            &[],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (present.score, present.nickname.as_deref()),
+        (5, Some("bo"))
+    );
+    // A present NULL is decoded as usual: an error for a non-Option field.
+    let e = db
+        .fetch_one_as::<WithDefaults>("SELECT 3::int4 AS id, NULL::int4 AS score", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Decode { column, .. } if column == "score"),
+        "{e:?}"
+    );
+    // Without `default`, a missing column is an error naming it and listing the row's columns.
+    let e = db
+        .fetch_one_as::<WithDefaults>("SELECT 5 AS score", &[])
+        .await
+        .unwrap_err();
+    match &e {
+        Error::Decode {
+            column, message, ..
+        } => {
+            assert_eq!(column, "id");
+            assert!(message.contains(r#"["score"]"#), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[derive(serde::Deserialize, Debug, PartialEq, Default)]
+struct Meta {
+    k: String,
+    n: i32,
+}
+
+#[derive(pgdbm::FromRow, Debug)]
+struct WithJson {
+    #[pgdbm(json)]
+    meta: Meta,
+    #[pgdbm(json, rename = "extra")]
+    more: Option<Meta>,
+    #[pgdbm(json, default)]
+    tags: Vec<String>,
+}
+
+#[tokio::test]
+async fn json_columns_deserialize_into_serde_types() {
+    let (db, _g) = schema_db().await;
+    let r: WithJson = db
+        .fetch_one_as(
+            r#"SELECT '{"k": "a", "n": 1}'::jsonb AS meta, '{"k": "b", "n": 2}'::json AS extra,
+                      '["x", "y"]'::jsonb AS tags"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.meta,
+        Meta {
+            k: "a".into(),
+            n: 1
+        }
+    );
+    assert_eq!(
+        r.more,
+        Some(Meta {
+            k: "b".into(),
+            n: 2
+        })
+    );
+    assert_eq!(r.tags, vec!["x", "y"]);
+    // NULL into an Option is None; an absent `default` column is the default.
+    let r: WithJson = db
+        .fetch_one_as(
+            r#"SELECT '{"k": "a", "n": 1}'::jsonb AS meta, NULL::jsonb AS extra"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.more, r.tags.len()), (None, 0));
+    // NULL into a non-Option is an error naming the column.
+    let e = db
+        .fetch_one_as::<WithJson>("SELECT NULL::jsonb AS meta, NULL::json AS extra", &[])
+        .await
+        .unwrap_err();
+    match &e {
+        Error::Decode {
+            column, message, ..
+        } => {
+            assert_eq!(column, "meta");
+            assert!(message.contains("NULL"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // JSON that does not fit names the column, the target type and serde's reason.
+    let e = db
+        .fetch_one_as::<WithJson>(
+            r#"SELECT '{"k": 1, "n": 1}'::jsonb AS meta, NULL::json AS extra"#,
+            &[],
+        )
+        .await
+        .unwrap_err();
+    match &e {
+        Error::Decode {
+            column,
+            pg_type,
+            message,
+        } => {
+            assert_eq!((column.as_str(), pg_type.as_str()), ("meta", "jsonb"));
+            assert!(message.contains("Meta"), "{message}");
+            assert!(message.contains("invalid type"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A column that is not json or jsonb says how to fix the query.
+    let e = db
+        .fetch_one_as::<WithJson>(
+            r#"SELECT '{"k": "a", "n": 1}'::text AS meta, NULL::json AS extra"#,
+            &[],
+        )
+        .await
+        .unwrap_err();
+    match &e {
+        Error::Decode {
+            column,
+            pg_type,
+            message,
+        } => {
+            assert_eq!((column.as_str(), pg_type.as_str()), ("meta", "text"));
+            assert!(message.contains("::jsonb"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[derive(pgdbm::FromRow, Debug, PartialEq)]
+struct Address {
+    city: String,
+    zip: Option<String>,
+}
+
+#[derive(pgdbm::FromRow, Debug, PartialEq)]
+struct Customer {
+    id: i32,
+    #[pgdbm(flatten)]
+    address: Address,
+    #[pgdbm(skip)]
+    cache: Vec<u8>,
+}
+
+#[tokio::test]
+async fn flatten_reads_the_same_row_and_skip_reads_nothing() {
+    let (db, _g) = schema_db().await;
+    let c: Customer = db
+        .fetch_one_as(
+            "SELECT 1::int4 AS id, 'Oslo'::text AS city, NULL::text AS zip, '\\x01'::bytea AS cache",
+            &[],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c,
+        Customer {
+            id: 1,
+            address: Address {
+                city: "Oslo".into(),
+                zip: None
+            },
+            cache: Vec::new(),
+        }
+    );
+    // The flattened struct's own missing column is reported by name.
+    let e = db
+        .fetch_one_as::<Customer>("SELECT 1::int4 AS id, NULL::text AS zip", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Decode { column, .. } if column == "city"),
+        "{e:?}"
+    );
+}
+
+/// Generic fields get the bounds their attribute needs, without a where clause.
+#[derive(pgdbm::FromRow, Debug)]
+struct Page<T, M, D> {
+    #[pgdbm(flatten)]
+    item: T,
+    #[pgdbm(json)]
+    meta: M,
+    total: D,
+    #[pgdbm(default)]
+    extra: Option<D>,
+}
+
+#[derive(pgdbm::FromRow, Debug)]
+struct Bounded<T>
+where
+    T: Clone,
+{
+    value: T,
+}
+
+mod reexported {
+    pub use pgdbm as db;
+}
+
+/// The crate path for a renamed or re-exported dependency.
+#[derive(pgdbm::FromRow, Debug)]
+#[pgdbm(crate = "crate::reexported::db")]
+struct ThroughPath {
+    id: i64,
+}
+
+#[tokio::test]
+async fn generics_and_the_crate_path() {
+    let (db, _g) = schema_db().await;
+    let p: Page<Address, Meta, i64> = db
+        .fetch_one_as(
+            r#"SELECT 'Rome'::text AS city, '00100'::text AS zip, '{"k": "p", "n": 3}'::jsonb AS meta,
+                      7::int8 AS total"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.item.city, "Rome");
+    assert_eq!(p.meta.n, 3);
+    assert_eq!((p.total, p.extra), (7, None));
+    let b: Bounded<String> = db
+        .fetch_one_as("SELECT 'v'::text AS value", &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.value, "v");
+    let t: ThroughPath = db
+        .fetch_one_as("SELECT 9::int8 AS id", &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.id, 9);
+}
