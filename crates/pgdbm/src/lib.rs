@@ -63,7 +63,30 @@ mod value;
 pub mod testing;
 
 /// `#[pgdbm::test]`: a fresh (optionally migrated) database per async test, dropped afterwards
-/// even when the test panics. See [`testing`].
+/// even when the test panics. The function takes the connected manager (or nothing) and
+/// returns `()` or a `Result`. See [`testing`].
+///
+/// Options: `migrations = "dir"` (relative to the crate's `Cargo.toml`; applied once to a
+/// template database that each test clones), `schema = "name"` (the manager's schema, where
+/// those migrations go), `schema_per_test = true` (one database, a fresh schema per test),
+/// `template = false` (migrate every test database from scratch), `prefix = "test"`.
+///
+/// Several modules, each migrated into the schema of its name and recorded under that module
+/// name: `migrations = [("users", "migrations/users"), ("orders", "migrations/orders")]`,
+/// applied in that order. The manager works in `schema` when given, else in the first
+/// module's schema; managers for the other schemas share its pool:
+///
+/// ```no_run
+/// use pgdbm::AsyncDatabaseManager;
+///
+/// #[pgdbm::test(migrations = [("users", "migrations/users"), ("orders", "migrations/orders")])]
+/// async fn places_an_order(db: AsyncDatabaseManager) -> pgdbm::Result<()> {
+///     let orders = AsyncDatabaseManager::from_pool(db.pool()?, Some("orders"))?;
+///     let id: i32 = db.execute_and_return_id("INSERT INTO {{tables.accounts}} (email) VALUES ('a@x')", &[]).await?;
+///     orders.execute("INSERT INTO {{tables.orders}} (account_id) VALUES ($1)", &[&id]).await?;
+///     Ok(())
+/// }
+/// ```
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use pgdbm_macros::test;

@@ -177,13 +177,13 @@ async fn changed_migrations_build_a_new_template_and_old_ones_can_be_dropped() {
             .map(|r| r.get::<String>(0).unwrap())
             .collect::<Vec<_>>()
     };
+    // `first` keeps its template in use while the migrations change under it.
     let first = TestDatabase::builder()
         .server(server.clone())
         .migrations(dir.as_path())
         .create()
         .await
         .unwrap();
-    first.cleanup().await.unwrap();
     let one = templates().await;
     assert_eq!(one.len(), 1);
     std::fs::write(
@@ -198,7 +198,6 @@ async fn changed_migrations_build_a_new_template_and_old_ones_can_be_dropped() {
         .await
         .unwrap();
     assert!(second.manager().table_exists("more").await.unwrap());
-    second.cleanup().await.unwrap();
     let two = templates().await;
     assert_eq!(two.len(), 2, "{two:?}");
     let keep = Migrations::Dir(dir.clone());
@@ -209,6 +208,10 @@ async fn changed_migrations_build_a_new_template_and_old_ones_can_be_dropped() {
     let left = templates().await;
     assert_eq!(left.len(), 1);
     assert_ne!(left, one);
+    // Once their last test database is gone, templates go too (the first one is already).
+    first.cleanup().await.unwrap();
+    second.cleanup().await.unwrap();
+    assert_eq!(templates().await, Vec::<String>::new());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
