@@ -35,6 +35,10 @@ fn child_process_uses_a_template() {
                 .migrations(Path::new(&dir))
                 .create()
         };
+        // Creations cut off at any point leave nothing behind either.
+        for ms in [1, 3, 10, 30, 100] {
+            let _ = tokio::time::timeout(Duration::from_millis(ms), make()).await;
+        }
         let (a, b) = tokio::join!(make(), make());
         let (a, b) = (a.unwrap(), b.unwrap());
         let template = Migrations::Dir(dir.clone().into())

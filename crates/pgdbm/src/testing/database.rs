@@ -14,9 +14,7 @@ use crate::manager::AsyncDatabaseManager;
 use crate::template::{quote_ident, validate_identifier};
 
 use super::plan::{Migrations, Plan};
-use super::templates::{
-    claim_spare, ensure_template, refill_spares, release_template, retain_template,
-};
+use super::templates::{claim_spare, ensure_template, refill_spares, retain_template, TemplateUse};
 
 const DEFAULT_PREFIX: &str = "test";
 /// Prefixes longer than this leave too little room for the unique part in 63 characters.
@@ -238,8 +236,8 @@ pub struct TestDatabase {
     server: DatabaseConfig,
     kind: Kind,
     dropped: bool,
-    /// The template this database was cloned from, released when the database is dropped.
-    template: Option<String>,
+    /// The template this database was cloned from, released after the database is dropped.
+    template: Option<TemplateUse>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,23 +354,13 @@ impl TestDatabaseBuilder {
         if self.schema_per_test {
             self.create_schema(&server, &maint, name, &plan).await
         } else {
+            // Held from here on; dropped on any failure, which lets the template go.
             let template = match (plan.is_empty(), self.template.unwrap_or(true)) {
-                (false, true) => Some(plan.template_name()?),
+                (false, true) => Some(retain_template(&server, plan.template_name()?).await?),
                 _ => None,
             };
-            if let Some(t) = &template {
-                retain_template(&server, t).await?;
-            }
-            let made = self
-                .create_database(&server, &maint, name, &plan, template.clone())
-                .await;
-            if let (Err(_), Some(t)) = (&made, template) {
-                // The database never came to be; let the template go as a dropped one would.
-                if let Err(e) = release_template(server.clone(), t).await {
-                    tracing::warn!(error = %e, "could not release a test template");
-                }
-            }
-            made
+            self.create_database(&server, &maint, name, &plan, template)
+                .await
         }
     }
 
@@ -389,35 +377,15 @@ impl TestDatabaseBuilder {
         maint: &AsyncDatabaseManager,
         name: String,
         plan: &Plan,
-        template: Option<String>,
+        template: Option<TemplateUse>,
     ) -> Result<TestDatabase> {
         let schema = self.manager_schema();
-        if let Some(t) = &template {
+        let template_name = template.as_ref().map(|t| t.name().to_owned());
+        if let Some(t) = &template_name {
             ensure_template(server, maint, plan, t, schema.as_deref()).await?;
         }
-        let claimed = match &template {
-            Some(t) => {
-                let claimed = claim_spare(maint, t, &name).await?;
-                // Replace what was taken (or start the stock) while the test runs.
-                refill_spares(server.clone(), t.clone());
-                claimed
-            }
-            None => false,
-        };
-        if !claimed {
-            let sql = match &template {
-                Some(t) => format!(
-                    "CREATE DATABASE {} TEMPLATE {}",
-                    quote_ident(&name),
-                    quote_ident(t)
-                ),
-                None => format!("CREATE DATABASE {}", quote_ident(&name)),
-            };
-            maint
-                .execute(&sql, &[])
-                .await
-                .map_err(|e| wrap("creating the test database", e))?;
-        }
+        // Built before the database exists, so that its Drop cleans up if creating is cut off
+        // or fails (dropping a database that never came to be does no harm).
         let tdb = TestDatabase {
             manager: AsyncDatabaseManager::new(DatabaseConfig {
                 schema,
@@ -429,14 +397,37 @@ impl TestDatabaseBuilder {
             server: server.clone(),
             kind: Kind::Database,
             dropped: false,
-            template: template.clone(),
+            template,
         };
-        // From here on, Drop cleans up if anything fails.
+        let name = &tdb.name;
+        let claimed = match &template_name {
+            Some(t) => {
+                let claimed = claim_spare(maint, t, name).await?;
+                // Replace what was taken (or start the stock) while the test runs.
+                refill_spares(server.clone(), t.clone());
+                claimed
+            }
+            None => false,
+        };
+        if !claimed {
+            let sql = match &template_name {
+                Some(t) => format!(
+                    "CREATE DATABASE {} TEMPLATE {}",
+                    quote_ident(name),
+                    quote_ident(t)
+                ),
+                None => format!("CREATE DATABASE {}", quote_ident(name)),
+            };
+            maint
+                .execute(&sql, &[])
+                .await
+                .map_err(|e| wrap("creating the test database", e))?;
+        }
         tdb.manager
             .connect()
             .await
             .map_err(|e| wrap("connecting to the test database", e))?;
-        if template.is_none() && !plan.is_empty() {
+        if template_name.is_none() && !plan.is_empty() {
             plan.apply(&tdb.manager)
                 .await
                 .map_err(|e| wrap("migrating the test database", e))?;
@@ -451,10 +442,8 @@ impl TestDatabaseBuilder {
         name: String,
         plan: &Plan,
     ) -> Result<TestDatabase> {
-        maint
-            .execute(&format!("CREATE SCHEMA {}", quote_ident(&name)), &[])
-            .await
-            .map_err(|e| wrap("creating the test schema", e))?;
+        let sql = format!("CREATE SCHEMA {}", quote_ident(&name));
+        // As for a database: built first, so its Drop cleans up after a cut-off creation.
         let tdb = TestDatabase {
             manager: AsyncDatabaseManager::new(DatabaseConfig {
                 schema: Some(name.clone()),
@@ -468,6 +457,10 @@ impl TestDatabaseBuilder {
             dropped: false,
             template: None,
         };
+        maint
+            .execute(&sql, &[])
+            .await
+            .map_err(|e| wrap("creating the test schema", e))?;
         tdb.manager
             .connect()
             .await
@@ -514,13 +507,13 @@ impl TestDatabase {
     /// Drops the database (or schema) now and reports whether that worked.
     pub async fn cleanup(mut self) -> Result<()> {
         self.dropped = true;
-        self.manager.disconnect().await?;
+        let disconnected = self.manager.disconnect().await;
         let dropped = drop_now(&self.server, self.kind, &self.name).await;
         let released = match self.template.take() {
-            Some(t) => release_template(self.server.clone(), t).await,
+            Some(t) => t.release().await,
             None => Ok(()),
         };
-        dropped.and(released)
+        disconnected.and(dropped).and(released)
     }
 }
 
@@ -552,7 +545,7 @@ impl Drop for TestDatabase {
                 false => Ok(()),
             };
             let released = match template {
-                Some(t) => release_template(server, t).await,
+                Some(t) => t.release().await,
                 None => Ok(()),
             };
             dropped.and(released)

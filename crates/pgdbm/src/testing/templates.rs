@@ -300,9 +300,63 @@ fn lock_error(what: &str, e: tokio_postgres::Error) -> Error {
     Error::TestDatabase(format!("{what} the test template's use lock: {e}"))
 }
 
-/// Marks `template` as in use by this process until [`release_template`]. Waits while
-/// another process is dropping it; the caller then builds it anew.
-pub(super) async fn retain_template(server: &DatabaseConfig, template: &str) -> Result<()> {
+/// This process's use of a template, from [`retain_template`] until
+/// [`release`](TemplateUse::release)d; dropping it releases it in the background.
+#[derive(Debug)]
+pub(super) struct TemplateUse {
+    server: DatabaseConfig,
+    template: Option<String>,
+}
+
+impl TemplateUse {
+    pub(super) fn name(&self) -> &str {
+        self.template.as_deref().unwrap_or_default()
+    }
+
+    /// See [`release`].
+    pub(super) async fn release(mut self) -> Result<()> {
+        match self.template.take() {
+            Some(t) => release_template(self.server.clone(), t).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TemplateUse {
+    fn drop(&mut self) {
+        if let Some(template) = self.template.take() {
+            let server = self.server.clone();
+            background().spawn(async move {
+                if let Err(e) = release(&server, &template).await {
+                    tracing::warn!(error = %e, "could not release a test template");
+                }
+            });
+        }
+    }
+}
+
+/// Marks `template` as in use by this process until the returned value is released or
+/// dropped. Waits while another process is dropping it; the caller then builds it anew. Runs
+/// on the background runtime: a caller that gives up halfway drops the finished use, which
+/// releases it, so the count never drifts.
+pub(super) async fn retain_template(
+    server: &DatabaseConfig,
+    template: String,
+) -> Result<TemplateUse> {
+    let server = server.clone();
+    background()
+        .spawn(async move {
+            retain(&server, &template).await?;
+            Ok(TemplateUse {
+                server,
+                template: Some(template),
+            })
+        })
+        .await
+        .map_err(|e| Error::TestDatabase(format!("housekeeping task failed: {e}")))?
+}
+
+async fn retain(server: &DatabaseConfig, template: &str) -> Result<()> {
     let maint = maintenance(server).await?;
     let mut all = users().lock().await;
     let users = all.entry(server_key(server)).or_default();
@@ -328,7 +382,7 @@ pub(super) async fn retain_template(server: &DatabaseConfig, template: &str) -> 
 /// template and its spares are dropped, unless another process still uses them (it drops them
 /// when done) or `PGDBM_KEEP_TEMPLATES=1`. Runs on the background runtime, so a caller that
 /// gives up halfway never leaves the lock state half changed.
-pub(super) async fn release_template(server: DatabaseConfig, template: String) -> Result<()> {
+async fn release_template(server: DatabaseConfig, template: String) -> Result<()> {
     background()
         .spawn(async move { release(&server, &template).await })
         .await
