@@ -75,6 +75,22 @@ async fn the_serde_path_refuses_a_field_that_is_not_a_column() {
         .unwrap();
     assert_eq!((d.id, d.score), (1, 7));
 
+    // An alias is one more name serde asks for.
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Aliased {
+        #[serde(alias = "display_name")]
+        name: String,
+    }
+    let e = db
+        .fetch_as_model::<Aliased>(USER_ROW, &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Decode { column, .. } if column == "display_name"),
+        "{e:?}"
+    );
+
     // Extra columns stay fine, and so do tuples (by position) and skipped fields.
     #[derive(serde::Deserialize)]
     struct Few {

@@ -101,7 +101,10 @@ macro_rules! query_methods {
         /// its serde name (`#[serde(rename = "...")]`; `#[pgdbm(...)]` attributes serve
         /// [`fetch_one_as`](Self::fetch_one_as) instead). Every field serde asks for must be a
         /// column, even an `Option` or `#[serde(default)]` one; otherwise [`Error::Decode`](crate::Error::Decode)
-        /// names the field and lists the row's columns. Extra columns are ignored.
+        /// names the field and lists the row's columns. Extra columns are ignored. Serde lists
+        /// `#[serde(alias)]` names among the fields it asks for, so each alias must be a column
+        /// too: prefer `rename`. A struct with a `#[serde(flatten)]` field is read as a map
+        /// and is not checked.
         ///
         /// ```no_run
         /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
