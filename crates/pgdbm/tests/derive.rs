@@ -17,6 +17,18 @@ struct U {
     display: Option<String>,
 }
 
+/// The column, PostgreSQL type and message of a decode error; any other error fails the test.
+fn decode(e: &Error) -> (&str, &str, &str) {
+    match e {
+        Error::Decode {
+            column,
+            pg_type,
+            message,
+        } => (column, pg_type, message),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
 const USER_ROW: &str = "SELECT 1::int4 AS id, 'a@x'::text AS email, 'Ann'::text AS name";
 
 #[tokio::test]
@@ -28,22 +40,13 @@ async fn the_serde_path_refuses_a_field_that_is_not_a_column() {
     // serde knows the field as `display`, which the row does not have: an error, never a
     // silent `None`.
     let e = db.fetch_all_as_model::<U>(USER_ROW, &[]).await.unwrap_err();
-    match &e {
-        Error::Decode {
-            column, message, ..
-        } => {
-            assert_eq!(column, "display");
-            assert!(message.contains(r#"["id", "email", "name"]"#), "{message}");
-            assert!(message.contains("#[serde(rename"), "{message}");
-            assert!(message.contains("fetch_*_as"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (column, _, message) = decode(&e);
+    assert_eq!(column, "display");
+    assert!(message.contains(r#"["id", "email", "name"]"#), "{message}");
+    assert!(message.contains("#[serde(rename"), "{message}");
+    assert!(message.contains("fetch_*_as"), "{message}");
     let one = db.fetch_as_model::<U>(USER_ROW, &[]).await.unwrap_err();
-    assert!(
-        matches!(&one, Error::Decode { column, .. } if column == "display"),
-        "{one:?}"
-    );
+    assert_eq!(decode(&one).0, "display");
 
     // serde's own rename is what the serde path follows.
     #[derive(serde::Deserialize)]
@@ -63,10 +66,7 @@ async fn the_serde_path_refuses_a_field_that_is_not_a_column() {
         score: i32,
     }
     let e = db.fetch_as_model::<D>(USER_ROW, &[]).await.unwrap_err();
-    assert!(
-        matches!(&e, Error::Decode { column, .. } if column == "score"),
-        "{e:?}"
-    );
+    assert_eq!(decode(&e).0, "score");
     // Selecting the column is the way.
     let d: D = db
         .fetch_as_model("SELECT 1::int4 AS id, 7::int4 AS score", &[])
@@ -86,10 +86,7 @@ async fn the_serde_path_refuses_a_field_that_is_not_a_column() {
         .fetch_as_model::<Aliased>(USER_ROW, &[])
         .await
         .unwrap_err();
-    assert!(
-        matches!(&e, Error::Decode { column, .. } if column == "display_name"),
-        "{e:?}"
-    );
+    assert_eq!(decode(&e).0, "display_name");
 
     // Extra columns stay fine, and so do tuples (by position) and skipped fields.
     #[derive(serde::Deserialize)]
@@ -146,24 +143,15 @@ async fn default_fills_an_absent_column_only() {
         .fetch_one_as::<WithDefaults>("SELECT 3::int4 AS id, NULL::int4 AS score", &[])
         .await
         .unwrap_err();
-    assert!(
-        matches!(&e, Error::Decode { column, .. } if column == "score"),
-        "{e:?}"
-    );
+    assert_eq!(decode(&e).0, "score");
     // Without `default`, a missing column is an error naming it and listing the row's columns.
     let e = db
         .fetch_one_as::<WithDefaults>("SELECT 5 AS score", &[])
         .await
         .unwrap_err();
-    match &e {
-        Error::Decode {
-            column, message, ..
-        } => {
-            assert_eq!(column, "id");
-            assert!(message.contains(r#"["score"]"#), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (column, _, message) = decode(&e);
+    assert_eq!(column, "id");
+    assert!(message.contains(r#"["score"]"#), "{message}");
 }
 
 #[derive(serde::Deserialize, Debug, PartialEq, Default)]
@@ -224,15 +212,9 @@ async fn json_columns_deserialize_into_serde_types() {
         .fetch_one_as::<WithJson>("SELECT NULL::jsonb AS meta, NULL::json AS extra", &[])
         .await
         .unwrap_err();
-    match &e {
-        Error::Decode {
-            column, message, ..
-        } => {
-            assert_eq!(column, "meta");
-            assert!(message.contains("NULL"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (column, _, message) = decode(&e);
+    assert_eq!(column, "meta");
+    assert!(message.contains("NULL"), "{message}");
     // JSON that does not fit names the column, the target type and serde's reason.
     let e = db
         .fetch_one_as::<WithJson>(
@@ -241,18 +223,10 @@ async fn json_columns_deserialize_into_serde_types() {
         )
         .await
         .unwrap_err();
-    match &e {
-        Error::Decode {
-            column,
-            pg_type,
-            message,
-        } => {
-            assert_eq!((column.as_str(), pg_type.as_str()), ("meta", "jsonb"));
-            assert!(message.contains("Meta"), "{message}");
-            assert!(message.contains("invalid type"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (column, pg_type, message) = decode(&e);
+    assert_eq!((column, pg_type), ("meta", "jsonb"));
+    assert!(message.contains("Meta"), "{message}");
+    assert!(message.contains("invalid type"), "{message}");
     // A column that is not json or jsonb says how to fix the query.
     let e = db
         .fetch_one_as::<WithJson>(
@@ -261,17 +235,9 @@ async fn json_columns_deserialize_into_serde_types() {
         )
         .await
         .unwrap_err();
-    match &e {
-        Error::Decode {
-            column,
-            pg_type,
-            message,
-        } => {
-            assert_eq!((column.as_str(), pg_type.as_str()), ("meta", "text"));
-            assert!(message.contains("::jsonb"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (column, pg_type, message) = decode(&e);
+    assert_eq!((column, pg_type), ("meta", "text"));
+    assert!(message.contains("::jsonb"), "{message}");
 }
 
 #[derive(pgdbm::FromRow, Debug, PartialEq)]
@@ -316,10 +282,7 @@ async fn flatten_reads_the_same_row_and_skip_reads_nothing() {
         .fetch_one_as::<Customer>("SELECT 1::int4 AS id, NULL::text AS zip", &[])
         .await
         .unwrap_err();
-    assert!(
-        matches!(&e, Error::Decode { column, .. } if column == "city"),
-        "{e:?}"
-    );
+    assert_eq!(decode(&e).0, "city");
 }
 
 /// Generic fields get the bounds their attribute needs, without a where clause.
