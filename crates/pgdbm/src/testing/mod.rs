@@ -6,7 +6,8 @@
 //! nothing behind: the template and its spares are dropped when the last test database cloned
 //! from them in the process is gone, unless another test process still uses them (it drops
 //! them when it is done). `PGDBM_KEEP_TEMPLATES=1` keeps them for the next run instead, which
-//! then starts without migrating. A killed process can leave test databases or templates:
+//! then starts without migrating; set it too when tests using a template do not overlap
+//! (`--test-threads=1`), since the template would otherwise be rebuilt for each of them. A killed process can leave test databases or templates:
 //! [`drop_leftover_databases`] and [`drop_stale_templates`] (or `pgdbm test cleanup
 //! --templates`) remove them.
 //!
