@@ -77,13 +77,15 @@ fn a_panicking_test_still_drops_its_database() {
 #[tokio::test]
 async fn migrated_databases_are_cloned_from_one_template() {
     let migrations = fixtures().join("migrations");
-    let a = TestDatabase::builder()
-        .schema("app")
-        .migrations(migrations.as_path())
-        .create()
-        .await
-        .unwrap();
-    // Spare clones are made in the background while the test runs.
+    let make = || {
+        TestDatabase::builder()
+            .schema("app")
+            .migrations(migrations.as_path())
+            .create()
+    };
+    let a = make().await.unwrap();
+    // Spare clones are made in the background while tests overlap, as `a` and `a2` do.
+    let a2 = make().await.unwrap();
     let template = Migrations::Dir(migrations.clone())
         .template_name(Some("app"))
         .unwrap();
@@ -111,12 +113,7 @@ async fn migrated_databases_are_cloned_from_one_template() {
         .unwrap()
         .parse()
         .unwrap();
-    let b = TestDatabase::builder()
-        .schema("app")
-        .migrations(migrations.as_path())
-        .create()
-        .await
-        .unwrap();
+    let b = make().await.unwrap();
     let b_oid: i64 = admin_value(&format!(
         "SELECT oid::int8 FROM pg_database WHERE datname = '{}'",
         b.name()
@@ -149,6 +146,7 @@ async fn migrated_databases_are_cloned_from_one_template() {
         .unwrap();
     assert_eq!(count_rows(b.manager(), "users").await.unwrap(), 1);
     a.cleanup().await.unwrap();
+    a2.cleanup().await.unwrap();
     b.cleanup().await.unwrap();
 }
 

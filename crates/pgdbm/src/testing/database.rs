@@ -400,11 +400,13 @@ impl TestDatabaseBuilder {
             template,
         };
         let name = &tdb.name;
-        let claimed = match &template_name {
+        let claimed = match &tdb.template {
             Some(t) => {
-                let claimed = claim_spare(maint, t, name).await?;
-                // Replace what was taken (or start the stock) while the test runs.
-                refill_spares(server.clone(), t.clone());
+                let claimed = claim_spare(maint, t.name(), name).await?;
+                if t.wants_spares() {
+                    // Replace what was taken (or start the stock) while the test runs.
+                    refill_spares(server.clone(), t.name().to_owned());
+                }
                 claimed
             }
             None => false,

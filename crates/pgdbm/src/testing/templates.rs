@@ -306,11 +306,19 @@ fn lock_error(what: &str, e: tokio_postgres::Error) -> Error {
 pub(super) struct TemplateUse {
     server: DatabaseConfig,
     template: Option<String>,
+    /// Whether spare clones pay off: other tests of this process use the template at the
+    /// same time, or it is kept for later runs. Tests that never overlap would only make
+    /// spares to drop them with the template.
+    spares: bool,
 }
 
 impl TemplateUse {
     pub(super) fn name(&self) -> &str {
         self.template.as_deref().unwrap_or_default()
+    }
+
+    pub(super) fn wants_spares(&self) -> bool {
+        self.spares
     }
 
     /// See [`release`].
@@ -346,17 +354,19 @@ pub(super) async fn retain_template(
     let server = server.clone();
     background()
         .spawn(async move {
-            retain(&server, &template).await?;
+            let users = retain(&server, &template).await?;
             Ok(TemplateUse {
                 server,
                 template: Some(template),
+                spares: users > 1 || keep_templates(),
             })
         })
         .await
         .map_err(|e| Error::TestDatabase(format!("housekeeping task failed: {e}")))?
 }
 
-async fn retain(server: &DatabaseConfig, template: &str) -> Result<()> {
+/// Returns how many test databases of this process now use the template.
+async fn retain(server: &DatabaseConfig, template: &str) -> Result<usize> {
     let maint = maintenance(server).await?;
     let mut all = users().lock().await;
     let users = all.entry(server_key(server)).or_default();
@@ -374,8 +384,9 @@ async fn retain(server: &DatabaseConfig, template: &str) -> Result<()> {
             .await
             .map_err(|e| lock_error("taking", e))?;
     }
-    *users.counts.entry(template.to_owned()).or_insert(0) += 1;
-    Ok(())
+    let n = users.counts.entry(template.to_owned()).or_insert(0);
+    *n += 1;
+    Ok(*n)
 }
 
 /// One test database cloned from `template` is gone. When it was this process's last, the
