@@ -9,13 +9,15 @@ use syn::parse_macro_input;
 mod from_row;
 mod test_attr;
 
-/// Runs an async test against a fresh database; see `pgdbm::test`.
+// Documented where `pgdbm` re-exports it (rustdoc would show both texts).
+#[allow(missing_docs)]
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     test_attr::expand(args, parse_macro_input!(item as syn::ItemFn)).into()
 }
 
-/// Derives `pgdbm::FromRow`; the attributes are documented on that trait.
+// Documented on the `pgdbm::FromRow` trait, with the re-export pointing there.
+#[allow(missing_docs)]
 #[proc_macro_derive(FromRow, attributes(pgdbm))]
 pub fn derive_from_row(item: TokenStream) -> TokenStream {
     let input = parse_macro_input!(item as syn::DeriveInput);
