@@ -198,17 +198,31 @@ async fn changed_migrations_build_a_new_template_and_old_ones_can_be_dropped() {
     assert!(second.manager().table_exists("more").await.unwrap());
     let two = templates().await;
     assert_eq!(two.len(), 2, "{two:?}");
+    // The old template is still in use (by `first`): housekeeping leaves it alone.
     let keep = Migrations::Dir(dir.clone());
     let dropped = testing::drop_stale_templates(&server, Some((&keep, None)))
         .await
         .unwrap();
-    assert_eq!(dropped, one);
-    let left = templates().await;
-    assert_eq!(left.len(), 1);
-    assert_ne!(left, one);
-    // Once their last test database is gone, templates go too (the first one is already).
+    assert_eq!(dropped, Vec::<String>::new());
+    // Once their last test database is gone, templates go too.
     first.cleanup().await.unwrap();
+    assert_eq!(templates().await.len(), 1);
+    assert_ne!(templates().await, one);
     second.cleanup().await.unwrap();
+    assert_eq!(templates().await, Vec::<String>::new());
+    // A template that a killed run left behind (nobody uses it) is housekeeping's to drop.
+    let maint = AsyncDatabaseManager::new(server.clone()).unwrap();
+    maint.connect().await.unwrap();
+    for sql in [
+        "CREATE DATABASE pgdbm_tpl_00000000deadbeef",
+        "ALTER DATABASE pgdbm_tpl_00000000deadbeef WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
+        "CREATE DATABASE pgdbm_spare_00000000deadbeef_1 TEMPLATE pgdbm_tpl_00000000deadbeef",
+    ] {
+        maint.execute(sql, &[]).await.unwrap();
+    }
+    maint.disconnect().await.unwrap();
+    let dropped = testing::drop_stale_templates(&server, None).await.unwrap();
+    assert_eq!(dropped, vec!["pgdbm_tpl_00000000deadbeef".to_owned()]);
     assert_eq!(templates().await, Vec::<String>::new());
     std::fs::remove_dir_all(&dir).unwrap();
 }

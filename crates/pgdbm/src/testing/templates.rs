@@ -225,7 +225,9 @@ pub(super) async fn retry_while_in_use(maint: &AsyncDatabaseManager, sql: &str) 
 }
 
 /// Drops template databases built for migration sets other than `keep` (pass the migrations
-/// you still use; `None` drops them all). Returns the names dropped.
+/// you still use; `None` drops them all), with their spare clones. Templates that a running
+/// test process uses are left alone (that process drops them when done). Returns the names
+/// of the templates dropped.
 pub async fn drop_stale_templates(
     server: &DatabaseConfig,
     keep: Option<(&Migrations, Option<&str>)>,
@@ -242,16 +244,37 @@ pub async fn drop_stale_templates(
             &[],
         )
         .await?;
-    // A template's spares share its hash: "pgdbm_spare_<hash>_…".
-    let keep_spares = keep_name
-        .as_deref()
-        .map(|k| format!("{SPARE_PREFIX}{}_", k.trim_start_matches(TEMPLATE_PREFIX)));
+    // Holds the exclusive use locks of what it drops, so no test process starts cloning those
+    // halfway; closing it at the end releases them.
+    let locks = maint.acquire().await?.detach();
+    let mut free: HashMap<String, bool> = HashMap::new();
     let mut dropped = Vec::new();
     for row in rows {
         let name: String = row.get(0)?;
-        if Some(&name) == keep_name.as_ref()
-            || keep_spares.as_deref().is_some_and(|k| name.starts_with(k))
-        {
+        // A spare's template shares its hash: "pgdbm_spare_<hash>_…".
+        let template = match name.strip_prefix(SPARE_PREFIX) {
+            Some(rest) => format!("{TEMPLATE_PREFIX}{}", rest.split('_').next().unwrap_or("")),
+            None => name.clone(),
+        };
+        if Some(&template) == keep_name.as_ref() {
+            continue;
+        }
+        let is_free = match free.get(&template) {
+            Some(f) => *f,
+            None => {
+                let f = locks
+                    .query_one(
+                        "SELECT pg_try_advisory_lock(hashtext($1))",
+                        &[&use_key(&template)],
+                    )
+                    .await
+                    .map_err(|e| lock_error("testing", e))?
+                    .get::<_, bool>(0);
+                free.insert(template.clone(), f);
+                f
+            }
+        };
+        if !is_free {
             continue;
         }
         drop_database(&maint, &name).await?;
@@ -259,6 +282,7 @@ pub async fn drop_stale_templates(
             dropped.push(name);
         }
     }
+    drop(locks);
     dropped.sort();
     Ok(dropped)
 }
