@@ -40,7 +40,7 @@ const USERINFO: &AsciiSet = &CONTROLS
 
 /// How to reach PostgreSQL and how to run the pool.
 ///
-/// Durations keep the seed's units (`f64` seconds, `Option<u64>` milliseconds) so a config file
+/// Durations keep Python pgdbm's units (`f64` seconds, `Option<u64>` milliseconds) so a config file
 /// written for Python pgdbm reads the same.
 ///
 /// ```

@@ -187,7 +187,7 @@ impl PgConn {
     }
 
     /// Rows affected. Without parameters the simple protocol is used, so a script of several
-    /// statements (DDL, say) runs as the seed's `execute` does.
+    /// statements (DDL, say) runs as Python pgdbm's `execute` does.
     pub(crate) async fn execute(
         &self,
         sql: &str,
