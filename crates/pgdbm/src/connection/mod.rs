@@ -37,10 +37,12 @@ use crate::tls::MakeTls;
 use crate::util::{now_micros, FxHasher};
 
 mod cancel;
+mod hosts;
 mod state;
 mod statements;
 
 pub(crate) use cancel::CancelTarget;
+pub(crate) use hosts::{describe_failures, Connected, HostFailure, Servers};
 pub(crate) use state::{SessionState, StateCell};
 pub(crate) use statements::Stale;
 
