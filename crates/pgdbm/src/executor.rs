@@ -2,7 +2,6 @@
 //! view of it, or a transaction.
 
 use std::future::Future;
-use std::pin::Pin;
 
 use postgres_types::FromSqlOwned;
 use tokio_postgres::types::ToSql;
@@ -10,14 +9,10 @@ use tokio_postgres::types::ToSql;
 use crate::error::Result;
 use crate::manager::AsyncDatabaseManager;
 use crate::params::Params;
+use crate::query::BoxFuture;
 use crate::record::Record;
 use crate::transaction::Transaction;
 use crate::FromRow;
-
-/// The batch methods' future, boxed: generic over their rows, an unboxed one would make a
-/// generic caller's future fail `tokio::spawn`'s `Send` check (a rustc limitation with
-/// higher-ranked lifetimes).
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 mod sealed {
     pub trait Sealed {}

@@ -1,5 +1,6 @@
 //! `copy_records_to_table`: binary `COPY … FROM STDIN`, encoded as the table's column types.
 
+use super::widen::{CopyColumn, NotLossless, WidenedRow};
 use super::{log_query, query_error, Runner};
 use crate::connection::PgConn;
 use crate::error::{Error, Result};
@@ -52,11 +53,15 @@ async fn copy_in<P: Params>(
         .prepare(select)
         .await
         .map_err(|e| query_error(e, select, std::iter::empty()))?;
-    let types: Vec<_> = probe.columns().iter().map(|c| c.type_().clone()).collect();
-    let names: Vec<String> = probe
+    let columns: Vec<CopyColumn> = probe
         .columns()
         .iter()
-        .map(|c| crate::template::quote_ident(c.name()))
+        .map(|c| CopyColumn::new(c.name().to_owned(), c.type_().clone()))
+        .collect();
+    let types: Vec<_> = columns.iter().map(|c| c.ty.clone()).collect();
+    let names: Vec<String> = columns
+        .iter()
+        .map(|c| crate::template::quote_ident(&c.name))
         .collect();
     drop(probe);
     let copy_sql = format!(
@@ -87,12 +92,20 @@ async fn copy_in<P: Params>(
             // Dropping the writer on error aborts the COPY on the server.
             writer
                 .as_mut()
-                .write_raw(param_iter(&row))
+                .write_raw(WidenedRow::new(&row, &columns))
                 .await
                 .map_err(|e| {
+                    // A type the column cannot take: the error names the column and both
+                    // types, and no value is needed to see why.
+                    let mismatch =
+                        std::error::Error::source(&e).is_some_and(|c| c.is::<NotLossless>());
                     let mut err = query_error(e, &copy_sql, param_iter(&row));
                     if let Error::Query { params, .. } = &mut err {
-                        *params = format!("record {i}: {params}");
+                        *params = if mismatch {
+                            format!("record {i}")
+                        } else {
+                            format!("record {i}: {params}")
+                        };
                     }
                     err
                 })?;

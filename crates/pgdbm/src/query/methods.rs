@@ -46,12 +46,18 @@ macro_rules! query_methods {
         ///     vec![("a@x.org", "A"), ("b@x.org", "B")]).await?;
         /// # Ok(()) }
         /// ```
-        pub async fn executemany<P: crate::params::Params>(
-            &self,
-            query: &str,
-            rows: impl IntoIterator<Item = P>,
-        ) -> Result<u64> {
-            crate::query::executemany(self, query, rows).await
+        // Boxed, like `copy_records_to_table`: see there.
+        pub fn executemany<'c, P, I>(
+            &'c self,
+            query: &'c str,
+            rows: I,
+        ) -> crate::query::BoxFuture<'c, Result<u64>>
+        where
+            P: crate::params::Params + Send + 'c,
+            I: IntoIterator<Item = P> + Send + 'c,
+            I::IntoIter: Send,
+        {
+            Box::pin(crate::query::executemany(self, query, rows))
         }
 
         /// The first column of the first row; `None` for no row and for SQL NULL.
@@ -198,18 +204,40 @@ macro_rules! query_methods {
         /// applied) or `schema.table`; values are encoded as the table's column types. Returns
         /// the number of rows copied. Outside a transaction it is all-or-nothing.
         ///
+        /// A value is widened to its column's type where that loses nothing: `i16`/`i32`
+        /// into `bigint`, `i16` into `integer`, `f32` (and `i16`/`i32`) into `double
+        /// precision`, any integer into `numeric`. Anything else that does not match, a
+        /// narrowing (`i64` into `integer`) included, is an error naming the column, its type
+        /// and the Rust type. Rows may borrow (`&str` from the caller's data), also in a
+        /// spawned task.
+        ///
         /// ```no_run
         /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
         /// let n = db.copy_records_to_table("users", vec![("c@x.org", "C")], Some(&["email", "name"])).await?;
+        ///
+        /// struct User { id: i64, email: String }
+        /// let users: Vec<User> = Vec::new();
+        /// db.copy_records_to_table("users", users.iter().map(|u| (u.id, u.email.as_str())),
+        ///     Some(&["id", "email"])).await?;
         /// # Ok(()) }
         /// ```
-        pub async fn copy_records_to_table<P: crate::params::Params>(
-            &self,
-            table: &str,
-            records: impl IntoIterator<Item = P>,
-            columns: Option<&[&str]>,
-        ) -> Result<u64> {
-            crate::query::copy_records_to_table(self, table, records, columns).await
+        // The future is boxed (and so `Send` by its type): generic over rows that borrow, an
+        // unboxed one makes the caller's future fail `tokio::spawn`'s `Send` check (a rustc
+        // limitation with higher-ranked lifetimes, "FnOnce is not general enough").
+        pub fn copy_records_to_table<'c, P, I>(
+            &'c self,
+            table: &'c str,
+            records: I,
+            columns: Option<&'c [&'c str]>,
+        ) -> crate::query::BoxFuture<'c, Result<u64>>
+        where
+            P: crate::params::Params + Send + 'c,
+            I: IntoIterator<Item = P> + Send + 'c,
+            I::IntoIter: Send,
+        {
+            Box::pin(crate::query::copy_records_to_table(
+                self, table, records, columns,
+            ))
         }
 
         /// Whether a table (or view) exists: `name` in the manager's schema (`public` without

@@ -1,0 +1,143 @@
+//! COPY: lossless widening in binary COPY, borrowed rows from spawned tasks, CSV in and out,
+//! and owned ('static) streams.
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn copy_widens_values_losslessly_to_the_column_type() {
+    let (db, _g) = schema_db().await;
+    db.execute(
+        "CREATE TABLE {{tables.w}} (big int8, mid int4, dbl float8, num numeric, small_big int8)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let rows = vec![
+        (i32::MAX, 7_i16, 1.5_f32, 123_456_789_i64, -3_i16),
+        (i32::MIN, -7_i16, -0.25_f32, i64::MIN, i16::MIN),
+    ];
+    let n = db
+        .copy_records_to_table("w", rows.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let back: Vec<(i64, i32, f64, String, i64)> = db
+        .fetch_all(
+            "SELECT big, mid, dbl, num::text, small_big FROM {{tables.w}} ORDER BY big DESC",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.get(0).unwrap(),
+                r.get(1).unwrap(),
+                r.get(2).unwrap(),
+                r.get(3).unwrap(),
+                r.get(4).unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(i64, i32, f64, String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.0.into(),
+                r.1.into(),
+                r.2.into(),
+                r.3.to_string(),
+                r.4.into(),
+            )
+        })
+        .collect();
+    assert_eq!(back, want);
+}
+
+#[tokio::test]
+async fn copy_refuses_a_lossy_conversion_naming_column_and_types() {
+    let (db, _g) = schema_db_with(pool_of(1)).await;
+    db.execute("CREATE TABLE {{tables.n}} (id int4, ratio real)", &[])
+        .await
+        .unwrap();
+    let e = db
+        .copy_records_to_table("n", vec![(1_i32, 0.5_f32), (2, 0.25)], None)
+        .await
+        .unwrap();
+    assert_eq!(e, 2);
+    for (rows, column, pg, rust) in [
+        (vec![(3_000_000_000_i64, 0.5_f32)], "id", "int4", "i64"),
+        (vec![(3_i64, 0.5_f32)], "id", "int4", "i64"),
+    ] {
+        let e = db.copy_records_to_table("n", rows, None).await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("column `{column}` is of type {pg}")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("Rust `{rust}`")), "{text}");
+        assert!(!text.contains("3000000000"), "{text}");
+    }
+    let e = db
+        .copy_records_to_table("n", vec![(4_i32, 0.1_f64)], None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("column `ratio` is of type float4"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("Rust `f64`"), "{e}");
+    let n: Option<i64> = db
+        .fetch_value("SELECT count(*) FROM {{tables.n}}", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, Some(2), "nothing written by the failed loads");
+}
+
+struct Item {
+    id: i64,
+    name: String,
+}
+
+/// Rows built from borrowed data (`&str` into the caller's structs) from a spawned task: the
+/// call's future is `Send`.
+#[tokio::test]
+async fn copy_borrowed_rows_from_a_spawned_task() {
+    let (db, _g) = schema_db().await;
+    db.execute("CREATE TABLE {{tables.items}} (id int8, name text)", &[])
+        .await
+        .unwrap();
+    let db2 = db.clone();
+    let copied = tokio::spawn(async move {
+        let items: Vec<Item> = (0..1000)
+            .map(|i| Item {
+                id: i,
+                name: format!("item {i}"),
+            })
+            .collect();
+        db2.copy_records_to_table(
+            "items",
+            items.iter().map(|r| (r.id, r.name.as_str())),
+            Some(&["id", "name"]),
+        )
+        .await
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(copied, 1000);
+    let last: Option<String> = db
+        .fetch_value("SELECT name FROM {{tables.items}} WHERE id = 999", &[])
+        .await
+        .unwrap();
+    assert_eq!(last.as_deref(), Some("item 999"));
+}
+
+fn pool_of(n: usize) -> impl FnOnce(&mut pgdbm::DatabaseConfig) {
+    move |c| {
+        c.min_connections = n;
+        c.max_connections = n;
+    }
+}
