@@ -3,7 +3,11 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
+use futures_util::{StreamExt, TryStreamExt};
+use pgdbm::{AsyncDatabaseManager, Error};
 
 #[tokio::test]
 async fn copy_widens_values_losslessly_to_the_column_type() {
@@ -140,4 +144,114 @@ fn pool_of(n: usize) -> impl FnOnce(&mut pgdbm::DatabaseConfig) {
         c.min_connections = n;
         c.max_connections = n;
     }
+}
+
+fn is_send_static<T: Send + 'static>(_: &T) {}
+
+/// Sessions of the server still running a query whose text contains `marker`.
+async fn active_with(marker: &str) -> i64 {
+    admin_value(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE state <> 'idle' \
+         AND pid <> pg_backend_pid() AND query LIKE '%{marker}%' AND query NOT LIKE '%pg_stat_activity%'"
+    ))
+    .await
+    .unwrap()
+    .parse()
+    .unwrap()
+}
+
+async fn settle<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < until,
+            "the condition did not settle in 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Built in one function, handed back from a spawned task, read in another: the stream owns
+/// its connection.
+async fn numbers(db: &AsyncDatabaseManager, upto: i32) -> pgdbm::Result<pgdbm::RecordStream> {
+    let upto = upto.to_string(); // a temporary parameter, gone before the stream is read
+    db.fetch_stream_owned(
+        "SELECT g FROM generate_series(1, $1::text::int4) g",
+        &[&upto],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_owned_stream_outlives_its_manager_borrow_and_its_task() {
+    let (db, _g) = schema_db().await;
+    let db2 = db.clone();
+    let stream = tokio::spawn(async move { numbers(&db2, 2500).await })
+        .await
+        .unwrap()
+        .unwrap();
+    is_send_static(&stream);
+    let read = tokio::spawn(async move {
+        stream
+            .map_ok(|r| r.get::<i32>(0).unwrap())
+            .try_collect::<Vec<i32>>()
+            .await
+    });
+    let got = read.await.unwrap().unwrap();
+    assert_eq!(got, (1..=2500).collect::<Vec<_>>());
+    // The connection went back to the pool when the stream ended.
+    let stats = db.get_pool_stats().await.unwrap();
+    assert_eq!(stats.used_size, 0, "{stats:?}");
+    // Bad SQL is reported by the call, before any stream exists, with its SQLSTATE.
+    let e = db
+        .fetch_stream_owned("SELECT nope FROM {{tables.missing}}", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("42P01"), "{e}");
+}
+
+#[tokio::test]
+async fn a_dropped_owned_stream_cancels_its_query_and_frees_its_connection() {
+    let (db, _g) = schema_db_with(pool_of(1)).await;
+    let marker = "owned_stream_drop_marker";
+    let sql =
+        format!("SELECT g, repeat('x', 2000) AS {marker} FROM generate_series(1, 20000000) g");
+    let mut stream = db
+        .without_timeout()
+        .fetch_stream_owned(&sql, &[])
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert!(stream.next().await.unwrap().is_ok());
+    }
+    drop(stream);
+    let started = std::time::Instant::now();
+    let one: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
+    assert_eq!(one, Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the next caller waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(active_with(marker).await, 0);
+}
+
+#[tokio::test]
+async fn an_owned_stream_times_out_waiting_for_a_row() {
+    let (db, _g) = schema_db_with(pool_of(1)).await;
+    let started = std::time::Instant::now();
+    let timed = db.with_timeout(Duration::from_millis(200));
+    let first = match timed.fetch_stream_owned("SELECT pg_sleep(3)", &[]).await {
+        Err(e) => Err(e),
+        Ok(mut s) => s.next().await.unwrap().map(|_| ()),
+    };
+    assert!(matches!(first, Err(Error::Timeout { .. })), "{first:?}");
+    assert!(started.elapsed() < Duration::from_millis(900));
+    let one: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
+    assert_eq!(one, Some(1));
+    settle(|| async { active_with("pg_sleep(3)").await == 0 }).await;
 }

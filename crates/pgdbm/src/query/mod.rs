@@ -77,6 +77,7 @@ pub(crate) use batch::executemany;
 pub(crate) use copy::copy_records_to_table;
 pub(crate) use methods::query_methods;
 pub(crate) use stream::stream_rows;
+pub use stream::RecordStream;
 
 /// The batch methods' future, boxed: generic over their rows, an unboxed one would make a
 /// generic caller's future fail `tokio::spawn`'s `Send` check (a rustc limitation with
