@@ -3,7 +3,10 @@
 
 use std::future::Future;
 
+use bytes::Bytes;
+use futures_util::Stream;
 use postgres_types::FromSqlOwned;
+use tokio::io::AsyncRead;
 use tokio_postgres::types::ToSql;
 
 use crate::error::Result;
@@ -12,7 +15,7 @@ use crate::params::Params;
 use crate::query::BoxFuture;
 use crate::record::Record;
 use crate::transaction::Transaction;
-use crate::FromRow;
+use crate::{CopyFormat, FromRow};
 
 mod sealed {
     pub trait Sealed {}
@@ -137,6 +140,24 @@ pub trait Executor: Send + Sync + sealed::Sealed {
         P: Params + Send + 'a,
         I: IntoIterator<Item = P> + Send + 'a,
         I::IntoIter: Send;
+
+    /// See [`AsyncDatabaseManager::copy_from_csv`].
+    fn copy_from_csv<'a, R>(
+        &'a self,
+        table: &'a str,
+        columns: Option<&'a [&'a str]>,
+        header: bool,
+        reader: R,
+    ) -> BoxFuture<'a, Result<u64>>
+    where
+        R: AsyncRead + Unpin + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::copy_to`].
+    fn copy_to<'a>(
+        &'a self,
+        source: &'a str,
+        format: CopyFormat,
+    ) -> impl Future<Output = Result<impl Stream<Item = Result<Bytes>> + Send + 'a>> + Send + 'a;
 
     /// See [`AsyncDatabaseManager::table_exists`].
     fn table_exists<'a>(&'a self, name: &'a str) -> impl Future<Output = Result<bool>> + Send + 'a;
@@ -285,6 +306,30 @@ macro_rules! executor_impl {
                 Box::pin(crate::query::copy_records_to_table(
                     self, table, records, columns,
                 ))
+            }
+
+            fn copy_from_csv<'a, R>(
+                &'a self,
+                table: &'a str,
+                columns: Option<&'a [&'a str]>,
+                header: bool,
+                reader: R,
+            ) -> BoxFuture<'a, Result<u64>>
+            where
+                R: AsyncRead + Unpin + Send + 'a,
+            {
+                let format = CopyFormat::Csv { header };
+                Box::pin(crate::query::copy_from(self, table, columns, format, reader))
+            }
+
+            fn copy_to<'a>(
+                &'a self,
+                source: &'a str,
+                format: CopyFormat,
+            ) -> impl Future<Output = Result<impl Stream<Item = Result<Bytes>> + Send + 'a>>
+                   + Send
+                   + 'a {
+                crate::query::copy_to(self, source, format)
             }
 
             fn table_exists<'a>(

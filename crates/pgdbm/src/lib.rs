@@ -86,7 +86,7 @@ pub use params::Params;
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use pgdbm_macros::FromRow;
 pub use pool::Pool;
-pub use query::RecordStream;
+pub use query::{CopyFormat, CopyOutStream, RecordStream};
 pub use record::{ColumnIndex, FromRow, Record};
 pub use stats::{PoolStats, PoolStatus};
 pub use transaction::Transaction;

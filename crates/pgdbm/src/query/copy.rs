@@ -14,20 +14,7 @@ pub(crate) async fn copy_records_to_table<E: Runner, P: Params>(
     columns: Option<&[&str]>,
 ) -> Result<u64> {
     let qualified = qualify_table(table, ex.templates().schema())?;
-    let column_list = match columns {
-        Some(cols) => {
-            if cols.is_empty() {
-                return Err(Error::Schema(
-                    "columns must not be empty; pass None for all columns".into(),
-                ));
-            }
-            for c in cols {
-                check_identifier(c, "column")?;
-            }
-            Some(cols.join(", "))
-        }
-        None => None,
-    };
+    let column_list = column_list(columns)?;
     let select = format!(
         "SELECT {} FROM {qualified} LIMIT 0",
         column_list.as_deref().unwrap_or("*")
@@ -39,6 +26,22 @@ pub(crate) async fn copy_records_to_table<E: Runner, P: Params>(
     all_or_nothing!(ex, &select, |conn| copy_in(
         conn, &qualified, &select, records
     ))
+}
+
+/// The COPY's column list, each name checked: `None` for all columns.
+pub(crate) fn column_list(columns: Option<&[&str]>) -> Result<Option<String>> {
+    let Some(cols) = columns else {
+        return Ok(None);
+    };
+    if cols.is_empty() {
+        return Err(Error::Schema(
+            "columns must not be empty; pass None for all columns".into(),
+        ));
+    }
+    for c in cols {
+        check_identifier(c, "column")?;
+    }
+    Ok(Some(cols.join(", ")))
 }
 
 async fn copy_in<P: Params>(

@@ -240,6 +240,60 @@ macro_rules! query_methods {
             ))
         }
 
+        /// Streams CSV from `reader` (a file, a request body, anything `AsyncRead`) into
+        /// `table` with `COPY … FROM STDIN (FORMAT csv)`. `table` is a plain name (the
+        /// manager's schema is applied) or `schema.table`; `columns` are the CSV's columns in
+        /// order (`None`: all, in table order); `header`: the first line holds column names and
+        /// is skipped. Returns the number of rows written. All-or-nothing: a malformed line is an
+        /// [`Error::Query`](crate::Error::Query) with the server's SQLSTATE (its `params` name
+        /// the line), a failing reader is [`Error::Io`](crate::Error::Io), and nothing is
+        /// written. The call's timeout covers the whole load.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let csv: &[u8] = b"email,name\na@x.org,A\nb@x.org,B\n";
+        /// let n = db.copy_from_csv("users", Some(&["email", "name"]), true, csv).await?;
+        /// assert_eq!(n, 2);
+        /// # Ok(()) }
+        /// ```
+        pub async fn copy_from_csv<R>(
+            &self,
+            table: &str,
+            columns: Option<&[&str]>,
+            header: bool,
+            reader: R,
+        ) -> Result<u64>
+        where
+            R: tokio::io::AsyncRead + Unpin + Send,
+        {
+            let format = crate::CopyFormat::Csv { header };
+            crate::query::copy_from(self, table, columns, format, reader).await
+        }
+
+        /// Exports with `COPY … TO STDOUT`: a stream of bytes in `format` (CSV, text or
+        /// binary). `source` is a table name (`users`, `schema.users`) or a query (`SELECT …`,
+        /// templates applied; COPY takes no parameters). The timeout covers the wait for the
+        /// first chunk and then each wait for the next one; a stream dropped before its end
+        /// cancels the COPY on the server, and its connection is reused only once idle.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// use futures_util::TryStreamExt;
+        /// use pgdbm::CopyFormat;
+        /// let csv = db
+        ///     .copy_to("SELECT id, email FROM {{tables.users}} ORDER BY id", CopyFormat::Csv { header: true })
+        ///     .await?;
+        /// let chunks: Vec<bytes::Bytes> = csv.try_collect().await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn copy_to(
+            &self,
+            source: &str,
+            format: crate::CopyFormat,
+        ) -> Result<impl futures_util::Stream<Item = Result<bytes::Bytes>> + Send + '_> {
+            crate::query::copy_to(self, source, format).await
+        }
+
         /// Whether a table (or view) exists: `name` in the manager's schema (`public` without
         /// one), or `schema.name`.
         pub async fn table_exists(&self, name: &str) -> Result<bool> {

@@ -69,12 +69,17 @@ macro_rules! all_or_nothing {
 
 mod batch;
 mod copy;
+mod copy_in;
+mod copy_out;
 mod methods;
 mod stream;
 mod widen;
 
 pub(crate) use batch::executemany;
 pub(crate) use copy::copy_records_to_table;
+pub(crate) use copy_in::copy_from;
+pub(crate) use copy_out::copy_to;
+pub use copy_out::{CopyFormat, CopyOutStream};
 pub(crate) use methods::query_methods;
 pub(crate) use stream::stream_rows;
 pub use stream::RecordStream;

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, TryStreamExt};
@@ -26,67 +25,125 @@ pub(crate) struct Streaming<S, C, N> {
     sql: String,
     timeout: Option<Duration>,
     deadline: Option<Instant>,
-    /// The executor's `note_error`.
+    /// Whom to tell of a failure (the executor's `note_error`).
     note: N,
 }
 
-/// Starts a streaming statement (`opening`) on `conn` under the call's `deadline`, which
-/// also covers the wait for the first item. `on_error` wraps a driver error. On a timeout the
-/// connection is left cancelling.
-pub(crate) async fn open<S>(
-    conn: &PgConn,
-    sql: &str,
-    deadline: Option<Instant>,
-    opening: impl Future<Output = Result<S, tokio_postgres::Error>>,
-    on_error: impl FnOnce(tokio_postgres::Error) -> Error,
-) -> Result<S> {
-    let started = Instant::now();
-    conn.begin_op()?;
-    let opened = match deadline {
-        Some(d) => tokio::time::timeout_at(d.into(), opening).await.ok(),
-        None => Some(opening.await),
-    };
-    match opened {
-        Some(Ok(items)) => Ok(items),
-        Some(Err(e)) => {
-            conn.forget_if_stale(sql, &e);
-            conn.end_op();
-            Err(on_error(e))
-        }
-        None => {
-            conn.start_cancelling();
-            Err(Error::Timeout {
-                operation: shorten_sql(sql),
-                after: started.elapsed(),
-            })
-        }
+/// Who hears of a streaming call's failures: the executor that started it.
+pub(crate) trait NoteError: Send {
+    fn note(&self, error: &Error);
+}
+
+impl<E: Runner> NoteError for &E {
+    fn note(&self, error: &Error) {
+        self.note_error(error)
     }
 }
 
-impl<S, T, C, N> Streaming<S, C, N>
+impl NoteError for AsyncDatabaseManager {
+    fn note(&self, error: &Error) {
+        self.note_error(error)
+    }
+}
+
+/// What a streaming call sends: the statement that starts the stream, and how its errors are
+/// wrapped.
+pub(crate) trait Opener {
+    type Items: Stream<Item = Result<Self::Item, tokio_postgres::Error>> + Send;
+    type Item;
+    fn open<'c>(
+        &'c self,
+        conn: &'c PgConn,
+        sql: &'c str,
+    ) -> impl Future<Output = Result<Self::Items, tokio_postgres::Error>> + Send + 'c;
+    fn error(&self, e: tokio_postgres::Error, sql: &str) -> Error;
+}
+
+/// Starts `opener`'s statement on `conn` under the call's `deadline`, which also covers the
+/// wait for the first item. On a timeout the connection is left cancelling.
+pub(crate) async fn start<O: Opener, C, N>(
+    conn: C,
+    sql: String,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    note: N,
+    opener: O,
+) -> Result<Streaming<O::Items, C, N>>
 where
-    S: Stream<Item = Result<T, tokio_postgres::Error>> + Send,
     C: Deref<Target = PgConn> + Send,
-    N: Fn(&Error) + Send,
+    N: NoteError,
 {
-    pub(crate) fn new(
-        items: S,
-        conn: C,
-        sql: String,
-        timeout: Option<Duration>,
-        deadline: Option<Instant>,
-        note: N,
-    ) -> Self {
-        Streaming {
+    let started = Instant::now();
+    let opened = match conn.begin_op() {
+        Err(e) => Err(e),
+        Ok(()) => {
+            let opening = opener.open(&conn, &sql);
+            let opened = match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), opening).await.ok(),
+                None => Some(opening.await),
+            };
+            match opened {
+                Some(Ok(items)) => Ok(items),
+                Some(Err(e)) => {
+                    conn.forget_if_stale(&sql, &e);
+                    conn.end_op();
+                    Err(opener.error(e, &sql))
+                }
+                None => {
+                    conn.start_cancelling();
+                    Err(Error::Timeout {
+                        operation: shorten_sql(&sql),
+                        after: started.elapsed(),
+                    })
+                }
+            }
+        }
+    };
+    match opened {
+        Ok(items) => Ok(Streaming {
             items: Box::pin(items),
             conn,
             sql,
             timeout,
             deadline,
             note,
+        }),
+        Err(e) => {
+            note.note(&e);
+            Err(e)
         }
     }
+}
 
+/// Starts a stream on a connection of `ex`: the stream borrows it.
+pub(crate) async fn start_on<'e, E: Runner, O: Opener>(
+    ex: &'e E,
+    sql: String,
+    opener: O,
+) -> Result<Streaming<O::Items, ConnRef<'e>, &'e E>> {
+    let deadline = ex.deadline();
+    let conn = ex.conn(deadline).await?;
+    start(conn, sql, ex.timeout(), deadline, ex, opener).await
+}
+
+/// Starts a stream on a connection of its own from the manager's pool: the stream owns it,
+/// and a handle on the manager, and is `'static`.
+pub(crate) async fn start_owned<O: Opener>(
+    db: &AsyncDatabaseManager,
+    sql: String,
+    opener: O,
+) -> Result<Streaming<O::Items, ConnRef<'static>, AsyncDatabaseManager>> {
+    let deadline = db.deadline();
+    let conn = ConnRef::Pooled(db.pool()?.get(deadline).await?);
+    start(conn, sql, db.timeout(), deadline, db.clone(), opener).await
+}
+
+impl<S, T, C, N> Streaming<S, C, N>
+where
+    S: Stream<Item = Result<T, tokio_postgres::Error>> + Send,
+    C: Deref<Target = PgConn> + Send,
+    N: NoteError,
+{
     /// The items, each mapped by `map`, each wait for the next one under the timeout. On
     /// expiry the stream yields [`Error::Timeout`] and ends; the connection is then released
     /// cancelling, and recovered out of the pool.
@@ -102,7 +159,7 @@ where
                             operation: shorten_sql(&st.sql),
                             after: st.timeout.unwrap_or_default(),
                         };
-                        (st.note)(&err);
+                        st.note.note(&err);
                         return Some((Err(err), None));
                     }
                 },
@@ -120,7 +177,7 @@ where
                 Err(e) => {
                     st.conn.end_op();
                     let err = query_error(e, &st.sql, std::iter::empty());
-                    (st.note)(&err);
+                    st.note.note(&err);
                     Some((Err(err), None))
                 }
             }
@@ -138,57 +195,83 @@ pub(crate) async fn stream_rows<'e, E: Runner>(
 ) -> Result<impl Stream<Item = Result<Record>> + Send + 'e> {
     let sql = ex.templates().render(query)?.into_owned();
     log_query(&sql, params.iter().copied());
-    let deadline = ex.deadline();
-    let conn = ex.conn(deadline).await?;
-    let rows = match open_rows(ex, &conn, &sql, deadline, params).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            ex.note_error(&e);
-            return Err(e);
+    let opener = Rows {
+        params,
+        in_transaction: ex.in_transaction(),
+    };
+    Ok(start_on(ex, sql, opener).await?.into_stream(Record::new))
+}
+
+/// A query's rows. The driver encodes the parameters before it returns the stream, so the
+/// stream borrows nothing of them.
+struct Rows<'p> {
+    params: &'p [&'p (dyn ToSql + Sync)],
+    in_transaction: bool,
+}
+
+impl Opener for Rows<'_> {
+    type Items = tokio_postgres::RowStream;
+    type Item = tokio_postgres::Row;
+
+    fn open<'c>(
+        &'c self,
+        conn: &'c PgConn,
+        sql: &'c str,
+    ) -> impl Future<Output = Result<Self::Items, tokio_postgres::Error>> + Send + 'c {
+        conn.query_stream(sql, self.params, self.in_transaction)
+    }
+
+    fn error(&self, e: tokio_postgres::Error, sql: &str) -> Error {
+        query_error(e, sql, self.params.iter().copied())
+    }
+}
+
+/// A public stream type that owns its pooled connection: a boxed stream of `$item`.
+macro_rules! owned_stream {
+    ($(#[$doc:meta])* $name:ident, $item:ty) => {
+        $(#[$doc])*
+        #[must_use = "a stream does nothing unless polled; dropping it cancels its statement"]
+        pub struct $name {
+            inner: std::pin::Pin<Box<dyn futures_util::Stream<Item = crate::Result<$item>> + Send>>,
+        }
+
+        impl $name {
+            pub(crate) fn new(
+                inner: impl futures_util::Stream<Item = crate::Result<$item>> + Send + 'static,
+            ) -> Self {
+                $name { inner: Box::pin(inner) }
+            }
+        }
+
+        impl futures_util::Stream for $name {
+            type Item = crate::Result<$item>;
+
+            fn poll_next(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Self::Item>> {
+                self.inner.as_mut().poll_next(cx)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
         }
     };
-    let note = move |e: &Error| ex.note_error(e);
-    Ok(Streaming::new(rows, conn, sql, ex.timeout(), deadline, note).into_stream(Record::new))
 }
 
-/// Starts a row stream. The driver encodes the parameters before it returns the stream, so
-/// the stream borrows nothing of them.
-async fn open_rows<E: Runner>(
-    ex: &E,
-    conn: &PgConn,
-    sql: &str,
-    deadline: Option<Instant>,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<tokio_postgres::RowStream> {
-    let opening = conn.query_stream(sql, params, ex.in_transaction());
-    open(conn, sql, deadline, opening, |e| {
-        query_error(e, sql, params.iter().copied())
-    })
-    .await
-}
+pub(crate) use owned_stream;
 
-/// Rows as a stream that owns its pooled connection: `Send + 'static`, so it can be returned
-/// from a function, moved into a spawned task or become an HTTP response body. Made by
-/// [`AsyncDatabaseManager::fetch_stream_owned`]; it behaves exactly as
-/// [`fetch_stream`](AsyncDatabaseManager::fetch_stream)'s stream.
-#[must_use = "a stream does nothing unless polled; dropping it cancels its query"]
-pub struct RecordStream {
-    inner: Pin<Box<dyn Stream<Item = Result<Record>> + Send>>,
-}
-
-impl Stream for RecordStream {
-    type Item = Result<Record>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
-    }
-}
-
-impl std::fmt::Debug for RecordStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecordStream").finish_non_exhaustive()
-    }
-}
+owned_stream!(
+    /// Rows as a stream that owns its pooled connection: `Send + 'static`, so it can be
+    /// returned from a function, moved into a spawned task or become an HTTP response body.
+    /// Made by [`AsyncDatabaseManager::fetch_stream_owned`]; it behaves exactly as
+    /// [`fetch_stream`](AsyncDatabaseManager::fetch_stream)'s stream.
+    RecordStream,
+    Record
+);
 
 impl AsyncDatabaseManager {
     /// [`fetch_stream`](Self::fetch_stream) whose stream owns its connection (and a handle on
@@ -218,20 +301,11 @@ impl AsyncDatabaseManager {
     ) -> Result<RecordStream> {
         let sql = self.templates().render(query)?.into_owned();
         log_query(&sql, params.iter().copied());
-        let deadline = self.deadline();
-        let conn = ConnRef::Pooled(self.pool()?.get(deadline).await?);
-        let rows = match open_rows(self, &conn, &sql, deadline, params).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                self.note_error(&e);
-                return Err(e);
-            }
+        let opener = Rows {
+            params,
+            in_transaction: false,
         };
-        let db = self.clone();
-        let note = move |e: &Error| db.note_error(e);
-        let rows = Streaming::new(rows, conn, sql, self.timeout(), deadline, note);
-        Ok(RecordStream {
-            inner: Box::pin(rows.into_stream(Record::new)),
-        })
+        let rows = start_owned(self, sql, opener).await?;
+        Ok(RecordStream::new(rows.into_stream(Record::new)))
     }
 }
