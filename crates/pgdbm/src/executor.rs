@@ -129,6 +129,13 @@ pub trait Executor: Send + Sync + sealed::Sealed {
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a;
 
+    /// See [`AsyncDatabaseManager::fetch_stream`].
+    fn fetch_stream<'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<impl Stream<Item = Result<Record>> + Send + 'a>> + Send + 'a;
+
     /// See [`AsyncDatabaseManager::copy_records_to_table`].
     fn copy_records_to_table<'a, P, I>(
         &'a self,
@@ -290,6 +297,16 @@ macro_rules! executor_impl {
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
                 crate::query::fetch_all_mapped(self, query, params, |r| r.get::<T>(0))
+            }
+
+            fn fetch_stream<'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<impl Stream<Item = Result<Record>> + Send + 'a>>
+                   + Send
+                   + 'a {
+                crate::query::stream_rows(self, query, params)
             }
 
             fn copy_records_to_table<'a, P, I>(

@@ -218,8 +218,7 @@ async fn an_owned_stream_outlives_its_manager_borrow_and_its_task() {
 async fn a_dropped_owned_stream_cancels_its_query_and_frees_its_connection() {
     let (db, _g) = schema_db_with(pool_of(1)).await;
     let marker = "owned_stream_drop_marker";
-    let sql =
-        format!("SELECT g, repeat('x', 2000) AS {marker} FROM generate_series(1, 3000000) g");
+    let sql = format!("SELECT g, repeat('x', 2000) AS {marker} FROM generate_series(1, 3000000) g");
     let mut stream = db
         .without_timeout()
         .fetch_stream_owned(&sql, &[])

@@ -325,3 +325,32 @@ async fn csv_in_and_out_inside_a_transaction() {
     tx.commit().await.unwrap();
     assert_eq!(count(&db, "t").await, 1);
 }
+
+/// Streams through the `Executor` trait, on the manager and inside a transaction alike.
+async fn ids(db: &impl Executor) -> Vec<i32> {
+    let rows = db
+        .fetch_stream("SELECT id FROM {{tables.t}} ORDER BY id", &[])
+        .await
+        .unwrap();
+    rows.map_ok(|r| r.get::<i32>(0).unwrap())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn fetch_stream_through_the_executor_trait() {
+    let (db, _g) = schema_db_with(pool_of(1)).await;
+    table(&db, "t").await;
+    Executor::copy_from_csv(&db, "t", Some(&["id"]), false, &b"2\n1\n"[..])
+        .await
+        .unwrap();
+    assert_eq!(ids(&db).await, vec![1, 2]);
+    let tx = db.transaction().await.unwrap();
+    tx.execute("INSERT INTO {{tables.t}} (id) VALUES (3)", &[])
+        .await
+        .unwrap();
+    assert_eq!(ids(&tx).await, vec![1, 2, 3]);
+    tx.rollback().await.unwrap();
+    assert_eq!(ids(&db).await, vec![1, 2]);
+}
