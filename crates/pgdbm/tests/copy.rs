@@ -139,41 +139,7 @@ async fn copy_borrowed_rows_from_a_spawned_task() {
     assert_eq!(last.as_deref(), Some("item 999"));
 }
 
-fn pool_of(n: usize) -> impl FnOnce(&mut pgdbm::DatabaseConfig) {
-    move |c| {
-        c.min_connections = n;
-        c.max_connections = n;
-    }
-}
-
 fn is_send_static<T: Send + 'static>(_: &T) {}
-
-/// Sessions of the server still running a query whose text contains `marker`.
-async fn active_with(marker: &str) -> i64 {
-    admin_value(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE state <> 'idle' \
-         AND pid <> pg_backend_pid() AND query LIKE '%{marker}%' AND query NOT LIKE '%pg_stat_activity%'"
-    ))
-    .await
-    .unwrap()
-    .parse()
-    .unwrap()
-}
-
-async fn settle<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < until,
-            "the condition did not settle in 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Built in one function, handed back from a spawned task, read in another: the stream owns
 /// its connection.
@@ -228,14 +194,7 @@ async fn a_dropped_owned_stream_cancels_its_query_and_frees_its_connection() {
         assert!(stream.next().await.unwrap().is_ok());
     }
     drop(stream);
-    let started = std::time::Instant::now();
-    let one: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
-    assert_eq!(one, Some(1));
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the next caller waited {:?}",
-        started.elapsed()
-    );
+    served_at_once(&db).await;
     assert_eq!(active_with(marker).await, 0);
 }
 

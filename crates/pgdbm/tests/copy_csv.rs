@@ -10,13 +10,6 @@ use common::*;
 use futures_util::{StreamExt, TryStreamExt};
 use pgdbm::{AsyncDatabaseManager, CopyFormat, Error, Executor};
 
-fn pool_of(n: usize) -> impl FnOnce(&mut pgdbm::DatabaseConfig) {
-    move |c| {
-        c.min_connections = n;
-        c.max_connections = n;
-    }
-}
-
 const CSV: CopyFormat = CopyFormat::Csv { header: true };
 
 async fn table(db: &AsyncDatabaseManager, name: &str) {
@@ -37,18 +30,6 @@ async fn count(db: &impl Executor, name: &str) -> i64 {
         .unwrap()
 }
 
-/// Sessions of the server (other than ours) running a statement whose text has `marker`.
-async fn active_with(marker: &str) -> i64 {
-    admin_value(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE state <> 'idle' AND pid <> pg_backend_pid() \
-         AND query LIKE '%{marker}%' AND query NOT LIKE '%pg_stat_activity%'"
-    ))
-    .await
-    .unwrap()
-    .parse()
-    .unwrap()
-}
-
 /// Sessions of the server left inside a transaction or a COPY (other than ours).
 async fn sessions_not_idle(db: &AsyncDatabaseManager) -> i64 {
     let app: String = db
@@ -65,21 +46,6 @@ async fn sessions_not_idle(db: &AsyncDatabaseManager) -> i64 {
     .unwrap()
     .parse()
     .unwrap()
-}
-
-async fn settle<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(
-            Instant::now() < until,
-            "the condition did not settle in 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn collect(stream: impl futures_util::Stream<Item = pgdbm::Result<Bytes>>) -> Vec<u8> {
@@ -238,14 +204,7 @@ async fn a_dropped_copy_to_stream_cancels_the_copy() {
                 assert!(!s.next().await.unwrap().unwrap().is_empty());
             }
         }
-        let started = Instant::now();
-        let one: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
-        assert_eq!(one, Some(1));
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "the next caller waited {:?}",
-            started.elapsed()
-        );
+        served_at_once(&db).await;
         assert_eq!(active_with(marker).await, 0);
         assert_eq!(sessions_not_idle(&db).await, 0);
     }

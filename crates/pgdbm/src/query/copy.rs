@@ -76,8 +76,7 @@ async fn copy_in<P: Params>(
         .copy_in(&copy_sql)
         .await
         .map_err(|e| query_error(e, &copy_sql, std::iter::empty()))?;
-    conn.set_copying(true);
-    let copied = async {
+    in_copy(conn, async {
         let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
         futures_util::pin_mut!(writer);
         for (i, row) in records.into_iter().enumerate() {
@@ -117,10 +116,20 @@ async fn copy_in<P: Params>(
             .finish()
             .await
             .map_err(|e| query_error(e, &copy_sql, std::iter::empty()))
-    }
-    .await;
-    // Finished or aborted by the driver (the writer is gone): no longer streaming. Dropped
-    // before this line, the state stays `Copy` and the connection is rolled back or closed.
+    })
+    .await
+}
+
+/// Runs `send`, which streams a started `COPY … FROM STDIN` and finishes it (or, failing,
+/// drops its sink, which aborts the COPY on the server), in the `Copy` session state.
+pub(crate) async fn in_copy(
+    conn: &PgConn,
+    send: impl std::future::Future<Output = Result<u64>>,
+) -> Result<u64> {
+    conn.set_copying(true);
+    let copied = send.await;
+    // Finished or aborted (the sink is gone): no longer streaming. Dropped before this line,
+    // the state stays `Copy` and the connection is rolled back or closed.
     conn.set_copying(false);
     let n = copied?;
     conn.queries

@@ -4,7 +4,7 @@ use bytes::BytesMut;
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::copy::column_list;
+use super::copy::{column_list, in_copy};
 use super::copy_out::CopyFormat;
 use super::{log_query, query_error, Runner};
 use crate::connection::PgConn;
@@ -38,8 +38,7 @@ async fn send<R: AsyncRead + Unpin>(conn: &PgConn, sql: &str, mut reader: R) -> 
         .copy_in::<_, bytes::Bytes>(sql)
         .await
         .map_err(|e| query_error(e, sql, std::iter::empty()))?;
-    conn.set_copying(true);
-    let copied = async {
+    in_copy(conn, async {
         futures_util::pin_mut!(sink);
         let mut buf = BytesMut::with_capacity(CHUNK);
         loop {
@@ -59,15 +58,8 @@ async fn send<R: AsyncRead + Unpin>(conn: &PgConn, sql: &str, mut reader: R) -> 
             }
         }
         sink.as_mut().finish().await.map_err(|e| copy_error(e, sql))
-    }
-    .await;
-    // Finished or aborted (the sink is gone): no longer streaming. Dropped before this line,
-    // the state stays `Copy` and the connection is rolled back or closed.
-    conn.set_copying(false);
-    let n = copied?;
-    conn.queries
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(n)
+    })
+    .await
 }
 
 /// A server error in the data names the line it was found on (from the error's context,
