@@ -275,6 +275,8 @@ async fn csv_in_and_out_inside_a_transaction() {
     )
     .await;
     assert_eq!(out, b"id\n1\n2\n");
+    let table = collect(tx.copy_to("{{tables.t}}", CopyFormat::Text).await.unwrap()).await;
+    assert_eq!(table, b"1\ta\t\\N\n2\tb\t\\N\n");
     tx.rollback().await.unwrap();
     assert_eq!(count(&db, "t").await, 0);
     let tx = db.transaction().await.unwrap();

@@ -43,10 +43,13 @@ impl CopyFormat {
 /// `COPY (query) TO STDOUT …`, or `COPY table TO STDOUT …` for a bare table name.
 fn copy_out_sql<E: Runner>(ex: &E, source: &str, format: CopyFormat) -> Result<String> {
     let source = source.trim();
-    // A query always has a space; a word (or `schema.table`) is a table name, checked as one.
+    // A query always has a space; a word (or `schema.table`) is a table name, checked as one;
+    // `{{tables.t}}` is one too, checked by its rendering.
     let from = if source.contains(char::is_whitespace) {
         let query = ex.templates().render(source)?;
         format!("({})", query.trim_end().trim_end_matches(';'))
+    } else if source.starts_with("{{") {
+        ex.templates().render(source)?.into_owned()
     } else {
         qualify_table(source, ex.templates().schema())?
     };
