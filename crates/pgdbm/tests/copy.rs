@@ -141,6 +141,32 @@ async fn copy_borrowed_rows_from_a_spawned_task() {
 
 fn is_send_static<T: Send + 'static>(_: &T) {}
 
+/// The bound an HTTP framework puts on a streamed response body (axum's `Body::from_stream`).
+fn fits_a_response_body<S>(_: &S)
+where
+    S: futures_util::TryStream + Send + 'static,
+    S::Ok: Into<bytes::Bytes>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+}
+
+#[tokio::test]
+async fn owned_streams_fit_a_response_body() {
+    let (db, _g) = schema_db().await;
+    let csv = db
+        .copy_to_owned("SELECT 1", pgdbm::CopyFormat::Csv { header: false })
+        .await
+        .unwrap();
+    fits_a_response_body(&csv);
+    let rows = db.fetch_stream_owned("SELECT 1 AS one", &[]).await.unwrap();
+    let lines = rows.and_then(|r| async move { Ok(format!("{}\n", r.to_json()?)) });
+    fits_a_response_body(&lines);
+    let body: Vec<String> = lines.try_collect().await.unwrap();
+    assert_eq!(body, vec!["{\"one\":1}\n"]);
+    let csv: Vec<bytes::Bytes> = csv.try_collect().await.unwrap();
+    assert_eq!(csv.concat(), b"1\n");
+}
+
 /// Built in one function, handed back from a spawned task, read in another: the stream owns
 /// its connection.
 async fn numbers(db: &AsyncDatabaseManager, upto: i32) -> pgdbm::Result<pgdbm::RecordStream> {
