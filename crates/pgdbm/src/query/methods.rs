@@ -206,7 +206,7 @@ macro_rules! query_methods {
         ///
         /// A value is widened to its column's type where that loses nothing: `i16`/`i32`
         /// into `bigint`, `i16` into `integer`, `f32` (and `i16`/`i32`) into `double
-        /// precision`, any integer into `numeric`. Anything else that does not match, a
+        /// precision`, `i16`/`i32`/`i64` into `numeric`. Anything else that does not match, a
         /// narrowing (`i64` into `integer`) included, is an error naming the column, its type
         /// and the Rust type. Rows may borrow (`&str` from the caller's data), also in a
         /// spawned task.
