@@ -29,7 +29,8 @@
 //!
 //! Modules by capability: [`config`](DatabaseConfig), templates, [`pool`](Pool),
 //! [`manager`](AsyncDatabaseManager), [`transaction`](Transaction), rows and values
-//! ([`Record`], [`Value`], [`types`]), COPY and batches ([`Params`]), [`Error`]s, and
+//! ([`Record`], [`Value`], [`types`]), streams ([`RecordStream`]), COPY and batches ([`Params`],
+//! [`CopyFormat`]), [`Error`]s, and
 //! [`Executor`] for code that runs on the manager or inside a transaction alike, and
 //! LISTEN/NOTIFY ([`Listener`], [`AsyncDatabaseManager::notify`]).
 
@@ -51,6 +52,7 @@ mod pool;
 mod query;
 mod record;
 mod stats;
+mod target;
 mod template;
 mod tls;
 mod transaction;
@@ -111,6 +113,7 @@ pub use params::Params;
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use pgdbm_macros::FromRow;
 pub use pool::Pool;
+pub use query::{CopyFormat, CopyOutStream, RecordStream};
 pub use record::{ColumnIndex, FromRow, Record};
 /// Used by `#[derive(FromRow)]`; not part of the stable API.
 #[doc(hidden)]
