@@ -12,9 +12,9 @@ use tokio_postgres::Row;
 use crate::error::Error;
 use crate::value::{hex_bytea, RawColumn, Value};
 
-/// Deserializes `T` from `row`, fields matched to columns by name. Every field serde asks
-/// for must be a column: serde would otherwise quietly fill a missing `Option` field with
-/// `None`, hiding a misspelt or renamed column.
+/// Deserializes `T` from `row`, fields matched to columns by name. A field with no column is
+/// an error when the row also has a column that no field reads: serde would otherwise quietly
+/// fill a missing `Option` field with `None`, hiding a misspelt or renamed column.
 pub(crate) fn from_row<T: DeserializeOwned>(row: &Row) -> Result<T, Error> {
     let mut current = None;
     let mut missing = None;
@@ -49,11 +49,10 @@ fn missing_field(row: &Row, field: &str) -> Error {
         field,
         "-",
         format!(
-            "missing field `{field}`: the row has no such column (it has {names:?}). \
-             fetch_*_as_model reads columns by serde's field names (#[serde(rename = \"...\")]), \
-             and #[serde(default)] does not make a column optional there; #[pgdbm(...)] \
-             attributes serve fetch_*_as (FromRow). Select the column, or read the struct \
-             with fetch_*_as and #[pgdbm(default)]"
+            "missing field `{field}`: the row has no such column (it has {names:?}, and not \
+             every one of them is read). fetch_*_as_model reads columns by serde's field names \
+             (#[serde(rename = \"...\")]); #[pgdbm(...)] attributes serve fetch_*_as (FromRow). \
+             Rename the field or the column, or select only the columns the struct reads"
         ),
     )
 }
@@ -117,13 +116,20 @@ impl<'de, 'r: 'de, 'c> de::Deserializer<'de> for RowDe<'r, 'c> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
+        // A field without its column, while the row has a column no field reads, is most
+        // likely a misspelt or renamed field (a name only `#[pgdbm(rename)]` knows, say): an
+        // error. Without such a column, serde's own rules stand (`Option` gives `None`,
+        // `#[serde(default)]` its default), and an alias that the row does not use is fine.
         let columns = self.row.columns();
-        if let Some(field) = fields
-            .iter()
-            .find(|f| !columns.iter().any(|c| c.name() == **f))
-        {
-            *self.missing = Some(field);
-            return Err(DeError(format!("missing field `{field}`")));
+        let unread = columns.iter().any(|c| !fields.contains(&c.name()));
+        if unread {
+            if let Some(field) = fields
+                .iter()
+                .find(|f| !columns.iter().any(|c| c.name() == **f))
+            {
+                *self.missing = Some(field);
+                return Err(DeError(format!("missing field `{field}`")));
+            }
         }
         self.deserialize_any(visitor)
     }

@@ -74,10 +74,11 @@ pub struct Record {
 /// **One struct, two read paths.** `fetch_*_as` follow these `#[pgdbm(...)]` attributes;
 /// [`fetch_as_model`](crate::AsyncDatabaseManager::fetch_as_model) and
 /// [`fetch_all_as_model`](crate::AsyncDatabaseManager::fetch_all_as_model) go through serde and
-/// follow serde's (`#[serde(rename = "...")]`). A struct read both ways needs both renames. The
-/// serde path is strict: every field serde asks for must be a column, so a column named only
-/// through `#[pgdbm(rename)]` is an error there, not a silent `None`, and `#[serde(default)]`
-/// does not make a column optional (use `#[pgdbm(default)]` with `fetch_*_as`, or select it).
+/// follow serde's (`#[serde(rename = "...")]`). A struct read both ways needs both renames. On
+/// the serde path a field with no column, while the row has a column that no field reads (a
+/// column named only through `#[pgdbm(rename)]`), is an error naming both, not a silent
+/// `None`; when every column is read, serde's own rules apply to an absent one (`Option` gives
+/// `None`, `#[serde(default)]` its default).
 ///
 /// Attributes that cannot go together are refused at compile time, as are unknown ones:
 ///

@@ -105,12 +105,12 @@ macro_rules! query_methods {
 
         /// The first row deserialized into `T` through serde, each field from the column of
         /// its serde name (`#[serde(rename = "...")]`; `#[pgdbm(...)]` attributes serve
-        /// [`fetch_one_as`](Self::fetch_one_as) instead). Every field serde asks for must be a
-        /// column, even an `Option` or `#[serde(default)]` one; otherwise [`Error::Decode`](crate::Error::Decode)
-        /// names the field and lists the row's columns. Extra columns are ignored. Serde lists
-        /// `#[serde(alias)]` names among the fields it asks for, so each alias must be a column
-        /// too: prefer `rename`. A struct with a `#[serde(flatten)]` field is read as a map
-        /// and is not checked.
+        /// [`fetch_one_as`](Self::fetch_one_as) instead). A field with no column, while the row
+        /// has a column that no field reads, is [`Error::Decode`](crate::Error::Decode) naming
+        /// the field and listing the row's columns (a misspelt field, or a column named only by
+        /// `#[pgdbm(rename)]`); when every column is read, an absent one follows serde's rules
+        /// (`Option` gives `None`, `#[serde(default)]` its default). A struct with a
+        /// `#[serde(flatten)]` field is read as a map and is not checked.
         ///
         /// ```no_run
         /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
