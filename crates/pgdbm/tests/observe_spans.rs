@@ -67,9 +67,16 @@ async fn exercise(ex: &impl Executor) {
     .await
     .unwrap();
     assert!(ex.table_exists("users").await.unwrap());
+    let csv: &[u8] = b"h@x,n\ni@x,n\n";
+    assert_eq!(
+        ex.copy_from_csv("users", Some(&["email", "name"]), false, csv)
+            .await
+            .unwrap(),
+        2
+    );
 }
 
-const METHODS: [&str; 14] = [
+const METHODS: [&str; 15] = [
     "execute",
     "execute_and_return_id",
     "executemany",
@@ -84,6 +91,7 @@ const METHODS: [&str; 14] = [
     "fetch_column",
     "copy_records_to_table",
     "table_exists",
+    "copy_from_csv",
 ];
 
 async fn setup() -> (AsyncDatabaseManager, SchemaGuard, String) {
@@ -171,6 +179,13 @@ fn assert_exercised(cap: &Capture, schema: &str, users: &str, caller: u64) {
         copy.get("db.query.text"),
         Some(format!("COPY {users} FROM STDIN (FORMAT binary)").as_str())
     );
+    let csv = cap.one("copy_from_csv");
+    assert_query(&csv, schema, "COPY", u);
+    assert_eq!(csv.get("db.operation.batch.size"), Some("2"));
+    assert_eq!(
+        csv.get("db.query.text"),
+        Some(format!("COPY {users} FROM STDIN (FORMAT csv)").as_str())
+    );
     // The catalog query names two tables: no collection.
     assert_query(&cap.one("table_exists"), schema, "SELECT", None);
 }
@@ -203,14 +218,14 @@ async fn every_manager_path_has_its_span() {
             .await
             .unwrap();
         let rows: Vec<_> = rows.try_collect().await.unwrap();
-        assert_eq!(rows.len(), 8);
+        assert_eq!(rows.len(), 10);
     }
     .instrument(caller)
     .await;
     assert_exercised(&cap, &guard.0, &users, caller_id);
     let stream = cap.one("fetch_stream");
     assert_query(&stream, &guard.0, "SELECT", Some(&users));
-    assert_eq!(stream.get("db.response.returned_rows"), Some("8"));
+    assert_eq!(stream.get("db.response.returned_rows"), Some("10"));
     assert_eq!(stream.parent, Some(caller_id));
 
     // Out of a transaction every call waits for a pool connection, under its own span.
@@ -252,7 +267,7 @@ async fn every_transaction_path_and_control_statement_has_its_span() {
                 .try_collect()
                 .await
                 .unwrap();
-            assert_eq!(rows.len(), 8);
+            assert_eq!(rows.len(), 10);
             sp.commit().await.unwrap();
         }
         tx.commit().await.unwrap();
@@ -265,7 +280,7 @@ async fn every_transaction_path_and_control_statement_has_its_span() {
     assert_eq!(executes.len(), 2);
     let delete = &executes[1];
     assert_query(delete, &guard.0, "DELETE", Some(&users));
-    assert_eq!(delete.get("pgdbm.rows_affected"), Some("8"));
+    assert_eq!(delete.get("pgdbm.rows_affected"), Some("10"));
     for m in METHODS.iter().filter(|m| **m != "execute") {
         assert_eq!(cap.one(m).parent, Some(caller_id), "{m}");
     }
@@ -301,7 +316,7 @@ async fn every_transaction_path_and_control_statement_has_its_span() {
     assert_eq!(rollback.get("otel.name"), Some("ROLLBACK"));
     assert_eq!(
         cap.one("fetch_stream").get("db.response.returned_rows"),
-        Some("8")
+        Some("10")
     );
     assert_no_parameter_values(&cap);
 }

@@ -223,6 +223,7 @@ impl Call {
             let text = match op.text {
                 Text::Template(q) | Text::Raw(q) => q.to_owned(),
                 Text::CopyInto(table) => format!("COPY {table} FROM STDIN (FORMAT binary)"),
+                Text::CopyCsvInto(table) => format!("COPY {table} FROM STDIN (FORMAT csv)"),
             };
             let args = m
                 .records_args()
@@ -249,7 +250,10 @@ impl Call {
                 }
                 Rows::Affected(n) => {
                     self.span.record("pgdbm.rows_affected", int(n));
-                    if self.method == Method::CopyRecordsToTable {
+                    if matches!(
+                        self.method,
+                        Method::CopyRecordsToTable | Method::CopyFromCsv
+                    ) {
                         self.span.record("db.operation.batch.size", int(n));
                     }
                 }
@@ -298,9 +302,13 @@ fn rendered<E: Runner>(ex: &E, op: Op<'_>) -> Option<String> {
             })
         }
         Text::Raw(sql) => Some(sql.to_owned()),
-        Text::CopyInto(table) => {
+        Text::CopyInto(table) | Text::CopyCsvInto(table) => {
             let qualified = crate::template::qualify_table(table, ex.templates().schema()).ok()?;
-            Some(format!("COPY {qualified} FROM STDIN (FORMAT binary)"))
+            let format = match op.text {
+                Text::CopyCsvInto(_) => "csv",
+                _ => "binary",
+            };
+            Some(format!("COPY {qualified} FROM STDIN (FORMAT {format})"))
         }
     }
 }

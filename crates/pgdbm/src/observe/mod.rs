@@ -40,6 +40,8 @@ pub(crate) enum Text<'a> {
     Template(&'a str),
     /// `copy_records_to_table`'s table argument.
     CopyInto(&'a str),
+    /// `copy_from_csv`'s table argument.
+    CopyCsvInto(&'a str),
     /// Text sent as it is (transaction control, a rendered migration).
     Raw(&'a str),
 }
