@@ -413,3 +413,26 @@ async fn a_dropped_call_is_recorded_as_cancelled_and_a_dropped_stream_as_read() 
         Some("3")
     );
 }
+
+#[tokio::test]
+async fn an_owned_stream_read_in_another_task_is_recorded_once() {
+    let (db, _g) = schema_db().await;
+    let m = monitored(&db, MonitorConfig::default());
+    let (cap, _sub) = capture::Capture::install();
+    let rows = m
+        .fetch_stream_owned("SELECT g FROM generate_series(1, $1) g", &[&25_i32])
+        .await
+        .unwrap();
+    let read = tokio::spawn(async move { rows.try_collect::<Vec<_>>().await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.len(), 25);
+    let history = m.get_query_history(None);
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0].operation, "fetch_stream_owned");
+    assert_eq!(history[0].rows, Some(25));
+    let span = cap.one("fetch_stream_owned");
+    assert_eq!(span.get("db.operation.name"), Some("SELECT"));
+    assert_eq!(span.get("db.response.returned_rows"), Some("25"));
+}

@@ -12,33 +12,36 @@ use tracing::{Instrument, Span};
 
 use super::{int, monitor, span, Method, Op, Outcome, QueryMonitor, Rows, Text, METRICS};
 use crate::error::{Error, Result};
+use crate::manager::AsyncDatabaseManager;
 use crate::query::Runner;
 
 pin_project_lite::pin_project! {
     /// A row stream that records its operation when it ends or is dropped.
-    pub(crate) struct ObservedStream<'e, E: Runner, S> {
+    pub(crate) struct ObservedStream<S> {
         #[pin]
         inner: S,
-        watch: Option<Watch<'e, E>>,
+        watch: Option<Watch>,
     }
 }
 
 /// For code that cannot wrap its future (transaction control): a watch started before the
 /// statement and [`end`]ed after it. `None` when nothing observes.
-pub(crate) fn watch<'e, E: Runner>(ex: &'e E, op: Op<'_>) -> Option<Watch<'e, E>> {
+pub(crate) fn watch<E: Runner>(ex: &E, op: Op<'_>) -> Option<Watch> {
     Call::begin(ex, op).map(|call| Watch::new(ex, call))
 }
 
 /// Finishes a [`watch`] with the statement's result.
-pub(crate) fn end<E: Runner, T: Outcome>(watch: Option<Watch<'_, E>>, result: &Result<T>) {
+pub(crate) fn end<T: Outcome>(watch: Option<Watch>, result: &Result<T>) {
     if let Some(mut w) = watch {
         let rows = result.as_ref().map(Outcome::rows).unwrap_or_default();
         w.finish(rows, result.as_ref().err().map(Failure::Error));
     }
 }
 /// Finishes a call exactly once: when it ends, or when it is dropped before.
-pub(crate) struct Watch<'e, E: Runner> {
-    ex: &'e E,
+pub(crate) struct Watch {
+    /// The manager the call ran for (a transaction's own): owned, so that a stream holding
+    /// the watch may outlive the borrow it was made from.
+    manager: AsyncDatabaseManager,
     call: Option<Call>,
     /// Rows a stream has yielded so far.
     rows: u64,
@@ -46,10 +49,10 @@ pub(crate) struct Watch<'e, E: Runner> {
     streaming: bool,
 }
 
-impl<'e, E: Runner> Watch<'e, E> {
-    fn new(ex: &'e E, call: Call) -> Self {
+impl Watch {
+    fn new<E: Runner>(ex: &E, call: Call) -> Self {
         Watch {
-            ex,
+            manager: ex.manager().clone(),
             call: Some(call),
             rows: 0,
             streaming: false,
@@ -58,12 +61,12 @@ impl<'e, E: Runner> Watch<'e, E> {
 
     fn finish(&mut self, rows: Rows, failure: Option<Failure<'_>>) {
         if let Some(call) = self.call.take() {
-            call.finish(self.ex, rows, failure);
+            call.finish(&self.manager, rows, failure);
         }
     }
 }
 
-impl<E: Runner> Drop for Watch<'_, E> {
+impl Drop for Watch {
     fn drop(&mut self) {
         if self.streaming {
             self.finish(Rows::Returned(self.rows), None);
@@ -91,14 +94,14 @@ impl<'a> Failure<'a> {
     }
 }
 
-impl<E: Runner, S> ObservedStream<'_, E, S> {
+impl<S> ObservedStream<S> {
     /// The stream as it is: nothing observes it.
     pub(crate) fn plain(inner: S) -> Self {
         ObservedStream { inner, watch: None }
     }
 }
 
-impl<E: Runner, S: Stream<Item = Result<crate::Record>>> Stream for ObservedStream<'_, E, S> {
+impl<S: Stream<Item = Result<crate::Record>>> Stream for ObservedStream<S> {
     type Item = Result<crate::Record>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -169,11 +172,11 @@ impl Call {
 
     /// [`run`](Self::run) for `fetch_stream`: the span lasts until the stream ends or is
     /// dropped, and the rows are counted as they go by.
-    pub(crate) async fn stream<'e, E: Runner, S>(
+    pub(crate) async fn stream<E: Runner, S>(
         self,
-        ex: &'e E,
+        ex: &E,
         fut: impl Future<Output = Result<S>>,
-    ) -> Result<ObservedStream<'e, E, S>> {
+    ) -> Result<ObservedStream<S>> {
         let span = self.span.clone();
         let mut watch = Watch::new(ex, self);
         match fut.instrument(span).await {
@@ -241,7 +244,7 @@ impl Call {
         }
     }
 
-    fn finish<E: Runner>(self, ex: &E, rows: Rows, failure: Option<Failure<'_>>) {
+    fn finish(self, manager: &AsyncDatabaseManager, rows: Rows, failure: Option<Failure<'_>>) {
         let elapsed = self.started.elapsed();
         if !self.span.is_disabled() {
             match rows {
@@ -269,9 +272,9 @@ impl Call {
             }
         }
         #[cfg(feature = "metrics")]
-        super::metrics::operation(ex, &self.described, elapsed, failure);
+        super::metrics::operation(manager, &self.described, elapsed, failure);
         #[cfg(not(feature = "metrics"))]
-        let _ = ex;
+        let _ = manager;
         if let (Some(monitor), Some((query, args))) = (self.monitor, self.recorded) {
             monitor.record(monitor::Entry {
                 method: self.method,

@@ -299,13 +299,20 @@ impl AsyncDatabaseManager {
         query: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<RecordStream> {
-        let sql = self.templates().render(query)?.into_owned();
-        log_query(&sql, params.iter().copied());
-        let opener = Rows {
-            params,
-            in_transaction: false,
+        let open = async {
+            let sql = self.templates().render(query)?.into_owned();
+            log_query(&sql, params.iter().copied());
+            let opener = Rows {
+                params,
+                in_transaction: false,
+            };
+            let rows = start_owned(self, sql, opener).await?;
+            Ok(rows.into_stream(Record::new))
         };
-        let rows = start_owned(self, sql, opener).await?;
-        Ok(RecordStream::new(rows.into_stream(Record::new)))
+        let op = crate::observe::Op::new(crate::observe::Method::FetchStreamOwned, query, params);
+        match crate::observe::Call::begin(self, op) {
+            None => open.await.map(RecordStream::new),
+            Some(call) => call.stream(self, open).await.map(RecordStream::new),
+        }
     }
 }
