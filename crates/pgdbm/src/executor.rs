@@ -339,7 +339,7 @@ macro_rules! executor_impl {
             ) -> impl Future<Output = Result<impl Stream<Item = Result<Bytes>> + Send + 'a>>
                    + Send
                    + 'a {
-                crate::query::copy_to(self, source, format)
+                <$ty>::copy_to(self, source, format)
             }
 
             fn table_exists<'a>(

@@ -436,3 +436,42 @@ async fn an_owned_stream_read_in_another_task_is_recorded_once() {
     assert_eq!(span.get("db.operation.name"), Some("SELECT"));
     assert_eq!(span.get("db.response.returned_rows"), Some("25"));
 }
+
+#[tokio::test]
+async fn copy_to_exports_are_recorded_with_their_copy_statement() {
+    let (db, guard) = schema_db().await;
+    users_table(&db).await;
+    db.execute(
+        "INSERT INTO {{tables.users}} (email) VALUES ('a@x'), ('b@x')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let m = monitored(&db, MonitorConfig::default());
+    let (cap, _sub) = capture::Capture::install();
+    let format = pgdbm::CopyFormat::Csv { header: false };
+    let borrowed: Vec<bytes::Bytes> = m
+        .copy_to("users", format)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let owned = m.copy_to_owned("users", format).await.unwrap();
+    let owned: Vec<bytes::Bytes> = tokio::spawn(owned.try_collect()).await.unwrap().unwrap();
+    assert_eq!(borrowed.concat(), owned.concat());
+    let ops: Vec<_> = m
+        .get_query_history(None)
+        .iter()
+        .map(|r| r.operation)
+        .collect();
+    assert_eq!(ops, ["copy_to", "copy_to_owned"]);
+    for name in ["copy_to", "copy_to_owned"] {
+        let s = cap.one(name);
+        assert_eq!(s.get("db.operation.name"), Some("COPY"), "{s:#?}");
+        let users = format!("\"{}\".users", guard.0);
+        assert_eq!(s.get("db.collection.name"), Some(users.as_str()), "{s:#?}");
+        // Chunks of bytes are not rows.
+        assert_eq!(s.get("db.response.returned_rows"), None, "{s:#?}");
+    }
+}

@@ -59,6 +59,14 @@ impl Watch {
         }
     }
 
+    /// What a stream has yielded: rows, or for `COPY … TO` chunks of bytes, which are not rows.
+    fn streamed(&self) -> Rows {
+        match self.call.as_ref().map(|c| c.method) {
+            Some(Method::CopyTo | Method::CopyToOwned) => Rows::Unknown,
+            _ => Rows::Returned(self.rows),
+        }
+    }
+
     fn finish(&mut self, rows: Rows, failure: Option<Failure<'_>>) {
         if let Some(call) = self.call.take() {
             call.finish(&self.manager, rows, failure);
@@ -69,7 +77,7 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         if self.streaming {
-            self.finish(Rows::Returned(self.rows), None);
+            self.finish(self.streamed(), None);
         } else {
             self.finish(Rows::Unknown, Some(Failure::Cancelled));
         }
@@ -101,8 +109,8 @@ impl<S> ObservedStream<S> {
     }
 }
 
-impl<S: Stream<Item = Result<crate::Record>>> Stream for ObservedStream<S> {
-    type Item = Result<crate::Record>;
+impl<T, S: Stream<Item = Result<T>>> Stream for ObservedStream<S> {
+    type Item = Result<T>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
@@ -115,10 +123,8 @@ impl<S: Stream<Item = Result<crate::Record>>> Stream for ObservedStream<S> {
         };
         match &polled {
             Poll::Ready(Some(Ok(_))) => watch.rows += 1,
-            Poll::Ready(Some(Err(e))) => {
-                watch.finish(Rows::Returned(watch.rows), Some(Failure::Error(e)))
-            }
-            Poll::Ready(None) => watch.finish(Rows::Returned(watch.rows), None),
+            Poll::Ready(Some(Err(e))) => watch.finish(watch.streamed(), Some(Failure::Error(e))),
+            Poll::Ready(None) => watch.finish(watch.streamed(), None),
             Poll::Pending => {}
         }
         polled
@@ -227,6 +233,7 @@ impl Call {
                 Text::Template(q) | Text::Raw(q) => q.to_owned(),
                 Text::CopyInto(table) => format!("COPY {table} FROM STDIN (FORMAT binary)"),
                 Text::CopyCsvInto(table) => format!("COPY {table} FROM STDIN (FORMAT csv)"),
+                Text::CopyOut(source, _) => format!("COPY {source} TO STDOUT"),
             };
             let args = m
                 .records_args()
@@ -305,6 +312,7 @@ fn rendered<E: Runner>(ex: &E, op: Op<'_>) -> Option<String> {
             })
         }
         Text::Raw(sql) => Some(sql.to_owned()),
+        Text::CopyOut(source, format) => crate::query::copy_out_sql(ex, source, format).ok(),
         Text::CopyInto(table) | Text::CopyCsvInto(table) => {
             let qualified = crate::template::qualify_table(table, ex.templates().schema()).ok()?;
             let format = match op.text {

@@ -42,6 +42,8 @@ pub(crate) enum Text<'a> {
     CopyInto(&'a str),
     /// `copy_from_csv`'s table argument.
     CopyCsvInto(&'a str),
+    /// `copy_to`'s source (a table or a query) and format.
+    CopyOut(&'a str, crate::CopyFormat),
     /// Text sent as it is (transaction control, a rendered migration).
     Raw(&'a str),
 }
@@ -61,6 +63,14 @@ impl<'a> Op<'a> {
         Op {
             text: Text::Raw(sql),
             ..Op::new(Method::of_control(sql), sql, &[])
+        }
+    }
+
+    /// `COPY … TO STDOUT` of `source`.
+    pub(crate) fn copy_out(method: Method, source: &'a str, format: crate::CopyFormat) -> Self {
+        Op {
+            text: Text::CopyOut(source, format),
+            ..Op::new(method, source, &[])
         }
     }
 

@@ -41,7 +41,7 @@ impl CopyFormat {
 }
 
 /// `COPY (query) TO STDOUT …`, or `COPY table TO STDOUT …` for a bare table name.
-fn copy_out_sql<E: Runner>(ex: &E, source: &str, format: CopyFormat) -> Result<String> {
+pub(crate) fn copy_out_sql<E: Runner>(ex: &E, source: &str, format: CopyFormat) -> Result<String> {
     let source = source.trim();
     // A query always has a space; a word (or `schema.table`) is a table name, checked as one;
     // `{{tables.t}}` is one too, checked by its rendering.
@@ -117,9 +117,16 @@ impl AsyncDatabaseManager {
     /// # Ok(()) }
     /// ```
     pub async fn copy_to_owned(&self, source: &str, format: CopyFormat) -> Result<CopyOutStream> {
-        let sql = copy_out_sql(self, source, format)?;
-        log_query(&sql, std::iter::empty());
-        let data = start_owned(self, sql, CopyOut).await?;
-        Ok(CopyOutStream::new(data.into_stream(same)))
+        let open = async {
+            let sql = copy_out_sql(self, source, format)?;
+            log_query(&sql, std::iter::empty());
+            let data = start_owned(self, sql, CopyOut).await?;
+            Ok(data.into_stream(same))
+        };
+        let op = crate::observe::Op::copy_out(crate::observe::Method::CopyToOwned, source, format);
+        match crate::observe::Call::begin(self, op) {
+            None => open.await.map(CopyOutStream::new),
+            Some(call) => call.stream(self, open).await.map(CopyOutStream::new),
+        }
     }
 }

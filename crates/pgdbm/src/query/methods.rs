@@ -374,7 +374,11 @@ macro_rules! query_methods {
             source: &str,
             format: crate::CopyFormat,
         ) -> Result<impl futures_util::Stream<Item = Result<bytes::Bytes>> + Send + '_> {
-            crate::query::copy_to(self, source, format).await
+            crate::observe::observed!(stream:
+                self,
+                crate::observe::Op::copy_out(crate::observe::Method::CopyTo, source, format),
+                crate::query::copy_to(self, source, format),
+            )
         }
 
         /// Whether a table (or view) exists: `name` in the manager's schema (`public` without

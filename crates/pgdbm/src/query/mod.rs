@@ -78,7 +78,7 @@ mod widen;
 pub(crate) use batch::executemany;
 pub(crate) use copy::copy_records_to_table;
 pub(crate) use copy_in::copy_from;
-pub(crate) use copy_out::copy_to;
+pub(crate) use copy_out::{copy_out_sql, copy_to};
 pub use copy_out::{CopyFormat, CopyOutStream};
 pub(crate) use methods::query_methods;
 pub(crate) use stream::stream_rows;
