@@ -88,7 +88,7 @@ pub use pgdbm_macros::FromRow;
 pub use pool::Pool;
 pub use record::{ColumnIndex, FromRow, Record};
 pub use stats::{PoolStats, PoolStatus};
-pub use transaction::Transaction;
+pub use transaction::{IsolationLevel, RetryPolicy, Transaction, TransactionOptions};
 pub use value::{EnumText, Value};
 
 /// Checks a database, schema, table or other identifier by the rules pgdbm applies everywhere:

@@ -13,7 +13,7 @@ use crate::pool::{owned_search_path, Pool, PoolOptions, PreparedRegistry};
 use crate::query::{query_methods, ConnRef, Runner};
 use crate::stats::{PoolStats, PoolStatus};
 use crate::template::{check_identifier, quote_ident, Templates};
-use crate::transaction::Transaction;
+use crate::transaction::{Transaction, TransactionOptions};
 
 /// The database manager: query helpers with `{{tables.x}}` templates over a pool.
 ///
@@ -281,7 +281,28 @@ impl AsyncDatabaseManager {
     /// # Ok(()) }
     /// ```
     pub async fn transaction(&self) -> Result<Transaction<'static>> {
-        Transaction::begin(self.clone()).await
+        Transaction::begin(self.clone(), TransactionOptions::default()).await
+    }
+
+    /// Starts a transaction with an isolation level, read-only or deferrable, all sent in the
+    /// `BEGIN` itself. Nested transactions (savepoints) share their parent's options, so only
+    /// a top-level transaction takes them.
+    ///
+    /// ```no_run
+    /// use pgdbm::{IsolationLevel, TransactionOptions};
+    /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+    /// let tx = db
+    ///     .transaction_with(TransactionOptions::new().isolation_level(IsolationLevel::RepeatableRead))
+    ///     .await?;
+    /// let n: Option<i64> = tx.fetch_value("SELECT count(*) FROM {{tables.users}}", &[]).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction_with(
+        &self,
+        options: TransactionOptions,
+    ) -> Result<Transaction<'static>> {
+        Transaction::begin(self.clone(), options).await
     }
 
     /// Pool statistics: the seed's keys plus acquire-wait figures. It never waits for a

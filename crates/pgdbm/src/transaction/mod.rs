@@ -13,6 +13,12 @@ use crate::manager::AsyncDatabaseManager;
 use crate::query::{query_error, query_methods, ConnRef, Runner};
 use crate::template::Templates;
 
+mod options;
+mod retry;
+
+pub use options::{IsolationLevel, TransactionOptions};
+pub use retry::RetryPolicy;
+
 /// A transaction, or a savepoint inside one. It has the manager's query methods, with the same
 /// templates and the same error wrapping.
 ///
@@ -122,7 +128,10 @@ impl TxState {
 }
 
 impl Transaction<'static> {
-    pub(crate) async fn begin(manager: AsyncDatabaseManager) -> Result<Self> {
+    pub(crate) async fn begin(
+        manager: AsyncDatabaseManager,
+        options: TransactionOptions,
+    ) -> Result<Self> {
         let conn = manager.checkout().await?;
         let timeout = manager.timeout();
         let state = TxState {
@@ -138,7 +147,7 @@ impl Transaction<'static> {
             savepoint: None,
             finished: false,
         };
-        tx.state().run("BEGIN", Control::Begin).await?;
+        tx.state().run(&options.begin_sql(), Control::Begin).await?;
         Ok(tx)
     }
 }
@@ -152,6 +161,8 @@ impl<'a> Transaction<'a> {
     }
 
     /// A nested transaction: a `SAVEPOINT` that can be rolled back without ending this one.
+    /// It runs with its parent's [`TransactionOptions`]; only a top-level transaction takes
+    /// options of its own.
     pub async fn transaction(&self) -> Result<Transaction<'_>> {
         let state = self.state();
         state.flush_pending().await?;
