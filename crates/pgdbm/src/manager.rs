@@ -163,7 +163,10 @@ impl AsyncDatabaseManager {
                 "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = {}",
                 crate::config::quote_literal(schema)
             );
-            let exists = match conn.simple_query(&probe).await {
+            let log = crate::query::StatementLog::start(&probe, std::iter::empty());
+            let probed = conn.simple_query(&probe).await;
+            log.finish_driver(probed.as_ref());
+            let exists = match probed {
                 Ok(msgs) => msgs
                     .iter()
                     .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
@@ -174,7 +177,10 @@ impl AsyncDatabaseManager {
             };
             if !exists {
                 let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
-                if let Err(e) = conn.batch_execute(&sql).await {
+                let log = crate::query::StatementLog::start(&sql, std::iter::empty());
+                let created = conn.batch_execute(&sql).await;
+                log.finish_driver(created.as_ref());
+                if let Err(e) = created {
                     // Two processes creating the same schema at once: the loser's error is
                     // harmless.
                     let benign = e

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
 
-use super::{log_query, query_error, ConnRef, Runner};
+use super::{query_error, ConnRef, Runner, StatementLog};
 use crate::error::{shorten_sql, Error, Result};
 use crate::record::Record;
 
@@ -18,12 +18,13 @@ pub(crate) async fn stream_rows<'e, E: Runner>(
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<impl futures_util::Stream<Item = Result<Record>> + Send + 'e> {
     let sql = ex.templates().render(query)?.into_owned();
-    log_query(&sql, params.iter().copied());
     let timeout = ex.timeout();
     let deadline = ex.deadline();
     let conn = ex.conn(deadline).await?;
     let started = Instant::now();
     conn.begin_op()?;
+    // Logged when the first response arrives: the rest is read at the caller's pace.
+    let log = StatementLog::start(&sql, params.iter().copied());
     let opened = match deadline {
         Some(d) => tokio::time::timeout_at(
             d.into(),
@@ -33,6 +34,10 @@ pub(crate) async fn stream_rows<'e, E: Runner>(
         .ok(),
         None => Some(conn.query_stream(&sql, params, ex.in_transaction()).await),
     };
+    match &opened {
+        Some(r) => log.finish_driver(r.as_ref()),
+        None => log.timed_out(),
+    }
     let stream = match opened {
         Some(Ok(stream)) => stream,
         Some(Err(e)) => {

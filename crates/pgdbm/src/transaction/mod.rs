@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 use crate::connection::{PgConn, PoolConnection, SessionState};
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
-use crate::query::{query_error, query_methods, ConnRef, Runner};
+use crate::query::{logged, query_error, query_methods, ConnRef, Runner};
 use crate::template::Templates;
 
 mod options;
@@ -82,29 +82,27 @@ impl TxState {
 
     /// Runs a control statement. Every failure marks the transaction aborted.
     async fn run(&self, sql: &str, control: Control) -> Result<()> {
-        crate::query::log_query(sql, std::iter::empty());
         let conn = self.conn();
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let result = conn
-            .timed(deadline, sql, async {
-                // In a transaction from before BEGIN is sent: dropped or timed out while it is
-                // on the wire, the connection must be rolled back, not taken for idle.
+        let timed = conn.timed(deadline, sql, async {
+            // In a transaction from before BEGIN is sent: dropped or timed out while it is
+            // on the wire, the connection must be rolled back, not taken for idle.
+            if control == Control::Begin {
+                conn.enter_transaction();
+            }
+            if let Err(e) = conn.client.batch_execute(sql).await {
                 if control == Control::Begin {
-                    conn.enter_transaction();
-                }
-                if let Err(e) = conn.client.batch_execute(sql).await {
-                    if control == Control::Begin {
-                        // BEGIN itself failed: no transaction was opened.
-                        conn.leave_transaction();
-                    }
-                    return Err(query_error(e, sql, std::iter::empty()));
-                }
-                if control == Control::End {
+                    // BEGIN itself failed: no transaction was opened.
                     conn.leave_transaction();
                 }
-                Ok(())
-            })
-            .await;
+                return Err(query_error(e, sql, std::iter::empty()));
+            }
+            if control == Control::End {
+                conn.leave_transaction();
+            }
+            Ok(())
+        });
+        let result = logged(sql, std::iter::empty(), timed).await;
         if result.is_err() {
             self.aborted.store(true, Ordering::Relaxed);
         }
