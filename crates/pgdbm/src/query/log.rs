@@ -84,9 +84,9 @@ impl<'a> StatementLog<'a> {
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (sql, params) = (self.sql, self.params.as_str());
         if debug_env() {
-            tracing::info!(target: "pgdbm::query", sql, params, duration_ms, outcome, sqlstate, "statement");
+            tracing::info!(target: "pgdbm::query", sql, params = %params, duration_ms, outcome, sqlstate, "statement");
         } else {
-            tracing::debug!(target: "pgdbm::query", sql, params, duration_ms, outcome, sqlstate, "statement");
+            tracing::debug!(target: "pgdbm::query", sql, params = %params, duration_ms, outcome, sqlstate, "statement");
         }
     }
 }
