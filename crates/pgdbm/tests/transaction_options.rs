@@ -258,3 +258,62 @@ async fn failure_at_commit_is_retried() {
         .collect();
     assert_eq!(ids, vec![2], "only the committed run's row is there");
 }
+
+/// A real deadlock: two transactions update two rows in opposite orders. The server aborts one
+/// with 40P01; the helper runs it again and both updates end up applied exactly once.
+#[tokio::test]
+async fn a_real_deadlock_is_retried() {
+    let (db, _g) = schema_db().await;
+    db.execute(
+        "CREATE TABLE {{tables.acct}} (id int PRIMARY KEY, n int NOT NULL); \
+         INSERT INTO {{tables.acct}} VALUES (1, 0), (2, 0)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let runs = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for (first, second) in [(1_i32, 2_i32), (2, 1)] {
+        let (db, barrier, runs) = (db.clone(), barrier.clone(), runs.clone());
+        tasks.push(tokio::spawn(async move {
+            let (barrier, runs) = (&barrier, &runs);
+            let mut mine = 0;
+            let mine = &mut mine;
+            db.transaction_with_retry(
+                TransactionOptions::new(),
+                RetryPolicy::new().initial_delay(Duration::from_millis(1)),
+                |tx| {
+                    *mine += 1;
+                    let first_run = *mine == 1;
+                    Box::pin(async move {
+                        runs.fetch_add(1, Ordering::Relaxed);
+                        let bump = "UPDATE {{tables.acct}} SET n = n + 1 WHERE id = $1";
+                        tx.execute(bump, &[&first]).await?;
+                        if first_run {
+                            // Both hold their first row before either asks for its second.
+                            barrier.wait().await;
+                        }
+                        tx.execute(bump, &[&second]).await?;
+                        Ok(())
+                    })
+                },
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let rows = db
+        .fetch_all("SELECT n FROM {{tables.acct}} ORDER BY id", &[])
+        .await
+        .unwrap();
+    let n: Vec<i32> = rows.iter().map(|r| r.get("n").unwrap()).collect();
+    assert_eq!(n, vec![2, 2], "each transaction applied exactly once");
+    assert_eq!(
+        runs.load(Ordering::Relaxed),
+        3,
+        "one run was a deadlock victim"
+    );
+}
