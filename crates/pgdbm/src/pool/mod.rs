@@ -97,13 +97,7 @@ impl ConnectSpec {
                     .connect(tls.clone())
                     .await
                     .map_err(ConnectFailure::Driver)?;
-                let refill = self.refill.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection closed with an error");
-                    }
-                    refill.signal();
-                });
+                self.drive(conn);
                 client
             }
             None => {
@@ -112,13 +106,7 @@ impl ConnectSpec {
                     .connect(tokio_postgres::NoTls)
                     .await
                     .map_err(ConnectFailure::Driver)?;
-                let refill = self.refill.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection closed with an error");
-                    }
-                    refill.signal();
-                });
+                self.drive(conn);
                 client
             }
         };
@@ -173,6 +161,23 @@ impl ConnectSpec {
         );
         self.registry.apply(&conn).await;
         Ok(conn)
+    }
+}
+
+impl ConnectSpec {
+    /// Runs a connection's driver task; its end (the server closed the session, or the client
+    /// was dropped) tells the pool to top itself up.
+    fn drive(
+        &self,
+        conn: impl std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+    ) {
+        let refill = self.refill.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+            refill.signal();
+        });
     }
 }
 

@@ -119,6 +119,17 @@ impl TxState {
         Ok(())
     }
 
+    /// Rolls back to savepoint `name` and releases it; the transaction is usable again.
+    async fn rollback_to(&self, name: &str) -> Result<()> {
+        self.run(
+            &format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"),
+            Control::Savepoint,
+        )
+        .await?;
+        self.aborted.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Whether the connection can still take statements (no timed-out or dropped statement).
     fn usable(&self) -> bool {
         matches!(self.conn().state(), SessionState::InTransaction)
@@ -206,7 +217,8 @@ impl<'a> Transaction<'a> {
         let state = self.state();
         if !state.usable() {
             return Err(Error::Transaction(
-                "a statement of this transaction timed out or was dropped before it finished, so                  its outcome is unknown; the transaction is rolled back and nothing was committed"
+                "a statement of this transaction timed out or was dropped before it finished, so \
+                 its outcome is unknown; the transaction is rolled back and nothing was committed"
                     .into(),
             ));
         }
@@ -233,13 +245,7 @@ impl<'a> Transaction<'a> {
             }
             Some(name) => {
                 if aborted {
-                    state
-                        .run(
-                            &format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"),
-                            Control::Savepoint,
-                        )
-                        .await?;
-                    state.aborted.store(false, Ordering::Relaxed);
+                    state.rollback_to(name).await?;
                     return Err(Error::Transaction(format!(
                         "savepoint {name} was aborted by an earlier error and has been rolled back; \
                          the outer transaction goes on"
@@ -268,14 +274,7 @@ impl<'a> Transaction<'a> {
             None => state.run("ROLLBACK", Control::End).await,
             Some(name) => {
                 state.flush_pending().await?;
-                state
-                    .run(
-                        &format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"),
-                        Control::Savepoint,
-                    )
-                    .await?;
-                state.aborted.store(false, Ordering::Relaxed);
-                Ok(())
+                state.rollback_to(name).await
             }
         }
     }
