@@ -180,4 +180,18 @@ async fn failures_timeouts_and_implicit_transactions_are_logged() {
         .unwrap();
     assert_eq!(slow.fields["outcome"], "timeout");
     assert!(duration_ms(slow) >= 40.0, "{slow:?}");
+
+    // A call dropped by its caller mid-statement is logged as abandoned.
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(50),
+        db.without_timeout().execute("SELECT pg_sleep(1)", &[]),
+    )
+    .await;
+    assert!(dropped.is_err());
+    let events = capture.take();
+    let gone = events
+        .iter()
+        .find(|e| e.sql() == "SELECT pg_sleep(1)")
+        .unwrap();
+    assert_eq!(gone.fields["outcome"], "abandoned");
 }

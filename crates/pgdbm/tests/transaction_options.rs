@@ -317,3 +317,49 @@ async fn a_real_deadlock_is_retried() {
         "one run was a deadlock victim"
     );
 }
+
+/// The helper's future dropped mid-attempt (here by a timeout around it): nothing is written
+/// and no connection stays in a transaction.
+#[tokio::test]
+async fn dropping_the_helper_rolls_back() {
+    let app = unique("retrydrop");
+    let (db, _g) = schema_db_with(|c| {
+        c.server_settings = Some([("application_name".to_string(), app.clone())].into());
+    })
+    .await;
+    users_table(&db).await;
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(100),
+        db.transaction_with_retry(serializable(), RetryPolicy::default(), |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO {{tables.users}} (email) VALUES ('gone@x')",
+                    &[],
+                )
+                .await?;
+                tx.execute("SELECT pg_sleep(2)", &[]).await?;
+                Ok(())
+            })
+        }),
+    )
+    .await;
+    assert!(dropped.is_err());
+    assert_eq!(count_users(&db).await, 0);
+    let started = std::time::Instant::now();
+    loop {
+        let open = admin_value(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}' \
+             AND state <> 'idle'"
+        ))
+        .await
+        .unwrap();
+        if open == "0" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{open} connection(s) still busy or in a transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
