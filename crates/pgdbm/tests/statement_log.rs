@@ -195,3 +195,31 @@ async fn failures_timeouts_and_implicit_transactions_are_logged() {
         .unwrap();
     assert_eq!(gone.fields["outcome"], "abandoned");
 }
+
+#[tokio::test]
+async fn migration_statements_are_logged() {
+    let (db, _g) = schema_db().await;
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/migrations");
+    pgdbm::AsyncMigrationManager::new(&db, dir)
+        .apply_pending_migrations()
+        .await
+        .unwrap();
+    let events = capture.take();
+    let sqls: Vec<&str> = events.iter().map(Captured::sql).collect();
+    assert!(
+        sqls.iter()
+            .any(|s| s.contains("CREATE TABLE") && s.contains("items")),
+        "{sqls:?}"
+    );
+    assert!(
+        sqls.iter().filter(|s| **s == "BEGIN").count() >= 3,
+        "{sqls:?}"
+    );
+    assert!(
+        sqls.iter().filter(|s| **s == "COMMIT").count() >= 3,
+        "{sqls:?}"
+    );
+    assert!(events.iter().all(|e| e.fields.contains_key("duration_ms")));
+}

@@ -110,14 +110,21 @@ pub(crate) async fn logged<'p, T>(
     result
 }
 
+/// Sends statements without parameters by the simple protocol, logged; the driver's error.
+pub(crate) async fn batch_execute_logged(
+    client: &Client,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let log = StatementLog::start(sql, std::iter::empty());
+    let result = client.batch_execute(sql).await;
+    log.finish_driver(result.as_ref());
+    result
+}
+
 /// Sends a statement without parameters (transaction control, say) by the simple protocol,
 /// logged, its error wrapped.
 pub(crate) async fn batch_logged(client: &Client, sql: &str) -> Result<()> {
-    logged(sql, std::iter::empty(), async {
-        client
-            .batch_execute(sql)
-            .await
-            .map_err(|e| query_error(e, sql, std::iter::empty()))
-    })
-    .await
+    batch_execute_logged(client, sql)
+        .await
+        .map_err(|e| query_error(e, sql, std::iter::empty()))
 }

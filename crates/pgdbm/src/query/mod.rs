@@ -70,7 +70,7 @@ mod stream;
 
 pub(crate) use batch::executemany;
 pub(crate) use copy::copy_records_to_table;
-pub(crate) use log::{batch_logged, logged, StatementLog};
+pub(crate) use log::{batch_execute_logged, batch_logged, logged, StatementLog};
 pub(crate) use methods::query_methods;
 pub(crate) use stream::stream_rows;
 
