@@ -8,6 +8,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::target::SessionAttrs;
 use crate::template::validate_identifier;
 
 /// Characters that must be escaped inside the userinfo part of a URL. A space becomes `%20`,
@@ -40,7 +41,7 @@ const USERINFO: &AsciiSet = &CONTROLS
 
 /// How to reach PostgreSQL and how to run the pool.
 ///
-/// Durations keep the seed's units (`f64` seconds, `Option<u64>` milliseconds) so a config file
+/// Durations keep Python pgdbm's units (`f64` seconds, `Option<u64>` milliseconds) so a config file
 /// written for Python pgdbm reads the same.
 ///
 /// ```
@@ -389,20 +390,42 @@ impl DatabaseConfig {
 
     /// The driver's config: the connection string or the fields, plus the application name.
     pub(crate) fn pg_config(&self) -> Result<tokio_postgres::Config> {
+        let (mut cfg, attrs) = self.pg_target()?;
+        cfg.target_session_attrs(attrs.for_driver());
+        Ok(cfg)
+    }
+
+    /// The driver's config as [`pg_config`](Self::pg_config) builds it, and the
+    /// `target_session_attrs` of the connection string, which pgdbm checks itself.
+    pub(crate) fn pg_target(&self) -> Result<(tokio_postgres::Config, SessionAttrs)> {
+        let mut attrs = SessionAttrs::Any;
         let mut cfg = match &self.connection_string {
-            Some(cs) => cs.parse::<tokio_postgres::Config>().map_err(|e| {
+            Some(cs) => {
+                let (cs, found) = SessionAttrs::split_from(cs).map_err(|e| match e {
+                    // The value is short and never a secret; the string may hold a password.
+                    Error::Configuration { message, .. } => {
+                        Error::config("connection_string", message)
+                    }
+                    other => other,
+                })?;
+                attrs = found;
+                cs.parse::<tokio_postgres::Config>().map_err(|e| {
                 Error::config(
                     "connection_string",
                     format!(
                         "cannot parse {}: {e}. Expected postgresql://user:password@host:port/database \
                          with special characters in the password percent-encoded",
-                        mask_dsn(cs)
+                        mask_dsn(&cs)
                     ),
                 )
-            })?,
+            })?
+            }
             None => {
                 let mut c = tokio_postgres::Config::new();
-                c.host(&self.host).port(self.port).dbname(&self.database).user(&self.user);
+                c.host(&self.host)
+                    .port(self.port)
+                    .dbname(&self.database)
+                    .user(&self.user);
                 c
             }
         };
@@ -439,7 +462,7 @@ impl DatabaseConfig {
         } else {
             tokio_postgres::config::SslMode::Disable
         });
-        Ok(cfg)
+        Ok((cfg, attrs))
     }
 
     /// The driver's config for a listener's connection: `listen_connection_string` when set

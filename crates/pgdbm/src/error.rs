@@ -36,13 +36,15 @@ pub enum Error {
 
     /// The server could not be reached (after retries, where retrying made sense).
     #[error(
-        "could not connect to PostgreSQL at {host}:{port}/{database} after {attempts} attempt(s): {message}\n\
-         Troubleshooting: is the server running and accepting TCP connections on {host}:{port}? \
+        "could not connect to PostgreSQL at {addr}/{database} after {attempts} attempt(s): {message}\n\
+         Troubleshooting: is the server running and accepting TCP connections on {addr}? \
          Are the user, password and database right? Is TLS required (ssl_enabled / ssl_mode)? \
-         Check pg_hba.conf and the server log."
+         Check pg_hba.conf and the server log.",
+        addr = server_label(host, *port)
     )]
     Connection {
-        /// Host (or socket directory) tried.
+        /// Host (or socket directory) tried; with several hosts, every `host:port` tried,
+        /// comma-separated, in order.
         host: String,
         /// Port tried.
         port: u16,
@@ -432,6 +434,15 @@ impl Error {
             pg_type: pg_type.to_string(),
             message: message.to_string(),
         }
+    }
+}
+
+/// `host:port`, or the list of `host:port` pairs that a multi-host connection tried.
+fn server_label(host: &str, port: u16) -> String {
+    if host.contains(',') {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
     }
 }
 

@@ -51,6 +51,7 @@ mod pool;
 mod query;
 mod record;
 mod stats;
+mod target;
 mod template;
 mod tls;
 mod transaction;

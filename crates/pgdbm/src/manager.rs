@@ -311,7 +311,7 @@ impl AsyncDatabaseManager {
         Transaction::begin(self.clone(), options).await
     }
 
-    /// Pool statistics: the seed's keys plus acquire-wait figures. It never waits for a
+    /// Pool statistics: connections, limits, server version and acquire waits. It never waits for a
     /// connection: `pid` is that of an idle connection, `None` when all are busy.
     pub async fn get_pool_stats(&self) -> Result<PoolStats> {
         let schema = self.schema().map(str::to_owned);

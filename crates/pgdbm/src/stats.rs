@@ -25,7 +25,8 @@ impl fmt::Display for PoolStatus {
     }
 }
 
-/// A snapshot of the pool: the seed's keys plus acquire-wait figures.
+/// A snapshot of the pool: size, free and used connections, limits, server version and
+/// acquire-wait figures.
 ///
 /// ```no_run
 /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -160,7 +161,7 @@ fn read_file(field: &'static str, path: &str) -> Result<Vec<u8>> {
 /// All PEM certificates in a file; at least one.
 fn read_certs(field: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>> {
     let pem = read_file(field, path)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::config(field, format!("{path} is not a valid PEM file: {e}")))?;
     if certs.is_empty() {
@@ -200,9 +201,9 @@ fn read_private_key(path: &str, password: Option<&str>) -> Result<PrivateKeyDer<
             .map(|der| PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der)));
     }
 
-    match rustls_pemfile::private_key(&mut pem.as_slice()) {
-        Ok(Some(key)) => Ok(key),
-        Ok(None) => Err(Error::config(
+    match PrivateKeyDer::from_pem_slice(&pem) {
+        Ok(key) => Ok(key),
+        Err(pem::Error::NoItemsFound) => Err(Error::config(
             "ssl_key_file",
             format!(
                 "{path} contains no private key: expected a PEM block `BEGIN PRIVATE KEY` (PKCS#8), \

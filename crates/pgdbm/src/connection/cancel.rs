@@ -37,8 +37,8 @@ pub(crate) struct CancelTarget {
 }
 
 impl CancelTarget {
-    /// The target of a single-host configuration; `None` when several hosts are configured
-    /// (we cannot tell which one a connection reached, so its cancel cannot be confirmed).
+    /// The target of a single-host configuration (the pool keeps one per host it may reach);
+    /// `None` when the config names several, so a cancel could not be confirmed.
     pub(crate) fn new(config: &tokio_postgres::Config, tls: Option<MakeTls>) -> Option<Self> {
         let [host] = config.get_hosts() else {
             return None;

@@ -37,10 +37,12 @@ use crate::tls::MakeTls;
 use crate::util::{now_micros, FxHasher};
 
 mod cancel;
+mod hosts;
 mod state;
 mod statements;
 
 pub(crate) use cancel::CancelTarget;
+pub(crate) use hosts::{describe_failures, Connected, HostFailure, Servers};
 pub(crate) use state::{SessionState, StateCell};
 pub(crate) use statements::Stale;
 
@@ -191,7 +193,7 @@ impl PgConn {
     }
 
     /// Rows affected. Without parameters the simple protocol is used, so a script of several
-    /// statements (DDL, say) runs as the seed's `execute` does.
+    /// statements (DDL, say) runs as Python pgdbm's `execute` does.
     pub(crate) async fn execute(
         &self,
         sql: &str,

@@ -86,6 +86,9 @@ impl PgConn {
     ///   forgotten and the connection is marked broken, because tokio-postgres keeps its
     ///   type-lookup statements (prepared once per client, on the first custom type) where we
     ///   cannot reach them: every later lookup of a new type would fail with `26000` again.
+    /// - `25006` (read-only transaction): the server was demoted, or the pool reached a standby;
+    ///   the connection is replaced, and a statement outside a transaction runs once more on
+    ///   another connection (the refused one wrote nothing).
     pub(crate) fn forget_if_stale(&self, sql: &str, error: &tokio_postgres::Error) -> Stale {
         let Some(db) = error.as_db_error() else {
             return Stale::No;
@@ -106,6 +109,11 @@ impl PgConn {
             }
             "26000" => {
                 self.forget_all_statements();
+                self.retire();
+                Stale::Replace
+            }
+            // The server became a standby (or is one): this connection can no longer write.
+            "25006" => {
                 self.retire();
                 Stale::Replace
             }

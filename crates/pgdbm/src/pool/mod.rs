@@ -13,7 +13,10 @@ use futures_util::FutureExt;
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::config::DatabaseConfig;
-use crate::connection::{CancelTarget, ConnOrigin, PgConn, PoolConnection, SessionState};
+use crate::connection::{
+    describe_failures, ConnOrigin, Connected, HostFailure, PgConn, PoolConnection, Servers,
+    SessionState,
+};
 use crate::error::{Error, Result};
 use crate::notify::ListenSpec;
 use crate::template::quote_ident;
@@ -75,7 +78,7 @@ pub(crate) struct PgManager {
 
 /// Everything needed to open and set up one connection.
 struct ConnectSpec {
-    pg_config: tokio_postgres::Config,
+    servers: Servers,
     tls: Option<MakeTls>,
     setup_sql: String,
     init_commands: Vec<String>,
@@ -83,33 +86,22 @@ struct ConnectSpec {
     max_queries: u64,
     statement_cache_size: usize,
     registry: Arc<PreparedRegistry>,
-    cancel_target: Option<Arc<CancelTarget>>,
     /// Signalled whenever a connection of the pool ends.
     refill: Arc<Refill>,
 }
 
 impl ConnectSpec {
     async fn connect(&self) -> Result<PgConn, ConnectFailure> {
-        let client = match &self.tls {
-            Some(tls) => {
-                let (client, conn) = self
-                    .pg_config
-                    .connect(tls.clone())
-                    .await
-                    .map_err(ConnectFailure::Driver)?;
-                self.drive(conn);
-                client
-            }
-            None => {
-                let (client, conn) = self
-                    .pg_config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(ConnectFailure::Driver)?;
-                self.drive(conn);
-                client
-            }
-        };
+        let Connected {
+            client,
+            cancel_target,
+            driver,
+        } = self
+            .servers
+            .connect(self.tls.as_ref())
+            .await
+            .map_err(ConnectFailure::from_hosts)?;
+        self.watch(driver);
         // One round trip: settings, then facts we want to know about the session.
         let mut sql = self.setup_sql.clone();
         sql.push_str("SELECT pg_backend_pid()::text, version()");
@@ -153,7 +145,7 @@ impl ConnectSpec {
                 backend_pid: pid,
                 version,
                 tls: self.tls.clone(),
-                cancel_target: self.cancel_target.clone(),
+                cancel_target,
                 refill: self.refill.clone(),
                 // `connect` runs on the pool's runtime (see `PgManager::create`).
                 runtime: tokio::runtime::Handle::current(),
@@ -165,17 +157,12 @@ impl ConnectSpec {
 }
 
 impl ConnectSpec {
-    /// Runs a connection's driver task; its end (the server closed the session, or the client
-    /// was dropped) tells the pool to top itself up.
-    fn drive(
-        &self,
-        conn: impl std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
-    ) {
+    /// Waits for a connection's driver task to end (the server closed the session, or the
+    /// client was dropped), then tells the pool to top itself up.
+    fn watch(&self, driver: tokio::task::JoinHandle<()>) {
         let refill = self.refill.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection closed with an error");
-            }
+            let _ = driver.await;
             refill.signal();
         });
     }
@@ -208,15 +195,39 @@ pub(crate) enum ConnectFailure {
         actual: String,
     },
     Runtime(String),
+    /// Several hosts, each passed over for its own reason, in the order tried.
+    Hosts(Vec<(String, HostFailure)>),
 }
 
 impl ConnectFailure {
+    /// One host's driver error stays what it was; anything else keeps every host's reason.
+    fn from_hosts(mut failures: Vec<(String, HostFailure)>) -> Self {
+        if failures.len() == 1 && matches!(failures[0].1, HostFailure::Driver(_)) {
+            if let Some((_, HostFailure::Driver(e))) = failures.pop() {
+                return ConnectFailure::Driver(e);
+            }
+        }
+        ConnectFailure::Hosts(failures)
+    }
+
     /// Only failures that a later attempt can cure are retried: refused, reset, the server
     /// starting up. Authentication, TLS and configuration errors fail at once.
     pub(crate) fn is_retryable(&self) -> bool {
-        let ConnectFailure::Driver(e) = self else {
-            return false;
+        let e = match self {
+            ConnectFailure::Driver(e) => e,
+            // A standby may be promoted, a refused host may come back.
+            ConnectFailure::Hosts(failures) => {
+                return failures.iter().any(|(_, f)| match f {
+                    HostFailure::Role(_) => true,
+                    HostFailure::Driver(e) => ConnectFailure::driver_retryable(e),
+                })
+            }
+            _ => return false,
         };
+        ConnectFailure::driver_retryable(e)
+    }
+
+    fn driver_retryable(e: &tokio_postgres::Error) -> bool {
         if let Some(db) = e.as_db_error() {
             return db.code() == &tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW
                 || db.code() == &tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS;
@@ -259,12 +270,19 @@ impl ConnectFailure {
                  set shared_pool_search_path: None to turn the pin off"
             ),
             ConnectFailure::Runtime(message) => message.clone(),
+            ConnectFailure::Hosts(failures) => describe_failures(failures),
         }
     }
 
     pub(crate) fn into_source(self) -> Option<tokio_postgres::Error> {
         match self {
             ConnectFailure::Driver(e) | ConnectFailure::Setup { source: e, .. } => Some(e),
+            ConnectFailure::Hosts(failures) => {
+                failures.into_iter().rev().find_map(|(_, f)| match f {
+                    HostFailure::Driver(e) => Some(e),
+                    HostFailure::Role(_) => None,
+                })
+            }
             ConnectFailure::SearchPath { .. } | ConnectFailure::Runtime(_) => None,
         }
     }
@@ -404,7 +422,7 @@ impl Pool {
     pub(crate) async fn connect(opts: PoolOptions<'_>) -> Result<Pool> {
         let config = opts.config;
         config.validate()?;
-        let mut pg_config = config.pg_config()?;
+        let (mut pg_config, attrs) = config.pg_target()?;
         if pg_config.get_connect_timeout().is_none() {
             pg_config.connect_timeout(Duration::from_secs(10));
         }
@@ -412,7 +430,11 @@ impl Pool {
             Some(mode) => Some(make_tls_connector(config, mode)?),
             None => None,
         };
-        let (host, port, database) = crate::config::server_address(&pg_config);
+        let (mut host, port, database) = crate::config::server_address(&pg_config);
+        let servers = Servers::new(&pg_config, attrs, tls.as_ref());
+        if servers.labels().len() > 1 {
+            host = servers.labels().join(",");
+        }
         let listen = Arc::new(ListenSpec::new(config, tls.clone())?);
         let refill = Arc::new(Refill::default());
         let spec = ConnectSpec {
@@ -427,8 +449,7 @@ impl Pool {
             max_queries: config.max_queries,
             statement_cache_size: config.statement_cache_size,
             registry: opts.registry.clone(),
-            cancel_target: CancelTarget::new(&pg_config, tls.clone()).map(Arc::new),
-            pg_config,
+            servers,
             tls,
         };
         let manager = PgManager {

@@ -7,13 +7,14 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::process::{
+    conf_quote, free_port, io_error, log_since, output_text, runuser, server_owner, tail,
+    unique_dir, Owner, HOST, LOG_TAIL_LINES, SERVER_OS_USER,
+};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 
@@ -21,13 +22,8 @@ use crate::error::{Error, Result};
 const DEBIAN_PG_ROOT: &str = "/usr/lib/postgresql";
 /// Overrides the directory holding `initdb`, `pg_ctl` and `postgres`.
 const BIN_ENV: &str = "PGDBM_PG_BIN";
-/// The OS user the server runs as when the tests run as root (PostgreSQL refuses to run as root).
-const SERVER_OS_USER: &str = "postgres";
-const HOST: &str = "127.0.0.1";
 /// Start attempts; a fresh port is picked after a port clash.
 const START_ATTEMPTS: usize = 5;
-/// Lines of the server log quoted in a startup error.
-const LOG_TAIL_LINES: usize = 30;
 
 /// Settings that make a disposable cluster fast; crash safety is pointless here.
 const FAST_SETTINGS: &[(&str, &str)] = &[
@@ -35,8 +31,6 @@ const FAST_SETTINGS: &[(&str, &str)] = &[
     ("synchronous_commit", "off"),
     ("full_page_writes", "off"),
 ];
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A throwaway PostgreSQL cluster in a temporary directory, listening on `127.0.0.1` only.
 ///
@@ -52,15 +46,15 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 /// ```
 #[derive(Debug)]
 pub struct TempCluster {
-    root: PathBuf,
-    data_dir: PathBuf,
-    socket_dir: PathBuf,
-    log_file: PathBuf,
-    bin_dir: PathBuf,
-    owner: Option<Owner>,
-    port: u16,
-    running: bool,
-    cleaned_up: bool,
+    pub(super) root: PathBuf,
+    pub(super) data_dir: PathBuf,
+    pub(super) socket_dir: PathBuf,
+    pub(super) log_file: PathBuf,
+    pub(super) bin_dir: PathBuf,
+    pub(super) owner: Option<Owner>,
+    pub(super) port: u16,
+    pub(super) running: bool,
+    pub(super) cleaned_up: bool,
 }
 
 /// Options for [`TempCluster`]; finish with [`start`](TempClusterBuilder::start).
@@ -77,13 +71,6 @@ struct SslFiles {
     cert_pem: String,
     key_pem: String,
     ca_pem: Option<String>,
-}
-
-/// The OS user that owns the cluster when it is not the current one (we run as root).
-#[derive(Debug, Clone, Copy)]
-struct Owner {
-    uid: u32,
-    gid: u32,
 }
 
 impl TempClusterBuilder {
@@ -157,7 +144,7 @@ impl TempClusterBuilder {
             }
         }
 
-        let root = unique_dir()?;
+        let root = unique_dir("cluster")?;
         // From here on Drop removes the directory (and stops the server) whatever fails.
         let mut cluster = TempCluster {
             data_dir: root.join("data"),
@@ -281,7 +268,7 @@ impl TempCluster {
     }
 
     /// A command for a server binary, run as the cluster's owner.
-    fn command(&self, tool: &str) -> Command {
+    pub(super) fn command(&self, tool: &str) -> Command {
         let program = self.bin_dir.join(tool);
         let mut cmd = match self.owner {
             Some(_) => {
@@ -298,12 +285,12 @@ impl TempCluster {
         cmd
     }
 
-    fn create_dir(&self, dir: &Path) -> Result<()> {
+    pub(super) fn create_dir(&self, dir: &Path) -> Result<()> {
         fs::create_dir(dir).map_err(|e| io_error("create", dir, e))?;
         self.chown(dir)
     }
 
-    fn chown(&self, path: &Path) -> Result<()> {
+    pub(super) fn chown(&self, path: &Path) -> Result<()> {
         match self.owner {
             Some(o) => std::os::unix::fs::chown(path, Some(o.uid), Some(o.gid))
                 .map_err(|e| io_error("chown", path, e)),
@@ -325,7 +312,7 @@ impl TempCluster {
         self.chown(path)
     }
 
-    fn write_config(&self, options: &TempClusterBuilder) -> Result<()> {
+    pub(super) fn write_config(&self, options: &TempClusterBuilder) -> Result<()> {
         let mut settings: Vec<(String, String)> = vec![
             ("listen_addresses".into(), HOST.into()),
             (
@@ -378,7 +365,7 @@ impl TempCluster {
     }
 
     /// `pg_ctl -w start` on a free port, retrying with another port after a clash.
-    fn start_on_free_port(&mut self) -> Result<()> {
+    pub(super) fn start_on_free_port(&mut self) -> Result<()> {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             self.port = free_port()?;
@@ -540,77 +527,7 @@ fn find_bin_dir() -> Result<PathBuf> {
     )))
 }
 
-/// A new, empty directory under the system temp directory.
-fn unique_dir() -> Result<PathBuf> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let name = format!(
-        "pgdbm-cluster-{}-{}-{nanos:x}",
-        std::process::id(),
-        NEXT_ID.fetch_add(1, Ordering::Relaxed)
-    );
-    let dir = std::env::temp_dir().join(name);
-    fs::create_dir(&dir).map_err(|e| io_error("create", &dir, e))?;
-    Ok(dir)
-}
-
-/// `Some(postgres)` when we run as root, whom PostgreSQL refuses to run as.
-fn server_owner(our_dir: &Path) -> Result<Option<Owner>> {
-    // A directory we just created is owned by our effective uid.
-    let uid = fs::metadata(our_dir)
-        .map_err(|e| io_error("stat", our_dir, e))?
-        .uid();
-    if uid != 0 {
-        return Ok(None);
-    }
-    let id = |flag: &str| -> Result<u32> {
-        let out = Command::new("id")
-            .args([flag, SERVER_OS_USER])
-            .output()
-            .map_err(|e| Error::TestDatabase(format!("cannot run `id`: {e}")))?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| {
-            Error::TestDatabase(format!(
-                "running as root, so the server must run as the `{SERVER_OS_USER}` OS user, which \
-                 does not exist; create it (useradd {SERVER_OS_USER}) or run the tests as a normal user"
-            ))
-        })
-    };
-    Ok(Some(Owner {
-        uid: id("-u")?,
-        gid: id("-g")?,
-    }))
-}
-
-/// `runuser` lives in sbin, which is not always on a root shell's `PATH` inside containers.
-fn runuser() -> PathBuf {
-    [
-        "/usr/sbin/runuser",
-        "/sbin/runuser",
-        "/usr/bin/runuser",
-        "/bin/runuser",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.is_file())
-    .unwrap_or_else(|| PathBuf::from("runuser"))
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> Result<u16> {
-    TcpListener::bind((HOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::TestDatabase(format!("cannot find a free port on {HOST}: {e}")))
-}
-
-/// A postgresql.conf string literal; quoting works for every parameter type.
-fn conf_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-fn check(what: &str, out: std::io::Result<Output>, cluster: &TempCluster) -> Result<()> {
+pub(super) fn check(what: &str, out: std::io::Result<Output>, cluster: &TempCluster) -> Result<()> {
     match out {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => {
@@ -629,31 +546,6 @@ fn check(what: &str, out: std::io::Result<Output>, cluster: &TempCluster) -> Res
         }
         Err(e) => Err(Error::TestDatabase(format!("cannot run {what}: {e}"))),
     }
-}
-
-fn output_text(out: &Output) -> String {
-    let text = format!(
-        "{} {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    tail(text.trim(), LOG_TAIL_LINES)
-}
-
-fn log_since(path: &Path, offset: u64) -> String {
-    let bytes = fs::read(path).unwrap_or_default();
-    let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn io_error(action: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::TestDatabase(format!("cannot {action} {}: {e}", path.display()))
 }
 
 #[cfg(test)]

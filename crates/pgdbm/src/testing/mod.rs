@@ -1,5 +1,7 @@
 //! Test support for your own test suites (feature `testing`): isolated test databases,
-//! `#[pgdbm::test]`, fixtures, table snapshots, and a throwaway PostgreSQL cluster.
+//! `#[pgdbm::test]`, fixtures, table snapshots, and throwaway servers: a PostgreSQL cluster
+//! ([`TempCluster`]), its streaming replicas ([`TempCluster::start_replica`]) and a PgBouncer
+//! ([`TempPgBouncer`]).
 //!
 //! ```no_run
 //! #[pgdbm::test(migrations = "migrations")]
@@ -12,6 +14,9 @@
 mod cluster;
 mod database;
 mod fixtures;
+mod pgbouncer;
+mod process;
+mod replica;
 
 pub use cluster::{TempCluster, TempClusterBuilder};
 pub use database::{
@@ -22,6 +27,7 @@ pub use fixtures::{
     assert_table_unchanged, count_rows, load_json_fixture, load_sql_fixture, snapshot_table,
     truncate, TableSnapshot,
 };
+pub use pgbouncer::{TempPgBouncer, TempPgBouncerBuilder};
 
 /// What `#[pgdbm::test]` expands to; not a stable API.
 #[doc(hidden)]

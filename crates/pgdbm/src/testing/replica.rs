@@ -1,0 +1,115 @@
+//! Streaming replicas of a [`TempCluster`]: `pg_basebackup -R` into a new temporary cluster
+//! that runs as a hot standby, and promotion for failover tests.
+
+use std::time::{Duration, Instant};
+
+use super::cluster::{check, TempCluster, TempClusterBuilder};
+use super::process::{unique_dir, HOST};
+use crate::error::{Error, Result};
+
+impl TempCluster {
+    /// Starts a hot-standby replica of this cluster: a base backup taken over the replication
+    /// protocol (`pg_basebackup -R -X stream`) into a new temporary directory, started on its
+    /// own free port. It streams from this cluster until [`promote`](Self::promote) and is
+    /// stopped and deleted when dropped, like any [`TempCluster`].
+    ///
+    /// ```no_run
+    /// use pgdbm::testing::TempCluster;
+    ///
+    /// let primary = TempCluster::start()?;
+    /// let replica = primary.start_replica()?;
+    /// // ... write on the primary, read on the replica ...
+    /// # Ok::<(), pgdbm::Error>(())
+    /// ```
+    pub fn start_replica(&self) -> Result<TempCluster> {
+        if !self.running {
+            return Err(Error::TestDatabase(
+                "cannot start a replica of a stopped cluster".into(),
+            ));
+        }
+        let root = unique_dir("replica")?;
+        // From here on Drop removes the directory (and stops the server) whatever fails.
+        let mut replica = TempCluster {
+            data_dir: root.join("data"),
+            socket_dir: root.join("socket"),
+            log_file: root.join("server.log"),
+            root,
+            bin_dir: self.bin_dir.clone(),
+            owner: self.owner,
+            port: 0,
+            running: false,
+            cleaned_up: false,
+        };
+        replica.create_dir(&replica.socket_dir)?;
+        replica.chown(&replica.root)?;
+        let backup = replica
+            .command("pg_basebackup")
+            .args(["-h", HOST, "-p", &self.port.to_string(), "-U", "postgres"])
+            .arg("-D")
+            .arg(&replica.data_dir)
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .output();
+        check("pg_basebackup", backup, &replica)?;
+        // The backup copied the primary's postgresql.conf; the settings appended now win over
+        // its listen address and socket directory.
+        replica.write_config(&TempClusterBuilder::default().setting("hot_standby", "on"))?;
+        replica.start_on_free_port()?;
+        Ok(replica)
+    }
+
+    /// Promotes a replica to a primary (`pg_ctl promote`) and waits until it accepts writes.
+    pub fn promote(&self) -> Result<()> {
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-w", "-t", "60", "promote"])
+            .output();
+        check("pg_ctl promote", out, self)
+    }
+
+    /// Waits until `replica` has replayed everything this cluster had written when the call
+    /// began, or `timeout` passes.
+    ///
+    /// ```no_run
+    /// # async fn f(primary: &pgdbm::testing::TempCluster, replica: &pgdbm::testing::TempCluster) -> pgdbm::Result<()> {
+    /// primary.wait_for_replica(replica, std::time::Duration::from_secs(10)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_replica(&self, replica: &TempCluster, timeout: Duration) -> Result<()> {
+        // The insert position, not the write position: with `synchronous_commit = off` (as a
+        // TempCluster runs) a committed record may not have been written yet.
+        let lsn: String = query_text(self, "SELECT pg_current_wal_insert_lsn()::text").await?;
+        let deadline = Instant::now() + timeout;
+        let sql = format!("SELECT (pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn)::text");
+        loop {
+            if query_text(replica, &sql).await? == "true" {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::TestDatabase(format!(
+                    "the replica on port {} did not replay up to {lsn} within {timeout:?}",
+                    replica.port
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// One text value from a throwaway connection to `cluster`'s `postgres` database.
+async fn query_text(cluster: &TempCluster, sql: &str) -> Result<String> {
+    let url = cluster.connection_string("postgres");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(connection);
+    let rows = client.simple_query(sql).await;
+    drop(client);
+    let _ = task.await;
+    rows?
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .ok_or_else(|| Error::TestDatabase(format!("{sql} returned no value")))
+}
