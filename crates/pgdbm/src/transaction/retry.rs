@@ -161,7 +161,8 @@ impl AsyncDatabaseManager {
                         },
                         Err(e) => {
                             // Rolled back before anything else runs: the retry then never waits
-                            // on this attempt's locks. A failed rollback closes the connection.
+                            // on this attempt's locks. If ROLLBACK fails, the connection is
+                            // rolled back or closed in the background, as for a dropped one.
                             let _ = tx.rollback().await;
                             e
                         }
