@@ -311,11 +311,10 @@ async fn a_real_deadlock_is_retried() {
         .unwrap();
     let n: Vec<i32> = rows.iter().map(|r| r.get("n").unwrap()).collect();
     assert_eq!(n, vec![2, 2], "each transaction applied exactly once");
-    assert_eq!(
-        runs.load(Ordering::Relaxed),
-        3,
-        "one run was a deadlock victim"
-    );
+    // At least one deadlock victim was run again. (A retry can race the survivor for the freed
+    // row and deadlock once more, so more runs are possible.)
+    let runs = runs.load(Ordering::Relaxed);
+    assert!(runs >= 3, "a deadlock victim was retried ({runs} runs)");
 }
 
 /// The helper's future dropped mid-attempt (here by a timeout around it): nothing is written
