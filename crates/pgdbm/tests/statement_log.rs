@@ -3,8 +3,9 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::*;
@@ -27,6 +28,12 @@ impl Captured {
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<Captured>>>);
 
+thread_local! {
+    /// The capture of the test running on this thread (each test has its own thread and a
+    /// current-thread runtime, so its statements are logged on it).
+    static SINK: RefCell<Option<Capture>> = const { RefCell::new(None) };
+}
+
 struct Fields<'a>(&'a mut BTreeMap<String, String>);
 
 impl Visit for Fields<'_> {
@@ -38,29 +45,49 @@ impl Visit for Fields<'_> {
     }
 }
 
-impl<S: Subscriber> Layer<S> for Capture {
+/// Routes each event to the capture of the thread it is emitted on.
+struct Router;
+
+impl<S: Subscriber> Layer<S> for Router {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         if event.metadata().target() != "pgdbm::query" {
             return;
         }
         let mut fields = BTreeMap::new();
         event.record(&mut Fields(&mut fields));
-        if fields.contains_key("sql") {
-            self.0.lock().unwrap().push(Captured {
-                level: *event.metadata().level(),
-                fields,
-            });
+        if !fields.contains_key("sql") {
+            return;
         }
+        SINK.with(|sink| {
+            if let Some(capture) = &*sink.borrow() {
+                capture.0.lock().unwrap().push(Captured {
+                    level: *event.metadata().level(),
+                    fields,
+                });
+            }
+        });
     }
 }
 
-impl Capture {
-    /// Installs the capture for the current thread (the test's current-thread runtime).
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
+/// One global subscriber for the whole binary, set before any statement is logged: scoped
+/// per-thread subscribers in parallel tests race tracing's callsite interest cache and can miss
+/// events.
+fn global_subscriber() {
+    static GLOBAL: OnceLock<()> = OnceLock::new();
+    GLOBAL.get_or_init(|| {
         let filter = tracing_subscriber::filter::Targets::new().with_target("pgdbm", Level::DEBUG);
-        tracing::subscriber::set_default(
-            tracing_subscriber::registry().with(self.clone().with_filter(filter)),
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(Router.with_filter(filter)),
         )
+        .expect("no other global subscriber");
+    });
+}
+
+impl Capture {
+    /// Captures this thread's statement events from now on.
+    fn install(&self) {
+        global_subscriber();
+        SINK.with(|sink| *sink.borrow_mut() = Some(self.clone()));
     }
 
     fn take(&self) -> Vec<Captured> {
@@ -79,10 +106,11 @@ fn duration_ms(event: &Captured) -> f64 {
 
 #[tokio::test]
 async fn transaction_control_is_logged_with_durations() {
+    global_subscriber();
     let (db, _g) = schema_db().await;
     users_table(&db).await;
     let capture = Capture::default();
-    let _guard = capture.install();
+    capture.install();
 
     let long = "a-very-long-secret-value-that-must-not-be-logged@example.org";
     let tx = db.transaction().await.unwrap();
@@ -135,10 +163,11 @@ async fn transaction_control_is_logged_with_durations() {
 
 #[tokio::test]
 async fn failures_timeouts_and_implicit_transactions_are_logged() {
+    global_subscriber();
     let (db, _g) = schema_db().await;
     users_table(&db).await;
     let capture = Capture::default();
-    let _guard = capture.install();
+    capture.install();
 
     // executemany outside a transaction: its own BEGIN and COMMIT.
     db.executemany(
@@ -198,9 +227,10 @@ async fn failures_timeouts_and_implicit_transactions_are_logged() {
 
 #[tokio::test]
 async fn migration_statements_are_logged() {
+    global_subscriber();
     let (db, _g) = schema_db().await;
     let capture = Capture::default();
-    let _guard = capture.install();
+    capture.install();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/migrations");
     pgdbm::AsyncMigrationManager::new(&db, dir)
         .apply_pending_migrations()
