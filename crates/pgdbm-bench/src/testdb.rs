@@ -77,7 +77,10 @@ pub async fn measure(rounds: usize) -> Vec<Way> {
             _ => TestDatabase::builder().schema_per_test().migrations(m),
         }
     };
-    // Warm up: builds the template once and primes caches for every way.
+    // The template lives while a database cloned from it does; this one keeps it for the
+    // whole measurement, as the other tests of a parallel run would.
+    let anchor = make(1).create().await.expect("create test database");
+    // Warm up: primes caches for every way.
     for way in 0..ways.len() {
         time_one(make(way)).await;
     }
@@ -90,6 +93,7 @@ pub async fn measure(rounds: usize) -> Vec<Way> {
             t.1.push(d);
         }
     }
+    anchor.cleanup().await.expect("cleanup");
     std::fs::remove_dir_all(&dir).ok();
     ways.iter()
         .zip(times)

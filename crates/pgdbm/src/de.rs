@@ -12,14 +12,21 @@ use tokio_postgres::Row;
 use crate::error::Error;
 use crate::value::{hex_bytea, RawColumn, Value};
 
-/// Deserializes `T` from `row`, fields matched to columns by name.
+/// Deserializes `T` from `row`, fields matched to columns by name. A field with no column is
+/// an error when the row also has a column that no field reads: serde would otherwise quietly
+/// fill a missing `Option` field with `None`, hiding a misspelt or renamed column.
 pub(crate) fn from_row<T: DeserializeOwned>(row: &Row) -> Result<T, Error> {
     let mut current = None;
+    let mut missing = None;
     T::deserialize(RowDe {
         row,
         current: &mut current,
+        missing: &mut missing,
     })
     .map_err(|e: DeError| {
+        if let Some(field) = missing {
+            return missing_field(row, field);
+        }
         let Some(i) = current.filter(|&i| i < row.len()) else {
             return Error::decode("-", "-", e.0);
         };
@@ -34,6 +41,20 @@ pub(crate) fn from_row<T: DeserializeOwned>(row: &Row) -> Result<T, Error> {
         };
         Error::decode(col.name(), col.type_(), message)
     })
+}
+
+fn missing_field(row: &Row, field: &str) -> Error {
+    let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+    Error::decode(
+        field,
+        "-",
+        format!(
+            "missing field `{field}`: the row has no such column (it has {names:?}, and not \
+             every one of them is read). fetch_*_as_model reads columns by serde's field names \
+             (#[serde(rename = \"...\")]); #[pgdbm(...)] attributes serve fetch_*_as (FromRow). \
+             Rename the field or the column, or select only the columns the struct reads"
+        ),
+    )
 }
 
 #[derive(Debug)]
@@ -60,6 +81,8 @@ fn wire(e: BoxError) -> DeError {
 struct RowDe<'r, 'c> {
     row: &'r Row,
     current: &'c mut Option<usize>,
+    /// The first struct field with no column of its name.
+    missing: &'c mut Option<&'static str>,
 }
 
 impl<'de, 'r: 'de, 'c> de::Deserializer<'de> for RowDe<'r, 'c> {
@@ -86,6 +109,31 @@ impl<'de, 'r: 'de, 'c> de::Deserializer<'de> for RowDe<'r, 'c> {
         self.deserialize_seq(visitor)
     }
 
+    /// `fields` are the names serde will look for (aliases included): each must be a column.
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        // A field without its column, while the row has a column no field reads, is most
+        // likely a misspelt or renamed field (a name only `#[pgdbm(rename)]` knows, say): an
+        // error. Without such a column, serde's own rules stand (`Option` gives `None`,
+        // `#[serde(default)]` its default), and an alias that the row does not use is fine.
+        let columns = self.row.columns();
+        let unread = columns.iter().any(|c| !fields.contains(&c.name()));
+        if unread {
+            if let Some(field) = fields
+                .iter()
+                .find(|f| !columns.iter().any(|c| c.name() == **f))
+            {
+                *self.missing = Some(field);
+                return Err(DeError(format!("missing field `{field}`")));
+            }
+        }
+        self.deserialize_any(visitor)
+    }
+
     fn deserialize_tuple_struct<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -97,7 +145,7 @@ impl<'de, 'r: 'de, 'c> de::Deserializer<'de> for RowDe<'r, 'c> {
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf option unit unit_struct newtype_struct map struct enum identifier ignored_any
+        bytes byte_buf option unit unit_struct newtype_struct map enum identifier ignored_any
     }
 }
 

@@ -162,6 +162,17 @@ pub enum Error {
     #[error("cannot send notification: {0}")]
     Notify(String),
 
+    /// Reading the data to send failed (the reader given to `copy_from_csv`, say); nothing
+    /// was written.
+    #[error("{operation} failed: {source}")]
+    Io {
+        /// What was being read.
+        operation: String,
+        /// The reader's error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Yielded by a [`Listener`](crate::Listener): notifications may have been missed, because
     /// its connection was lost and re-established, or because the consumer fell behind and its
     /// buffer overflowed. `reason` says which. The stream goes on after it; re-read whatever

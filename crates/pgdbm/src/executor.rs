@@ -2,22 +2,20 @@
 //! view of it, or a transaction.
 
 use std::future::Future;
-use std::pin::Pin;
 
+use bytes::Bytes;
+use futures_util::Stream;
 use postgres_types::FromSqlOwned;
+use tokio::io::AsyncRead;
 use tokio_postgres::types::ToSql;
 
 use crate::error::Result;
 use crate::manager::AsyncDatabaseManager;
 use crate::params::Params;
+use crate::query::BoxFuture;
 use crate::record::Record;
 use crate::transaction::Transaction;
-use crate::FromRow;
-
-/// The batch methods' future, boxed: generic over their rows, an unboxed one would make a
-/// generic caller's future fail `tokio::spawn`'s `Send` check (a rustc limitation with
-/// higher-ranked lifetimes).
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::{CopyFormat, FromRow};
 
 mod sealed {
     pub trait Sealed {}
@@ -131,6 +129,13 @@ pub trait Executor: Send + Sync + sealed::Sealed {
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a;
 
+    /// See [`AsyncDatabaseManager::fetch_stream`].
+    fn fetch_stream<'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<impl Stream<Item = Result<Record>> + Send + 'a>> + Send + 'a;
+
     /// See [`AsyncDatabaseManager::copy_records_to_table`].
     fn copy_records_to_table<'a, P, I>(
         &'a self,
@@ -142,6 +147,24 @@ pub trait Executor: Send + Sync + sealed::Sealed {
         P: Params + Send + 'a,
         I: IntoIterator<Item = P> + Send + 'a,
         I::IntoIter: Send;
+
+    /// See [`AsyncDatabaseManager::copy_from_csv`].
+    fn copy_from_csv<'a, R>(
+        &'a self,
+        table: &'a str,
+        columns: Option<&'a [&'a str]>,
+        header: bool,
+        reader: R,
+    ) -> BoxFuture<'a, Result<u64>>
+    where
+        R: AsyncRead + Unpin + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::copy_to`].
+    fn copy_to<'a>(
+        &'a self,
+        source: &'a str,
+        format: CopyFormat,
+    ) -> impl Future<Output = Result<impl Stream<Item = Result<Bytes>> + Send + 'a>> + Send + 'a;
 
     /// See [`AsyncDatabaseManager::table_exists`].
     fn table_exists<'a>(&'a self, name: &'a str) -> impl Future<Output = Result<bool>> + Send + 'a;
@@ -276,6 +299,16 @@ macro_rules! executor_impl {
                 crate::query::fetch_all_mapped(self, query, params, |r| r.get::<T>(0))
             }
 
+            fn fetch_stream<'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<impl Stream<Item = Result<Record>> + Send + 'a>>
+                   + Send
+                   + 'a {
+                crate::query::stream_rows(self, query, params)
+            }
+
             fn copy_records_to_table<'a, P, I>(
                 &'a self,
                 table: &'a str,
@@ -290,6 +323,30 @@ macro_rules! executor_impl {
                 Box::pin(crate::query::copy_records_to_table(
                     self, table, records, columns,
                 ))
+            }
+
+            fn copy_from_csv<'a, R>(
+                &'a self,
+                table: &'a str,
+                columns: Option<&'a [&'a str]>,
+                header: bool,
+                reader: R,
+            ) -> BoxFuture<'a, Result<u64>>
+            where
+                R: AsyncRead + Unpin + Send + 'a,
+            {
+                let format = CopyFormat::Csv { header };
+                Box::pin(crate::query::copy_from(self, table, columns, format, reader))
+            }
+
+            fn copy_to<'a>(
+                &'a self,
+                source: &'a str,
+                format: CopyFormat,
+            ) -> impl Future<Output = Result<impl Stream<Item = Result<Bytes>> + Send + 'a>>
+                   + Send
+                   + 'a {
+                crate::query::copy_to(self, source, format)
             }
 
             fn table_exists<'a>(

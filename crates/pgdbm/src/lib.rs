@@ -30,7 +30,8 @@
 //!
 //! Modules by capability: [`config`](DatabaseConfig), templates, [`pool`](Pool),
 //! [`manager`](AsyncDatabaseManager), [`transaction`](Transaction), rows and values
-//! ([`Record`], [`Value`], [`types`]), COPY and batches ([`Params`]), [`Error`]s, and
+//! ([`Record`], [`Value`], [`types`]), streams ([`RecordStream`]), COPY and batches ([`Params`],
+//! [`CopyFormat`]), [`Error`]s, and
 //! [`Executor`] for code that runs on the manager or inside a transaction alike, and
 //! LISTEN/NOTIFY ([`Listener`], [`AsyncDatabaseManager::notify`]).
 
@@ -43,6 +44,7 @@ mod connection;
 mod de;
 mod error;
 mod executor;
+mod from_row;
 mod manager;
 mod migrate;
 mod notify;
@@ -64,7 +66,30 @@ mod value;
 pub mod testing;
 
 /// `#[pgdbm::test]`: a fresh (optionally migrated) database per async test, dropped afterwards
-/// even when the test panics. See [`testing`].
+/// even when the test panics. The function takes the connected manager (or nothing) and
+/// returns `()` or a `Result`. See [`testing`].
+///
+/// Options: `migrations = "dir"` (relative to the crate's `Cargo.toml`; applied once to a
+/// template database that each test clones), `schema = "name"` (the manager's schema, where
+/// those migrations go), `schema_per_test = true` (one database, a fresh schema per test),
+/// `template = false` (migrate every test database from scratch), `prefix = "test"`.
+///
+/// Several modules, each migrated into the schema of its name and recorded under that module
+/// name: `migrations = [("users", "migrations/users"), ("orders", "migrations/orders")]`,
+/// applied in that order. The manager works in `schema` when given, else in the first
+/// module's schema; managers for the other schemas share its pool:
+///
+/// ```no_run
+/// use pgdbm::AsyncDatabaseManager;
+///
+/// #[pgdbm::test(migrations = [("users", "migrations/users"), ("orders", "migrations/orders")])]
+/// async fn places_an_order(db: AsyncDatabaseManager) -> pgdbm::Result<()> {
+///     let orders = AsyncDatabaseManager::from_pool(db.pool()?, Some("orders"))?;
+///     let id: i32 = db.execute_and_return_id("INSERT INTO {{tables.accounts}} (email) VALUES ('a@x')", &[]).await?;
+///     orders.execute("INSERT INTO {{tables.orders}} (account_id) VALUES ($1)", &[&id]).await?;
+///     Ok(())
+/// }
+/// ```
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use pgdbm_macros::test;
@@ -83,12 +108,21 @@ pub use migrate::{
 };
 pub use notify::{Listener, Notification};
 pub use params::Params;
-/// `#[derive(FromRow)]`, with `#[pgdbm(rename = "column")]` on fields. See [`FromRow`].
+/// Derives [`FromRow`](trait@FromRow) for a struct with named fields; the `#[pgdbm(...)]`
+/// attributes are documented on the trait.
 #[cfg(feature = "derive")]
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use pgdbm_macros::FromRow;
 pub use pool::Pool;
+pub use query::{CopyFormat, CopyOutStream, RecordStream};
 pub use record::{ColumnIndex, FromRow, Record};
+/// Used by `#[derive(FromRow)]`; not part of the stable API.
+#[doc(hidden)]
+pub mod __derive {
+    pub use crate::from_row::{
+        get_or_default, json, json_or_default, DeserializeOwned, FromSqlOwned,
+    };
+}
 pub use stats::{PoolStats, PoolStatus};
 pub use transaction::{IsolationLevel, RetryPolicy, Transaction, TransactionOptions};
 pub use value::{EnumText, Value};

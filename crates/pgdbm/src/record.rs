@@ -24,23 +24,81 @@ pub struct Record {
     row: Row,
 }
 
-/// A struct read from a row: each field from the column of its name, decoded from the wire
-/// with the field type's `FromSql` (no text round trip, unlike the serde path of
-/// `fetch_all_as_model`). Derive it (feature `derive`, on by default); a missing column or a
-/// mismatched type is [`Error::Decode`] naming the column.
+/// A struct read from a row by [`fetch_one_as`](crate::AsyncDatabaseManager::fetch_one_as) and
+/// [`fetch_all_as`](crate::AsyncDatabaseManager::fetch_all_as): each field from the column of
+/// its name, decoded from the wire with the field type's `FromSql` (no text round trip).
+/// Derive it (feature `derive`, on by default); a missing column or a mismatched type is
+/// [`Error::Decode`] naming the column (a missing one also lists the row's columns).
+///
+/// Field attributes, `#[pgdbm(...)]`:
+///
+/// | attribute | the field is |
+/// |---|---|
+/// | `rename = "col"` | read from column `col` |
+/// | `default` | `Default::default()` when the row has no such column (a NULL in a present column is decoded as usual) |
+/// | `json` | a json or jsonb column deserialized into any `serde::Deserialize` type (with `rename` and `default` too) |
+/// | `flatten` | a type that implements `FromRow` itself, read from the same row |
+/// | `skip` | not read: `Default::default()` |
+///
+/// On the struct, `#[pgdbm(crate = "path")]` names the pgdbm crate when it is renamed or
+/// re-exported (default `::pgdbm`). Generic fields get the bounds their attribute needs.
 ///
 /// ```no_run
+/// #[derive(serde::Deserialize, Default)]
+/// struct Prefs { theme: String }
+///
 /// #[derive(pgdbm::FromRow)]
-/// struct Order {
+/// struct Address { city: String, zip: Option<String> }
+///
+/// #[derive(pgdbm::FromRow)]
+/// struct Customer {
 ///     id: i64,
-///     #[pgdbm(rename = "total_cents")]
-///     total: i64,
-///     note: Option<String>,
-///     placed: chrono::DateTime<chrono::Utc>,
+///     #[pgdbm(rename = "full_name")]
+///     name: String,
+///     #[pgdbm(json)]
+///     prefs: Prefs,                     // a jsonb column
+///     #[pgdbm(flatten)]
+///     address: Address,                 // city and zip from the same row
+///     #[pgdbm(default)]
+///     orders: i64,                      // 0 when the query does not select it
+///     #[pgdbm(skip)]
+///     cache: Vec<u8>,
 /// }
 /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
-/// let orders: Vec<Order> = db.fetch_all_as("SELECT * FROM {{tables.orders}}", &[]).await?;
+/// let all: Vec<Customer> = db
+///     .fetch_all_as("SELECT id, full_name, prefs, city, zip FROM {{tables.customers}}", &[])
+///     .await?;
 /// # Ok(()) }
+/// ```
+///
+/// **One struct, two read paths.** `fetch_*_as` follow these `#[pgdbm(...)]` attributes;
+/// [`fetch_as_model`](crate::AsyncDatabaseManager::fetch_as_model) and
+/// [`fetch_all_as_model`](crate::AsyncDatabaseManager::fetch_all_as_model) go through serde and
+/// follow serde's (`#[serde(rename = "...")]`). A struct read both ways needs both renames. On
+/// the serde path a field with no column, while the row has a column that no field reads (a
+/// column named only through `#[pgdbm(rename)]`), is an error naming both, not a silent
+/// `None`; when every column is read, serde's own rules apply to an absent one (`Option` gives
+/// `None`, `#[serde(default)]` its default).
+///
+/// Attributes that cannot go together are refused at compile time, as are unknown ones:
+///
+/// ```compile_fail
+/// #[derive(pgdbm::FromRow)]
+/// struct S { #[pgdbm(skip, rename = "x")] a: i32 }   // a skipped field reads no column
+/// ```
+/// ```compile_fail
+/// # #[derive(pgdbm::FromRow)] struct T { x: i32 }
+/// #[derive(pgdbm::FromRow)]
+/// struct S { #[pgdbm(json, flatten)] a: T }          // flatten reads no single column
+/// ```
+/// ```compile_fail
+/// #[derive(pgdbm::FromRow)]
+/// struct S { #[pgdbm(rename_all = "camelCase")] a: i32 }   // unknown: lists the valid keys
+/// ```
+/// ```compile_fail
+/// #[derive(pgdbm::FromRow)]
+/// #[pgdbm(crate = "no_such_crate")]
+/// struct S { a: i32 }
 /// ```
 pub trait FromRow: Sized {
     /// Reads one row.

@@ -6,16 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{admin_value, schema_db_with};
+use common::{admin_value, pool_of, schema_db_with, served_at_once, settle};
 use futures_util::StreamExt;
 use pgdbm::{AsyncDatabaseManager, Error};
-
-fn pool_of(n: usize) -> impl FnOnce(&mut pgdbm::DatabaseConfig) {
-    move |c| {
-        c.min_connections = n;
-        c.max_connections = n;
-    }
-}
 
 async fn sessions_idle_in_transaction(db: &AsyncDatabaseManager) -> i64 {
     let schema = db.schema().unwrap().to_owned();
@@ -52,21 +45,6 @@ async fn committed_rows(db: &AsyncDatabaseManager) -> Option<String> {
         db.schema().unwrap()
     ))
     .await
-}
-
-async fn settle<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(
-            Instant::now() < until,
-            "the condition did not settle in 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A timeout's cancel request must never reach the next statement on that connection.
@@ -279,14 +257,7 @@ async fn a_dropped_stream_cancels_its_query() {
         let mut stream = Box::pin(stream);
         assert!(stream.next().await.unwrap().is_ok());
     }
-    let started = Instant::now();
-    let one: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
-    assert_eq!(one, Some(1));
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the next caller waited {:?}",
-        started.elapsed()
-    );
+    served_at_once(&db).await;
 }
 
 /// A raw connection handed back with a transaction left open is not reused as it is.

@@ -77,13 +77,15 @@ fn a_panicking_test_still_drops_its_database() {
 #[tokio::test]
 async fn migrated_databases_are_cloned_from_one_template() {
     let migrations = fixtures().join("migrations");
-    let a = TestDatabase::builder()
-        .schema("app")
-        .migrations(migrations.as_path())
-        .create()
-        .await
-        .unwrap();
-    // Spare clones are made in the background while the test runs.
+    let make = || {
+        TestDatabase::builder()
+            .schema("app")
+            .migrations(migrations.as_path())
+            .create()
+    };
+    let a = make().await.unwrap();
+    // Spare clones are made in the background while tests overlap, as `a` and `a2` do.
+    let a2 = make().await.unwrap();
     let template = Migrations::Dir(migrations.clone())
         .template_name(Some("app"))
         .unwrap();
@@ -111,12 +113,7 @@ async fn migrated_databases_are_cloned_from_one_template() {
         .unwrap()
         .parse()
         .unwrap();
-    let b = TestDatabase::builder()
-        .schema("app")
-        .migrations(migrations.as_path())
-        .create()
-        .await
-        .unwrap();
+    let b = make().await.unwrap();
     let b_oid: i64 = admin_value(&format!(
         "SELECT oid::int8 FROM pg_database WHERE datname = '{}'",
         b.name()
@@ -149,6 +146,7 @@ async fn migrated_databases_are_cloned_from_one_template() {
         .unwrap();
     assert_eq!(count_rows(b.manager(), "users").await.unwrap(), 1);
     a.cleanup().await.unwrap();
+    a2.cleanup().await.unwrap();
     b.cleanup().await.unwrap();
 }
 
@@ -177,13 +175,13 @@ async fn changed_migrations_build_a_new_template_and_old_ones_can_be_dropped() {
             .map(|r| r.get::<String>(0).unwrap())
             .collect::<Vec<_>>()
     };
+    // `first` keeps its template in use while the migrations change under it.
     let first = TestDatabase::builder()
         .server(server.clone())
         .migrations(dir.as_path())
         .create()
         .await
         .unwrap();
-    first.cleanup().await.unwrap();
     let one = templates().await;
     assert_eq!(one.len(), 1);
     std::fs::write(
@@ -198,17 +196,34 @@ async fn changed_migrations_build_a_new_template_and_old_ones_can_be_dropped() {
         .await
         .unwrap();
     assert!(second.manager().table_exists("more").await.unwrap());
-    second.cleanup().await.unwrap();
     let two = templates().await;
     assert_eq!(two.len(), 2, "{two:?}");
+    // The old template is still in use (by `first`): housekeeping leaves it alone.
     let keep = Migrations::Dir(dir.clone());
     let dropped = testing::drop_stale_templates(&server, Some((&keep, None)))
         .await
         .unwrap();
-    assert_eq!(dropped, one);
-    let left = templates().await;
-    assert_eq!(left.len(), 1);
-    assert_ne!(left, one);
+    assert_eq!(dropped, Vec::<String>::new());
+    // Once their last test database is gone, templates go too.
+    first.cleanup().await.unwrap();
+    assert_eq!(templates().await.len(), 1);
+    assert_ne!(templates().await, one);
+    second.cleanup().await.unwrap();
+    assert_eq!(templates().await, Vec::<String>::new());
+    // A template that a killed run left behind (nobody uses it) is housekeeping's to drop.
+    let maint = AsyncDatabaseManager::new(server.clone()).unwrap();
+    maint.connect().await.unwrap();
+    for sql in [
+        "CREATE DATABASE pgdbm_tpl_00000000deadbeef",
+        "ALTER DATABASE pgdbm_tpl_00000000deadbeef WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
+        "CREATE DATABASE pgdbm_spare_00000000deadbeef_1 TEMPLATE pgdbm_tpl_00000000deadbeef",
+    ] {
+        maint.execute(sql, &[]).await.unwrap();
+    }
+    maint.disconnect().await.unwrap();
+    let dropped = testing::drop_stale_templates(&server, None).await.unwrap();
+    assert_eq!(dropped, vec!["pgdbm_tpl_00000000deadbeef".to_owned()]);
+    assert_eq!(templates().await, Vec::<String>::new());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

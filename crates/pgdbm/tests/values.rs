@@ -179,7 +179,6 @@ async fn models_read_straight_from_the_row() {
         arr: Vec<Option<i32>>,
         tarr: Vec<String>,
         nul: Option<i32>,
-        missing_is_fine: Option<String>,
     }
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(rename_all = "lowercase")]

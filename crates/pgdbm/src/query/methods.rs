@@ -46,12 +46,18 @@ macro_rules! query_methods {
         ///     vec![("a@x.org", "A"), ("b@x.org", "B")]).await?;
         /// # Ok(()) }
         /// ```
-        pub async fn executemany<P: crate::params::Params>(
-            &self,
-            query: &str,
-            rows: impl IntoIterator<Item = P>,
-        ) -> Result<u64> {
-            crate::query::executemany(self, query, rows).await
+        // Boxed, like `copy_records_to_table`: see there.
+        pub fn executemany<'c, P, I>(
+            &'c self,
+            query: &'c str,
+            rows: I,
+        ) -> crate::query::BoxFuture<'c, Result<u64>>
+        where
+            P: crate::params::Params + Send + 'c,
+            I: IntoIterator<Item = P> + Send + 'c,
+            I::IntoIter: Send,
+        {
+            Box::pin(crate::query::executemany(self, query, rows))
         }
 
         /// The first column of the first row; `None` for no row and for SQL NULL.
@@ -97,7 +103,14 @@ macro_rules! query_methods {
             crate::query::fetch_all(self, query, params).await
         }
 
-        /// The first row deserialized into `T` (fields matched to columns by name).
+        /// The first row deserialized into `T` through serde, each field from the column of
+        /// its serde name (`#[serde(rename = "...")]`; `#[pgdbm(...)]` attributes serve
+        /// [`fetch_one_as`](Self::fetch_one_as) instead). A field with no column, while the row
+        /// has a column that no field reads, is [`Error::Decode`](crate::Error::Decode) naming
+        /// the field and listing the row's columns (a misspelt field, or a column named only by
+        /// `#[pgdbm(rename)]`); when every column is read, an absent one follows serde's rules
+        /// (`Option` gives `None`, `#[serde(default)]` its default). A struct with a
+        /// `#[serde(flatten)]` field is read as a map and is not checked.
         ///
         /// ```no_run
         /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
@@ -115,7 +128,8 @@ macro_rules! query_methods {
                 .await
         }
 
-        /// All rows deserialized into `T`.
+        /// All rows deserialized into `T`; fields follow serde's names, strictly, as in
+        /// [`fetch_as_model`](Self::fetch_as_model).
         pub async fn fetch_all_as_model<T: serde::de::DeserializeOwned>(
             &self,
             query: &str,
@@ -126,7 +140,9 @@ macro_rules! query_methods {
         }
 
         /// The first row as `T` through its [`FromRow`](crate::FromRow) impl: each field decoded
-        /// straight from the wire, the fastest typed fetch. `None` when there is no row.
+        /// straight from the wire, the fastest typed fetch. `None` when there is no row. Fields
+        /// follow the `#[pgdbm(...)]` attributes (`rename`, `default`, `json`, `flatten`,
+        /// `skip`); serde's attributes serve [`fetch_as_model`](Self::fetch_as_model).
         ///
         /// ```no_run
         /// #[derive(pgdbm::FromRow)]
@@ -198,18 +214,94 @@ macro_rules! query_methods {
         /// applied) or `schema.table`; values are encoded as the table's column types. Returns
         /// the number of rows copied. Outside a transaction it is all-or-nothing.
         ///
+        /// A value is widened to its column's type where that loses nothing: `i16`/`i32`
+        /// into `bigint`, `i16` into `integer`, `f32` (and `i16`/`i32`) into `double
+        /// precision`, `i16`/`i32`/`i64` into `numeric`. Anything else that does not match, a
+        /// narrowing (`i64` into `integer`) included, is an error naming the column, its type
+        /// and the Rust type. Rows may borrow (`&str` from the caller's data), also in a
+        /// spawned task.
+        ///
         /// ```no_run
         /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
         /// let n = db.copy_records_to_table("users", vec![("c@x.org", "C")], Some(&["email", "name"])).await?;
+        ///
+        /// struct User { id: i64, email: String }
+        /// let users: Vec<User> = Vec::new();
+        /// db.copy_records_to_table("users", users.iter().map(|u| (u.id, u.email.as_str())),
+        ///     Some(&["id", "email"])).await?;
         /// # Ok(()) }
         /// ```
-        pub async fn copy_records_to_table<P: crate::params::Params>(
+        // The future is boxed (and so `Send` by its type): generic over rows that borrow, an
+        // unboxed one makes the caller's future fail `tokio::spawn`'s `Send` check (a rustc
+        // limitation with higher-ranked lifetimes, "FnOnce is not general enough").
+        pub fn copy_records_to_table<'c, P, I>(
+            &'c self,
+            table: &'c str,
+            records: I,
+            columns: Option<&'c [&'c str]>,
+        ) -> crate::query::BoxFuture<'c, Result<u64>>
+        where
+            P: crate::params::Params + Send + 'c,
+            I: IntoIterator<Item = P> + Send + 'c,
+            I::IntoIter: Send,
+        {
+            Box::pin(crate::query::copy_records_to_table(
+                self, table, records, columns,
+            ))
+        }
+
+        /// Streams CSV from `reader` (a file, a request body, anything `AsyncRead`) into
+        /// `table` with `COPY … FROM STDIN (FORMAT csv)`. `table` is a plain name (the
+        /// manager's schema is applied) or `schema.table`; `columns` are the CSV's columns in
+        /// order (`None`: all, in table order); `header`: the first line holds column names and
+        /// is skipped. Returns the number of rows written. All-or-nothing: a malformed line is an
+        /// [`Error::Query`](crate::Error::Query) with the server's SQLSTATE (its `params` name
+        /// the line), a failing reader is [`Error::Io`](crate::Error::Io), and nothing is
+        /// written. The call's timeout covers the whole load.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let csv: &[u8] = b"email,name\na@x.org,A\nb@x.org,B\n";
+        /// let n = db.copy_from_csv("users", Some(&["email", "name"]), true, csv).await?;
+        /// assert_eq!(n, 2);
+        /// # Ok(()) }
+        /// ```
+        pub async fn copy_from_csv<R>(
             &self,
             table: &str,
-            records: impl IntoIterator<Item = P>,
             columns: Option<&[&str]>,
-        ) -> Result<u64> {
-            crate::query::copy_records_to_table(self, table, records, columns).await
+            header: bool,
+            reader: R,
+        ) -> Result<u64>
+        where
+            R: tokio::io::AsyncRead + Unpin + Send,
+        {
+            let format = crate::CopyFormat::Csv { header };
+            crate::query::copy_from(self, table, columns, format, reader).await
+        }
+
+        /// Exports with `COPY … TO STDOUT`: a stream of bytes in `format` (CSV, text or
+        /// binary). `source` is a table name (`users`, `schema.users`) or a query (`SELECT …`,
+        /// templates applied; COPY takes no parameters). The timeout covers the wait for the
+        /// first chunk and then each wait for the next one; a stream dropped before its end
+        /// cancels the COPY on the server, and its connection is reused only once idle.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// use futures_util::TryStreamExt;
+        /// use pgdbm::CopyFormat;
+        /// let csv = db
+        ///     .copy_to("SELECT id, email FROM {{tables.users}} ORDER BY id", CopyFormat::Csv { header: true })
+        ///     .await?;
+        /// let chunks: Vec<bytes::Bytes> = csv.try_collect().await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn copy_to(
+            &self,
+            source: &str,
+            format: crate::CopyFormat,
+        ) -> Result<impl futures_util::Stream<Item = Result<bytes::Bytes>> + Send + '_> {
+            crate::query::copy_to(self, source, format).await
         }
 
         /// Whether a table (or view) exists: `name` in the manager's schema (`public` without

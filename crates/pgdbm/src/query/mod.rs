@@ -64,15 +64,27 @@ macro_rules! all_or_nothing {
 
 mod batch;
 mod copy;
+mod copy_in;
+mod copy_out;
 mod log;
 mod methods;
 mod stream;
+mod widen;
 
 pub(crate) use batch::executemany;
 pub(crate) use copy::copy_records_to_table;
+pub(crate) use copy_in::copy_from;
+pub(crate) use copy_out::copy_to;
+pub use copy_out::{CopyFormat, CopyOutStream};
 pub(crate) use log::{batch_execute_logged, batch_logged, logged, StatementLog};
 pub(crate) use methods::query_methods;
 pub(crate) use stream::stream_rows;
+pub use stream::RecordStream;
+
+/// The batch methods' future, boxed: generic over their rows, an unboxed one would make a
+/// generic caller's future fail `tokio::spawn`'s `Send` check (a rustc limitation with
+/// higher-ranked lifetimes).
+pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A connection for one call: checked out of the pool, or borrowed from a transaction.
 // Boxing the pooled variant would cost an allocation per query; the enum lives on the stack

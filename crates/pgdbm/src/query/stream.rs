@@ -1,78 +1,167 @@
-//! `fetch_stream`: rows one at a time, the connection travelling with the stream.
+//! Streaming results: `fetch_stream` (rows, the connection travelling with the stream), its
+//! owned form [`RecordStream`], and the per-item timeout that `copy_to` shares.
 
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use futures_util::TryStreamExt;
+use futures_util::{Stream, TryStreamExt};
 use tokio_postgres::types::ToSql;
 
 use super::{query_error, ConnRef, Runner, StatementLog};
+use crate::connection::PgConn;
 use crate::error::{shorten_sql, Error, Result};
+use crate::manager::AsyncDatabaseManager;
 use crate::record::Record;
 
-/// Rows as a stream, for results too large to hold at once. The call's timeout covers the
-/// wait for the first row (from the call) and then each wait for the next row. On expiry the
-/// stream yields [`Error::Timeout`] and ends; a stream dropped before its end cancels its query.
-pub(crate) async fn stream_rows<'e, E: Runner>(
+/// A streaming call whose statement has started: the items still to come, the connection that
+/// travels with them, and the per-item timeout. Dropped before its end, its fields go in
+/// order: the driver's stream first, then the connection, which is released still active, so
+/// it is cancelled and drained before anyone else gets it.
+pub(crate) struct Streaming<S, C, N> {
+    items: Pin<Box<S>>,
+    conn: C,
+    sql: String,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    /// Whom to tell of a failure (the executor's `note_error`).
+    note: N,
+}
+
+/// Who hears of a streaming call's failures: the executor that started it.
+pub(crate) trait NoteError: Send {
+    fn note(&self, error: &Error);
+}
+
+impl<E: Runner> NoteError for &E {
+    fn note(&self, error: &Error) {
+        self.note_error(error)
+    }
+}
+
+impl NoteError for AsyncDatabaseManager {
+    fn note(&self, error: &Error) {
+        self.note_error(error)
+    }
+}
+
+/// What a streaming call sends: the statement that starts the stream, and how its errors are
+/// wrapped.
+pub(crate) trait Opener {
+    type Items: Stream<Item = Result<Self::Item, tokio_postgres::Error>> + Send;
+    type Item;
+    fn open<'c>(
+        &'c self,
+        conn: &'c PgConn,
+        sql: &'c str,
+    ) -> impl Future<Output = Result<Self::Items, tokio_postgres::Error>> + Send + 'c;
+    fn error(&self, e: tokio_postgres::Error, sql: &str) -> Error;
+    /// The statement's parameters, for the statement log.
+    fn params(&self) -> &[&(dyn ToSql + Sync)] {
+        &[]
+    }
+}
+
+/// Starts `opener`'s statement on `conn` under the call's `deadline`, which also covers the
+/// wait for the first item. On a timeout the connection is left cancelling.
+pub(crate) async fn start<O: Opener, C, N>(
+    conn: C,
+    sql: String,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    note: N,
+    opener: O,
+) -> Result<Streaming<O::Items, C, N>>
+where
+    C: Deref<Target = PgConn> + Send,
+    N: NoteError,
+{
+    let started = Instant::now();
+    let opened = match conn.begin_op() {
+        Err(e) => Err(e),
+        Ok(()) => {
+            // Logged when the first response arrives: the rest is read at the caller's pace.
+            let log = StatementLog::start(&sql, opener.params().iter().copied());
+            let opening = opener.open(&conn, &sql);
+            let opened = match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), opening).await.ok(),
+                None => Some(opening.await),
+            };
+            match &opened {
+                Some(r) => log.finish_driver(r.as_ref()),
+                None => log.timed_out(),
+            }
+            match opened {
+                Some(Ok(items)) => Ok(items),
+                Some(Err(e)) => {
+                    conn.forget_if_stale(&sql, &e);
+                    conn.end_op();
+                    Err(opener.error(e, &sql))
+                }
+                None => {
+                    conn.start_cancelling();
+                    Err(Error::Timeout {
+                        operation: shorten_sql(&sql),
+                        after: started.elapsed(),
+                    })
+                }
+            }
+        }
+    };
+    match opened {
+        Ok(items) => Ok(Streaming {
+            items: Box::pin(items),
+            conn,
+            sql,
+            timeout,
+            deadline,
+            note,
+        }),
+        Err(e) => {
+            note.note(&e);
+            Err(e)
+        }
+    }
+}
+
+/// Starts a stream on a connection of `ex`: the stream borrows it.
+pub(crate) async fn start_on<'e, E: Runner, O: Opener>(
     ex: &'e E,
-    query: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<impl futures_util::Stream<Item = Result<Record>> + Send + 'e> {
-    let sql = ex.templates().render(query)?.into_owned();
-    let timeout = ex.timeout();
+    sql: String,
+    opener: O,
+) -> Result<Streaming<O::Items, ConnRef<'e>, &'e E>> {
     let deadline = ex.deadline();
     let conn = ex.conn(deadline).await?;
-    let started = Instant::now();
-    conn.begin_op()?;
-    // Logged when the first response arrives: the rest is read at the caller's pace.
-    let log = StatementLog::start(&sql, params.iter().copied());
-    let opened = match deadline {
-        Some(d) => tokio::time::timeout_at(
-            d.into(),
-            conn.query_stream(&sql, params, ex.in_transaction()),
-        )
-        .await
-        .ok(),
-        None => Some(conn.query_stream(&sql, params, ex.in_transaction()).await),
-    };
-    match &opened {
-        Some(r) => log.finish_driver(r.as_ref()),
-        None => log.timed_out(),
-    }
-    let stream = match opened {
-        Some(Ok(stream)) => stream,
-        Some(Err(e)) => {
-            conn.forget_if_stale(&sql, &e);
-            conn.end_op();
-            let err = query_error(e, &sql, params.iter().copied());
-            ex.note_error(&err);
-            return Err(err);
-        }
-        None => {
-            conn.start_cancelling();
-            let err = Error::Timeout {
-                operation: shorten_sql(&sql),
-                after: started.elapsed(),
-            };
-            ex.note_error(&err);
-            return Err(err);
-        }
-    };
-    // The connection travels with the stream: released when the stream ends or is dropped
-    // (then, still active, it is cancelled and drained before anyone else gets it).
-    let state = StreamState {
-        rows: Box::pin(stream),
-        conn,
-        sql,
-        timeout,
-        deadline,
-        ex,
-    };
-    Ok(futures_util::stream::unfold(
-        Some(state),
-        |state| async move {
+    start(conn, sql, ex.timeout(), deadline, ex, opener).await
+}
+
+/// Starts a stream on a connection of its own from the manager's pool: the stream owns it,
+/// and a handle on the manager, and is `'static`.
+pub(crate) async fn start_owned<O: Opener>(
+    db: &AsyncDatabaseManager,
+    sql: String,
+    opener: O,
+) -> Result<Streaming<O::Items, ConnRef<'static>, AsyncDatabaseManager>> {
+    let deadline = db.deadline();
+    let conn = ConnRef::Pooled(db.pool()?.get(deadline).await?);
+    start(conn, sql, db.timeout(), deadline, db.clone(), opener).await
+}
+
+impl<S, T, C, N> Streaming<S, C, N>
+where
+    S: Stream<Item = Result<T, tokio_postgres::Error>> + Send,
+    C: Deref<Target = PgConn> + Send,
+    N: NoteError,
+{
+    /// The items, each mapped by `map`, each wait for the next one under the timeout. On
+    /// expiry the stream yields [`Error::Timeout`] and ends; the connection is then released
+    /// cancelling, and recovered out of the pool.
+    pub(crate) fn into_stream<U>(self, map: fn(T) -> U) -> impl Stream<Item = Result<U>> + Send {
+        futures_util::stream::unfold(Some(self), move |state| async move {
             let mut st = state?;
             let next = match st.deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), st.rows.try_next()).await {
+                Some(d) => match tokio::time::timeout_at(d.into(), st.items.try_next()).await {
                     Ok(r) => r,
                     Err(_) => {
                         st.conn.start_cancelling();
@@ -80,16 +169,16 @@ pub(crate) async fn stream_rows<'e, E: Runner>(
                             operation: shorten_sql(&st.sql),
                             after: st.timeout.unwrap_or_default(),
                         };
-                        st.ex.note_error(&err);
+                        st.note.note(&err);
                         return Some((Err(err), None));
                     }
                 },
-                None => st.rows.try_next().await,
+                None => st.items.try_next().await,
             };
             match next {
-                Ok(Some(row)) => {
+                Ok(Some(item)) => {
                     st.deadline = st.timeout.map(|t| Instant::now() + t);
-                    Some((Ok(Record::new(row)), Some(st)))
+                    Some((Ok(map(item)), Some(st)))
                 }
                 Ok(None) => {
                     st.conn.end_op();
@@ -98,19 +187,137 @@ pub(crate) async fn stream_rows<'e, E: Runner>(
                 Err(e) => {
                     st.conn.end_op();
                     let err = query_error(e, &st.sql, std::iter::empty());
-                    st.ex.note_error(&err);
+                    st.note.note(&err);
                     Some((Err(err), None))
                 }
             }
-        },
-    ))
+        })
+    }
 }
 
-struct StreamState<'e, E> {
-    rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
-    conn: ConnRef<'e>,
-    sql: String,
-    timeout: Option<Duration>,
-    deadline: Option<Instant>,
+/// Rows as a stream, for results too large to hold at once. The call's timeout covers the
+/// wait for the first row (from the call) and then each wait for the next row. On expiry the
+/// stream yields [`Error::Timeout`] and ends; a stream dropped before its end cancels its query.
+pub(crate) async fn stream_rows<'e, E: Runner>(
     ex: &'e E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<impl Stream<Item = Result<Record>> + Send + 'e> {
+    let sql = ex.templates().render(query)?.into_owned();
+    let opener = Rows {
+        params,
+        in_transaction: ex.in_transaction(),
+    };
+    Ok(start_on(ex, sql, opener).await?.into_stream(Record::new))
+}
+
+/// A query's rows. The driver encodes the parameters before it returns the stream, so the
+/// stream borrows nothing of them.
+struct Rows<'p> {
+    params: &'p [&'p (dyn ToSql + Sync)],
+    in_transaction: bool,
+}
+
+impl Opener for Rows<'_> {
+    type Items = tokio_postgres::RowStream;
+    type Item = tokio_postgres::Row;
+
+    fn open<'c>(
+        &'c self,
+        conn: &'c PgConn,
+        sql: &'c str,
+    ) -> impl Future<Output = Result<Self::Items, tokio_postgres::Error>> + Send + 'c {
+        conn.query_stream(sql, self.params, self.in_transaction)
+    }
+
+    fn error(&self, e: tokio_postgres::Error, sql: &str) -> Error {
+        query_error(e, sql, self.params.iter().copied())
+    }
+
+    fn params(&self) -> &[&(dyn ToSql + Sync)] {
+        self.params
+    }
+}
+
+/// A public stream type that owns its pooled connection: a boxed stream of `$item`.
+macro_rules! owned_stream {
+    ($(#[$doc:meta])* $name:ident, $item:ty) => {
+        $(#[$doc])*
+        #[must_use = "a stream does nothing unless polled; dropping it cancels its statement"]
+        pub struct $name {
+            inner: std::pin::Pin<Box<dyn futures_util::Stream<Item = crate::Result<$item>> + Send>>,
+        }
+
+        impl $name {
+            pub(crate) fn new(
+                inner: impl futures_util::Stream<Item = crate::Result<$item>> + Send + 'static,
+            ) -> Self {
+                $name { inner: Box::pin(inner) }
+            }
+        }
+
+        impl futures_util::Stream for $name {
+            type Item = crate::Result<$item>;
+
+            fn poll_next(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Self::Item>> {
+                self.inner.as_mut().poll_next(cx)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+pub(crate) use owned_stream;
+
+owned_stream!(
+    /// Rows as a stream that owns its pooled connection: `Send + 'static`, so it can be
+    /// returned from a function, moved into a spawned task or become an HTTP response body.
+    /// Made by [`AsyncDatabaseManager::fetch_stream_owned`]; it behaves exactly as
+    /// [`fetch_stream`](AsyncDatabaseManager::fetch_stream)'s stream.
+    RecordStream,
+    Record
+);
+
+impl AsyncDatabaseManager {
+    /// [`fetch_stream`](Self::fetch_stream) whose stream owns its connection (and a handle on
+    /// the manager) instead of borrowing the manager: `Send + 'static`, for an HTTP handler's
+    /// response body or a spawned task. The parameters are sent before this returns, so they
+    /// need not outlive the call. Same timeout rules; dropped before its end, the stream
+    /// cancels its query and its connection goes back to the pool only once it is idle.
+    ///
+    /// ```no_run
+    /// use futures_util::TryStreamExt;
+    ///
+    /// async fn events(db: &pgdbm::AsyncDatabaseManager, kind: &str) -> pgdbm::Result<pgdbm::RecordStream> {
+    ///     db.fetch_stream_owned("SELECT * FROM {{tables.events}} WHERE kind = $1", &[&kind]).await
+    /// }
+    /// # async fn f(db: pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+    /// let rows = events(&db, "login").await?;
+    /// let task = tokio::spawn(rows.try_for_each(|row| async move {
+    ///     println!("{:?}", row.get::<i64>("id"));
+    ///     Ok(())
+    /// }));
+    /// # Ok(()) }
+    /// ```
+    pub async fn fetch_stream_owned(
+        &self,
+        query: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<RecordStream> {
+        let sql = self.templates().render(query)?.into_owned();
+        let opener = Rows {
+            params,
+            in_transaction: false,
+        };
+        let rows = start_owned(self, sql, opener).await?;
+        Ok(RecordStream::new(rows.into_stream(Record::new)))
+    }
 }

@@ -4,92 +4,22 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
-use crate::migrate::{AsyncMigrationManager, EmbeddedMigrations};
 use crate::template::{quote_ident, validate_identifier};
 
+use super::plan::{Migrations, Plan};
+use super::templates::{claim_spare, ensure_template, refill_spares, retain_template, TemplateUse};
+
 const DEFAULT_PREFIX: &str = "test";
-const TEMPLATE_PREFIX: &str = "pgdbm_tpl_";
-/// Ready-made clones of a template, claimed by renaming; kept across runs like the template.
-const SPARE_PREFIX: &str = "pgdbm_spare_";
-/// Spare clones kept per template.
-const SPARES_PER_TEMPLATE: i64 = 2;
 /// Prefixes longer than this leave too little room for the unique part in 63 characters.
 const MAX_PREFIX: usize = 30;
 const ENV_VARS: &str = "TEST_DB_HOST, TEST_DB_PORT, TEST_DB_USER, TEST_DB_PASSWORD, DATABASE_URL";
-
-/// Migrations to apply to a test database: a directory on disk or an embedded set.
-#[derive(Debug, Clone)]
-pub enum Migrations {
-    /// A directory of `.sql` files.
-    Dir(PathBuf),
-    /// Migrations compiled into the binary with [`embed_migrations!`](crate::embed_migrations).
-    Embedded(EmbeddedMigrations),
-}
-
-impl From<&str> for Migrations {
-    fn from(p: &str) -> Self {
-        Migrations::Dir(p.into())
-    }
-}
-
-impl From<PathBuf> for Migrations {
-    fn from(p: PathBuf) -> Self {
-        Migrations::Dir(p)
-    }
-}
-
-impl From<&Path> for Migrations {
-    fn from(p: &Path) -> Self {
-        Migrations::Dir(p.to_owned())
-    }
-}
-
-impl From<EmbeddedMigrations> for Migrations {
-    fn from(m: EmbeddedMigrations) -> Self {
-        Migrations::Embedded(m)
-    }
-}
-
-impl Migrations {
-    fn manager(&self, db: &AsyncDatabaseManager) -> AsyncMigrationManager {
-        match self {
-            Migrations::Dir(p) => AsyncMigrationManager::new(db, p),
-            Migrations::Embedded(m) => AsyncMigrationManager::from_embedded(db, *m),
-        }
-    }
-
-    /// The name of the template database built for this set applied into `schema`:
-    /// `pgdbm_tpl_` and a hash of the file names, their checksums and the schema, so a new
-    /// template is built whenever any of it changes.
-    pub fn template_name(&self, schema: Option<&str>) -> Result<String> {
-        let probe = AsyncDatabaseManager::new(DatabaseConfig {
-            schema: schema.map(str::to_owned),
-            ..DatabaseConfig::default()
-        })?;
-        let files = self.manager(&probe).find_migration_files()?;
-        let mut h = Sha256::new();
-        h.update(schema.unwrap_or("").as_bytes());
-        for f in files {
-            h.update(b"\n");
-            h.update(f.filename.as_bytes());
-            h.update(b":");
-            h.update(f.checksum.as_bytes());
-        }
-        let digest = h.finalize();
-        let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        Ok(format!("{TEMPLATE_PREFIX}{hash}"))
-    }
-}
 
 /// Where test databases are created: `TEST_DB_HOST`/`TEST_DB_PORT`/`TEST_DB_USER`/
 /// `TEST_DB_PASSWORD` when any is set, else `DATABASE_URL`, else the local default
@@ -134,7 +64,7 @@ fn server_config_from(var: impl Fn(&str) -> Option<String>) -> DatabaseConfig {
 }
 
 /// The same server, another database.
-fn for_database(server: &DatabaseConfig, database: &str) -> Result<DatabaseConfig> {
+pub(super) fn for_database(server: &DatabaseConfig, database: &str) -> Result<DatabaseConfig> {
     let mut cfg = server.clone();
     if server.connection_string.is_some() {
         let pg = server.pg_config()?;
@@ -167,7 +97,7 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn unique_name(prefix: &str) -> String {
+pub(super) fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -205,7 +135,7 @@ fn generated_created_at(prefix: &str, name: &str) -> Option<u64> {
 /// A runtime of its own for test-database housekeeping. The maintenance pools live on it, so
 /// they outlive the per-test runtimes of `#[pgdbm::test]`, and spare clones are made on it in
 /// the background while tests run.
-fn background() -> &'static tokio::runtime::Runtime {
+pub(super) fn background() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -230,17 +160,10 @@ fn block_on_background<T: Send + 'static>(
 
 /// The maintenance manager for a server: one small pool per server for the whole process,
 /// created on the background runtime.
-async fn maintenance(server: &DatabaseConfig) -> Result<AsyncDatabaseManager> {
+pub(super) async fn maintenance(server: &DatabaseConfig) -> Result<AsyncDatabaseManager> {
     static CACHE: OnceLock<Mutex<HashMap<String, AsyncDatabaseManager>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    // The DSN (with its password) and TLS settings identify the server; the key stays in memory.
-    let key = format!(
-        "{}|{:?}|{:?}|{:?}",
-        server.get_dsn(),
-        server.ssl_enabled,
-        server.ssl_mode,
-        server.ssl_ca_file
-    );
+    let key = server_key(server);
     if let Some(m) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         if m.pool().is_ok_and(|p| !p.is_closed()) {
             return Ok(m.clone());
@@ -274,7 +197,18 @@ async fn maintenance(server: &DatabaseConfig) -> Result<AsyncDatabaseManager> {
     Ok(db)
 }
 
-fn wrap(what: &str, e: Error) -> Error {
+/// What identifies a server: its DSN (with the password) and TLS settings. Stays in memory.
+pub(super) fn server_key(server: &DatabaseConfig) -> String {
+    format!(
+        "{}|{:?}|{:?}|{:?}",
+        server.get_dsn(),
+        server.ssl_enabled,
+        server.ssl_mode,
+        server.ssl_ca_file
+    )
+}
+
+pub(super) fn wrap(what: &str, e: Error) -> Error {
     match e {
         Error::TestDatabase(_) => e,
         other => Error::TestDatabase(format!("{what}: {other}")),
@@ -302,6 +236,8 @@ pub struct TestDatabase {
     server: DatabaseConfig,
     kind: Kind,
     dropped: bool,
+    /// The template this database was cloned from, released after the database is dropped.
+    template: Option<TemplateUse>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +254,7 @@ pub struct TestDatabaseBuilder {
     prefix: Option<String>,
     schema: Option<String>,
     migrations: Option<Migrations>,
+    modules: Vec<(String, Migrations)>,
     schema_per_test: bool,
     template: Option<bool>,
 }
@@ -349,6 +286,28 @@ impl TestDatabaseBuilder {
         self
     }
 
+    /// Migrations of module `name`, applied into the schema `name` and recorded under the
+    /// module name `name`, as Python pgdbm does for module-scoped migrations; once per module,
+    /// in order. The manager's schema is [`schema`](Self::schema) when given, else the first
+    /// module's; for the others, make managers over its pool:
+    ///
+    /// ```no_run
+    /// # async fn f() -> pgdbm::Result<()> {
+    /// use pgdbm::{testing::TestDatabase, AsyncDatabaseManager};
+    /// let tdb = TestDatabase::builder()
+    ///     .module("users", "migrations/users")
+    ///     .module("orders", "migrations/orders")
+    ///     .create()
+    ///     .await?;
+    /// let users = tdb.manager();                          // schema "users"
+    /// let orders = AsyncDatabaseManager::from_pool(users.pool()?, Some("orders"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn module(mut self, name: &str, migrations: impl Into<Migrations>) -> Self {
+        self.modules.push((name.to_owned(), migrations.into()));
+        self
+    }
+
     /// Migrate each test database from scratch instead of cloning a template (slower; for
     /// migrations that depend on the database name, say).
     pub fn without_template(mut self) -> Self {
@@ -377,12 +336,39 @@ impl TestDatabaseBuilder {
         let server = self.server.clone().unwrap_or_else(server_config_from_env);
         let name = unique_name(&prefix);
         check_name("name", &name)?;
+        if self.schema_per_test && !self.modules.is_empty() {
+            return Err(Error::TestDatabase(
+                "modules need a database per test: each module has a schema of its own, \
+                 which parallel tests sharing one database would collide on; drop \
+                 schema_per_test"
+                    .into(),
+            ));
+        }
+        // In schema-per-test mode the migrations go into the test's own schema.
+        let schema = match self.schema_per_test {
+            true => Some(name.clone()),
+            false => self.manager_schema(),
+        };
+        let plan = Plan::new(schema.as_deref(), self.migrations.as_ref(), &self.modules)?;
         let maint = maintenance(&server).await?;
         if self.schema_per_test {
-            self.create_schema(&server, &maint, name).await
+            self.create_schema(&server, &maint, name, &plan).await
         } else {
-            self.create_database(&server, &maint, name).await
+            // Held from here on; dropped on any failure, which lets the template go.
+            let template = match (plan.is_empty(), self.template.unwrap_or(true)) {
+                (false, true) => Some(retain_template(&server, plan.template_name()?).await?),
+                _ => None,
+            };
+            self.create_database(&server, &maint, name, &plan, template)
+                .await
         }
+    }
+
+    /// The manager's schema: the one given, else the first module's.
+    fn manager_schema(&self) -> Option<String> {
+        self.schema
+            .clone()
+            .or_else(|| self.modules.first().map(|(name, _)| name.clone()))
     }
 
     async fn create_database(
@@ -390,39 +376,19 @@ impl TestDatabaseBuilder {
         server: &DatabaseConfig,
         maint: &AsyncDatabaseManager,
         name: String,
+        plan: &Plan,
+        template: Option<TemplateUse>,
     ) -> Result<TestDatabase> {
-        let template = match (&self.migrations, self.template.unwrap_or(true)) {
-            (Some(m), true) => {
-                Some(ensure_template(server, maint, m, self.schema.as_deref()).await?)
-            }
-            _ => None,
-        };
-        let claimed = match &template {
-            Some(t) => {
-                let claimed = claim_spare(maint, t, &name).await?;
-                // Replace what was taken (or start the stock) while the test runs.
-                refill_spares(server.clone(), t.clone());
-                claimed
-            }
-            None => false,
-        };
-        if !claimed {
-            let sql = match &template {
-                Some(t) => format!(
-                    "CREATE DATABASE {} TEMPLATE {}",
-                    quote_ident(&name),
-                    quote_ident(t)
-                ),
-                None => format!("CREATE DATABASE {}", quote_ident(&name)),
-            };
-            maint
-                .execute(&sql, &[])
-                .await
-                .map_err(|e| wrap("creating the test database", e))?;
+        let schema = self.manager_schema();
+        let template_name = template.as_ref().map(|t| t.name().to_owned());
+        if let Some(t) = &template_name {
+            ensure_template(server, maint, plan, t, schema.as_deref()).await?;
         }
+        // Built before the database exists, so that its Drop cleans up if creating is cut off
+        // or fails (dropping a database that never came to be does no harm).
         let tdb = TestDatabase {
             manager: AsyncDatabaseManager::new(DatabaseConfig {
-                schema: self.schema.clone(),
+                schema,
                 min_connections: 1,
                 max_connections: 5,
                 ..for_database(server, &name)?
@@ -431,15 +397,40 @@ impl TestDatabaseBuilder {
             server: server.clone(),
             kind: Kind::Database,
             dropped: false,
+            template,
         };
-        // From here on, Drop cleans up if anything fails.
+        let name = &tdb.name;
+        let claimed = match &tdb.template {
+            Some(t) => {
+                let claimed = claim_spare(maint, t.name(), name).await?;
+                if t.wants_spares() {
+                    // Replace what was taken (or start the stock) while the test runs.
+                    refill_spares(server.clone(), t.name().to_owned());
+                }
+                claimed
+            }
+            None => false,
+        };
+        if !claimed {
+            let sql = match &template_name {
+                Some(t) => format!(
+                    "CREATE DATABASE {} TEMPLATE {}",
+                    quote_ident(name),
+                    quote_ident(t)
+                ),
+                None => format!("CREATE DATABASE {}", quote_ident(name)),
+            };
+            maint
+                .execute(&sql, &[])
+                .await
+                .map_err(|e| wrap("creating the test database", e))?;
+        }
         tdb.manager
             .connect()
             .await
             .map_err(|e| wrap("connecting to the test database", e))?;
-        if let (Some(m), None) = (&self.migrations, &template) {
-            m.manager(&tdb.manager)
-                .apply_pending_migrations()
+        if template_name.is_none() && !plan.is_empty() {
+            plan.apply(&tdb.manager)
                 .await
                 .map_err(|e| wrap("migrating the test database", e))?;
         }
@@ -451,11 +442,10 @@ impl TestDatabaseBuilder {
         server: &DatabaseConfig,
         maint: &AsyncDatabaseManager,
         name: String,
+        plan: &Plan,
     ) -> Result<TestDatabase> {
-        maint
-            .execute(&format!("CREATE SCHEMA {}", quote_ident(&name)), &[])
-            .await
-            .map_err(|e| wrap("creating the test schema", e))?;
+        let sql = format!("CREATE SCHEMA {}", quote_ident(&name));
+        // As for a database: built first, so its Drop cleans up after a cut-off creation.
         let tdb = TestDatabase {
             manager: AsyncDatabaseManager::new(DatabaseConfig {
                 schema: Some(name.clone()),
@@ -467,219 +457,21 @@ impl TestDatabaseBuilder {
             server: server.clone(),
             kind: Kind::Schema,
             dropped: false,
+            template: None,
         };
+        maint
+            .execute(&sql, &[])
+            .await
+            .map_err(|e| wrap("creating the test schema", e))?;
         tdb.manager
             .connect()
             .await
             .map_err(|e| wrap("connecting for the test schema", e))?;
-        if let Some(m) = &self.migrations {
-            m.manager(&tdb.manager)
-                .apply_pending_migrations()
-                .await
-                .map_err(|e| wrap("migrating the test schema", e))?;
-        }
+        plan.apply(&tdb.manager)
+            .await
+            .map_err(|e| wrap("migrating the test schema", e))?;
         Ok(tdb)
     }
-}
-
-/// The template for a migration set: built once, under an advisory lock so that parallel test
-/// processes wait for one builder, and renamed into place only when complete.
-async fn ensure_template(
-    server: &DatabaseConfig,
-    maint: &AsyncDatabaseManager,
-    migrations: &Migrations,
-    schema: Option<&str>,
-) -> Result<String> {
-    let name = migrations.template_name(schema)?;
-    let hash = name.trim_start_matches(TEMPLATE_PREFIX).to_owned();
-    if database_exists(maint, &name).await? {
-        return Ok(name);
-    }
-    let lock = maint.acquire().await?;
-    let key = format!("pgdbm template {name}");
-    lock.execute("SELECT pg_advisory_lock(hashtext($1))", &[&key])
-        .await
-        .map_err(|e| Error::TestDatabase(format!("locking the template build: {e}")))?;
-    let built = async {
-        if database_exists(maint, &name).await? {
-            return Ok(());
-        }
-        let building = format!("pgdbm_tplbuild_{hash}_{}", std::process::id());
-        maint
-            .execute(
-                &format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    quote_ident(&building)
-                ),
-                &[],
-            )
-            .await?;
-        maint
-            .execute(&format!("CREATE DATABASE {}", quote_ident(&building)), &[])
-            .await?;
-        let db = AsyncDatabaseManager::new(DatabaseConfig {
-            schema: schema.map(str::to_owned),
-            min_connections: 1,
-            max_connections: 2,
-            ..for_database(server, &building)?
-        })?;
-        let migrated = async {
-            db.connect().await?;
-            migrations.manager(&db).apply_pending_migrations().await
-        }
-        .await;
-        db.disconnect().await?;
-        if let Err(e) = migrated {
-            let _ = maint
-                .execute(
-                    &format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        quote_ident(&building)
-                    ),
-                    &[],
-                )
-                .await;
-            return Err(wrap("migrating the template database", e));
-        }
-        // Connections close asynchronously; FORCE-free rename needs none left.
-        let rename = format!(
-            "ALTER DATABASE {} RENAME TO {}",
-            quote_ident(&building),
-            quote_ident(&name)
-        );
-        retry_while_in_use(maint, &rename).await?;
-        maint
-            .execute(
-                &format!(
-                    "ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
-                    quote_ident(&name)
-                ),
-                &[],
-            )
-            .await?;
-        Ok(())
-    }
-    .await;
-    let unlocked = lock
-        .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key])
-        .await;
-    if unlocked.is_err() {
-        // Never hand a connection that may still hold the lock back to the pool.
-        drop(lock.detach());
-    }
-    built.map_err(|e| wrap("building the template database", e))?;
-    Ok(name)
-}
-
-fn spare_pattern(template: &str) -> String {
-    let hash = template.trim_start_matches(TEMPLATE_PREFIX);
-    format!("{SPARE_PREFIX}{hash}\\_%")
-}
-
-/// Takes a ready-made clone of `template` by renaming it to `name`. Renaming is atomic, so
-/// parallel test processes never get the same one.
-async fn claim_spare(maint: &AsyncDatabaseManager, template: &str, name: &str) -> Result<bool> {
-    let spares = maint
-        .fetch_all(
-            "SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY datname",
-            &[&spare_pattern(template)],
-        )
-        .await?;
-    for row in spares {
-        let spare: String = row.get(0)?;
-        let rename = format!(
-            "ALTER DATABASE {} RENAME TO {}",
-            quote_ident(&spare),
-            quote_ident(name)
-        );
-        match maint.execute(&rename, &[]).await {
-            Ok(_) => return Ok(true),
-            // Taken by another process first (gone), or still being connected to: next one.
-            Err(e) if matches!(e.code(), Some("3D000" | "55006")) => continue,
-            Err(e) => return Err(wrap("claiming a spare test database", e)),
-        }
-    }
-    Ok(false)
-}
-
-/// Tops the stock of spare clones of `template` up to `SPARES_PER_TEMPLATE`, in the background.
-fn refill_spares(server: DatabaseConfig, template: String) {
-    static IN_FLIGHT: OnceLock<Mutex<HashMap<String, i64>>> = OnceLock::new();
-    let in_flight = IN_FLIGHT.get_or_init(Default::default);
-    {
-        let mut map = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(template.clone()).or_insert(0);
-        if *n >= SPARES_PER_TEMPLATE {
-            return;
-        }
-        *n += 1;
-    }
-    background().spawn(async move {
-        let made = async {
-            let maint = maintenance(&server).await?;
-            let have = maint
-                .fetch_value::<i64>(
-                    "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
-                    &[&spare_pattern(&template)],
-                )
-                .await?
-                .unwrap_or(0);
-            if have >= SPARES_PER_TEMPLATE {
-                return Ok(());
-            }
-            let hash = template.trim_start_matches(TEMPLATE_PREFIX);
-            let spare = unique_name(&format!("{SPARE_PREFIX}{hash}"));
-            maint
-                .execute(
-                    &format!(
-                        "CREATE DATABASE {} TEMPLATE {}",
-                        quote_ident(&spare),
-                        quote_ident(&template)
-                    ),
-                    &[],
-                )
-                .await
-                .map(|_| ())
-        }
-        .await;
-        if let Err(e) = made {
-            tracing::debug!(error = %e, "could not make a spare test database");
-        }
-        if let Some(n) = in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&template)
-        {
-            *n -= 1;
-        }
-    });
-}
-
-async fn database_exists(maint: &AsyncDatabaseManager, name: &str) -> Result<bool> {
-    Ok(maint
-        .fetch_value::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-            &[&name],
-        )
-        .await?
-        .unwrap_or(false))
-}
-
-/// Runs a statement that fails while other sessions still use a database (55006), retrying
-/// briefly: just-closed connections end asynchronously on the server.
-async fn retry_while_in_use(maint: &AsyncDatabaseManager, sql: &str) -> Result<()> {
-    let mut last = None;
-    for _ in 0..50 {
-        match maint.execute(sql, &[]).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.code() == Some("55006") => {
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::TestDatabase("database still in use".into())))
 }
 
 impl TestDatabase {
@@ -717,8 +509,13 @@ impl TestDatabase {
     /// Drops the database (or schema) now and reports whether that worked.
     pub async fn cleanup(mut self) -> Result<()> {
         self.dropped = true;
-        self.manager.disconnect().await?;
-        drop_now(&self.server, self.kind, &self.name).await
+        let disconnected = self.manager.disconnect().await;
+        let dropped = drop_now(&self.server, self.kind, &self.name).await;
+        let released = match self.template.take() {
+            Some(t) => t.release().await,
+            None => Ok(()),
+        };
+        disconnected.and(dropped).and(released)
     }
 }
 
@@ -737,13 +534,24 @@ async fn drop_now(server: &DatabaseConfig, kind: Kind, name: &str) -> Result<()>
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if self.dropped {
+        if self.dropped && self.template.is_none() {
             return;
         }
         let (server, kind, name) = (self.server.clone(), self.kind, self.name.clone());
+        let (drop_db, template) = (!self.dropped, self.template.take());
         // Done on the background runtime, so it works inside or outside an async context and
         // while the test thread unwinds from a panic.
-        match block_on_background(async move { drop_now(&server, kind, &name).await }) {
+        match block_on_background(async move {
+            let dropped = match drop_db {
+                true => drop_now(&server, kind, &name).await,
+                false => Ok(()),
+            };
+            let released = match template {
+                Some(t) => t.release().await,
+                None => Ok(()),
+            };
+            dropped.and(released)
+        }) {
             Some(Ok(())) => {}
             Some(Err(e)) => report_cleanup_failure(&self.name, &e.to_string()),
             None => report_cleanup_failure(&self.name, "the cleanup task did not finish"),
@@ -816,62 +624,6 @@ pub async fn drop_leftover_databases(
         drop_now(server, Kind::Database, &l.name).await?;
         dropped.push(l.name);
     }
-    Ok(dropped)
-}
-
-/// Drops template databases built for migration sets other than `keep` (pass the migrations
-/// you still use; `None` drops them all). Returns the names dropped.
-pub async fn drop_stale_templates(
-    server: &DatabaseConfig,
-    keep: Option<(&Migrations, Option<&str>)>,
-) -> Result<Vec<String>> {
-    let keep_name = match keep {
-        Some((m, schema)) => Some(m.template_name(schema)?),
-        None => None,
-    };
-    let maint = maintenance(server).await?;
-    let rows = maint
-        .fetch_all(
-            "SELECT datname::text FROM pg_database \
-             WHERE datname LIKE 'pgdbm\\_tpl\\_%' OR datname LIKE 'pgdbm\\_spare\\_%'",
-            &[],
-        )
-        .await?;
-    // A template's spares share its hash: "pgdbm_spare_<hash>_…".
-    let keep_spares = keep_name
-        .as_deref()
-        .map(|k| format!("{SPARE_PREFIX}{}_", k.trim_start_matches(TEMPLATE_PREFIX)));
-    let mut dropped = Vec::new();
-    for row in rows {
-        let name: String = row.get(0)?;
-        if Some(&name) == keep_name.as_ref()
-            || keep_spares.as_deref().is_some_and(|k| name.starts_with(k))
-        {
-            continue;
-        }
-        maint
-            .execute(
-                &format!(
-                    "ALTER DATABASE {} WITH IS_TEMPLATE false",
-                    quote_ident(&name)
-                ),
-                &[],
-            )
-            .await?;
-        maint
-            .execute(
-                &format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    quote_ident(&name)
-                ),
-                &[],
-            )
-            .await?;
-        if name.starts_with(TEMPLATE_PREFIX) {
-            dropped.push(name);
-        }
-    }
-    dropped.sort();
     Ok(dropped)
 }
 

@@ -3,6 +3,16 @@
 //! ([`TempCluster`]), its streaming replicas ([`TempCluster::start_replica`]) and a PgBouncer
 //! ([`TempPgBouncer`]).
 //!
+//! With migrations, a template database (`pgdbm_tpl_<hash>`) is migrated once and each test
+//! takes a clone of it, a few of which are made ahead (`pgdbm_spare_<hash>_…`). A run leaves
+//! nothing behind: the template and its spares are dropped when the last test database cloned
+//! from them in the process is gone, unless another test process still uses them (it drops
+//! them when it is done). `PGDBM_KEEP_TEMPLATES=1` keeps them for the next run instead, which
+//! then starts without migrating; set it too when tests using a template do not overlap
+//! (`--test-threads=1`), since the template would otherwise be rebuilt for each of them. A
+//! killed process can leave test databases or templates: [`drop_leftover_databases`] and
+//! [`drop_stale_templates`] (or `pgdbm test cleanup --templates`) remove them.
+//!
 //! ```no_run
 //! #[pgdbm::test(migrations = "migrations")]
 //! async fn creates_users(db: pgdbm::AsyncDatabaseManager) {
@@ -15,19 +25,23 @@ mod cluster;
 mod database;
 mod fixtures;
 mod pgbouncer;
+mod plan;
 mod process;
 mod replica;
+mod templates;
 
 pub use cluster::{TempCluster, TempClusterBuilder};
 pub use database::{
-    drop_leftover_databases, drop_stale_templates, list_leftover_databases, server_config_from_env,
-    LeftoverDatabase, Migrations, TestDatabase, TestDatabaseBuilder,
+    drop_leftover_databases, list_leftover_databases, server_config_from_env, LeftoverDatabase,
+    TestDatabase, TestDatabaseBuilder,
 };
 pub use fixtures::{
     assert_table_unchanged, count_rows, load_json_fixture, load_sql_fixture, snapshot_table,
     truncate, TableSnapshot,
 };
 pub use pgbouncer::{TempPgBouncer, TempPgBouncerBuilder};
+pub use plan::Migrations;
+pub use templates::drop_stale_templates;
 
 /// What `#[pgdbm::test]` expands to; not a stable API.
 #[doc(hidden)]

@@ -152,3 +152,53 @@ impl Drop for DatabaseGuard {
         ));
     }
 }
+
+/// A config tweak for a pool of exactly `n` connections.
+pub fn pool_of(n: usize) -> impl FnOnce(&mut DatabaseConfig) {
+    move |c| {
+        c.min_connections = n;
+        c.max_connections = n;
+    }
+}
+
+/// Waits (up to 5 s) until `check` holds.
+pub async fn settle<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < until,
+            "the condition did not settle in 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Sessions of the server (other than the asking one) running a statement whose text
+/// contains `marker`.
+pub async fn active_with(marker: &str) -> i64 {
+    admin_value(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE state <> 'idle' AND pid <> pg_backend_pid() \
+         AND query LIKE '%{marker}%' AND query NOT LIKE '%pg_stat_activity%'"
+    ))
+    .await
+    .unwrap()
+    .parse()
+    .unwrap()
+}
+
+/// The next query gets a connection and its answer at once: nothing left running on the pool
+/// (a dropped stream's query, say) makes it wait.
+pub async fn served_at_once(db: &AsyncDatabaseManager) {
+    let started = std::time::Instant::now();
+    let one: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
+    assert_eq!(one, Some(1));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the next caller waited {:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,123 @@
+//! `copy_to`: `COPY … TO STDOUT` as a stream of bytes, for exports.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use super::stream::{start_on, start_owned, Opener};
+use super::{query_error, Runner};
+use crate::connection::PgConn;
+use crate::error::{Error, Result};
+use crate::manager::AsyncDatabaseManager;
+use crate::template::qualify_table;
+
+/// The data format of [`copy_to`](AsyncDatabaseManager::copy_to) and
+/// [`copy_from_csv`](AsyncDatabaseManager::copy_from_csv).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CopyFormat {
+    /// CSV. `header`: a first line of column names (written on export, skipped on import).
+    Csv {
+        /// Whether the first line holds the column names.
+        header: bool,
+    },
+    /// PostgreSQL's text format: tab-separated, `\N` for NULL.
+    Text,
+    /// PostgreSQL's binary COPY format.
+    Binary,
+}
+
+impl CopyFormat {
+    /// The `COPY` options clause.
+    pub(crate) fn options(self) -> &'static str {
+        match self {
+            CopyFormat::Csv { header: true } => "(FORMAT csv, HEADER true)",
+            CopyFormat::Csv { header: false } => "(FORMAT csv)",
+            CopyFormat::Text => "(FORMAT text)",
+            CopyFormat::Binary => "(FORMAT binary)",
+        }
+    }
+}
+
+/// `COPY (query) TO STDOUT …`, or `COPY table TO STDOUT …` for a bare table name.
+fn copy_out_sql<E: Runner>(ex: &E, source: &str, format: CopyFormat) -> Result<String> {
+    let source = source.trim();
+    // A query always has a space; a word (or `schema.table`) is a table name, checked as one;
+    // `{{tables.t}}` is one too, checked by its rendering.
+    let from = if source.contains(char::is_whitespace) {
+        let query = ex.templates().render(source)?;
+        format!("({})", query.trim_end().trim_end_matches(';'))
+    } else if source.starts_with("{{") {
+        ex.templates().render(source)?.into_owned()
+    } else {
+        qualify_table(source, ex.templates().schema())?
+    };
+    Ok(format!("COPY {from} TO STDOUT {}", format.options()))
+}
+
+/// The data of a `COPY … TO STDOUT`.
+struct CopyOut;
+
+impl Opener for CopyOut {
+    type Items = tokio_postgres::CopyOutStream;
+    type Item = Bytes;
+
+    fn open<'c>(
+        &'c self,
+        conn: &'c PgConn,
+        sql: &'c str,
+    ) -> impl Future<Output = Result<Self::Items, tokio_postgres::Error>> + Send + 'c {
+        conn.queries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        conn.client.copy_out(sql)
+    }
+
+    fn error(&self, e: tokio_postgres::Error, sql: &str) -> Error {
+        query_error(e, sql, std::iter::empty())
+    }
+}
+
+fn same(b: Bytes) -> Bytes {
+    b
+}
+
+pub(crate) async fn copy_to<'e, E: Runner>(
+    ex: &'e E,
+    source: &str,
+    format: CopyFormat,
+) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'e> {
+    let sql = copy_out_sql(ex, source, format)?;
+    Ok(start_on(ex, sql, CopyOut).await?.into_stream(same))
+}
+
+super::stream::owned_stream!(
+    /// The data of a `COPY … TO STDOUT` as a stream that owns its pooled connection:
+    /// `Send + 'static`, for an HTTP response body. Made by
+    /// [`AsyncDatabaseManager::copy_to_owned`].
+    CopyOutStream,
+    Bytes
+);
+
+impl AsyncDatabaseManager {
+    /// [`copy_to`](Self::copy_to) whose stream owns its connection instead of borrowing the
+    /// manager: `Send + 'static`, for an HTTP response body or a spawned task. Same timeout
+    /// and cancellation rules.
+    ///
+    /// ```no_run
+    /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+    /// use pgdbm::CopyFormat;
+    /// let csv = db.copy_to_owned("users", CopyFormat::Csv { header: true }).await?;
+    /// tokio::spawn(async move {
+    ///     use futures_util::TryStreamExt;
+    ///     let bytes: Vec<bytes::Bytes> = csv.try_collect().await?;
+    ///     Ok::<_, pgdbm::Error>(bytes)
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub async fn copy_to_owned(&self, source: &str, format: CopyFormat) -> Result<CopyOutStream> {
+        let sql = copy_out_sql(self, source, format)?;
+        let data = start_owned(self, sql, CopyOut).await?;
+        Ok(CopyOutStream::new(data.into_stream(same)))
+    }
+}
