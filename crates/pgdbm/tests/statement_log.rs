@@ -253,3 +253,41 @@ async fn migration_statements_are_logged() {
     );
     assert!(events.iter().all(|e| e.fields.contains_key("duration_ms")));
 }
+
+#[tokio::test]
+async fn streams_are_logged_when_they_open() {
+    use futures_util::TryStreamExt;
+    global_subscriber();
+    let (db, _g) = schema_db().await;
+    users_table(&db).await;
+    let capture = Capture::default();
+    capture.install();
+    let long = "a-value-well-over-twenty-characters";
+    let rows: Vec<pgdbm::Record> = db
+        .fetch_stream("SELECT $1::text AS v", &[&long])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let csv: Vec<bytes::Bytes> = db
+        .copy_to("users", pgdbm::CopyFormat::Csv { header: true })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(!csv.is_empty());
+    let events = capture.take();
+    let sqls: Vec<&str> = events.iter().map(Captured::sql).collect();
+    assert_eq!(sqls.len(), 2, "{sqls:?}");
+    assert_eq!(sqls[0], "SELECT $1::text AS v");
+    assert!(
+        sqls[1].starts_with("COPY") && sqls[1].contains("TO STDOUT"),
+        "{sqls:?}"
+    );
+    let params = &events[0].fields["params"];
+    assert!(params.contains(&format!("<{} chars>", long.len())) && !params.contains(long));
+    assert!(events.iter().all(|e| e.fields["outcome"] == "ok"));
+}
