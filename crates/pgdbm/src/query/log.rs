@@ -5,11 +5,10 @@
 //! Fields: `sql`, `params` (masked: a value longer than 20 characters shows only its length),
 //! `duration_ms`, `outcome` (`ok`, `error`, `timeout`, or `abandoned` when the caller dropped
 //! the call), and `sqlstate` on a server error. The server's message is not logged: its
-//! detail can quote parameter values. The level is DEBUG; with `DB_DEBUG=1` it is INFO, so
-//! the statements show under a subscriber's default level.
+//! detail can quote parameter values. The level is DEBUG, with or without `DB_DEBUG=1`
+//! (Python pgdbm's switch); what shows is the subscriber's choice (`RUST_LOG=pgdbm::query=debug`).
 
 use std::future::Future;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use tokio_postgres::types::ToSql;
@@ -18,14 +17,6 @@ use tokio_postgres::Client;
 use super::query_error;
 use crate::error::Result;
 use crate::params::mask_params;
-
-fn debug_env() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var("DB_DEBUG")
-            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-    })
-}
 
 /// One statement being timed for the log; does nothing when nobody listens.
 pub(crate) struct StatementLog<'a> {
@@ -42,8 +33,8 @@ impl<'a> StatementLog<'a> {
         params: impl Iterator<Item = &'p (dyn ToSql + Sync)>,
     ) -> Self {
         // An empty statement (sent to wait for a cancelled one to end) is not worth a line.
-        let on = !sql.is_empty()
-            && (debug_env() || tracing::enabled!(target: "pgdbm::query", tracing::Level::DEBUG));
+        let on =
+            !sql.is_empty() && tracing::enabled!(target: "pgdbm::query", tracing::Level::DEBUG);
         StatementLog {
             sql,
             params: if on {
@@ -83,11 +74,7 @@ impl<'a> StatementLog<'a> {
         };
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (sql, params) = (self.sql, self.params.as_str());
-        if debug_env() {
-            tracing::info!(target: "pgdbm::query", sql, params = %params, duration_ms, outcome, sqlstate, "statement");
-        } else {
-            tracing::debug!(target: "pgdbm::query", sql, params = %params, duration_ms, outcome, sqlstate, "statement");
-        }
+        tracing::debug!(target: "pgdbm::query", sql, params = %params, duration_ms, outcome, sqlstate, "statement");
     }
 }
 
