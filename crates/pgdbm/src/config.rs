@@ -74,7 +74,8 @@ pub struct DatabaseConfig {
     #[serde(alias = "schema_name")]
     pub schema: Option<String>,
 
-    /// Connections opened at connect and kept open.
+    /// Connections opened at connect and kept open: one that is lost (closed by the server,
+    /// discarded, detached) is replaced in the background.
     pub min_connections: usize,
     /// Upper bound of open connections.
     pub max_connections: usize,

@@ -124,6 +124,23 @@ pub enum Error {
     #[error("transaction error: {0}")]
     Transaction(String),
 
+    /// A transaction run by
+    /// [`transaction_with_retry`](crate::AsyncDatabaseManager::transaction_with_retry) failed
+    /// with a serialization failure or deadlock on every one of its `attempts`. `source` is the
+    /// last error; [`Error::code`] and [`Error::kind`] report its SQLSTATE.
+    #[error(
+        "the transaction failed on all {attempts} attempt(s) with a serialization failure or \
+         deadlock; the last error: {source}. Allow more attempts with RetryPolicy::max_attempts, \
+         or reduce the contention"
+    )]
+    RetriesExhausted {
+        /// How many times the transaction ran.
+        attempts: u32,
+        /// The error of the last attempt.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A column could not be decoded into the requested Rust type.
     #[error("cannot decode column `{column}` of PostgreSQL type `{pg_type}`: {message}")]
     Decode {
@@ -332,7 +349,8 @@ impl Error {
             Error::Migration {
                 source: Some(inner),
                 ..
-            } => inner.as_db_error(),
+            }
+            | Error::RetriesExhausted { source: inner, .. } => inner.as_db_error(),
             _ => None,
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! An async PostgreSQL database manager: one pooled manager per schema over a shared connection
 //! pool, `{{tables.x}}` schema templates, execute/fetch helpers, typed rows through serde, binary
-//! COPY, nested transactions, pool statistics, TLS, server-side timeouts and connection retry.
+//! COPY, nested transactions with isolation options and serialization-failure retries, pool
+//! statistics, TLS, server-side timeouts and connection retry.
 //! A Rust version of the Python library pgdbm, with the same names where Rust allows.
 //!
 //! ```no_run
@@ -131,7 +132,7 @@ pub mod __derive {
     };
 }
 pub use stats::{PoolStats, PoolStatus};
-pub use transaction::Transaction;
+pub use transaction::{IsolationLevel, RetryPolicy, Transaction, TransactionOptions};
 pub use value::{EnumText, Value};
 
 /// Checks a database, schema, table or other identifier by the rules pgdbm applies everywhere:

@@ -14,7 +14,7 @@ use crate::pool::{owned_search_path, Pool, PoolOptions, PreparedRegistry};
 use crate::query::{query_methods, ConnRef, Runner};
 use crate::stats::{PoolStats, PoolStatus};
 use crate::template::{check_identifier, quote_ident, Templates};
-use crate::transaction::Transaction;
+use crate::transaction::{Transaction, TransactionOptions};
 
 /// The database manager: query helpers with `{{tables.x}}` templates over a pool.
 ///
@@ -168,7 +168,10 @@ impl AsyncDatabaseManager {
                 "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = {}",
                 crate::config::quote_literal(schema)
             );
-            let exists = match conn.simple_query(&probe).await {
+            let log = crate::query::StatementLog::start(&probe, std::iter::empty());
+            let probed = conn.simple_query(&probe).await;
+            log.finish_driver(probed.as_ref());
+            let exists = match probed {
                 Ok(msgs) => msgs
                     .iter()
                     .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
@@ -179,7 +182,10 @@ impl AsyncDatabaseManager {
             };
             if !exists {
                 let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
-                if let Err(e) = conn.batch_execute(&sql).await {
+                let log = crate::query::StatementLog::start(&sql, std::iter::empty());
+                let created = conn.batch_execute(&sql).await;
+                log.finish_driver(created.as_ref());
+                if let Err(e) = created {
                     // Two processes creating the same schema at once: the loser's error is
                     // harmless.
                     let benign = e
@@ -301,7 +307,28 @@ impl AsyncDatabaseManager {
     /// # Ok(()) }
     /// ```
     pub async fn transaction(&self) -> Result<Transaction<'static>> {
-        Transaction::begin(self.clone()).await
+        Transaction::begin(self.clone(), TransactionOptions::default()).await
+    }
+
+    /// Starts a transaction with an isolation level, read-only or deferrable, all sent in the
+    /// `BEGIN` itself. Nested transactions (savepoints) share their parent's options, so only
+    /// a top-level transaction takes them.
+    ///
+    /// ```no_run
+    /// use pgdbm::{IsolationLevel, TransactionOptions};
+    /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+    /// let tx = db
+    ///     .transaction_with(TransactionOptions::new().isolation_level(IsolationLevel::RepeatableRead))
+    ///     .await?;
+    /// let n: Option<i64> = tx.fetch_value("SELECT count(*) FROM {{tables.users}}", &[]).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction_with(
+        &self,
+        options: TransactionOptions,
+    ) -> Result<Transaction<'static>> {
+        Transaction::begin(self.clone(), options).await
     }
 
     /// Pool statistics: connections, limits, server version and acquire waits. It never waits for a

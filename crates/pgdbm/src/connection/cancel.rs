@@ -20,6 +20,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 
 use super::state::SessionState;
 use super::PgConn;
+use crate::query::StatementLog;
 use crate::tls::MakeTls;
 
 /// How long a cancel request may take, connect and confirmation included.
@@ -161,7 +162,13 @@ impl PgConn {
         } else {
             ""
         };
-        match tokio::time::timeout(DRAIN_LIMIT, self.client.simple_query(check)).await {
+        let log = StatementLog::start(check, std::iter::empty());
+        let drained = tokio::time::timeout(DRAIN_LIMIT, self.client.simple_query(check)).await;
+        match &drained {
+            Ok(r) => log.finish_driver(r.as_ref()),
+            Err(_) => log.timed_out(),
+        }
+        match drained {
             Ok(Ok(messages)) => {
                 let idle = state != SessionState::Unknown
                     || messages.iter().any(|m| match m {

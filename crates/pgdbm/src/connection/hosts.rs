@@ -35,6 +35,8 @@ struct Server {
 pub(crate) struct Connected {
     pub(crate) client: Client,
     pub(crate) cancel_target: Option<Arc<CancelTarget>>,
+    /// The task driving the connection; it ends when the session does.
+    pub(crate) driver: tokio::task::JoinHandle<()>,
 }
 
 impl Servers {
@@ -69,8 +71,8 @@ impl Servers {
                 if unreachable[i] {
                     continue;
                 }
-                let client = match connect_one(&server.config, tls).await {
-                    Ok(client) => client,
+                let (client, driver) = match connect_one(&server.config, tls).await {
+                    Ok(made) => made,
                     Err(e) => {
                         unreachable[i] = true;
                         failures.push((server.label.clone(), HostFailure::Driver(e)));
@@ -82,6 +84,7 @@ impl Servers {
                         return Ok(Connected {
                             client,
                             cancel_target: server.cancel.clone(),
+                            driver,
                         })
                     }
                     Err(failure) => failures.push((server.label.clone(), failure)),
@@ -101,20 +104,17 @@ impl Servers {
 async fn connect_one(
     config: &Config,
     tls: Option<&MakeTls>,
-) -> std::result::Result<Client, tokio_postgres::Error> {
-    let client = match tls {
+) -> std::result::Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+    Ok(match tls {
         Some(tls) => {
             let (client, conn) = config.connect(tls.clone()).await?;
-            tokio::spawn(drive(conn));
-            client
+            (client, tokio::spawn(drive(conn)))
         }
         None => {
             let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(drive(conn));
-            client
+            (client, tokio::spawn(drive(conn)))
         }
-    };
-    Ok(client)
+    })
 }
 
 async fn drive<F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>>(

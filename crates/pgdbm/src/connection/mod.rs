@@ -32,7 +32,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, RowStream, Statement};
 
 use crate::error::{Error, Result};
-use crate::pool::PgManager;
+use crate::pool::{PgManager, Refill};
 use crate::tls::MakeTls;
 use crate::util::{now_micros, FxHasher};
 
@@ -70,6 +70,8 @@ pub(crate) struct PgConn {
     cancel_target: Option<Arc<CancelTarget>>,
     /// The pool's runtime, where clean-up after an interrupted call runs.
     runtime: tokio::runtime::Handle,
+    /// Tells the pool that this connection left it, so that it reconnects to its minimum.
+    refill: Arc<Refill>,
 }
 
 /// How a new connection was made, besides its client.
@@ -79,6 +81,7 @@ pub(crate) struct ConnOrigin {
     pub(crate) version: String,
     pub(crate) tls: Option<MakeTls>,
     pub(crate) cancel_target: Option<Arc<CancelTarget>>,
+    pub(crate) refill: Arc<Refill>,
     pub(crate) runtime: tokio::runtime::Handle,
 }
 
@@ -100,6 +103,7 @@ impl PgConn {
             tls: origin.tls,
             cancel_target: origin.cancel_target,
             runtime: origin.runtime,
+            refill: origin.refill,
         }
     }
 
@@ -285,7 +289,10 @@ impl PoolConnection {
     /// after changing session state that must not leak to other users.
     pub fn detach(mut self) -> Client {
         let obj = self.obj.take().expect("connection present until dropped");
-        deadpool::managed::Object::take(obj).client
+        let conn = deadpool::managed::Object::take(obj);
+        // Out of the pool now, though its client lives on.
+        conn.refill.signal();
+        conn.client
     }
 }
 

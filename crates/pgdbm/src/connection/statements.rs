@@ -13,6 +13,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Statement;
 
 use super::PgConn;
+use crate::query::StatementLog;
 use crate::util::FxHasher;
 
 /// Parameter types the server inferred, by SQL text, for the mode without named statements.
@@ -286,14 +287,19 @@ impl PgConn {
             conn: self,
             done: false,
         };
+        // The describe of `sql` rides along, pipelined: it is timed with the BEGIN.
+        let log = StatementLog::start("BEGIN", std::iter::empty());
         let (begin, prepared) = futures_util::future::join(
             self.client.batch_execute("BEGIN"),
             self.client.prepare(sql),
         )
         .await;
+        log.finish_driver(begin.as_ref().and(prepared.as_ref()));
         // The statement is dropped here, queueing its Close ahead of the ROLLBACK.
         let out = prepared.map(|st| f(&st));
+        let log = StatementLog::start("ROLLBACK", std::iter::empty());
         let end = self.client.batch_execute("ROLLBACK").await;
+        log.finish_driver(end.as_ref());
         guard.done = true;
         begin?;
         let out = out?;

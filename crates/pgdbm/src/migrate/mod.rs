@@ -27,7 +27,7 @@ use tokio_postgres::Client;
 use crate::connection::PoolConnection;
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
-use crate::query::query_error;
+use crate::query::{batch_execute_logged, batch_logged, query_error};
 use crate::record::Record;
 use crate::template::{check_identifier, quote_ident, Templates};
 
@@ -717,8 +717,7 @@ impl AsyncMigrationManager {
             .await
             .map_err(|e| self.file_error(p, e))?;
         let outcome = async {
-            client
-                .batch_execute(&p.sql)
+            batch_execute_logged(client, &p.sql)
                 .await
                 .map_err(|e| self.server_error(p, None, e, &p.sql))?;
             let ms = elapsed_ms(started);
@@ -735,7 +734,7 @@ impl AsyncMigrationManager {
             }
             Err(e) => {
                 // If even this fails the connection is closed after the run, which rolls back.
-                let _ = client.batch_execute("ROLLBACK").await;
+                let _ = batch_execute_logged(client, "ROLLBACK").await;
                 Err(e)
             }
         }
@@ -750,8 +749,7 @@ impl AsyncMigrationManager {
                 count,
                 line: *line,
             };
-            client
-                .batch_execute(sql)
+            batch_execute_logged(client, sql)
                 .await
                 .map_err(|e| self.server_error(p, Some(&at), e, sql))?;
         }
@@ -887,7 +885,7 @@ impl AsyncMigrationManager {
             match self.try_ensure_table(client).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
+                    let _ = batch_execute_logged(client, "ROLLBACK").await;
                     let raced = matches!(e.code(), Some("23505" | "42P06" | "42P07"));
                     if !(raced && attempt < 3) {
                         return Err(migration_error(
@@ -1143,10 +1141,7 @@ fn elapsed_ms(started: Instant) -> i32 {
 }
 
 async fn exec(client: &Client, sql: &str) -> Result<()> {
-    client
-        .batch_execute(sql)
-        .await
-        .map_err(|e| query_error(e, sql, std::iter::empty()))
+    batch_logged(client, sql).await
 }
 
 async fn query_one<T>(client: &Client, sql: &str, value: &(dyn ToSql + Sync), ty: Type) -> Result<T>

@@ -4,7 +4,7 @@
 use futures_util::StreamExt;
 use tokio_postgres::types::ToSql;
 
-use super::{log_query, query_error, Runner};
+use super::{batch_logged, logged, query_error, Runner};
 use crate::connection::PgConn;
 use crate::error::{Error, Result};
 use crate::params::{param_iter, Params};
@@ -19,7 +19,6 @@ pub(crate) async fn executemany<E: Runner, P: Params>(
 ) -> Result<u64> {
     let rows: Vec<P> = rows.into_iter().collect();
     let sql: &str = &ex.templates().render(query)?;
-    log_query(sql, std::iter::empty());
     if rows.is_empty() {
         return Ok(0);
     }

@@ -1,7 +1,7 @@
 //! `copy_records_to_table`: binary `COPY … FROM STDIN`, encoded as the table's column types.
 
 use super::widen::{CopyColumn, NotLossless, WidenedRow};
-use super::{log_query, query_error, Runner};
+use super::{batch_logged, logged, query_error, Runner};
 use crate::connection::PgConn;
 use crate::error::{Error, Result};
 use crate::params::{param_iter, Params};
@@ -19,11 +19,8 @@ pub(crate) async fn copy_records_to_table<E: Runner, P: Params>(
         "SELECT {} FROM {qualified} LIMIT 0",
         column_list.as_deref().unwrap_or("*")
     );
-    log_query(
-        &format!("COPY {qualified} FROM STDIN (FORMAT binary)"),
-        std::iter::empty(),
-    );
-    all_or_nothing!(ex, &select, |conn| copy_in(
+    let copy = format!("COPY {qualified} FROM STDIN (FORMAT binary)");
+    all_or_nothing!(ex, &copy, |conn| copy_in(
         conn, &qualified, &select, records
     ))
 }

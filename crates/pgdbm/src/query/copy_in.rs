@@ -6,7 +6,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::copy::{column_list, in_copy};
 use super::copy_out::CopyFormat;
-use super::{log_query, query_error, Runner};
+use super::{batch_logged, logged, query_error, Runner};
 use crate::connection::PgConn;
 use crate::error::{Error, Result};
 use crate::template::qualify_table;
@@ -26,7 +26,6 @@ pub(crate) async fn copy_from<E: Runner, R: AsyncRead + Unpin + Send>(
         .map(|c| format!(" ({c})"))
         .unwrap_or_default();
     let sql = format!("COPY {qualified}{columns} FROM STDIN {}", format.options());
-    log_query(&sql, std::iter::empty());
     all_or_nothing!(ex, &sql, |conn| send(conn, &sql, reader))
 }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::stream::{start_on, start_owned, Opener};
-use super::{log_query, query_error, Runner};
+use super::{query_error, Runner};
 use crate::connection::PgConn;
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
@@ -88,7 +88,6 @@ pub(crate) async fn copy_to<'e, E: Runner>(
     format: CopyFormat,
 ) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'e> {
     let sql = copy_out_sql(ex, source, format)?;
-    log_query(&sql, std::iter::empty());
     Ok(start_on(ex, sql, CopyOut).await?.into_stream(same))
 }
 
@@ -119,7 +118,6 @@ impl AsyncDatabaseManager {
     pub async fn copy_to_owned(&self, source: &str, format: CopyFormat) -> Result<CopyOutStream> {
         let open = async {
             let sql = copy_out_sql(self, source, format)?;
-            log_query(&sql, std::iter::empty());
             let data = start_owned(self, sql, CopyOut).await?;
             Ok(data.into_stream(same))
         };

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::ops::Deref;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use postgres_types::FromSqlOwned;
@@ -35,24 +34,20 @@ macro_rules! all_or_nothing {
                         // In a transaction from before BEGIN is sent: dropped or timed out
                         // while it is on the wire, the connection must be rolled back.
                         $conn.enter_transaction();
-                        if let Err(e) = $conn.client.batch_execute("BEGIN").await {
+                        if let Err(e) = batch_logged(&$conn.client, "BEGIN").await {
                             // BEGIN itself failed: no transaction was opened.
                             $conn.leave_transaction();
-                            return Err(query_error(e, "BEGIN", std::iter::empty()));
+                            return Err(e);
                         }
                     }
-                    let outcome = $body.await;
+                    let outcome = logged($operation, std::iter::empty(), $body).await;
                     if implicit_tx {
                         let end = if outcome.is_ok() {
                             "COMMIT"
                         } else {
                             "ROLLBACK"
                         };
-                        $conn
-                            .client
-                            .batch_execute(end)
-                            .await
-                            .map_err(|e| query_error(e, end, std::iter::empty()))?;
+                        batch_logged(&$conn.client, end).await?;
                         $conn.leave_transaction();
                     }
                     outcome
@@ -71,6 +66,7 @@ mod batch;
 mod copy;
 mod copy_in;
 mod copy_out;
+mod log;
 mod methods;
 mod stream;
 mod widen;
@@ -80,6 +76,7 @@ pub(crate) use copy::copy_records_to_table;
 pub(crate) use copy_in::copy_from;
 pub(crate) use copy_out::{copy_out_sql, copy_to};
 pub use copy_out::{CopyFormat, CopyOutStream};
+pub(crate) use log::{batch_execute_logged, batch_logged, logged, StatementLog};
 pub(crate) use methods::query_methods;
 pub(crate) use stream::stream_rows;
 pub use stream::RecordStream;
@@ -125,22 +122,6 @@ pub(crate) trait Runner: Sync {
     }
 }
 
-fn debug_env() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var("DB_DEBUG")
-            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-    })
-}
-
-pub(crate) fn log_query<'a>(sql: &str, params: impl Iterator<Item = &'a (dyn ToSql + Sync)>) {
-    if debug_env() {
-        tracing::info!(target: "pgdbm::query", sql, params = %mask_params(params), "query");
-    } else if tracing::enabled!(target: "pgdbm::query", tracing::Level::DEBUG) {
-        tracing::debug!(target: "pgdbm::query", sql, params = %mask_params(params), "query");
-    }
-}
-
 pub(crate) fn query_error<'a>(
     source: tokio_postgres::Error,
     sql: &str,
@@ -160,7 +141,6 @@ macro_rules! run {
         let ex = $ex;
         let $sql: &str = &ex.templates().render($query)?;
         let params: &[&(dyn ToSql + Sync)] = $params;
-        log_query($sql, params.iter().copied());
         let deadline = ex.deadline();
         let pooled = !ex.in_transaction();
         let $in_tx = !pooled;
@@ -170,6 +150,7 @@ macro_rules! run {
                 let conn = ex.conn(deadline).await?;
                 let $conn: &PgConn = &conn;
                 let mut replace = false;
+                let log = StatementLog::start($sql, params.iter().copied());
                 let r = $conn
                     .timed(deadline, $sql, async {
                         let mut r = $body.await;
@@ -192,6 +173,7 @@ macro_rules! run {
                         r.map_err(|e| query_error(e, $sql, params.iter().copied()))
                     })
                     .await;
+                log.finish(&r);
                 if !replace {
                     break r;
                 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, TryStreamExt};
 use tokio_postgres::types::ToSql;
 
-use super::{log_query, query_error, ConnRef, Runner};
+use super::{query_error, ConnRef, Runner, StatementLog};
 use crate::connection::PgConn;
 use crate::error::{shorten_sql, Error, Result};
 use crate::manager::AsyncDatabaseManager;
@@ -57,6 +57,10 @@ pub(crate) trait Opener {
         sql: &'c str,
     ) -> impl Future<Output = Result<Self::Items, tokio_postgres::Error>> + Send + 'c;
     fn error(&self, e: tokio_postgres::Error, sql: &str) -> Error;
+    /// The statement's parameters, for the statement log.
+    fn params(&self) -> &[&(dyn ToSql + Sync)] {
+        &[]
+    }
 }
 
 /// Starts `opener`'s statement on `conn` under the call's `deadline`, which also covers the
@@ -77,11 +81,17 @@ where
     let opened = match conn.begin_op() {
         Err(e) => Err(e),
         Ok(()) => {
+            // Logged when the first response arrives: the rest is read at the caller's pace.
+            let log = StatementLog::start(&sql, opener.params().iter().copied());
             let opening = opener.open(&conn, &sql);
             let opened = match deadline {
                 Some(d) => tokio::time::timeout_at(d.into(), opening).await.ok(),
                 None => Some(opening.await),
             };
+            match &opened {
+                Some(r) => log.finish_driver(r.as_ref()),
+                None => log.timed_out(),
+            }
             match opened {
                 Some(Ok(items)) => Ok(items),
                 Some(Err(e)) => {
@@ -194,7 +204,6 @@ pub(crate) async fn stream_rows<'e, E: Runner>(
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<impl Stream<Item = Result<Record>> + Send + 'e> {
     let sql = ex.templates().render(query)?.into_owned();
-    log_query(&sql, params.iter().copied());
     let opener = Rows {
         params,
         in_transaction: ex.in_transaction(),
@@ -223,6 +232,10 @@ impl Opener for Rows<'_> {
 
     fn error(&self, e: tokio_postgres::Error, sql: &str) -> Error {
         query_error(e, sql, self.params.iter().copied())
+    }
+
+    fn params(&self) -> &[&(dyn ToSql + Sync)] {
+        self.params
     }
 }
 
@@ -301,7 +314,6 @@ impl AsyncDatabaseManager {
     ) -> Result<RecordStream> {
         let open = async {
             let sql = self.templates().render(query)?.into_owned();
-            log_query(&sql, params.iter().copied());
             let opener = Rows {
                 params,
                 in_transaction: false,

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use super::process::{
-    conf_quote, free_port, io_error, log_since, output_text, runuser, server_owner, tail,
-    unique_dir, Owner, HOST, LOG_TAIL_LINES, SERVER_OS_USER,
+    conf_quote, free_port, io_error, local_config, local_connection_string, log_since, output_text,
+    runuser, server_owner, tail, unique_dir, Owner, HOST, LOG_TAIL_LINES, SERVER_OS_USER,
 };
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
@@ -144,20 +144,7 @@ impl TempClusterBuilder {
             }
         }
 
-        let root = unique_dir("cluster")?;
-        // From here on Drop removes the directory (and stops the server) whatever fails.
-        let mut cluster = TempCluster {
-            data_dir: root.join("data"),
-            socket_dir: root.join("socket"),
-            log_file: root.join("server.log"),
-            root,
-            bin_dir,
-            owner: None,
-            port: 0,
-            running: false,
-            cleaned_up: false,
-        };
-        cluster.owner = server_owner(&cluster.root)?;
+        let mut cluster = TempCluster::in_new_dir("cluster", bin_dir)?;
         cluster.create_dir(&cluster.socket_dir)?;
         cluster.chown(&cluster.root)?;
 
@@ -185,6 +172,25 @@ impl TempClusterBuilder {
 }
 
 impl TempCluster {
+    /// A cluster not yet created in a new temporary directory owned by the server's OS user.
+    /// From here on Drop removes the directory (and stops the server) whatever fails.
+    pub(super) fn in_new_dir(kind: &str, bin_dir: PathBuf) -> Result<TempCluster> {
+        let root = unique_dir(kind)?;
+        let mut cluster = TempCluster {
+            data_dir: root.join("data"),
+            socket_dir: root.join("socket"),
+            log_file: root.join("server.log"),
+            root,
+            bin_dir,
+            owner: None,
+            port: 0,
+            running: false,
+            cleaned_up: false,
+        };
+        cluster.owner = server_owner(&cluster.root)?;
+        Ok(cluster)
+    }
+
     /// Options for a cluster: TLS, `pg_hba.conf`, settings.
     pub fn builder() -> TempClusterBuilder {
         TempClusterBuilder::default()
@@ -217,18 +223,12 @@ impl TempCluster {
 
     /// `postgresql://postgres@127.0.0.1:PORT/{database}`.
     pub fn connection_string(&self, database: &str) -> String {
-        format!("postgresql://postgres@{HOST}:{}/{database}", self.port)
+        local_connection_string(self.port, database)
     }
 
     /// A [`DatabaseConfig`] for `database` on this cluster as `postgres`, other fields default.
     pub fn database_config(&self, database: &str) -> DatabaseConfig {
-        DatabaseConfig {
-            host: HOST.to_owned(),
-            port: self.port,
-            user: "postgres".to_owned(),
-            database: database.to_owned(),
-            ..DatabaseConfig::default()
-        }
+        local_config(self.port, database)
     }
 
     /// Stops the server and deletes the directory, reporting failures that `Drop` would ignore.

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::process::{
-    free_port, io_error, log_since, server_owner, tail, unique_dir, Owner, HOST, LOG_TAIL_LINES,
+    free_port, io_error, local_config, local_connection_string, log_since, server_owner, tail,
+    unique_dir, Owner, HOST, LOG_TAIL_LINES,
 };
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
@@ -240,18 +241,12 @@ impl TempPgBouncer {
 
     /// `postgresql://postgres@127.0.0.1:PORT/{database}`.
     pub fn connection_string(&self, database: &str) -> String {
-        format!("postgresql://postgres@{HOST}:{}/{database}", self.port)
+        local_connection_string(self.port, database)
     }
 
     /// A [`DatabaseConfig`] for `database` through this PgBouncer as `postgres`.
     pub fn database_config(&self, database: &str) -> DatabaseConfig {
-        DatabaseConfig {
-            host: HOST.to_owned(),
-            port: self.port,
-            user: "postgres".to_owned(),
-            database: database.to_owned(),
-            ..DatabaseConfig::default()
-        }
+        local_config(self.port, database)
     }
 
     /// Waits until the port accepts TCP connections; `Err` says why it never will.

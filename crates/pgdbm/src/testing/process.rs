@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 
 /// The OS user servers run as when the tests run as root (PostgreSQL and PgBouncer refuse root).
@@ -119,4 +120,20 @@ pub(super) fn tail(text: &str, lines: usize) -> String {
 
 pub(super) fn io_error(action: &str, path: &Path, e: std::io::Error) -> Error {
     Error::TestDatabase(format!("cannot {action} {}: {e}", path.display()))
+}
+
+/// `postgresql://postgres@127.0.0.1:{port}/{database}`.
+pub(super) fn local_connection_string(port: u16, database: &str) -> String {
+    format!("postgresql://postgres@{HOST}:{port}/{database}")
+}
+
+/// `database` on `127.0.0.1:{port}` as `postgres`, other fields default.
+pub(super) fn local_config(port: u16, database: &str) -> DatabaseConfig {
+    DatabaseConfig {
+        host: HOST.to_owned(),
+        port,
+        user: "postgres".to_owned(),
+        database: database.to_owned(),
+        ..DatabaseConfig::default()
+    }
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::cluster::{check, TempCluster, TempClusterBuilder};
-use super::process::{unique_dir, HOST};
+use super::process::HOST;
 use crate::error::{Error, Result};
 
 impl TempCluster {
@@ -27,19 +27,7 @@ impl TempCluster {
                 "cannot start a replica of a stopped cluster".into(),
             ));
         }
-        let root = unique_dir("replica")?;
-        // From here on Drop removes the directory (and stops the server) whatever fails.
-        let mut replica = TempCluster {
-            data_dir: root.join("data"),
-            socket_dir: root.join("socket"),
-            log_file: root.join("server.log"),
-            root,
-            bin_dir: self.bin_dir.clone(),
-            owner: self.owner,
-            port: 0,
-            running: false,
-            cleaned_up: false,
-        };
+        let mut replica = TempCluster::in_new_dir("replica", self.bin_dir.clone())?;
         replica.create_dir(&replica.socket_dir)?;
         replica.chown(&replica.root)?;
         let backup = replica

@@ -21,7 +21,11 @@ use crate::error::{Error, Result};
 use crate::notify::ListenSpec;
 use crate::template::quote_ident;
 use crate::tls::{make_tls_connector, MakeTls};
-use crate::util::now_micros;
+
+mod maintenance;
+
+pub(crate) use maintenance::Refill;
+use maintenance::{spawn_reaper, spawn_refill, Backoff};
 
 /// Statements registered with `add_prepared_statement`, shared by every connection of a pool.
 #[derive(Debug, Default)]
@@ -82,6 +86,8 @@ struct ConnectSpec {
     max_queries: u64,
     statement_cache_size: usize,
     registry: Arc<PreparedRegistry>,
+    /// Signalled whenever a connection of the pool ends.
+    refill: Arc<Refill>,
 }
 
 impl ConnectSpec {
@@ -89,11 +95,13 @@ impl ConnectSpec {
         let Connected {
             client,
             cancel_target,
+            driver,
         } = self
             .servers
             .connect(self.tls.as_ref())
             .await
             .map_err(ConnectFailure::from_hosts)?;
+        self.watch(driver);
         // One round trip: settings, then facts we want to know about the session.
         let mut sql = self.setup_sql.clone();
         sql.push_str("SELECT pg_backend_pid()::text, version()");
@@ -138,12 +146,25 @@ impl ConnectSpec {
                 version,
                 tls: self.tls.clone(),
                 cancel_target,
+                refill: self.refill.clone(),
                 // `connect` runs on the pool's runtime (see `PgManager::create`).
                 runtime: tokio::runtime::Handle::current(),
             },
         );
         self.registry.apply(&conn).await;
         Ok(conn)
+    }
+}
+
+impl ConnectSpec {
+    /// Waits for a connection's driver task to end (the server closed the session, or the
+    /// client was dropped), then tells the pool to top itself up.
+    fn watch(&self, driver: tokio::task::JoinHandle<()>) {
+        let refill = self.refill.clone();
+        tokio::spawn(async move {
+            let _ = driver.await;
+            refill.signal();
+        });
     }
 }
 
@@ -351,6 +372,14 @@ pub(crate) struct PoolInner {
     server_version: String,
     /// How a `Listener` opens its own connection: same TLS, settings and retry policy.
     pub(crate) listen: Arc<ListenSpec>,
+    refill: Arc<Refill>,
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        // Wakes the refill task so that it sees the pool gone and ends.
+        self.refill.signal();
+    }
 }
 
 /// A connection pool, cheap to clone and shared by any number of managers and tasks.
@@ -407,7 +436,9 @@ impl Pool {
             host = servers.labels().join(",");
         }
         let listen = Arc::new(ListenSpec::new(config, tls.clone())?);
+        let refill = Arc::new(Refill::default());
         let spec = ConnectSpec {
+            refill: refill.clone(),
             setup_sql: config.session_setup_sql(opts.search_path.as_deref()),
             init_commands: config.init_commands.clone().unwrap_or_default(),
             expected_search_path: if opts.expect_search_path {
@@ -507,7 +538,9 @@ impl Pool {
             counters: WaitCounters::default(),
             server_version,
             listen,
+            refill: refill.clone(),
         });
+        spawn_refill(Arc::downgrade(&inner), refill, Backoff::new(config));
         if let Some(lifetime) = config.idle_lifetime() {
             spawn_reaper(Arc::downgrade(&inner), lifetime);
         }
@@ -611,52 +644,6 @@ impl Pool {
             c.timeouts.load(Ordering::Relaxed),
         )
     }
-}
-
-/// Closes connections idle for longer than `lifetime`, keeping `min_size`, and tops the pool
-/// back up to `min_size` when connections were lost.
-fn spawn_reaper(pool: std::sync::Weak<PoolInner>, lifetime: Duration) {
-    let period = (lifetime / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let Some(inner) = pool.upgrade() else { return };
-            if inner.pool.is_closed() {
-                return;
-            }
-            let size = inner.pool.status().size;
-            let mut removable = size.saturating_sub(inner.min_size);
-            let limit = lifetime.as_micros() as u64;
-            let now = now_micros();
-            let removed = inner.pool.retain(|conn, _| {
-                // A dead connection (its server process terminated, say) is useless even to
-                // keep `min_connections`: it goes, and the top-up below replaces it.
-                if conn.is_broken() {
-                    removable = removable.saturating_sub(1);
-                    return false;
-                }
-                let idle = now.saturating_sub(conn.last_used.load(Ordering::Relaxed));
-                if removable > 0 && idle > limit {
-                    removable -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
-            if !removed.removed.is_empty() {
-                tracing::debug!(closed = removed.removed.len(), "closed idle connections");
-            }
-            let missing = inner.min_size.saturating_sub(inner.pool.status().size);
-            if missing > 0 {
-                let got =
-                    futures_util::future::join_all((0..missing).map(|_| inner.pool.get())).await;
-                drop(got);
-            }
-        }
-    });
 }
 
 /// The search_path an owned pool sets for its schema: the schema, then public.

@@ -10,8 +10,14 @@ use tokio_postgres::Client;
 use crate::connection::{PgConn, PoolConnection, SessionState};
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
-use crate::query::{query_error, query_methods, ConnRef, Runner};
+use crate::query::{logged, query_error, query_methods, ConnRef, Runner};
 use crate::template::Templates;
+
+mod options;
+mod retry;
+
+pub use options::{IsolationLevel, TransactionOptions};
+pub use retry::RetryPolicy;
 
 /// A transaction, or a savepoint inside one. It has the manager's query methods, with the same
 /// templates and the same error wrapping.
@@ -76,30 +82,28 @@ impl TxState {
 
     /// Runs a control statement. Every failure marks the transaction aborted.
     async fn run(&self, sql: &str, control: Control) -> Result<()> {
-        crate::query::log_query(sql, std::iter::empty());
         let conn = self.conn();
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let watch = crate::observe::watch(&self.manager, crate::observe::Op::control(sql));
-        let result = conn
-            .timed(deadline, sql, async {
-                // In a transaction from before BEGIN is sent: dropped or timed out while it is
-                // on the wire, the connection must be rolled back, not taken for idle.
+        let timed = conn.timed(deadline, sql, async {
+            // In a transaction from before BEGIN is sent: dropped or timed out while it is
+            // on the wire, the connection must be rolled back, not taken for idle.
+            if control == Control::Begin {
+                conn.enter_transaction();
+            }
+            if let Err(e) = conn.client.batch_execute(sql).await {
                 if control == Control::Begin {
-                    conn.enter_transaction();
-                }
-                if let Err(e) = conn.client.batch_execute(sql).await {
-                    if control == Control::Begin {
-                        // BEGIN itself failed: no transaction was opened.
-                        conn.leave_transaction();
-                    }
-                    return Err(query_error(e, sql, std::iter::empty()));
-                }
-                if control == Control::End {
+                    // BEGIN itself failed: no transaction was opened.
                     conn.leave_transaction();
                 }
-                Ok(())
-            })
-            .await;
+                return Err(query_error(e, sql, std::iter::empty()));
+            }
+            if control == Control::End {
+                conn.leave_transaction();
+            }
+            Ok(())
+        });
+        let result = logged(sql, std::iter::empty(), timed).await;
         crate::observe::end(watch, &result);
         if result.is_err() {
             self.aborted.store(true, Ordering::Relaxed);
@@ -117,6 +121,17 @@ impl TxState {
         Ok(())
     }
 
+    /// Rolls back to savepoint `name` and releases it; the transaction is usable again.
+    async fn rollback_to(&self, name: &str) -> Result<()> {
+        self.run(
+            &format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"),
+            Control::Savepoint,
+        )
+        .await?;
+        self.aborted.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Whether the connection can still take statements (no timed-out or dropped statement).
     fn usable(&self) -> bool {
         matches!(self.conn().state(), SessionState::InTransaction)
@@ -124,7 +139,10 @@ impl TxState {
 }
 
 impl Transaction<'static> {
-    pub(crate) async fn begin(manager: AsyncDatabaseManager) -> Result<Self> {
+    pub(crate) async fn begin(
+        manager: AsyncDatabaseManager,
+        options: TransactionOptions,
+    ) -> Result<Self> {
         let conn = manager.checkout().await?;
         let timeout = manager.timeout();
         let state = TxState {
@@ -140,7 +158,7 @@ impl Transaction<'static> {
             savepoint: None,
             finished: false,
         };
-        tx.state().run("BEGIN", Control::Begin).await?;
+        tx.state().run(&options.begin_sql(), Control::Begin).await?;
         Ok(tx)
     }
 }
@@ -154,6 +172,8 @@ impl<'a> Transaction<'a> {
     }
 
     /// A nested transaction: a `SAVEPOINT` that can be rolled back without ending this one.
+    /// It runs with its parent's [`TransactionOptions`]; only a top-level transaction takes
+    /// options of its own.
     pub async fn transaction(&self) -> Result<Transaction<'_>> {
         let state = self.state();
         state.flush_pending().await?;
@@ -199,7 +219,8 @@ impl<'a> Transaction<'a> {
         let state = self.state();
         if !state.usable() {
             return Err(Error::Transaction(
-                "a statement of this transaction timed out or was dropped before it finished, so                  its outcome is unknown; the transaction is rolled back and nothing was committed"
+                "a statement of this transaction timed out or was dropped before it finished, so \
+                 its outcome is unknown; the transaction is rolled back and nothing was committed"
                     .into(),
             ));
         }
@@ -226,13 +247,7 @@ impl<'a> Transaction<'a> {
             }
             Some(name) => {
                 if aborted {
-                    state
-                        .run(
-                            &format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"),
-                            Control::Savepoint,
-                        )
-                        .await?;
-                    state.aborted.store(false, Ordering::Relaxed);
+                    state.rollback_to(name).await?;
                     return Err(Error::Transaction(format!(
                         "savepoint {name} was aborted by an earlier error and has been rolled back; \
                          the outer transaction goes on"
@@ -261,14 +276,7 @@ impl<'a> Transaction<'a> {
             None => state.run("ROLLBACK", Control::End).await,
             Some(name) => {
                 state.flush_pending().await?;
-                state
-                    .run(
-                        &format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"),
-                        Control::Savepoint,
-                    )
-                    .await?;
-                state.aborted.store(false, Ordering::Relaxed);
-                Ok(())
+                state.rollback_to(name).await
             }
         }
     }
