@@ -521,6 +521,24 @@ impl TestDatabase {
 
 async fn drop_now(server: &DatabaseConfig, kind: Kind, name: &str) -> Result<()> {
     let maint = maintenance(server).await?;
+    if matches!(kind, Kind::Database) {
+        // A creation cut off halfway (its `CREATE DATABASE` or the rename of a spare) may
+        // still run on another connection while its cancel is on the way; dropped before it
+        // ends, the database it makes would stay. Wait for it first.
+        for _ in 0..200 {
+            let running: Option<i64> = maint
+                .fetch_value(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+                     AND state = 'active' AND position($1 in query) > 0",
+                    &[&name],
+                )
+                .await?;
+            if running == Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let sql = match kind {
         Kind::Database => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
         Kind::Schema => format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(name)),
