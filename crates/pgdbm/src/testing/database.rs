@@ -532,7 +532,8 @@ async fn drop_now(server: &DatabaseConfig, kind: Kind, name: &str) -> Result<()>
                      AND state = 'active' AND position($1 in query) > 0",
                     &[&name],
                 )
-                .await?;
+                .await
+                .map_err(|e| Error::TestDatabase(format!("could not drop test {name:?}: {e}")))?;
             if running == Some(0) {
                 break;
             }
