@@ -86,17 +86,25 @@ impl SessionAttrs {
                 }
             }
         } else {
-            let kept: Vec<&str> = dsn
-                .split_whitespace()
-                .filter(|pair| match pair.split_once('=') {
-                    Some((k, v)) if k == key => {
-                        value = Some(v.trim_matches('\'').to_owned());
-                        false
-                    }
-                    _ => true,
-                })
-                .collect();
-            kept.join(" ")
+            // Only the pair itself is cut out, so the rest (a quoted password with spaces,
+            // say) reaches the driver exactly as written.
+            let start = dsn.match_indices(key).map(|(i, _)| i).find(|&i| {
+                dsn[..i].chars().next_back().is_none_or(char::is_whitespace)
+                    && dsn[i + key.len()..].trim_start().starts_with('=')
+            });
+            match start {
+                None => dsn.to_owned(),
+                Some(i) => {
+                    let after_key = &dsn[i + key.len()..];
+                    let after_eq = after_key.trim_start()[1..].trim_start();
+                    let len = after_eq.find(char::is_whitespace).unwrap_or(after_eq.len());
+                    value = Some(after_eq[..len].trim_matches('\'').to_owned());
+                    let end = dsn.len() - after_eq.len() + len;
+                    format!("{}{}", &dsn[..i], dsn[end..].trim_start())
+                        .trim_end()
+                        .to_owned()
+                }
+            }
         };
         let attrs = match value {
             Some(v) => Self::parse(&percent_encoding::percent_decode_str(&v).decode_utf8_lossy())?,
@@ -215,6 +223,18 @@ mod tests {
                 .unwrap();
         assert_eq!(rest, "host=a,b port=1,2");
         assert_eq!(attrs, SessionAttrs::PreferStandby);
+        // Everything else reaches the driver as written, spaces in quoted values included.
+        let dsn = "host=a password='two  spaces' dbname=d";
+        assert_eq!(
+            SessionAttrs::split_from(dsn).unwrap(),
+            (dsn.to_owned(), SessionAttrs::Any)
+        );
+        let (rest, attrs) = SessionAttrs::split_from(
+            "password='two  spaces' target_session_attrs = read-only host=a",
+        )
+        .unwrap();
+        assert_eq!(rest, "password='two  spaces' host=a");
+        assert_eq!(attrs, SessionAttrs::ReadOnly);
         let (rest, attrs) = SessionAttrs::split_from("postgresql://u@a/db").unwrap();
         assert_eq!(
             (rest.as_str(), attrs),
