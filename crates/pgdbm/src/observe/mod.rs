@@ -225,6 +225,10 @@ pub(crate) struct Acquiring {
 impl Acquiring {
     /// `None` when nothing observes.
     pub(crate) fn start(pool: &crate::Pool) -> Option<Acquiring> {
+        // As in `Call::begin`: no span is built when no subscriber takes INFO.
+        if !METRICS && !tracing::level_enabled!(tracing::Level::INFO) {
+            return None;
+        }
         let span = Method::Acquire.span();
         if span.is_disabled() && !METRICS {
             return None;
