@@ -74,6 +74,11 @@ pub struct Environment {
     pub ssl_ca_file: Option<String>,
     pub ssl_cert_file: Option<String>,
     pub ssl_key_file: Option<String>,
+    /// `"direct"`, `"session"` or `"transaction"`: see [`pgdbm::Pooler`].
+    pub pooler: Option<pgdbm::Pooler>,
+    /// Where migrations connect when `url` goes through a transaction pooler.
+    #[serde(alias = "direct_url")]
+    pub direct_connection_string: Option<String>,
 }
 
 /// `[modules.NAME]`.
@@ -350,6 +355,8 @@ fn environment_config(e: &Environment, at: &str) -> CliResult<DatabaseConfig> {
     db.ssl_ca_file = e.ssl_ca_file.clone();
     db.ssl_cert_file = e.ssl_cert_file.clone();
     db.ssl_key_file = e.ssl_key_file.clone();
+    db.pooler = e.pooler.unwrap_or_default();
+    db.direct_connection_string = e.direct_connection_string.clone();
     Ok(db)
 }
 
@@ -471,6 +478,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn pooler_and_direct_url_are_read() {
+        let text = "[environments.dev]\nurl='postgresql://x@pgbouncer:6432/d'\n\
+                    pooler='transaction'\ndirect_url='postgresql://x@db:5432/d'\n";
+        let file = parse(text, Path::new("p.toml"), vars).unwrap();
+        let s = resolve(file, Path::new("p.toml"), None).unwrap();
+        let db = s.db().unwrap();
+        assert_eq!(db.pooler, pgdbm::Pooler::Transaction);
+        assert_eq!(
+            db.direct_connection_string.as_deref(),
+            Some("postgresql://x@db:5432/d")
+        );
+        let err = parse(
+            "[environments.dev]\npooler='statement'\n",
+            Path::new("p.toml"),
+            vars,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("statement"), "{err}");
     }
 
     #[test]

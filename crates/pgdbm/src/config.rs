@@ -8,6 +8,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::pooler::Pooler;
 use crate::target::SessionAttrs;
 use crate::template::validate_identifier;
 
@@ -131,6 +132,15 @@ pub struct DatabaseConfig {
     /// `max_prepared_statements` set, or custom-type parameters and columns may fail with
     /// `26000` (the connection is then replaced).
     pub statement_cache_size: usize,
+    /// What sits between pgdbm and PostgreSQL: `"direct"` (the default), `"session"` or
+    /// `"transaction"` (PgBouncer's `pool_mode`). `"transaction"` sends no named statement and
+    /// no session setting at all; see [`Pooler`] for what changes.
+    pub pooler: Pooler,
+    /// Where migrations connect when `connection_string` goes through a transaction pooler: the
+    /// server itself (Prisma's and Rails' `directUrl`). Same forms as `connection_string`; the
+    /// password, user and TLS settings of this config fill what it leaves out. `None` =
+    /// migrate through the pool, serialised by transaction-scoped advisory locks.
+    pub direct_connection_string: Option<String>,
     /// The `search_path` a shared pool pins so that unqualified names fail loudly; `None` = off.
     pub shared_pool_search_path: Option<String>,
 
@@ -178,6 +188,8 @@ impl Default for DatabaseConfig {
             retry_backoff: 2.0,
             retry_max_delay: 30.0,
             statement_cache_size: 1000,
+            pooler: Pooler::Direct,
+            direct_connection_string: None,
             shared_pool_search_path: Some("pg_catalog".into()),
             listen_connection_string: None,
             listen_buffer_size: 1024,
@@ -350,6 +362,19 @@ impl DatabaseConfig {
         if self.listen_connection_string.is_some() {
             self.listen_pg_config()?;
         }
+        if self.direct_connection_string.is_some() {
+            self.direct_config()?;
+        }
+        if self.pooler.shares_server_connections()
+            && self.init_commands.as_ref().is_some_and(|c| !c.is_empty())
+        {
+            return Err(Error::config(
+                "init_commands",
+                "cannot be used with pooler = \"transaction\": a transaction pooler runs them on \
+                 one server connection and the next transaction may run on another. Set such state \
+                 on the role or database instead (ALTER ROLE ... IN DATABASE ... SET ...)",
+            ));
+        }
         if self.listen_buffer_size == 0 {
             return Err(Error::config(
                 "listen_buffer_size",
@@ -471,18 +496,37 @@ impl DatabaseConfig {
     pub(crate) fn listen_pg_config(&self) -> Result<tokio_postgres::Config> {
         match &self.listen_connection_string {
             None => self.pg_config(),
-            Some(cs) => DatabaseConfig {
-                connection_string: Some(cs.clone()),
-                ..self.clone()
-            }
-            .pg_config()
-            .map_err(|e| match e {
-                Error::Configuration { message, .. } => {
-                    Error::config("listen_connection_string", message)
-                }
-                other => other,
-            }),
+            Some(cs) => self
+                .with_connection_string(cs, "listen_connection_string")?
+                .pg_config(),
         }
+    }
+
+    /// The config migrations use through a transaction pooler: this one, reaching the server
+    /// at `direct_connection_string` with no pooler in between. `None` when it is not set.
+    pub(crate) fn direct_config(&self) -> Result<Option<DatabaseConfig>> {
+        let Some(cs) = &self.direct_connection_string else {
+            return Ok(None);
+        };
+        let direct = DatabaseConfig {
+            pooler: Pooler::Direct,
+            direct_connection_string: None,
+            ..self.with_connection_string(cs, "direct_connection_string")?
+        };
+        Ok(Some(direct))
+    }
+
+    /// This config with `cs` as its connection string, checked; errors name `field`.
+    fn with_connection_string(&self, cs: &str, field: &'static str) -> Result<DatabaseConfig> {
+        let config = DatabaseConfig {
+            connection_string: Some(cs.to_owned()),
+            ..self.clone()
+        };
+        config.pg_config().map_err(|e| match e {
+            Error::Configuration { message, .. } => Error::config(field, message),
+            other => other,
+        })?;
+        Ok(config)
     }
 
     /// Python pgdbm's name, so `pg_stat_activity` dashboards keep working: `<schema>_pool`, or
@@ -495,11 +539,13 @@ impl DatabaseConfig {
         }
     }
 
-    /// `SET` statements for a new connection, as one batch.
-    pub(crate) fn session_setup_sql(&self, search_path: Option<&str>) -> String {
+    /// `SET` statements for a new connection, as one batch; `SET LOCAL` with `local`, for
+    /// each transaction behind a transaction pooler.
+    pub(crate) fn session_setup_sql(&self, search_path: Option<&str>, local: bool) -> String {
+        let set_word = if local { "SET LOCAL " } else { "SET " };
         let mut sql = String::new();
         let mut set = |name: &str, value: &str| {
-            sql.push_str("SET ");
+            sql.push_str(set_word);
             sql.push_str(name);
             sql.push_str(" = ");
             sql.push_str(&quote_literal(value));
@@ -532,7 +578,8 @@ impl DatabaseConfig {
         }
         if let Some(path) = search_path {
             // search_path takes identifiers, not a literal: the caller quoted them.
-            sql.push_str("SET search_path = ");
+            sql.push_str(set_word);
+            sql.push_str("search_path = ");
             sql.push_str(path);
             sql.push_str(";\n");
         }
@@ -706,6 +753,11 @@ impl fmt::Debug for DatabaseConfig {
             .field("retry_backoff", &self.retry_backoff)
             .field("retry_max_delay", &self.retry_max_delay)
             .field("statement_cache_size", &self.statement_cache_size)
+            .field("pooler", &self.pooler)
+            .field(
+                "direct_connection_string",
+                &self.direct_connection_string.as_deref().map(mask_dsn),
+            )
             .field("shared_pool_search_path", &self.shared_pool_search_path)
             .field(
                 "listen_connection_string",

@@ -53,6 +53,7 @@ mod notify;
 mod observe;
 mod params;
 mod pool;
+mod pooler;
 mod query;
 mod record;
 mod stats;
@@ -122,6 +123,7 @@ pub use params::Params;
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use pgdbm_macros::FromRow;
 pub use pool::Pool;
+pub use pooler::Pooler;
 pub use query::{CopyFormat, CopyOutStream, RecordStream};
 pub use record::{ColumnIndex, FromRow, Record};
 /// Used by `#[derive(FromRow)]`; not part of the stable API.

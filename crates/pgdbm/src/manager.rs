@@ -338,19 +338,21 @@ impl AsyncDatabaseManager {
         let pool = match self.pool() {
             Ok(p) if !p.is_closed() => p,
             _ => {
-                let (min, max, database) = match &self.inner.source {
+                let (min, max, database, pooler) = match &self.inner.source {
                     PoolSource::Owned { config, .. } => (
                         config.min_connections,
                         config.max_connections,
                         config.database.clone(),
+                        config.pooler,
                     ),
                     PoolSource::External(p) => (
                         p.inner.min_size,
                         p.raw_status().max_size,
                         p.inner.database.clone(),
+                        p.inner.pooler,
                     ),
                 };
-                return Ok(PoolStats::disconnected(min, max, database, schema));
+                return Ok(PoolStats::disconnected(min, max, database, schema, pooler));
             }
         };
         let status = pool.raw_status();
@@ -372,6 +374,7 @@ impl AsyncDatabaseManager {
             acquire_count,
             acquire_wait_total,
             acquire_timeouts,
+            pooler: pool.inner.pooler,
         })
     }
 

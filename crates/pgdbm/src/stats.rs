@@ -69,6 +69,10 @@ pub struct PoolStats {
     pub acquire_wait_total: Duration,
     /// Acquires that gave up because the call's timeout expired.
     pub acquire_timeouts: u64,
+    /// What the connections go to: with a pooler (`session` or `transaction`), the counts
+    /// above are connections to the pooler, not server backends, and `pid` is whichever
+    /// server process answered.
+    pub pooler: crate::Pooler,
 }
 
 /// A duration as a number of milliseconds (fractional), as dashboards and JSON logs expect.
@@ -82,6 +86,7 @@ impl PoolStats {
         max_size: usize,
         database: String,
         schema: Option<String>,
+        pooler: crate::Pooler,
     ) -> Self {
         PoolStats {
             status: PoolStatus::Disconnected,
@@ -98,6 +103,7 @@ impl PoolStats {
             acquire_count: 0,
             acquire_wait_total: Duration::ZERO,
             acquire_timeouts: 0,
+            pooler,
         }
     }
 

@@ -239,7 +239,10 @@ impl AsyncWrite for Shared {
         self.with(|s| s.poll_flush(cx))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.with(|s| s.poll_shutdown(cx))
+    /// Does not half-close the socket, as libpq's `PQcancel` does not: PgBouncer drops a
+    /// cancel request whose client closed its side before the request was forwarded. The
+    /// socket closes when the server (or pooler) closes it, or when dropped.
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }

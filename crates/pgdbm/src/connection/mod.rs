@@ -40,11 +40,13 @@ mod cancel;
 mod hosts;
 mod state;
 mod statements;
+mod typeinfo;
 
 pub(crate) use cancel::CancelTarget;
 pub(crate) use hosts::{describe_failures, Connected, HostFailure, Servers};
 pub(crate) use state::{SessionState, StateCell};
 pub(crate) use statements::Stale;
+pub(crate) use typeinfo::TypeLookups;
 
 /// Prepared statements by SQL text, least recently used evicted first.
 type StatementCache = LruCache<Box<str>, Statement, BuildHasherDefault<FxHasher>>;
@@ -72,6 +74,12 @@ pub(crate) struct PgConn {
     runtime: tokio::runtime::Handle,
     /// Tells the pool that this connection left it, so that it reconnects to its minimum.
     refill: Arc<Refill>,
+    /// Behind a transaction pooler: what recreates the driver's type-lookup statements.
+    lookups: Option<TypeLookups>,
+    /// Behind a transaction pooler: `SET LOCAL` statements for every transaction we open.
+    transaction_setup: Option<Arc<str>>,
+    /// Server connections may change between transactions (a transaction pooler).
+    shares_server: bool,
 }
 
 /// How a new connection was made, besides its client.
@@ -83,10 +91,23 @@ pub(crate) struct ConnOrigin {
     pub(crate) cancel_target: Option<Arc<CancelTarget>>,
     pub(crate) refill: Arc<Refill>,
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Set behind a transaction pooler (see [`crate::Pooler::Transaction`]).
+    pub(crate) pooled: Option<PooledOrigin>,
+}
+
+/// What a connection behind a transaction pooler carries besides the rest.
+pub(crate) struct PooledOrigin {
+    pub(crate) lookups: Option<TypeLookups>,
+    pub(crate) transaction_setup: Option<Arc<str>>,
 }
 
 impl PgConn {
     pub(crate) fn new(client: Client, origin: ConnOrigin) -> Self {
+        let shares_server = origin.pooled.is_some();
+        let (lookups, transaction_setup) = match origin.pooled {
+            Some(p) => (p.lookups, p.transaction_setup),
+            None => (None, None),
+        };
         PgConn {
             client,
             statements: NonZeroUsize::new(origin.cache_size)
@@ -104,6 +125,18 @@ impl PgConn {
             cancel_target: origin.cancel_target,
             runtime: origin.runtime,
             refill: origin.refill,
+            lookups,
+            transaction_setup,
+            shares_server,
+        }
+    }
+
+    /// The statement that opens a transaction: `begin`, then behind a transaction pooler the
+    /// settings that could not be sent when connecting, as `SET LOCAL`.
+    pub(crate) fn begin_sql<'a>(&self, begin: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.transaction_setup {
+            Some(setup) => format!("{begin};\n{setup}").into(),
+            None => begin.into(),
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use lru::LruCache;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Statement;
 
@@ -221,8 +222,11 @@ impl PgConn {
         });
         let types = match cached {
             Some(types) if types.len() == params.len() => types,
-            // No `$` at all: no parameters, nothing to learn.
-            _ if params.is_empty() && !sql.contains('$') => return Ok(Vec::new()),
+            // No `$` at all: no parameters, nothing to learn. Behind a transaction pooler the
+            // describe runs anyway, so that custom result types are looked up inside it.
+            _ if params.is_empty() && !sql.contains('$') && !self.shares_server => {
+                return Ok(Vec::new())
+            }
             // Boxed: the prepare future is large and only needed on a miss.
             _ => Box::pin(self.learn_param_types(sql, params, in_transaction)).await?,
         };
@@ -265,43 +269,94 @@ impl PgConn {
     /// pipelined after a `BEGIN` (one round trip) and the Close goes before the `ROLLBACK`, so
     /// all of it runs on one server connection.
     ///
-    /// The driver's type lookups for custom types (enums, domains, composites) use named
-    /// statements of its own that it prepares once per client and keeps. Behind a pooler that
-    /// does not track named statements (PgBouncer before 1.21, or without
-    /// `max_prepared_statements`) they can exist on one server connection and be missing on the
-    /// next; that fails with `26000`, and the connection is then replaced (see
-    /// `forget_if_stale`). Built-in types never need a lookup.
-    async fn describe<T>(
+    /// The driver looks up custom types (enums, domains, composites) with named statements of
+    /// its own. Behind a transaction pooler they are recreated in the same transaction, just
+    /// before the prepare, and removed after it (see `typeinfo`); inside a caller's
+    /// transaction that happens under a savepoint, so a failed prepare still removes them.
+    pub(crate) async fn describe<T>(
         &self,
         sql: &str,
         in_transaction: bool,
-        f: impl FnOnce(&Statement) -> T,
+        f: impl Fn(&Statement) -> T,
     ) -> Result<T, tokio_postgres::Error> {
-        if in_transaction {
+        match self.describe_once(sql, in_transaction, false, &f).await {
+            // Another client's leftover statement of the same name is on this server
+            // connection (one that closed mid-describe, or not pgdbm): clear them and retry.
+            Err(e) if !in_transaction && e.code() == Some(&SqlState::DUPLICATE_PSTATEMENT) => {
+                self.describe_once(sql, false, true, &f).await
+            }
+            other => other,
+        }
+    }
+
+    /// One attempt of [`describe`](Self::describe); `clean_first` sends `DEALLOCATE ALL` first.
+    async fn describe_once<T>(
+        &self,
+        sql: &str,
+        in_transaction: bool,
+        clean_first: bool,
+        f: &impl Fn(&Statement) -> T,
+    ) -> Result<T, tokio_postgres::Error> {
+        let lookups = self.lookups.as_ref();
+        if in_transaction && lookups.is_none() {
             let st = self.client.prepare(sql).await?;
             return Ok(f(&st));
         }
         // Dropped halfway (the caller gave up), the connection could be left inside our
-        // transaction: then it must not be reused.
+        // transaction or holding lookup statements: then it must not be reused.
         let mut guard = BrokenUnlessDone {
             conn: self,
             done: false,
         };
-        // The describe of `sql` rides along, pipelined: it is timed with the BEGIN.
-        let log = StatementLog::start("BEGIN", std::iter::empty());
-        let (begin, prepared) = futures_util::future::join(
-            self.client.batch_execute("BEGIN"),
-            self.client.prepare(sql),
-        )
-        .await;
-        log.finish_driver(begin.as_ref().and(prepared.as_ref()));
-        // The statement is dropped here, queueing its Close ahead of the ROLLBACK.
+        let (open, close_ok, close_err) = match (in_transaction, lookups) {
+            (true, Some(l)) => (
+                format!("SAVEPOINT pgdbm_describe;\n{}", l.prepare),
+                format!("{}RELEASE SAVEPOINT pgdbm_describe", l.deallocate),
+                format!(
+                    "ROLLBACK TO SAVEPOINT pgdbm_describe;\n{}RELEASE SAVEPOINT pgdbm_describe",
+                    l.deallocate
+                ),
+            ),
+            (_, Some(l)) => (
+                format!(
+                    "BEGIN;\n{}{}",
+                    if clean_first { "DEALLOCATE ALL;\n" } else { "" },
+                    l.prepare
+                ),
+                format!("{}ROLLBACK", l.deallocate),
+                "ROLLBACK".to_owned(),
+            ),
+            (_, None) => (
+                "BEGIN".to_owned(),
+                "ROLLBACK".to_owned(),
+                "ROLLBACK".to_owned(),
+            ),
+        };
+        // The describe of `sql` rides along, pipelined: it is timed with the opening batch.
+        let log = StatementLog::start(&open, std::iter::empty());
+        let (opened, prepared) =
+            futures_util::future::join(self.client.batch_execute(&open), self.client.prepare(sql))
+                .await;
+        log.finish_driver(opened.as_ref().and(prepared.as_ref()));
+        // The statement is dropped here, queueing its Close ahead of the closing batch.
         let out = prepared.map(|st| f(&st));
-        let log = StatementLog::start("ROLLBACK", std::iter::empty());
-        let end = self.client.batch_execute("ROLLBACK").await;
+        let close = match (&opened, &out) {
+            (Ok(()), Ok(_)) => close_ok,
+            // Outside a transaction a failed BEGIN left nothing open, and the ROLLBACK is
+            // harmless; inside one, the savepoint may not exist and the caller's transaction
+            // is aborted either way.
+            _ => close_err,
+        };
+        let log = StatementLog::start(&close, std::iter::empty());
+        let end = self.client.batch_execute(&close).await;
         log.finish_driver(end.as_ref());
+        if in_transaction && end.is_err() && opened.is_ok() {
+            // The lookup statements may still exist: the server connection must not be
+            // handed to anyone else with them, so this connection is closed, not recovered.
+            return Err(end.err().expect("checked"));
+        }
         guard.done = true;
-        begin?;
+        opened?;
         let out = out?;
         end?;
         Ok(out)

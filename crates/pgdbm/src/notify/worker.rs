@@ -52,7 +52,7 @@ impl ListenSpec {
             pg_config.connect_timeout(Duration::from_secs(10));
         }
         let (host, port, database) = crate::config::server_address(&pg_config);
-        let mut setup_sql = config.session_setup_sql(None);
+        let mut setup_sql = config.session_setup_sql(None, false);
         setup_sql.push_str("SELECT pg_backend_pid()::text");
         Ok(ListenSpec {
             port,

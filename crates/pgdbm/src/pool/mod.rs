@@ -14,11 +14,12 @@ use tokio_postgres::SimpleQueryMessage;
 
 use crate::config::DatabaseConfig;
 use crate::connection::{
-    describe_failures, ConnOrigin, Connected, HostFailure, PgConn, PoolConnection, Servers,
-    SessionState,
+    describe_failures, ConnOrigin, Connected, HostFailure, PgConn, PoolConnection, PooledOrigin,
+    Servers, SessionState, TypeLookups,
 };
 use crate::error::{Error, Result};
 use crate::notify::ListenSpec;
+use crate::pooler::Pooler;
 use crate::template::quote_ident;
 use crate::tls::{make_tls_connector, MakeTls};
 
@@ -88,6 +89,9 @@ struct ConnectSpec {
     registry: Arc<PreparedRegistry>,
     /// Signalled whenever a connection of the pool ends.
     refill: Arc<Refill>,
+    /// Behind a transaction pooler: the settings for each transaction (`SET LOCAL`).
+    transaction_setup: Option<Arc<str>>,
+    pooler: Pooler,
 }
 
 impl ConnectSpec {
@@ -102,7 +106,9 @@ impl ConnectSpec {
             .await
             .map_err(ConnectFailure::from_hosts)?;
         self.watch(driver);
-        // One round trip: settings, then facts we want to know about the session.
+        let shares_server = self.pooler.shares_server_connections();
+        // One round trip: settings, then facts we want to know about the session. Behind a
+        // transaction pooler there is no session to set (`setup_sql` is empty then).
         let mut sql = self.setup_sql.clone();
         sql.push_str("SELECT pg_backend_pid()::text, version()");
         let msgs = client
@@ -138,6 +144,21 @@ impl ConnectSpec {
                 });
             }
         }
+        let pooled = if shares_server {
+            let lookups =
+                TypeLookups::capture(&client)
+                    .await
+                    .map_err(|e| ConnectFailure::Setup {
+                        what: "preparing custom-type lookups behind the transaction pooler",
+                        source: e,
+                    })?;
+            Some(PooledOrigin {
+                lookups,
+                transaction_setup: self.transaction_setup.clone(),
+            })
+        } else {
+            None
+        };
         let conn = PgConn::new(
             client,
             ConnOrigin {
@@ -149,6 +170,7 @@ impl ConnectSpec {
                 refill: self.refill.clone(),
                 // `connect` runs on the pool's runtime (see `PgManager::create`).
                 runtime: tokio::runtime::Handle::current(),
+                pooled,
             },
         );
         self.registry.apply(&conn).await;
@@ -373,6 +395,7 @@ pub(crate) struct PoolInner {
     /// How a `Listener` opens its own connection: same TLS, settings and retry policy.
     pub(crate) listen: Arc<ListenSpec>,
     refill: Arc<Refill>,
+    pub(crate) pooler: Pooler,
 }
 
 impl Drop for PoolInner {
@@ -437,17 +460,41 @@ impl Pool {
         }
         let listen = Arc::new(ListenSpec::new(config, tls.clone())?);
         let refill = Arc::new(Refill::default());
+        let pooler = config.pooler;
+        let shares_server = pooler.shares_server_connections();
+        // Behind a transaction pooler nothing may stay on a server connection: settings go into
+        // each transaction, the shared pool's pin is not attempted, and no statement is named.
+        let (setup_sql, transaction_setup) = if shares_server {
+            let path = if opts.expect_search_path {
+                None
+            } else {
+                opts.search_path.as_deref()
+            };
+            let local = config.session_setup_sql(path, true);
+            (String::new(), Some(Arc::from(local.trim_end())))
+        } else {
+            (
+                config.session_setup_sql(opts.search_path.as_deref(), false),
+                None,
+            )
+        };
         let spec = ConnectSpec {
             refill: refill.clone(),
-            setup_sql: config.session_setup_sql(opts.search_path.as_deref()),
+            setup_sql,
+            transaction_setup,
+            pooler,
             init_commands: config.init_commands.clone().unwrap_or_default(),
-            expected_search_path: if opts.expect_search_path {
+            expected_search_path: if opts.expect_search_path && !shares_server {
                 opts.search_path.clone()
             } else {
                 None
             },
             max_queries: config.max_queries,
-            statement_cache_size: config.statement_cache_size,
+            statement_cache_size: if shares_server {
+                0
+            } else {
+                config.statement_cache_size
+            },
             registry: opts.registry.clone(),
             servers,
             tls,
@@ -539,6 +586,7 @@ impl Pool {
             server_version,
             listen,
             refill: refill.clone(),
+            pooler,
         });
         spawn_refill(Arc::downgrade(&inner), refill, Backoff::new(config));
         if let Some(lifetime) = config.idle_lifetime() {

@@ -48,22 +48,21 @@ async fn copy_in<P: Params>(
     records: impl IntoIterator<Item = P>,
 ) -> Result<u64> {
     // The table's own column types, so values are encoded exactly as the columns expect.
-    let probe = conn
-        .client
-        .prepare(select)
+    let columns: Vec<CopyColumn> = conn
+        .describe(select, true, |probe| {
+            probe
+                .columns()
+                .iter()
+                .map(|c| CopyColumn::new(c.name().to_owned(), c.type_().clone()))
+                .collect()
+        })
         .await
         .map_err(|e| query_error(e, select, std::iter::empty()))?;
-    let columns: Vec<CopyColumn> = probe
-        .columns()
-        .iter()
-        .map(|c| CopyColumn::new(c.name().to_owned(), c.type_().clone()))
-        .collect();
     let types: Vec<_> = columns.iter().map(|c| c.ty.clone()).collect();
     let names: Vec<String> = columns
         .iter()
         .map(|c| crate::template::quote_ident(&c.name))
         .collect();
-    drop(probe);
     let copy_sql = format!(
         "COPY {qualified} ({}) FROM STDIN (FORMAT binary)",
         names.join(", ")

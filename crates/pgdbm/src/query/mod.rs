@@ -34,7 +34,8 @@ macro_rules! all_or_nothing {
                         // In a transaction from before BEGIN is sent: dropped or timed out
                         // while it is on the wire, the connection must be rolled back.
                         $conn.enter_transaction();
-                        if let Err(e) = batch_logged(&$conn.client, "BEGIN").await {
+                        if let Err(e) = batch_logged(&$conn.client, &$conn.begin_sql("BEGIN")).await
+                        {
                             // BEGIN itself failed: no transaction was opened.
                             $conn.leave_transaction();
                             return Err(e);

@@ -144,6 +144,7 @@ impl Transaction<'static> {
         options: TransactionOptions,
     ) -> Result<Self> {
         let conn = manager.checkout().await?;
+        let begin = conn.conn().begin_sql(&options.begin_sql()).into_owned();
         let timeout = manager.timeout();
         let state = TxState {
             manager,
@@ -158,7 +159,7 @@ impl Transaction<'static> {
             savepoint: None,
             finished: false,
         };
-        tx.state().run(&options.begin_sql(), Control::Begin).await?;
+        tx.state().run(&begin, Control::Begin).await?;
         Ok(tx)
     }
 }

@@ -1,0 +1,428 @@
+//! pgdbm through a real PgBouncer in transaction mode (`pooler = "transaction"`): every query
+//! path, from two processes at once, with fewer server connections than clients; timeouts that
+//! cancel through the pooler; nothing left on the server connections.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use pgdbm::testing::TempPgBouncer;
+use pgdbm::{AsyncDatabaseManager, DatabaseConfig, EnumText, Pooler};
+
+use common::{admin, admin_value, drop_with_fresh_runtime, unique};
+
+const CHILD_URL: &str = "PGDBM_POOLER_CHILD_URL";
+const CHILD_TAG: &str = "PGDBM_POOLER_CHILD_TAG";
+
+/// A database of its own on the test server, dropped (with its sessions) when this goes.
+struct TestDb(String);
+
+impl TestDb {
+    async fn create() -> TestDb {
+        let name = unique("pooler");
+        admin(&format!("CREATE DATABASE \"{name}\"")).await;
+        TestDb(name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        drop_with_fresh_runtime(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.0
+        ));
+    }
+}
+
+fn bouncer(pool_size: u32) -> TempPgBouncer {
+    let config: tokio_postgres::Config = common::database_url().parse().expect("DATABASE_URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    TempPgBouncer::builder()
+        .default_pool_size(pool_size)
+        .max_client_conn(200)
+        .start(&host, port)
+        .expect("pgbouncer")
+}
+
+fn pooled(url: &str, schema: &str, max: usize) -> DatabaseConfig {
+    DatabaseConfig {
+        connection_string: Some(url.to_owned()),
+        schema: Some(schema.to_owned()),
+        pooler: Pooler::Transaction,
+        min_connections: 2,
+        max_connections: max,
+        retry_attempts: 0,
+        ..Default::default()
+    }
+}
+
+/// Every query path, by several tasks at once, in schema `tag`: any error fails.
+async fn workload(url: &str, tag: &str) {
+    let db = AsyncDatabaseManager::new(pooled(url, tag, 6)).expect("config");
+    db.connect().await.expect("connect through pgbouncer");
+    // Custom types made after the pool connected: looked up on first use.
+    db.execute(
+        &format!(
+            "CREATE TYPE \"{tag}\".mood AS ENUM ('sad', 'ok', 'happy');
+             CREATE DOMAIN \"{tag}\".posint AS int4 CHECK (VALUE > 0);
+             CREATE TYPE \"{tag}\".pair AS (a int4, b text);
+             CREATE TABLE {{{{tables.items}}}} (
+                 id serial PRIMARY KEY, task int4 NOT NULL, name text NOT NULL,
+                 mood \"{tag}\".mood NOT NULL, n \"{tag}\".posint NOT NULL, p \"{tag}\".pair)"
+        ),
+        &[],
+    )
+    .await
+    .expect("schema");
+    let stats = db.get_pool_stats().await.expect("stats");
+    assert_eq!(stats.pooler, Pooler::Transaction);
+
+    let tasks: Vec<_> = (0..6)
+        .map(|task| {
+            let db = db.clone();
+            let tag = tag.to_owned();
+            tokio::spawn(async move { task_workload(&db, &tag, task).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task panicked");
+    }
+    let total: Option<i64> = db
+        .fetch_value("SELECT count(*) FROM {{tables.items}}", &[])
+        .await
+        .unwrap();
+    // Per task and round: 1 insert, 1 kept by the transaction, 10 by executemany, 20 by COPY.
+    assert_eq!(total, Some(6 * 8 * 32));
+    db.disconnect().await.unwrap();
+}
+
+async fn task_workload(db: &AsyncDatabaseManager, tag: &str, task: i32) {
+    let mood = format!("\"{tag}\".mood");
+    for round in 0..8 {
+        let name = format!("t{task}r{round}");
+        // execute with an enum, a domain and a composite parameter by text.
+        let n = db
+            .execute(
+                &format!(
+                    "INSERT INTO {{{{tables.items}}}} (task, name, mood, n, p) \
+                     VALUES ($1, $2, $3, $4::int4, ROW($5, $2)::\"{tag}\".pair)"
+                ),
+                &[
+                    &task,
+                    &name,
+                    &EnumText("happy".into()),
+                    &(round + 1),
+                    &round,
+                ],
+            )
+            .await
+            .expect("insert");
+        assert_eq!(n, 1);
+
+        // Reads decoding the custom types.
+        let row = db
+            .fetch_one(
+                "SELECT mood, n, p FROM {{tables.items}} WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .expect("fetch_one")
+            .expect("row");
+        assert_eq!(row.get::<EnumText>("mood").unwrap().0, "happy");
+        assert_eq!(row.get::<i32>("n").unwrap(), round + 1);
+        let moods: Vec<EnumText> = db
+            .fetch_column(
+                &format!("SELECT unnest(enum_range(NULL::{mood})) ORDER BY 1"),
+                &[],
+            )
+            .await
+            .expect("enum_range");
+        assert_eq!(moods.len(), 3);
+        let all = db
+            .fetch_all(
+                "SELECT id, mood FROM {{tables.items}} WHERE task = $1",
+                &[&task],
+            )
+            .await
+            .expect("fetch_all");
+        assert!(!all.is_empty());
+
+        // A transaction with a savepoint that rolls back alone.
+        let tx = db.transaction().await.expect("begin");
+        tx.execute(
+            "INSERT INTO {{tables.items}} (task, name, mood, n) VALUES ($1, $2, 'ok', 1)",
+            &[&task, &format!("{name}-tx")],
+        )
+        .await
+        .expect("tx insert");
+        {
+            let inner = tx.transaction().await.expect("savepoint");
+            inner
+                .execute(
+                    "INSERT INTO {{tables.items}} (task, name, mood, n) VALUES ($1, $2, 'sad', 1)",
+                    &[&task, &format!("{name}-gone")],
+                )
+                .await
+                .expect("savepoint insert");
+            inner.rollback().await.expect("rollback to savepoint");
+        }
+        let timeout: Option<String> = tx
+            .fetch_value("SELECT current_setting('statement_timeout')", &[])
+            .await
+            .expect("setting in tx");
+        assert_eq!(
+            timeout.as_deref(),
+            Some("1min"),
+            "SET LOCAL in each transaction"
+        );
+        tx.commit().await.expect("commit");
+
+        // executemany and COPY, each all or nothing.
+        let rows: Vec<_> = (0..10)
+            .map(|i| {
+                (
+                    task,
+                    format!("{name}-many{i}"),
+                    EnumText("sad".into()),
+                    i + 1,
+                )
+            })
+            .collect();
+        db.executemany(
+            "INSERT INTO {{tables.items}} (task, name, mood, n) VALUES ($1, $2, $3, $4::int4)",
+            rows,
+        )
+        .await
+        .expect("executemany");
+        let records: Vec<_> = (0..20)
+            .map(|i| {
+                (
+                    task,
+                    format!("{name}-copy{i}"),
+                    EnumText("ok".into()),
+                    i + 1,
+                )
+            })
+            .collect();
+        let copied = db
+            .copy_records_to_table("items", records, Some(&["task", "name", "mood", "n"][..]))
+            .await
+            .expect("copy");
+        assert_eq!(copied, 20);
+
+        // A stream.
+        let streamed: Vec<_> = db
+            .fetch_stream(
+                "SELECT name, mood FROM {{tables.items}} WHERE task = $1",
+                &[&task],
+            )
+            .await
+            .expect("stream")
+            .try_collect()
+            .await
+            .expect("stream rows");
+        assert!(!streamed.is_empty());
+
+        // A timeout, then the connection serves the next call.
+        if round % 4 == 0 {
+            let started = Instant::now();
+            let err = db
+                .with_timeout(Duration::from_millis(150))
+                .execute("SELECT pg_sleep(5)", &[])
+                .await
+                .unwrap_err();
+            assert!(err.is_timeout(), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(2), "{err}");
+        }
+        let gone: Option<i64> = db
+            .fetch_value(
+                "SELECT count(*) FROM {{tables.items}} WHERE name = $1",
+                &[&format!("{name}-gone")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(gone, Some(0), "the savepoint's insert was rolled back");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_path_runs_through_pgbouncer_from_two_processes() {
+    let test_db = TestDb::create().await;
+    // Fewer server connections (3) than the two processes' clients (2 x 6).
+    let bouncer = bouncer(3);
+    let url = bouncer.connection_string(&test_db.0);
+
+    let child_url = url.clone();
+    let child = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_workload",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD_URL, child_url)
+            .env(CHILD_TAG, "second")
+            .output()
+            .expect("run the second process")
+    });
+    workload(&url, "first").await;
+    let out = child.await.unwrap();
+    assert!(
+        out.status.success(),
+        "the second process failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("child workload done"),
+        "the second process ran no workload"
+    );
+    // Nothing named is left on the server connections.
+    let left = admin_value(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state LIKE 'idle in%'",
+        test_db.0
+    ))
+    .await;
+    assert_eq!(left.as_deref(), Some("0"));
+}
+
+/// The second process of the test above; does nothing when run on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_workload() {
+    let (Ok(url), Ok(tag)) = (std::env::var(CHILD_URL), std::env::var(CHILD_TAG)) else {
+        return;
+    };
+    workload(&url, &tag).await;
+    println!("child workload done");
+}
+
+#[tokio::test]
+async fn a_timeout_cancels_the_query_on_the_server_through_pgbouncer() {
+    let test_db = TestDb::create().await;
+    let bouncer = bouncer(2);
+    let db = AsyncDatabaseManager::new(pooled(
+        &bouncer.connection_string(&test_db.0),
+        "cancelled",
+        2,
+    ))
+    .unwrap();
+    db.connect().await.unwrap();
+    let started = Instant::now();
+    let err = db
+        .with_timeout(Duration::from_millis(200))
+        .execute("SELECT pg_sleep(30) -- pgdbm_cancel_marker", &[])
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // The server query ends soon after, not after 30 s.
+    let check = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'active' \
+         AND query LIKE '%pgdbm_cancel_marker%' AND pid <> pg_backend_pid()",
+        test_db.0
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        if admin_value(&check).await.as_deref() == Some("0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the query still runs on the server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the pool serves the next call.
+    let one: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
+    assert_eq!(one, Some(1));
+    db.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_session_setting_reaches_other_clients() {
+    let test_db = TestDb::create().await;
+    // One server connection, shared by the manager and the raw client below.
+    let bouncer = bouncer(1);
+    let url = bouncer.connection_string(&test_db.0);
+    let db = AsyncDatabaseManager::new(DatabaseConfig {
+        statement_timeout_ms: Some(4321),
+        server_settings: Some([("work_mem".to_string(), "7MB".to_string())].into()),
+        ..pooled(&url, "settings", 2)
+    })
+    .unwrap();
+    db.connect().await.unwrap();
+    // Inside pgdbm's transactions the settings hold.
+    let tx = db.transaction().await.unwrap();
+    let inside: Option<String> = tx
+        .fetch_value(
+            "SELECT current_setting('statement_timeout') || ' ' || current_setting('work_mem') \
+             || ' ' || current_setting('search_path')",
+            &[],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(inside.as_deref(), Some("4321ms 7MB settings, public"));
+
+    // Another client on the same server connection sees the server's defaults.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows = client
+        .simple_query(
+            "SELECT current_setting('statement_timeout') || ' ' || current_setting('work_mem')",
+        )
+        .await
+        .unwrap();
+    let seen = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(seen.as_deref(), Some("0 4MB"));
+    let named: Vec<_> = client
+        .simple_query("SELECT name FROM pg_prepared_statements")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .collect();
+    assert!(
+        named.is_empty(),
+        "named statements left on the server connection"
+    );
+
+    // A shared pool connects without pinning search_path, and its managers work.
+    let pool = AsyncDatabaseManager::create_shared_pool(&pooled(&url, "unused", 2))
+        .await
+        .expect("shared pool through pgbouncer");
+    let users = AsyncDatabaseManager::from_pool(pool.clone(), Some("settings")).unwrap();
+    users
+        .execute("CREATE TABLE {{tables.t}} (id int)", &[])
+        .await
+        .unwrap();
+    assert!(users.table_exists("t").await.unwrap());
+    pool.close();
+    db.disconnect().await.unwrap();
+}
+
+#[test]
+fn init_commands_are_refused_behind_a_transaction_pooler() {
+    let err = AsyncDatabaseManager::new(DatabaseConfig {
+        init_commands: Some(vec!["SET x.y = 1".into()]),
+        ..pooled("postgresql://postgres@127.0.0.1:6432/db", "s", 2)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("init_commands"), "{err}");
+}
