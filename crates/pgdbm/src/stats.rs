@@ -138,7 +138,7 @@ mod tests {
     use super::*;
 
     fn with(count: u64, total: Duration) -> PoolStats {
-        let mut s = PoolStats::disconnected(1, 2, "db".into(), None);
+        let mut s = PoolStats::disconnected(1, 2, "db".into(), None, crate::Pooler::Direct);
         s.acquire_count = count;
         s.acquire_wait_total = total;
         s

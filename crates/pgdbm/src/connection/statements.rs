@@ -350,12 +350,10 @@ impl PgConn {
         let log = StatementLog::start(&close, std::iter::empty());
         let end = self.client.batch_execute(&close).await;
         log.finish_driver(end.as_ref());
-        if in_transaction && end.is_err() && opened.is_ok() {
-            // The lookup statements may still exist: the server connection must not be
-            // handed to anyone else with them, so this connection is closed, not recovered.
-            return Err(end.err().expect("checked"));
-        }
-        guard.done = true;
+        // Inside a transaction, a failed close may have left the lookup statements in place:
+        // the server connection must not be handed to anyone else with them, so the guard
+        // (left armed) closes this connection.
+        guard.done = !(in_transaction && opened.is_ok() && end.is_err());
         opened?;
         let out = out?;
         end?;

@@ -6,8 +6,10 @@
 //! `-- pgdbm:no-transaction`. Concurrent runs (tasks or processes) serialise on an advisory lock
 //! held on one dedicated connection, so each file is applied exactly once.
 
+mod dedicated;
 mod embed;
 pub(crate) mod lexer;
+mod serialised;
 mod source;
 
 pub use embed::EmbeddedMigrations;
@@ -24,13 +26,13 @@ use tokio_postgres::error::ErrorPosition;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
-use crate::connection::PoolConnection;
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
 use crate::query::{batch_execute_logged, batch_logged, query_error};
 use crate::record::Record;
 use crate::template::{check_identifier, quote_ident, Templates};
 
+use dedicated::Dedicated;
 use source::{
     compare_filenames, has_no_transaction_marker, is_marker, strip_bom, NO_TRANSACTION_MARKER,
 };
@@ -565,8 +567,13 @@ impl AsyncMigrationManager {
 
         let conn = Dedicated::acquire(&self.db).await?;
         let client = conn.client();
+        if conn.serialised {
+            let result = self.apply_locked(client, files, true).await;
+            conn.close();
+            return result;
+        }
         self.lock(client).await?;
-        let result = self.apply_locked(client, files).await;
+        let result = self.apply_locked(client, files, false).await;
         if let Err(e) = self.unlock(client).await {
             tracing::warn!(
                 target: "pgdbm::migrations",
@@ -642,10 +649,13 @@ impl AsyncMigrationManager {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Applies `files` not yet recorded. `serialised`: no run lock is held (behind a
+    /// transaction pooler), so each file takes the lock in its own transaction.
     async fn apply_locked(
         &self,
         client: &Client,
         files: Vec<Migration>,
+        serialised: bool,
     ) -> Result<MigrationReport> {
         self.ensure_table_on(client).await?;
         let applied = self.read_applied_on(client).await?;
@@ -664,15 +674,22 @@ impl AsyncMigrationManager {
         for p in &prepared {
             let outcome =
                 crate::observe::migration(&self.db, &p.migration.filename, &p.sql, async {
-                    if p.no_transaction {
-                        self.apply_no_transaction(client, p).await
+                    if serialised {
+                        self.apply_serialised(client, p).await
+                    } else if p.no_transaction {
+                        self.apply_no_transaction(client, p).await.map(Some)
                     } else {
-                        self.apply_transactional(client, p).await
+                        self.apply_transactional(client, p).await.map(Some)
                     }
                 })
                 .await;
             let ms = match outcome {
-                Ok(ms) => ms,
+                Ok(Some(ms)) => ms,
+                Ok(None) => {
+                    // Another run applied it while this one waited for the lock.
+                    report.skipped.push(p.migration.filename.clone());
+                    continue;
+                }
                 Err(Error::Migration {
                     file,
                     mut message,
@@ -865,12 +882,14 @@ impl AsyncMigrationManager {
     /// [`apply_pending_migrations`](Self::apply_pending_migrations) does this itself.
     pub async fn ensure_migrations_table(&self) -> Result<()> {
         let conn = Dedicated::acquire(&self.db).await?;
-        exec(
-            conn.client(),
-            "SET lock_timeout = 0; SET statement_timeout = 0",
-        )
-        .await
-        .map_err(|e| self.lock_error(e))?;
+        if !conn.serialised {
+            exec(
+                conn.client(),
+                "SET lock_timeout = 0; SET statement_timeout = 0",
+            )
+            .await
+            .map_err(|e| self.lock_error(e))?;
+        }
         let result = self.ensure_table_on(conn.client()).await;
         conn.close();
         result
@@ -904,7 +923,7 @@ impl AsyncMigrationManager {
     }
 
     async fn try_ensure_table(&self, client: &Client) -> Result<()> {
-        exec(client, "BEGIN").await?;
+        exec(client, serialised::BEGIN_UNTIMED).await?;
         // Modules sharing a table have different run locks: this one serialises their
         // creation of the shared objects, for this transaction only.
         let key = self.lock_key("pgdbm-rs migrations table", false);
@@ -1156,52 +1175,4 @@ where
         .first()
         .ok_or_else(|| Error::decode(0, "-", format!("{sql} returned no row")))?;
     row.try_get(0).map_err(|e| Error::decode(0, "-", e))
-}
-
-/// The connection a run holds its lock on. It is never returned to the pool: the run changed
-/// its timeouts, and migration files may change session state (SET, temp tables, DEALLOCATE).
-/// When the run is cancelled halfway, the server-side work is cancelled before the connection
-/// is closed, so the lock and any open transaction go away at once.
-struct Dedicated {
-    conn: Option<PoolConnection>,
-    finished: bool,
-}
-
-impl Dedicated {
-    async fn acquire(db: &AsyncDatabaseManager) -> Result<Self> {
-        let conn = db.acquire().await.map_err(|e| {
-            migration_error(
-                None,
-                format!("could not get a connection for the migration run: {e}"),
-                Some(e),
-            )
-        })?;
-        Ok(Dedicated {
-            conn: Some(conn),
-            finished: false,
-        })
-    }
-
-    fn client(&self) -> &Client {
-        self.conn.as_ref().expect("present until dropped")
-    }
-
-    fn backend_pid(&self) -> i32 {
-        self.conn.as_ref().map_or(0, PoolConnection::backend_pid)
-    }
-
-    fn close(mut self) {
-        self.finished = true;
-    }
-}
-
-impl Drop for Dedicated {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        if self.finished {
-            drop(conn.detach());
-            return;
-        }
-        conn.cancel_and_close();
-    }
 }

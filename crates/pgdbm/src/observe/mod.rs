@@ -194,13 +194,13 @@ macro_rules! observed {
 }
 pub(crate) use observed;
 
-/// One migration file, its rendered script run by `fut` (which returns its milliseconds).
-pub(crate) async fn migration(
+/// One migration file, its rendered script run by `fut`.
+pub(crate) async fn migration<T: Outcome>(
     manager: &AsyncDatabaseManager,
     file: &str,
     sql: &str,
-    fut: impl Future<Output = Result<i32>>,
-) -> Result<i32> {
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
     let op = Op {
         text: Text::Raw(sql),
         ..Op::new(Method::Migration, sql, &[])

@@ -396,6 +396,8 @@ pub(crate) struct PoolInner {
     pub(crate) listen: Arc<ListenSpec>,
     refill: Arc<Refill>,
     pub(crate) pooler: Pooler,
+    /// Where migrations connect instead, when set (`direct_connection_string`).
+    pub(crate) direct: Option<Arc<DatabaseConfig>>,
 }
 
 impl Drop for PoolInner {
@@ -587,6 +589,7 @@ impl Pool {
             listen,
             refill: refill.clone(),
             pooler,
+            direct: config.direct_config()?.map(Arc::new),
         });
         spawn_refill(Arc::downgrade(&inner), refill, Backoff::new(config));
         if let Some(lifetime) = config.idle_lifetime() {
