@@ -519,26 +519,37 @@ impl TestDatabase {
     }
 }
 
+/// Waits (up to 10 s) until no statement that names `name` runs on another connection: a
+/// creation or rename cut off halfway, whose cancel may still be on its way.
+pub(super) async fn wait_for_statements_naming(
+    maint: &AsyncDatabaseManager,
+    name: &str,
+) -> Result<()> {
+    for _ in 0..200 {
+        let running: Option<i64> = maint
+            .fetch_value(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+                 AND state = 'active' AND position($1 in query) > 0",
+                &[&name],
+            )
+            .await?;
+        if running == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 async fn drop_now(server: &DatabaseConfig, kind: Kind, name: &str) -> Result<()> {
     let maint = maintenance(server).await?;
     if matches!(kind, Kind::Database) {
         // A creation cut off halfway (its `CREATE DATABASE` or the rename of a spare) may
         // still run on another connection while its cancel is on the way; dropped before it
         // ends, the database it makes would stay. Wait for it first.
-        for _ in 0..200 {
-            let running: Option<i64> = maint
-                .fetch_value(
-                    "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
-                     AND state = 'active' AND position($1 in query) > 0",
-                    &[&name],
-                )
-                .await
-                .map_err(|e| Error::TestDatabase(format!("could not drop test {name:?}: {e}")))?;
-            if running == Some(0) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_statements_naming(&maint, name)
+            .await
+            .map_err(|e| Error::TestDatabase(format!("could not drop test {name:?}: {e}")))?;
     }
     let sql = match kind {
         Kind::Database => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),

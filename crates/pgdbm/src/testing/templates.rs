@@ -44,6 +44,9 @@ pub(super) async fn ensure_template(
             return Ok(());
         }
         let building = format!("pgdbm_tplbuild_{hash}_{}", std::process::id());
+        // A build of this process cut off halfway released the lock when its connection
+        // closed, but its `CREATE DATABASE` may still run until its cancel lands.
+        super::database::wait_for_statements_naming(maint, &building).await?;
         maint
             .execute(
                 &format!(
