@@ -171,6 +171,18 @@ async fn task_workload(db: &AsyncDatabaseManager, tag: &str, task: i32) {
                 .expect("savepoint insert");
             inner.rollback().await.expect("rollback to savepoint");
         }
+        // First seen inside a transaction: described there, custom types included.
+        let sad: Vec<EnumText> = tx
+            .fetch_column(
+                &format!(
+                    "SELECT mood FROM {{{{tables.items}}}} WHERE mood = $1 AND task = $2 \
+                     AND n > $3 /* round {round} */"
+                ),
+                &[&EnumText("sad".into()), &task, &0_i32],
+            )
+            .await
+            .expect("custom types first described inside a transaction");
+        assert!(sad.iter().all(|m| m.0 == "sad"));
         let timeout: Option<String> = tx
             .fetch_value("SELECT current_setting('statement_timeout')", &[])
             .await
@@ -367,13 +379,16 @@ async fn no_session_setting_reaches_other_clients() {
     let inside: Option<String> = tx
         .fetch_value(
             "SELECT current_setting('statement_timeout') || ' ' || current_setting('work_mem') \
-             || ' ' || current_setting('search_path')",
+             || ' ' || current_setting('search_path') || ' ' || current_setting('application_name')",
             &[],
         )
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(inside.as_deref(), Some("4321ms 7MB settings, public"));
+    assert_eq!(
+        inside.as_deref(),
+        Some("4321ms 7MB settings, public settings_pool")
+    );
 
     // Another client on the same server connection sees the server's defaults.
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -576,5 +591,129 @@ async fn migrations_use_the_direct_connection_string_when_set() {
         .await
         .unwrap();
     assert_eq!(index, Some(1));
+    db.disconnect().await.unwrap();
+}
+
+/// Calls dropped at random moments, most of them while their SQL is being described: afterwards
+/// every call succeeds and no server connection holds a named statement or an open transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_dropped_at_random_moments_leave_the_server_connections_clean() {
+    let test_db = TestDb::create().await;
+    let bouncer = bouncer(2);
+    let url = bouncer.connection_string(&test_db.0);
+    let db = AsyncDatabaseManager::new(pooled(&url, "dropped", 4)).unwrap();
+    db.connect().await.unwrap();
+    db.execute(
+        "CREATE TYPE dropped.mood AS ENUM ('sad', 'ok');
+         CREATE TABLE {{tables.t}} (id int, mood dropped.mood);
+         INSERT INTO {{tables.t}} SELECT i, 'ok' FROM generate_series(1, 100) i",
+        &[],
+    )
+    .await
+    .unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    println!("seed {seed}");
+    let mut x = seed;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut aborted = 0;
+    for i in 0..80 {
+        let sql = format!("SELECT mood, id FROM {{{{tables.t}}}} WHERE id > $1 /* {i} */");
+        let in_tx = next() % 2 == 0;
+        let task = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                if in_tx {
+                    let tx = db.transaction().await?;
+                    tx.fetch_all(&sql, &[&1_i32]).await?;
+                    tx.commit().await
+                } else {
+                    db.fetch_all(&sql, &[&1_i32]).await.map(drop)
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_micros(next() % 4000)).await;
+        task.abort();
+        if matches!(task.await, Err(e) if e.is_cancelled()) {
+            aborted += 1;
+        }
+    }
+    println!("{aborted} of 80 calls aborted");
+    assert!(
+        aborted > 10,
+        "too few calls were actually aborted ({aborted})"
+    );
+    // Every later call works, custom types included.
+    for i in 0..40 {
+        let rows = db
+            .fetch_all(
+                &format!("SELECT mood, id FROM {{{{tables.t}}}} WHERE id > $1 /* after {i} */"),
+                &[&1_i32],
+            )
+            .await
+            .expect("a call after the aborts");
+        assert_eq!(rows.len(), 99);
+        assert_eq!(rows[0].get::<EnumText>("mood").unwrap().0, "ok");
+    }
+    db.disconnect().await.unwrap();
+    // The server connections PgBouncer keeps hold nothing named and no transaction.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..4 {
+        let rows = client
+            .simple_query("SELECT count(*) FROM pg_prepared_statements")
+            .await
+            .unwrap();
+        let n = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        });
+        assert_eq!(n.as_deref(), Some("0"), "named statements left behind");
+    }
+    let open = admin_value(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state LIKE 'idle in%'",
+        test_db.0
+    ))
+    .await;
+    assert_eq!(open.as_deref(), Some("0"));
+}
+
+#[tokio::test]
+async fn a_session_pooler_keeps_the_statement_cache_and_says_so_in_the_stats() {
+    let test_db = TestDb::create().await;
+    let config: tokio_postgres::Config = common::database_url().parse().unwrap();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let bouncer = TempPgBouncer::builder()
+        .pool_mode("session")
+        .start("127.0.0.1", port)
+        .expect("pgbouncer");
+    let db = AsyncDatabaseManager::new(DatabaseConfig {
+        pooler: Pooler::Session,
+        statement_timeout_ms: Some(2500),
+        ..pooled(&bouncer.connection_string(&test_db.0), "sessions", 2)
+    })
+    .unwrap();
+    db.connect().await.unwrap();
+    for _ in 0..3 {
+        let timeout: Option<String> = db
+            .fetch_value("SELECT current_setting('statement_timeout')", &[])
+            .await
+            .unwrap();
+        assert_eq!(timeout.as_deref(), Some("2500ms"), "session settings hold");
+    }
+    let stats = db.get_pool_stats().await.unwrap();
+    assert_eq!(stats.pooler, Pooler::Session);
+    let json = serde_json::to_value(&stats).unwrap();
+    assert_eq!(json["pooler"], "session");
     db.disconnect().await.unwrap();
 }

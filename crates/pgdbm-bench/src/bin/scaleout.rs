@@ -33,11 +33,7 @@ fn arg(name: &str, default: u64) -> u64 {
 }
 
 /// `CONCURRENCY` tasks doing point selects on `pick(i)` for `secs`.
-async fn point_selects(
-    managers: &[AsyncDatabaseManager],
-    secs: u64,
-    sql: &'static str,
-) -> Figures {
+async fn point_selects(managers: &[AsyncDatabaseManager], secs: u64, sql: &'static str) -> Figures {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None));
@@ -117,7 +113,10 @@ fn row(name: &str, f: &Figures, base: f64) {
         f.errors
     );
     if let Some(e) = &f.first_error {
-        println!("    first error: {}", e.chars().take(160).collect::<String>());
+        println!(
+            "    first error: {}",
+            e.chars().take(160).collect::<String>()
+        );
     }
 }
 
