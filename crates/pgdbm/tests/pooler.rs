@@ -227,6 +227,60 @@ async fn task_workload(db: &AsyncDatabaseManager, tag: &str, task: i32) {
             .expect("copy");
         assert_eq!(copied, 20);
 
+        // Ids, serde models, CSV in and out.
+        let id: i32 = db
+            .execute_and_return_id(
+                "INSERT INTO {{tables.items}} (task, name, mood, n) VALUES ($1, $2, 'ok', 1) RETURNING id",
+                &[&task, &format!("{name}-id")],
+            )
+            .await
+            .expect("execute_and_return_id");
+        assert!(id > 0);
+        #[derive(serde::Deserialize)]
+        struct Item {
+            name: String,
+            n: i32,
+        }
+        let items: Vec<Item> = db
+            .fetch_all_as_model(
+                "SELECT name, n FROM {{tables.items}} WHERE name = $1",
+                &[&format!("{name}-id")],
+            )
+            .await
+            .expect("fetch_all_as_model");
+        assert_eq!(
+            (items[0].name.as_str(), items[0].n),
+            (&*format!("{name}-id"), 1)
+        );
+        let csv = format!("{task},{name}-csv,happy,3\n");
+        let loaded = db
+            .copy_from_csv(
+                "items",
+                Some(&["task", "name", "mood", "n"][..]),
+                false,
+                csv.as_bytes(),
+            )
+            .await
+            .expect("copy_from_csv");
+        assert_eq!(loaded, 1);
+        let out: Vec<bytes::Bytes> = db
+            .copy_to(
+                &format!("SELECT name, mood FROM {{{{tables.items}}}} WHERE name = '{name}-csv'"),
+                pgdbm::CopyFormat::Csv { header: false },
+            )
+            .await
+            .expect("copy_to")
+            .try_collect()
+            .await
+            .expect("copy_to rows");
+        assert_eq!(out.concat(), format!("{name}-csv,happy\n").into_bytes());
+        db.execute(
+            "DELETE FROM {{tables.items}} WHERE name = ANY($1)",
+            &[&vec![format!("{name}-id"), format!("{name}-csv")]],
+        )
+        .await
+        .expect("delete");
+
         // A stream.
         let streamed: Vec<_> = db
             .fetch_stream(

@@ -140,6 +140,11 @@ impl PgConn {
         }
     }
 
+    /// Behind a transaction pooler: each transaction may run on another server connection.
+    pub(crate) fn shares_server(&self) -> bool {
+        self.shares_server
+    }
+
     pub(crate) fn uses_named_statements(&self) -> bool {
         self.statements.is_some()
     }

@@ -57,7 +57,10 @@ pub(crate) fn copy_out_sql<E: Runner>(ex: &E, source: &str, format: CopyFormat) 
 }
 
 /// The data of a `COPY … TO STDOUT`.
-struct CopyOut;
+struct CopyOut {
+    /// The caller's transaction is open on the connection.
+    in_transaction: bool,
+}
 
 impl Opener for CopyOut {
     type Items = tokio_postgres::CopyOutStream;
@@ -70,7 +73,22 @@ impl Opener for CopyOut {
     ) -> impl Future<Output = Result<Self::Items, tokio_postgres::Error>> + Send + 'c {
         conn.queries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        conn.client.copy_out(sql)
+        async move {
+            if conn.shares_server() && !self.in_transaction {
+                // The driver prepares a named statement for the COPY and closes it after:
+                // behind a transaction pooler both must reach the same server connection, so
+                // they run in a transaction, rolled back when the connection is released.
+                conn.enter_transaction();
+                let (begun, out) = futures_util::future::join(
+                    conn.client.batch_execute("BEGIN"),
+                    conn.client.copy_out(sql),
+                )
+                .await;
+                begun?;
+                return out;
+            }
+            conn.client.copy_out(sql).await
+        }
     }
 
     fn error(&self, e: tokio_postgres::Error, sql: &str) -> Error {
@@ -88,7 +106,15 @@ pub(crate) async fn copy_to<'e, E: Runner>(
     format: CopyFormat,
 ) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'e> {
     let sql = copy_out_sql(ex, source, format)?;
-    Ok(start_on(ex, sql, CopyOut).await?.into_stream(same))
+    Ok(start_on(
+        ex,
+        sql,
+        CopyOut {
+            in_transaction: ex.in_transaction(),
+        },
+    )
+    .await?
+    .into_stream(same))
 }
 
 super::stream::owned_stream!(
@@ -118,7 +144,14 @@ impl AsyncDatabaseManager {
     pub async fn copy_to_owned(&self, source: &str, format: CopyFormat) -> Result<CopyOutStream> {
         let open = async {
             let sql = copy_out_sql(self, source, format)?;
-            let data = start_owned(self, sql, CopyOut).await?;
+            let data = start_owned(
+                self,
+                sql,
+                CopyOut {
+                    in_transaction: false,
+                },
+            )
+            .await?;
             Ok(data.into_stream(same))
         };
         let op = crate::observe::Op::copy_out(crate::observe::Method::CopyToOwned, source, format);
