@@ -486,6 +486,25 @@ async fn no_session_setting_reaches_other_clients() {
     db.disconnect().await.unwrap();
 }
 
+#[tokio::test]
+async fn listen_asks_for_a_direct_connection_behind_a_transaction_pooler() {
+    let test_db = TestDb::create().await;
+    let bouncer = bouncer(1);
+    let db = AsyncDatabaseManager::new(pooled(
+        &bouncer.connection_string(&test_db.0),
+        "listening",
+        2,
+    ))
+    .unwrap();
+    db.connect().await.unwrap();
+    let err = db.listen(&["events"]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("listen_connection_string"),
+        "{err}"
+    );
+    db.disconnect().await.unwrap();
+}
+
 #[test]
 fn init_commands_are_refused_behind_a_transaction_pooler() {
     let err = AsyncDatabaseManager::new(DatabaseConfig {

@@ -352,6 +352,13 @@ impl AsyncDatabaseManager {
 
     async fn start_listener(&self, named: Vec<(String, String)>) -> Result<Listener> {
         let spec = self.pool()?.inner.listen.clone();
+        if spec.needs_direct {
+            return Err(Error::config(
+                "listen_connection_string",
+                "LISTEN needs a session of its own, which a transaction pooler does not keep \
+                 (pooler = \"transaction\"): set listen_connection_string to the server itself",
+            ));
+        }
         let (tx, rx) = mpsc::channel(spec.buffer);
         let (commands, command_rx) = mpsc::channel(16);
         let pid = Arc::new(AtomicI32::new(0));

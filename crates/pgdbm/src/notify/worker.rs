@@ -30,6 +30,9 @@ use crate::tls::MakeTls;
 /// Everything a listener needs to open its connection, kept by the pool so that managers over
 /// a shared pool can listen too.
 pub(crate) struct ListenSpec {
+    /// The pool goes through a transaction pooler and no `listen_connection_string` says
+    /// where a session of its own can be had.
+    pub(crate) needs_direct: bool,
     pg_config: tokio_postgres::Config,
     tls: Option<MakeTls>,
     /// Settings and timeouts, as one batch; then the backend PID.
@@ -55,6 +58,8 @@ impl ListenSpec {
         let mut setup_sql = config.session_setup_sql(None, false);
         setup_sql.push_str("SELECT pg_backend_pid()::text");
         Ok(ListenSpec {
+            needs_direct: config.pooler.shares_server_connections()
+                && config.listen_connection_string.is_none(),
             port,
             database,
             host,
