@@ -123,14 +123,13 @@ pub struct DatabaseConfig {
     /// Upper bound of one delay, seconds.
     pub retry_max_delay: f64,
 
-    /// Prepared statements cached per connection; 0 = no named statements of ours (PgBouncer
-    /// transaction mode). With 0, each connection learns a SQL text's parameter types from the
-    /// server once (inside `BEGIN`/`ROLLBACK` outside a transaction, closing the statement
-    /// again) and then sends unnamed statements, so values are checked and encoded exactly as
-    /// in the default mode. tokio-postgres still keeps named statements of its own for looking
-    /// up custom types (enums, domains): behind a pooler they need PgBouncer >= 1.21 with
-    /// `max_prepared_statements` set, or custom-type parameters and columns may fail with
-    /// `26000` (the connection is then replaced).
+    /// Prepared statements cached per connection; 0 = no named statements of ours. With 0, each
+    /// connection learns a SQL text's parameter types from the server once (inside
+    /// `BEGIN`/`ROLLBACK` outside a transaction, closing the statement again) and then sends
+    /// unnamed statements, so values are checked and encoded exactly as in the default mode.
+    /// Behind a transaction pooler set [`pooler`](Self::pooler) instead: it implies 0 and also
+    /// keeps the driver's custom-type lookups and the session settings off shared server
+    /// connections.
     pub statement_cache_size: usize,
     /// What sits between pgdbm and PostgreSQL: `"direct"` (the default), `"session"` or
     /// `"transaction"` (PgBouncer's `pool_mode`). `"transaction"` sends no named statement and
