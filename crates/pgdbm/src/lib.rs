@@ -55,6 +55,7 @@ mod params;
 mod pool;
 mod query;
 mod record;
+mod replica;
 mod stats;
 mod target;
 mod template;
@@ -124,6 +125,7 @@ pub use pgdbm_macros::FromRow;
 pub use pool::Pool;
 pub use query::{CopyFormat, CopyOutStream, RecordStream};
 pub use record::{ColumnIndex, FromRow, Record};
+pub use replica::ReplicaFallback;
 /// Used by `#[derive(FromRow)]`; not part of the stable API.
 #[doc(hidden)]
 pub mod __derive {
@@ -131,7 +133,7 @@ pub mod __derive {
         get_or_default, json, json_or_default, DeserializeOwned, FromSqlOwned,
     };
 }
-pub use stats::{PoolStats, PoolStatus};
+pub use stats::{HostRole, HostStats, PoolStats, PoolStatus};
 pub use transaction::{IsolationLevel, RetryPolicy, Transaction, TransactionOptions};
 pub use value::{EnumText, Value};
 

@@ -10,6 +10,7 @@ use super::{query_error, Runner};
 use crate::connection::PgConn;
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
+use crate::replica::Intent;
 use crate::template::qualify_table;
 
 /// The data format of [`copy_to`](AsyncDatabaseManager::copy_to) and
@@ -88,7 +89,9 @@ pub(crate) async fn copy_to<'e, E: Runner>(
     format: CopyFormat,
 ) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'e> {
     let sql = copy_out_sql(ex, source, format)?;
-    Ok(start_on(ex, sql, CopyOut).await?.into_stream(same))
+    Ok(start_on(ex, sql, Intent::Write, CopyOut)
+        .await?
+        .into_stream(same))
 }
 
 super::stream::owned_stream!(
@@ -118,7 +121,7 @@ impl AsyncDatabaseManager {
     pub async fn copy_to_owned(&self, source: &str, format: CopyFormat) -> Result<CopyOutStream> {
         let open = async {
             let sql = copy_out_sql(self, source, format)?;
-            let data = start_owned(self, sql, CopyOut).await?;
+            let data = start_owned(self, sql, Intent::Write, CopyOut).await?;
             Ok(data.into_stream(same))
         };
         let op = crate::observe::Op::copy_out(crate::observe::Method::CopyToOwned, source, format);
