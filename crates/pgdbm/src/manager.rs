@@ -297,7 +297,8 @@ impl AsyncDatabaseManager {
     /// `fetch_*` and `fetch_stream*` calls go to a healthy replica in turn, or, when none is
     /// healthy, to the primary (`replica_fallback = "primary"`, the default) or fail with
     /// [`Error::NoReplica`] (`"error"`). Everything else (`execute`, `executemany`,
-    /// `execute_and_return_id`, COPY, `transaction*`, `acquire`) still goes to the primary.
+    /// `execute_and_return_id`, COPY, `transaction*`, `acquire`) still goes to the primary, and
+    /// so does a fetch that the replica refuses as a write (SQLSTATE `25006`).
     /// A read sees the writes this manager (or a clone or view of it) made before it: it waits
     /// up to `read_your_writes_timeout` for the replica to replay them, then reads from the
     /// primary. Without `read_replicas` configured, it reads from the primary. Cheap: no I/O.

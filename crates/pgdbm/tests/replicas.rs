@@ -267,7 +267,11 @@ async fn automatic_routing_sends_only_plain_reads_to_the_replica() {
     .await;
     db.execute(
         "CREATE SEQUENCE s; CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);
-         CREATE FUNCTION where_am_i() RETURNS bool LANGUAGE sql AS 'SELECT pg_is_in_recovery()'",
+         CREATE FUNCTION where_am_i() RETURNS bool LANGUAGE sql AS 'SELECT pg_is_in_recovery()';
+         CREATE TABLE log (n int);
+         CREATE FUNCTION bump() RETURNS int LANGUAGE sql VOLATILE
+             AS 'INSERT INTO log VALUES (1) RETURNING 1';
+         CREATE VIEW sneaky AS SELECT bump() AS x",
         &[],
     )
     .await
@@ -322,6 +326,25 @@ async fn automatic_routing_sends_only_plain_reads_to_the_replica() {
         .await
         .unwrap();
     assert_eq!(id, 2);
+
+    // A read the text cannot show writes (a view calling a writing function): the replica
+    // refuses it with 25006, and it runs once on the primary.
+    let x: Option<i32> = db.fetch_value("SELECT x FROM sneaky", &[]).await.unwrap();
+    assert_eq!(x, Some(1));
+    let logged: Option<i64> = db
+        .replica()
+        .fetch_value("SELECT count(*) FROM log", &[])
+        .await
+        .unwrap();
+    assert_eq!(logged, Some(1), "written once, and seen (read-your-writes)");
+    assert!(replica_healthy(&db).await);
+    // The same for a write sent through the replica view's fetch.
+    let id: Option<i32> = db
+        .replica()
+        .fetch_value("INSERT INTO t VALUES (3) RETURNING id", &[])
+        .await
+        .unwrap();
+    assert_eq!(id, Some(3));
 
     // Off (the default): every read of the manager is on the primary.
     let manual = connect(config(&primary, &replica)).await;

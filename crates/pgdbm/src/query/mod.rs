@@ -101,15 +101,37 @@ pub(crate) enum ConnRef<'a> {
     Replica(PoolConnection, Arc<ReplicaHost>),
 }
 
+/// Where a call that failed on a replica may run again.
+pub(crate) enum Reroute {
+    No,
+    /// The replica went away (it is marked down): on another replica or the primary.
+    Elsewhere,
+    /// The replica refused the statement as a write (`25006`).
+    Primary,
+}
+
 impl ConnRef<'_> {
-    /// Whether `e`, raised on this connection, lost a read replica (now marked down), so that
-    /// the read may run again elsewhere.
-    pub(crate) fn lost_replica(&self, e: &Error) -> bool {
+    /// Whether a call that failed with `e` on this connection may run again elsewhere.
+    pub(crate) fn reroute(&self, e: &Error) -> Reroute {
         match self {
-            ConnRef::Replica(_, host) => host.fails_over(e),
-            _ => false,
+            ConnRef::Replica(_, host) => {
+                if host.fails_over(e) {
+                    Reroute::Elsewhere
+                } else if e.code() == Some("25006") {
+                    Reroute::Primary
+                } else {
+                    Reroute::No
+                }
+            }
+            _ => Reroute::No,
         }
     }
+}
+
+/// `25006`: a read-only transaction refused a write.
+fn is_read_only_refusal(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code() == "25006")
 }
 
 impl Deref for ConnRef<'_> {
@@ -170,8 +192,9 @@ macro_rules! run {
         let result = async {
             let mut replaced = false;
             let mut rerouted = false;
+            let mut intent = $intent;
             loop {
-                let conn = ex.conn(deadline, $intent, $sql).await?;
+                let conn = ex.conn(deadline, intent, $sql).await?;
                 let $conn: &PgConn = &conn;
                 let mut replace = false;
                 let log = StatementLog::start($sql, params.iter().copied());
@@ -184,6 +207,10 @@ macro_rules! run {
                         // re-prepares it, or runs on another connection if this one lost its
                         // named statements (see `forget_if_stale`).
                         while let Err(e) = &r {
+                            // A replica refuses writes by design: its connection stays.
+                            if matches!(conn, ConnRef::Replica(..)) && is_read_only_refusal(e) {
+                                break;
+                            }
                             match $conn.forget_if_stale($sql, e) {
                                 Stale::Retry if pooled && !retried => retried = true,
                                 Stale::Replace if pooled && !replaced => {
@@ -198,11 +225,23 @@ macro_rules! run {
                     })
                     .await;
                 log.finish(&r);
-                // A read on a replica that went away: once more, on another server.
                 if let Err(e) = &r {
-                    if pooled && !rerouted && conn.lost_replica(e) {
-                        rerouted = true;
-                        continue;
+                    if pooled && !rerouted {
+                        match conn.reroute(e) {
+                            Reroute::No => {}
+                            // A replica that went away: once more, on another server.
+                            Reroute::Elsewhere => {
+                                rerouted = true;
+                                continue;
+                            }
+                            // A statement that writes, refused by the replica (it wrote
+                            // nothing): on the primary, counted as a write.
+                            Reroute::Primary => {
+                                rerouted = true;
+                                intent = Intent::Write;
+                                continue;
+                            }
+                        }
                     }
                 }
                 if !replace {
