@@ -494,7 +494,16 @@ impl Runner for AsyncDatabaseManager {
         intent: Intent,
         sql: &str,
     ) -> Result<ConnRef<'_>> {
-        self.route(deadline, intent, sql).await
+        // `route` written out rather than called: without replicas a query pays one branch,
+        // not a nested future.
+        let pool = self.pool()?;
+        if let Some(set) = pool.inner.replicas.clone() {
+            return Box::pin(crate::replica::route(
+                self, pool, set, deadline, intent, sql,
+            ))
+            .await;
+        }
+        Ok(ConnRef::Pooled(pool.get(deadline).await?))
     }
 
     fn in_transaction(&self) -> bool {
