@@ -154,6 +154,23 @@ pub struct DatabaseConfig {
     /// drops new ones and yields one [`ErrorKind::NotificationsMissed`](crate::ErrorKind) error
     /// instead of growing without bound or blocking its connection. At least 1.
     pub listen_buffer_size: usize,
+
+    /// Streaming read replicas, each a connection string (URL or `key=value`); the user,
+    /// password, database, TLS and settings a string leaves out come from this config. Reads
+    /// of [`replica()`](crate::AsyncDatabaseManager::replica) (and plain reads in
+    /// `replica_auto_routing`) go to a healthy one. Empty = no replicas.
+    pub read_replicas: Vec<String>,
+    /// What a replica read does when no replica is healthy: `"primary"` (read from the
+    /// primary) or `"error"` ([`Error::NoReplica`](crate::Error::NoReplica)).
+    pub replica_fallback: crate::replica::ReplicaFallback,
+    /// Sends `fetch_*` and streams outside transactions to a replica when the statement is
+    /// provably a plain read (see the README); everything else stays on the primary.
+    pub replica_auto_routing: bool,
+    /// Seconds of replay lag past which a replica is skipped until it catches up; 0 = no limit.
+    pub max_replica_lag: f64,
+    /// Seconds a replica read waits for the replica to replay this manager's last write before
+    /// it reads from the primary instead (read-your-writes).
+    pub read_your_writes_timeout: f64,
 }
 
 impl Default for DatabaseConfig {
@@ -192,6 +209,11 @@ impl Default for DatabaseConfig {
             shared_pool_search_path: Some("pg_catalog".into()),
             listen_connection_string: None,
             listen_buffer_size: 1024,
+            read_replicas: Vec::new(),
+            replica_fallback: crate::replica::ReplicaFallback::Primary,
+            replica_auto_routing: false,
+            max_replica_lag: 30.0,
+            read_your_writes_timeout: 2.0,
         }
     }
 }
@@ -326,6 +348,8 @@ impl DatabaseConfig {
             ("command_timeout", self.command_timeout),
             ("retry_delay", self.retry_delay),
             ("retry_max_delay", self.retry_max_delay),
+            ("max_replica_lag", self.max_replica_lag),
+            ("read_your_writes_timeout", self.read_your_writes_timeout),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return Err(Error::config(
@@ -379,6 +403,9 @@ impl DatabaseConfig {
                 "listen_buffer_size",
                 "must be at least 1 (e.g. listen_buffer_size: 1024)",
             ));
+        }
+        for dsn in &self.read_replicas {
+            crate::replica::replica_target(self, dsn)?;
         }
         Ok(())
     }
@@ -763,6 +790,18 @@ impl fmt::Debug for DatabaseConfig {
                 &self.listen_connection_string.as_deref().map(mask_dsn),
             )
             .field("listen_buffer_size", &self.listen_buffer_size)
+            .field(
+                "read_replicas",
+                &self
+                    .read_replicas
+                    .iter()
+                    .map(|r| mask_dsn(r))
+                    .collect::<Vec<_>>(),
+            )
+            .field("replica_fallback", &self.replica_fallback)
+            .field("replica_auto_routing", &self.replica_auto_routing)
+            .field("max_replica_lag", &self.max_replica_lag)
+            .field("read_your_writes_timeout", &self.read_your_writes_timeout)
             .finish()
     }
 }

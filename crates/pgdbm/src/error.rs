@@ -183,6 +183,17 @@ pub enum Error {
         /// Why, and for how long or how many.
         reason: String,
     },
+
+    /// A replica read found no healthy read replica, and `replica_fallback` is `"error"`.
+    /// [`Error::kind`] is [`ErrorKind::NoReplica`].
+    #[error(
+        "no healthy read replica for this read ({reasons}); with replica_fallback = \"primary\" \
+         such reads go to the primary"
+    )]
+    NoReplica {
+        /// Each replica (`host:port`) with why it was skipped.
+        reasons: String,
+    },
 }
 
 /// Portable error kinds that application code can branch on, whatever the SQLSTATE detail.
@@ -215,6 +226,8 @@ pub enum ErrorKind {
     /// A [`Listener`](crate::Listener) may have missed notifications
     /// ([`Error::NotificationsMissed`]); its stream goes on.
     NotificationsMissed,
+    /// No read replica was healthy and `replica_fallback` is `"error"` ([`Error::NoReplica`]).
+    NoReplica,
     /// Any other server error.
     OtherDatabase,
     /// Not a server error.
@@ -382,6 +395,9 @@ impl Error {
         }
         if matches!(self, Error::NotificationsMissed { .. }) {
             return ErrorKind::NotificationsMissed;
+        }
+        if matches!(self, Error::NoReplica { .. }) {
+            return ErrorKind::NoReplica;
         }
         let Some(state) = self.sqlstate() else {
             return ErrorKind::Other;

@@ -56,6 +56,7 @@ mod pool;
 mod pooler;
 mod query;
 mod record;
+mod replica;
 mod stats;
 mod target;
 mod template;
@@ -126,6 +127,7 @@ pub use pool::Pool;
 pub use pooler::Pooler;
 pub use query::{CopyFormat, CopyOutStream, RecordStream};
 pub use record::{ColumnIndex, FromRow, Record};
+pub use replica::ReplicaFallback;
 /// Used by `#[derive(FromRow)]`; not part of the stable API.
 #[doc(hidden)]
 pub mod __derive {
@@ -133,7 +135,7 @@ pub mod __derive {
         get_or_default, json, json_or_default, DeserializeOwned, FromSqlOwned,
     };
 }
-pub use stats::{PoolStats, PoolStatus};
+pub use stats::{HostRole, HostStats, PoolStats, PoolStatus};
 pub use transaction::{IsolationLevel, RetryPolicy, Transaction, TransactionOptions};
 pub use value::{EnumText, Value};
 

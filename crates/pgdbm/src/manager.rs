@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::observe::QueryMonitor;
 use crate::pool::{owned_search_path, Pool, PoolOptions, PreparedRegistry};
 use crate::query::{query_methods, ConnRef, Runner};
+use crate::replica::{Intent, WriteTracker};
 use crate::stats::{PoolStats, PoolStatus};
 use crate::template::{check_identifier, quote_ident, Templates};
 use crate::transaction::{Transaction, TransactionOptions};
@@ -45,6 +46,8 @@ pub struct AsyncDatabaseManager {
     timeout_override: Option<Option<Duration>>,
     /// Records every call of this handle and of its transactions.
     monitor: Option<Arc<QueryMonitor>>,
+    /// Made by `replica()`: reads go to a read replica.
+    replica_view: bool,
 }
 
 struct ManagerInner {
@@ -52,6 +55,8 @@ struct ManagerInner {
     templates: Templates,
     registry: Arc<PreparedRegistry>,
     default_timeout: Option<Duration>,
+    /// This manager's writes, for read-your-writes on replicas.
+    writes: WriteTracker,
 }
 
 enum PoolSource {
@@ -78,9 +83,11 @@ impl AsyncDatabaseManager {
                 templates,
                 registry: Arc::default(),
                 default_timeout,
+                writes: WriteTracker::default(),
             }),
             timeout_override: None,
             monitor: None,
+            replica_view: false,
         })
     }
 
@@ -98,9 +105,11 @@ impl AsyncDatabaseManager {
                 templates: Templates::new(schema),
                 registry,
                 default_timeout,
+                writes: WriteTracker::default(),
             }),
             timeout_override: None,
             monitor: None,
+            replica_view: false,
         })
     }
 
@@ -126,6 +135,7 @@ impl AsyncDatabaseManager {
             search_path,
             registry: Arc::default(),
             config,
+            replica: None,
         })
         .await
     }
@@ -157,6 +167,7 @@ impl AsyncDatabaseManager {
             expect_search_path: false,
             registry: self.inner.registry.clone(),
             config,
+            replica: None,
         })
         .await?;
         if let Some(schema) = schema {
@@ -258,6 +269,7 @@ impl AsyncDatabaseManager {
             inner: self.inner.clone(),
             timeout_override: Some(Some(timeout)),
             monitor: self.monitor.clone(),
+            replica_view: self.replica_view,
         }
     }
 
@@ -267,6 +279,7 @@ impl AsyncDatabaseManager {
             inner: self.inner.clone(),
             timeout_override: Some(None),
             monitor: self.monitor.clone(),
+            replica_view: self.replica_view,
         }
     }
 
@@ -276,7 +289,69 @@ impl AsyncDatabaseManager {
             inner: self.inner.clone(),
             timeout_override: self.timeout_override,
             monitor,
+            replica_view: self.replica_view,
         }
+    }
+
+    /// The same manager (schema, templates, timeout) reading from a read replica: its
+    /// `fetch_*` and `fetch_stream*` calls go to a healthy replica in turn, or, when none is
+    /// healthy, to the primary (`replica_fallback = "primary"`, the default) or fail with
+    /// [`Error::NoReplica`] (`"error"`). Everything else (`execute`, `executemany`,
+    /// `execute_and_return_id`, COPY, `transaction*`, `acquire`) still goes to the primary, and
+    /// so does a fetch that the replica refuses as a write (SQLSTATE `25006`).
+    /// A read sees the writes this manager (or a clone or view of it) made before it: it waits
+    /// up to `read_your_writes_timeout` for the replica to replay them, then reads from the
+    /// primary. Without `read_replicas` configured, it reads from the primary. Cheap: no I/O.
+    ///
+    /// ```no_run
+    /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+    /// db.execute("UPDATE {{tables.users}} SET name = 'x' WHERE id = 1", &[]).await?;
+    /// let name: Option<String> = db
+    ///     .replica()
+    ///     .fetch_value("SELECT name FROM {{tables.users}} WHERE id = 1", &[])
+    ///     .await?;
+    /// assert_eq!(name.as_deref(), Some("x")); // read-your-writes
+    /// # Ok(()) }
+    /// ```
+    pub fn replica(&self) -> Self {
+        AsyncDatabaseManager {
+            inner: self.inner.clone(),
+            timeout_override: self.timeout_override,
+            monitor: self.monitor.clone(),
+            replica_view: true,
+        }
+    }
+
+    /// Whether this is a [`replica`](Self::replica) view.
+    pub fn is_replica_view(&self) -> bool {
+        self.replica_view
+    }
+
+    pub(crate) fn write_tracker(&self) -> &WriteTracker {
+        &self.inner.writes
+    }
+
+    pub(crate) fn writes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.inner.writes.writes.clone()
+    }
+
+    /// A connection for one call: the primary's, unless the pool has replicas and the call
+    /// may read from one.
+    pub(crate) async fn route(
+        &self,
+        deadline: Option<Instant>,
+        intent: Intent,
+        sql: &str,
+    ) -> Result<ConnRef<'static>> {
+        let pool = self.pool()?;
+        if let Some(set) = pool.inner.replicas.clone() {
+            // Boxed: the routing future stays out of every call's future.
+            return Box::pin(crate::replica::route(
+                self, pool, set, deadline, intent, sql,
+            ))
+            .await;
+        }
+        Ok(ConnRef::Pooled(pool.get(deadline).await?))
     }
 
     pub(crate) fn monitor(&self) -> Option<&Arc<QueryMonitor>> {
@@ -293,7 +368,12 @@ impl AsyncDatabaseManager {
 
     /// A pooled connection for pgdbm's own use: its state stays tracked statement by statement.
     pub(crate) async fn checkout(&self) -> Result<PoolConnection> {
-        self.pool()?.get(self.deadline()).await
+        let pool = self.pool()?;
+        let mut conn = pool.get(self.deadline()).await?;
+        if pool.inner.replicas.is_some() {
+            conn.count_release(self.writes());
+        }
+        Ok(conn)
     }
 
     /// Starts a transaction. Commit it with [`Transaction::commit`]; dropping it uncommitted
@@ -375,6 +455,7 @@ impl AsyncDatabaseManager {
             acquire_wait_total,
             acquire_timeouts,
             pooler: pool.inner.pooler,
+            hosts: crate::replica::host_stats(&pool),
         })
     }
 
@@ -410,8 +491,21 @@ impl Runner for AsyncDatabaseManager {
         self.timeout_override.unwrap_or(self.inner.default_timeout)
     }
 
-    async fn conn(&self, deadline: Option<Instant>) -> Result<ConnRef<'_>> {
+    async fn conn(
+        &self,
+        deadline: Option<Instant>,
+        intent: Intent,
+        sql: &str,
+    ) -> Result<ConnRef<'_>> {
+        // `route` written out rather than called: without replicas a query pays one branch,
+        // not a nested future.
         let pool = self.pool()?;
+        if let Some(set) = pool.inner.replicas.clone() {
+            return Box::pin(crate::replica::route(
+                self, pool, set, deadline, intent, sql,
+            ))
+            .await;
+        }
         Ok(ConnRef::Pooled(pool.get(deadline).await?))
     }
 
@@ -432,6 +526,7 @@ impl fmt::Debug for AsyncDatabaseManager {
             .field("schema", &self.schema())
             .field("pool", &kind)
             .field("connected", &connected)
+            .field("replica_view", &self.replica_view)
             .finish()
     }
 }

@@ -73,6 +73,59 @@ pub struct PoolStats {
     /// above are connections to the pooler, not server backends, and `pid` is whichever
     /// server process answered.
     pub pooler: crate::Pooler,
+    /// Every server of the pool: the primary first, then each read replica. Empty when
+    /// disconnected.
+    pub hosts: Vec<HostStats>,
+}
+
+/// What a server is to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum HostRole {
+    /// Takes writes, transactions and every read not sent to a replica.
+    Primary,
+    /// A read replica (`read_replicas`).
+    Replica,
+}
+
+/// One server of the pool: where it is, whether reads use it, and its connections.
+///
+/// ```no_run
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+/// for host in db.get_pool_stats().await?.hosts {
+///     println!("{} {:?} healthy={} lag={:?}", host.label, host.role, host.healthy, host.lag);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct HostStats {
+    /// `host:port`, never a password.
+    pub label: String,
+    /// Primary or replica.
+    pub role: HostRole,
+    /// A replica: whether reads use it (it answers, is in recovery, and lags less than
+    /// `max_replica_lag`). The primary: whether its pool is open.
+    pub healthy: bool,
+    /// A replica's replay lag at its last health check, if known. Serialized as `lag_ms`.
+    #[serde(rename = "lag_ms", serialize_with = "opt_as_millis")]
+    pub lag: Option<Duration>,
+    /// Why an unhealthy replica is skipped.
+    pub last_error: Option<String>,
+    /// Open connections.
+    pub size: usize,
+    /// Idle connections.
+    pub free_size: usize,
+    /// Connections in use.
+    pub used_size: usize,
+}
+
+fn opt_as_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => as_millis(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// A duration as a number of milliseconds (fractional), as dashboards and JSON logs expect.
@@ -104,6 +157,7 @@ impl PoolStats {
             acquire_wait_total: Duration::ZERO,
             acquire_timeouts: 0,
             pooler,
+            hosts: Vec::new(),
         }
     }
 

@@ -307,11 +307,23 @@ impl PgConn {
 pub struct PoolConnection {
     /// Always `Some` until `detach` or drop.
     obj: Option<deadpool::managed::Object<PgManager>>,
+    /// Bumped when the connection is released: a manager with read replicas counts its writes
+    /// this way (read-your-writes).
+    writes: Option<Arc<AtomicU64>>,
 }
 
 impl PoolConnection {
     pub(crate) fn new(obj: deadpool::managed::Object<PgManager>) -> Self {
-        PoolConnection { obj: Some(obj) }
+        PoolConnection {
+            obj: Some(obj),
+            writes: None,
+        }
+    }
+
+    /// Counts this connection's use as one write into `writes` when it is released (or
+    /// detached), once whatever it ran has completed.
+    pub(crate) fn count_release(&mut self, writes: Arc<AtomicU64>) {
+        self.writes = Some(writes);
     }
 
     pub(crate) fn conn(&self) -> &PgConn {
@@ -326,6 +338,9 @@ impl PoolConnection {
     /// Takes the connection out of the pool for good (it is closed when dropped), for example
     /// after changing session state that must not leak to other users.
     pub fn detach(mut self) -> Client {
+        if let Some(writes) = self.writes.take() {
+            writes.fetch_add(1, Ordering::AcqRel);
+        }
         let obj = self.obj.take().expect("connection present until dropped");
         let conn = deadpool::managed::Object::take(obj);
         // Out of the pool now, though its client lives on.
@@ -365,6 +380,9 @@ impl Deref for PoolConnection {
 
 impl Drop for PoolConnection {
     fn drop(&mut self) {
+        if let Some(writes) = self.writes.take() {
+            writes.fetch_add(1, Ordering::AcqRel);
+        }
         let Some(obj) = self.obj.take() else { return };
         // Idle time counts from the return to the pool, not from the checkout.
         obj.last_used.store(now_micros(), Ordering::Relaxed);

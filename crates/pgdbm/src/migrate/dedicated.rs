@@ -72,6 +72,7 @@ impl Dedicated {
             expect_search_path: false,
             registry: Arc::default(),
             config: &config,
+            replica: None,
         })
         .await
     }

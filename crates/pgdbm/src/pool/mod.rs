@@ -398,6 +398,8 @@ pub(crate) struct PoolInner {
     pub(crate) pooler: Pooler,
     /// Where migrations connect instead, when set (`direct_connection_string`).
     pub(crate) direct: Option<Arc<DatabaseConfig>>,
+    /// The read replicas of a primary pool with `read_replicas`; `None` otherwise.
+    pub(crate) replicas: Option<Arc<crate::replica::ReplicaSet>>,
 }
 
 impl Drop for PoolInner {
@@ -441,13 +443,19 @@ pub(crate) struct PoolOptions<'a> {
     pub(crate) expect_search_path: bool,
     pub(crate) registry: Arc<PreparedRegistry>,
     pub(crate) config: &'a DatabaseConfig,
+    /// A read replica's pool: where it connects. It opens no connection up front and never
+    /// fails for an unreachable server (its health checks find out).
+    pub(crate) replica: Option<tokio_postgres::Config>,
 }
 
 impl Pool {
     pub(crate) async fn connect(opts: PoolOptions<'_>) -> Result<Pool> {
         let config = opts.config;
         config.validate()?;
-        let (mut pg_config, attrs) = config.pg_target()?;
+        let (mut pg_config, attrs) = match &opts.replica {
+            Some(target) => (target.clone(), crate::target::SessionAttrs::Any),
+            None => config.pg_target()?,
+        };
         if pg_config.get_connect_timeout().is_none() {
             pg_config.connect_timeout(Duration::from_secs(10));
         }
@@ -511,6 +519,18 @@ impl Pool {
             .build()
             .map_err(|e| Error::Pool(format!("cannot build the pool: {e}")))?;
 
+        if opts.replica.is_some() {
+            return Ok(Pool::assemble(
+                pool,
+                config,
+                opts,
+                (host, port, database),
+                String::new(),
+                listen,
+                refill,
+                None,
+            ));
+        }
         // The first connection is made with retry; the rest of `min_connections` after it.
         let mut attempts = 0u32;
         let mut delay = config.retry_delay;
@@ -576,6 +596,48 @@ impl Pool {
                 });
             }
         }
+        let replicas = if config.read_replicas.is_empty() {
+            None
+        } else {
+            match crate::replica::ReplicaSet::connect(
+                config,
+                opts.search_path.clone(),
+                opts.expect_search_path,
+                opts.registry.clone(),
+            )
+            .await
+            {
+                Ok(set) => Some(set),
+                Err(e) => {
+                    pool.close();
+                    return Err(e);
+                }
+            }
+        };
+        Ok(Pool::assemble(
+            pool,
+            config,
+            opts,
+            (host, port, database),
+            server_version,
+            listen,
+            refill,
+            replicas,
+        ))
+    }
+
+    /// The pool around `pool`, with its background upkeep started.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        pool: managed::Pool<PgManager>,
+        config: &DatabaseConfig,
+        opts: PoolOptions<'_>,
+        (host, port, database): (String, u16, String),
+        server_version: String,
+        listen: Arc<ListenSpec>,
+        refill: Arc<Refill>,
+        replicas: Option<Arc<crate::replica::ReplicaSet>>,
+    ) -> Pool {
         let inner = Arc::new(PoolInner {
             pool,
             min_size: config.min_connections,
@@ -588,14 +650,16 @@ impl Pool {
             server_version,
             listen,
             refill: refill.clone(),
-            pooler,
-            direct: config.direct_config()?.map(Arc::new),
+            pooler: config.pooler,
+            // Checked by `validate` when the pool was made.
+            direct: config.direct_config().ok().flatten().map(Arc::new),
+            replicas,
         });
         spawn_refill(Arc::downgrade(&inner), refill, Backoff::new(config));
         if let Some(lifetime) = config.idle_lifetime() {
             spawn_reaper(Arc::downgrade(&inner), lifetime);
         }
-        Ok(Pool { inner })
+        Pool { inner }
     }
 
     /// Checks a connection out, waiting at most until `deadline`.
@@ -657,9 +721,22 @@ impl Pool {
         (&self.inner.host, self.inner.port)
     }
 
-    /// Closes the pool: idle connections now, busy ones as they come back.
+    /// Closes the pool: idle connections now, busy ones as they come back. A primary's read
+    /// replicas are closed with it.
     pub fn close(&self) {
         self.inner.pool.close();
+        if let Some(replicas) = &self.inner.replicas {
+            replicas.close();
+        }
+    }
+
+    /// `host:port` (or every `host:port` of a multi-host string), never a password.
+    pub(crate) fn label(&self) -> String {
+        if self.inner.host.contains(',') {
+            self.inner.host.clone()
+        } else {
+            format!("{}:{}", self.inner.host, self.inner.port)
+        }
     }
 
     /// Whether [`close`](Pool::close) was called.

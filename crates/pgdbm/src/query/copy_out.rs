@@ -10,6 +10,7 @@ use super::{query_error, Runner};
 use crate::connection::PgConn;
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
+use crate::replica::Intent;
 use crate::template::qualify_table;
 
 /// The data format of [`copy_to`](AsyncDatabaseManager::copy_to) and
@@ -109,6 +110,7 @@ pub(crate) async fn copy_to<'e, E: Runner>(
     Ok(start_on(
         ex,
         sql,
+        Intent::Write,
         CopyOut {
             in_transaction: ex.in_transaction(),
         },
@@ -147,6 +149,7 @@ impl AsyncDatabaseManager {
             let data = start_owned(
                 self,
                 sql,
+                Intent::Write,
                 CopyOut {
                     in_transaction: false,
                 },

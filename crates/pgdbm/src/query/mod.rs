@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres_types::FromSqlOwned;
@@ -12,6 +13,7 @@ use crate::connection::{PgConn, PoolConnection, Stale};
 use crate::error::{shorten_sql, Error, Result};
 use crate::params::mask_params;
 use crate::record::Record;
+use crate::replica::{Intent, ReplicaHost};
 use crate::template::{check_identifier, Templates};
 
 // The macros first: `macro_rules!` are visible only to code after them.
@@ -26,7 +28,9 @@ macro_rules! all_or_nothing {
         let deadline = ex.deadline();
         let implicit_tx = !ex.in_transaction();
         let result = async {
-            let conn = ex.conn(deadline).await?;
+            let conn = ex
+                .conn(deadline, crate::replica::Intent::Write, $operation)
+                .await?;
             let $conn: &PgConn = &conn;
             $conn
                 .timed(deadline, $operation, async {
@@ -94,13 +98,48 @@ pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Se
 pub(crate) enum ConnRef<'a> {
     Pooled(PoolConnection),
     Borrowed(&'a PgConn),
+    /// A read replica's connection.
+    Replica(PoolConnection, Arc<ReplicaHost>),
+}
+
+/// Where a call that failed on a replica may run again.
+pub(crate) enum Reroute {
+    No,
+    /// The replica went away (it is marked down): on another replica or the primary.
+    Elsewhere,
+    /// The replica refused the statement as a write (`25006`).
+    Primary,
+}
+
+impl ConnRef<'_> {
+    /// Whether a call that failed with `e` on this connection may run again elsewhere.
+    pub(crate) fn reroute(&self, e: &Error) -> Reroute {
+        match self {
+            ConnRef::Replica(_, host) => {
+                if host.fails_over(e) {
+                    Reroute::Elsewhere
+                } else if e.code() == Some("25006") {
+                    Reroute::Primary
+                } else {
+                    Reroute::No
+                }
+            }
+            _ => Reroute::No,
+        }
+    }
+}
+
+/// `25006`: a read-only transaction refused a write.
+fn is_read_only_refusal(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code() == "25006")
 }
 
 impl Deref for ConnRef<'_> {
     type Target = PgConn;
     fn deref(&self) -> &PgConn {
         match self {
-            ConnRef::Pooled(c) => c.conn(),
+            ConnRef::Pooled(c) | ConnRef::Replica(c, _) => c.conn(),
             ConnRef::Borrowed(c) => c,
         }
     }
@@ -112,7 +151,13 @@ pub(crate) trait Runner: Sync {
     /// The manager the call runs for (a transaction's own): its pool and its monitor.
     fn manager(&self) -> &crate::AsyncDatabaseManager;
     fn timeout(&self) -> Option<Duration>;
-    fn conn(&self, deadline: Option<Instant>) -> impl Future<Output = Result<ConnRef<'_>>> + Send;
+    /// A connection for one call that `intent`s to read or write with `sql`.
+    fn conn(
+        &self,
+        deadline: Option<Instant>,
+        intent: Intent,
+        sql: &str,
+    ) -> impl Future<Output = Result<ConnRef<'_>>> + Send;
     /// Inside a transaction: no implicit BEGIN/COMMIT, and errors abort the transaction.
     fn in_transaction(&self) -> bool;
     /// Called with every failed call's error.
@@ -138,7 +183,7 @@ pub(crate) fn query_error<'a>(
 /// Renders, logs, checks out a connection and runs `$body` under the call's deadline, through
 /// the connection's state choke point ([`PgConn::timed`]).
 macro_rules! run {
-    ($ex:expr, $query:expr, $params:expr, |$conn:ident, $sql:ident, $in_tx:ident| $body:expr) => {{
+    ($ex:expr, $intent:expr, $query:expr, $params:expr, |$conn:ident, $sql:ident, $in_tx:ident| $body:expr) => {{
         let ex = $ex;
         let $sql: &str = &ex.templates().render($query)?;
         let params: &[&(dyn ToSql + Sync)] = $params;
@@ -147,8 +192,10 @@ macro_rules! run {
         let $in_tx = !pooled;
         let result = async {
             let mut replaced = false;
+            let mut rerouted = false;
+            let mut intent = $intent;
             loop {
-                let conn = ex.conn(deadline).await?;
+                let conn = ex.conn(deadline, intent, $sql).await?;
                 let $conn: &PgConn = &conn;
                 let mut replace = false;
                 let log = StatementLog::start($sql, params.iter().copied());
@@ -161,6 +208,10 @@ macro_rules! run {
                         // re-prepares it, or runs on another connection if this one lost its
                         // named statements (see `forget_if_stale`).
                         while let Err(e) = &r {
+                            // A replica refuses writes by design: its connection stays.
+                            if matches!(conn, ConnRef::Replica(..)) && is_read_only_refusal(e) {
+                                break;
+                            }
                             match $conn.forget_if_stale($sql, e) {
                                 Stale::Retry if pooled && !retried => retried = true,
                                 Stale::Replace if pooled && !replaced => {
@@ -175,6 +226,25 @@ macro_rules! run {
                     })
                     .await;
                 log.finish(&r);
+                if let Err(e) = &r {
+                    if pooled && !rerouted {
+                        match conn.reroute(e) {
+                            Reroute::No => {}
+                            // A replica that went away: once more, on another server.
+                            Reroute::Elsewhere => {
+                                rerouted = true;
+                                continue;
+                            }
+                            // A statement that writes, refused by the replica (it wrote
+                            // nothing): on the primary, counted as a write.
+                            Reroute::Primary => {
+                                rerouted = true;
+                                intent = Intent::Write;
+                                continue;
+                            }
+                        }
+                    }
+                }
                 if !replace {
                     break r;
                 }
@@ -195,7 +265,7 @@ pub(crate) async fn execute<E: Runner>(
     query: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<u64> {
-    run!(ex, query, params, |conn, sql, in_tx| async {
+    run!(ex, Intent::Write, query, params, |conn, sql, in_tx| async {
         // A script may open or end a transaction behind the state's back: flagged before it
         // is sent, so a script cut off halfway is rolled back too.
         if params.is_empty() && has_transaction_control(sql) {
@@ -214,7 +284,7 @@ pub(crate) async fn fetch_all<E: Runner>(
     query: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Record>> {
-    let rows = run!(ex, query, params, |conn, sql, in_tx| conn
+    let rows = run!(ex, Intent::Read, query, params, |conn, sql, in_tx| conn
         .query(sql, params, in_tx))?;
     Ok(rows.into_iter().map(Record::new).collect())
 }
@@ -224,7 +294,16 @@ pub(crate) async fn fetch_one<E: Runner>(
     query: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Record>> {
-    let row = run!(ex, query, params, |conn, sql, in_tx| conn
+    first_row(ex, Intent::Read, query, params).await
+}
+
+async fn first_row<E: Runner>(
+    ex: &E,
+    intent: Intent,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Record>> {
+    let row = run!(ex, intent, query, params, |conn, sql, in_tx| conn
         .query_first(sql, params, in_tx))?;
     Ok(row.map(Record::new))
 }
@@ -235,7 +314,17 @@ pub(crate) async fn fetch_value_at<E: Runner, T: FromSqlOwned>(
     params: &[&(dyn ToSql + Sync)],
     column: usize,
 ) -> Result<Option<T>> {
-    match fetch_one(ex, query, params).await? {
+    value_at(ex, Intent::Read, query, params, column).await
+}
+
+async fn value_at<E: Runner, T: FromSqlOwned>(
+    ex: &E,
+    intent: Intent,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+    column: usize,
+) -> Result<Option<T>> {
+    match first_row(ex, intent, query, params).await? {
         None => Ok(None),
         Some(row) => {
             if column >= row.len() {
@@ -270,7 +359,7 @@ pub(crate) async fn fetch_all_mapped<E: Runner, T>(
     params: &[&(dyn ToSql + Sync)],
     f: fn(Record) -> Result<T>,
 ) -> Result<Vec<T>> {
-    run!(ex, query, params, |conn, sql, in_tx| conn
+    run!(ex, Intent::Read, query, params, |conn, sql, in_tx| conn
         .query_map(sql, params, f, in_tx))?
 }
 
@@ -331,7 +420,8 @@ pub(crate) async fn execute_and_return_id<E: Runner, T: FromSqlOwned>(
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<T> {
     let query = with_returning_id(query);
-    match fetch_value_at::<E, T>(ex, &query, params, 0).await? {
+    // A write, whatever view runs it: never on a replica.
+    match value_at::<E, T>(ex, Intent::Write, &query, params, 0).await? {
         Some(id) => Ok(id),
         None => Err(Error::decode(
             "id",

@@ -14,6 +14,7 @@ use crate::connection::PgConn;
 use crate::error::{shorten_sql, Error, Result};
 use crate::manager::AsyncDatabaseManager;
 use crate::record::Record;
+use crate::replica::Intent;
 
 /// A streaming call whose statement has started: the items still to come, the connection that
 /// travels with them, and the per-item timeout. Dropped before its end, its fields go in
@@ -71,7 +72,7 @@ pub(crate) async fn start<O: Opener, C, N>(
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     note: N,
-    opener: O,
+    opener: &O,
 ) -> Result<Streaming<O::Items, C, N>>
 where
     C: Deref<Target = PgConn> + Send,
@@ -129,11 +130,23 @@ where
 pub(crate) async fn start_on<'e, E: Runner, O: Opener>(
     ex: &'e E,
     sql: String,
+    intent: Intent,
     opener: O,
 ) -> Result<Streaming<O::Items, ConnRef<'e>, &'e E>> {
     let deadline = ex.deadline();
-    let conn = ex.conn(deadline).await?;
-    start(conn, sql, ex.timeout(), deadline, ex, opener).await
+    let conn = ex.conn(deadline, intent, &sql).await?;
+    if let ConnRef::Replica(_, host) = &conn {
+        let host = host.clone();
+        return match start(conn, sql.clone(), ex.timeout(), deadline, ex, &opener).await {
+            // The replica went away before the first row: once more, on another server.
+            Err(e) if host.fails_over(&e) => {
+                let conn = ex.conn(deadline, intent, &sql).await?;
+                start(conn, sql, ex.timeout(), deadline, ex, &opener).await
+            }
+            other => other,
+        };
+    }
+    start(conn, sql, ex.timeout(), deadline, ex, &opener).await
 }
 
 /// Starts a stream on a connection of its own from the manager's pool: the stream owns it,
@@ -141,11 +154,31 @@ pub(crate) async fn start_on<'e, E: Runner, O: Opener>(
 pub(crate) async fn start_owned<O: Opener>(
     db: &AsyncDatabaseManager,
     sql: String,
+    intent: Intent,
     opener: O,
 ) -> Result<Streaming<O::Items, ConnRef<'static>, AsyncDatabaseManager>> {
     let deadline = db.deadline();
-    let conn = ConnRef::Pooled(db.pool()?.get(deadline).await?);
-    start(conn, sql, db.timeout(), deadline, db.clone(), opener).await
+    let conn = db.route(deadline, intent, &sql).await?;
+    if let ConnRef::Replica(_, host) = &conn {
+        let host = host.clone();
+        return match start(
+            conn,
+            sql.clone(),
+            db.timeout(),
+            deadline,
+            db.clone(),
+            &opener,
+        )
+        .await
+        {
+            Err(e) if host.fails_over(&e) => {
+                let conn = db.route(deadline, intent, &sql).await?;
+                start(conn, sql, db.timeout(), deadline, db.clone(), &opener).await
+            }
+            other => other,
+        };
+    }
+    start(conn, sql, db.timeout(), deadline, db.clone(), &opener).await
 }
 
 impl<S, T, C, N> Streaming<S, C, N>
@@ -208,7 +241,9 @@ pub(crate) async fn stream_rows<'e, E: Runner>(
         params,
         in_transaction: ex.in_transaction(),
     };
-    Ok(start_on(ex, sql, opener).await?.into_stream(Record::new))
+    Ok(start_on(ex, sql, Intent::Read, opener)
+        .await?
+        .into_stream(Record::new))
 }
 
 /// A query's rows. The driver encodes the parameters before it returns the stream, so the
@@ -318,7 +353,7 @@ impl AsyncDatabaseManager {
                 params,
                 in_transaction: false,
             };
-            let rows = start_owned(self, sql, opener).await?;
+            let rows = start_owned(self, sql, Intent::Read, opener).await?;
             Ok(rows.into_stream(Record::new))
         };
         let op = crate::observe::Op::new(crate::observe::Method::FetchStreamOwned, query, params);

@@ -67,7 +67,17 @@ impl TempCluster {
     pub async fn wait_for_replica(&self, replica: &TempCluster, timeout: Duration) -> Result<()> {
         // The insert position, not the write position: with `synchronous_commit = off` (as a
         // TempCluster runs) a committed record may not have been written yet.
-        let lsn: String = query_text(self, "SELECT pg_current_wal_insert_lsn()::text").await?;
+        // Just past a page header (the last record ended on a page boundary, as after
+        // pg_basebackup's segment switch), the insert position is one that an idle replica's
+        // replay position, the end of the last record, never reaches: use the boundary.
+        let lsn: String = query_text(
+            self,
+            "SELECT (CASE \
+               WHEN (l - '0/0') % pg_size_bytes(current_setting('wal_segment_size')) = 40 THEN l - 40 \
+               WHEN (l - '0/0') % current_setting('wal_block_size')::numeric = 24 THEN l - 24 \
+               ELSE l END)::text FROM pg_current_wal_insert_lsn() AS l",
+        )
+        .await?;
         let deadline = Instant::now() + timeout;
         let sql = format!("SELECT (pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn)::text");
         loop {

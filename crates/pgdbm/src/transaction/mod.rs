@@ -307,7 +307,12 @@ impl Runner for Transaction<'_> {
         self.state().timeout
     }
 
-    async fn conn(&self, _deadline: Option<Instant>) -> Result<ConnRef<'_>> {
+    async fn conn(
+        &self,
+        _deadline: Option<Instant>,
+        _intent: crate::replica::Intent,
+        _sql: &str,
+    ) -> Result<ConnRef<'_>> {
         let state = self.state();
         state.flush_pending().await?;
         Ok(ConnRef::Borrowed(state.conn()))

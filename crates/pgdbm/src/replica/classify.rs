@@ -1,0 +1,529 @@
+//! Which statements are plain reads, safe to send to a replica in automatic routing.
+//!
+//! The verdict is conservative: anything this cannot prove read-only goes to the primary. A
+//! plain read is one statement that starts with `SELECT`, `WITH`, `VALUES` or `TABLE`; has no
+//! `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `INTO`, `COPY` or `CALL` outside strings, comments
+//! and quoted identifiers; no locking clause (`FOR UPDATE`, `FOR SHARE`, `FOR NO KEY UPDATE`,
+//! `FOR KEY SHARE`); and calls only functions known to be read-only built-ins. It reads the
+//! text only: a view or an operator that calls a writing function is not seen (the replica
+//! then refuses the statement with SQLSTATE `25006`).
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::RwLock;
+
+use crate::migrate::lexer::{tokens, TokenKind};
+use crate::util::FxHasher;
+
+/// Words that may start a plain read.
+const FIRST_WORDS: &[&str] = &["select", "with", "values", "table"];
+
+/// Words that make a statement a write (or not a single plain query) wherever they stand.
+const WRITE_WORDS: &[&str] = &[
+    "insert", "update", "delete", "merge", "into", "copy", "call",
+];
+
+/// Keywords that a `(` may follow without it being a function call.
+const KEYWORDS_BEFORE_PAREN: &[&str] = &[
+    "all",
+    "and",
+    "any",
+    "array",
+    "as",
+    "between",
+    "by",
+    "case",
+    "cast",
+    "cube",
+    "distinct",
+    "else",
+    "except",
+    "exists",
+    "extract",
+    "fetch",
+    "filter",
+    "from",
+    "group",
+    "grouping",
+    "groups",
+    "having",
+    "ilike",
+    "in",
+    "intersect",
+    "is",
+    "join",
+    "lateral",
+    "like",
+    "limit",
+    "materialized",
+    "not",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "over",
+    "overlay",
+    "partition",
+    "position",
+    "range",
+    "recursive",
+    "rollup",
+    "row",
+    "rows",
+    "select",
+    "sets",
+    "similar",
+    "some",
+    "substring",
+    "then",
+    "trim",
+    "union",
+    "using",
+    "values",
+    "when",
+    "where",
+    "window",
+    "with",
+    "within",
+];
+
+/// Built-in functions (and type names used with a modifier, `numeric(10, 2)`) that only
+/// read. Session-bound or writing ones (`nextval`, `setval`, `currval`, `set_config`,
+/// `pg_advisory_lock`, `txid_current`, `pg_notify`, ...) are deliberately absent.
+const READ_ONLY_FUNCTIONS: &[&str] = &[
+    // Aggregates and window functions.
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "percentile_cont",
+    "percentile_disc",
+    "mode",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    // Conditionals.
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    // Strings.
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "concat",
+    "concat_ws",
+    "substr",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "replace",
+    "split_part",
+    "strpos",
+    "left",
+    "right",
+    "lpad",
+    "rpad",
+    "initcap",
+    "reverse",
+    "repeat",
+    "format",
+    "md5",
+    "encode",
+    "decode",
+    "starts_with",
+    "regexp_replace",
+    "regexp_match",
+    "regexp_matches",
+    "regexp_split_to_array",
+    "translate",
+    "quote_ident",
+    "quote_literal",
+    "to_hex",
+    // Numbers.
+    "abs",
+    "round",
+    "ceil",
+    "ceiling",
+    "floor",
+    "trunc",
+    "mod",
+    "power",
+    "sqrt",
+    "exp",
+    "ln",
+    "log",
+    "sign",
+    "div",
+    "width_bucket",
+    // Dates and times.
+    "now",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "clock_timestamp",
+    "date_trunc",
+    "date_part",
+    "age",
+    "make_date",
+    "make_time",
+    "make_timestamp",
+    "make_timestamptz",
+    "make_interval",
+    "to_char",
+    "to_date",
+    "to_timestamp",
+    "to_number",
+    "date_bin",
+    // JSON.
+    "to_json",
+    "to_jsonb",
+    "row_to_json",
+    "array_to_json",
+    "json_build_object",
+    "jsonb_build_object",
+    "json_build_array",
+    "jsonb_build_array",
+    "json_array_length",
+    "jsonb_array_length",
+    "json_array_elements",
+    "jsonb_array_elements",
+    "json_array_elements_text",
+    "jsonb_array_elements_text",
+    "json_each",
+    "jsonb_each",
+    "json_each_text",
+    "jsonb_each_text",
+    "json_extract_path",
+    "jsonb_extract_path",
+    "json_extract_path_text",
+    "jsonb_extract_path_text",
+    "json_object_keys",
+    "jsonb_object_keys",
+    "json_typeof",
+    "jsonb_typeof",
+    "jsonb_strip_nulls",
+    "jsonb_pretty",
+    "jsonb_path_query",
+    "jsonb_path_query_array",
+    "jsonb_path_query_first",
+    "jsonb_path_exists",
+    "jsonb_path_match",
+    "jsonb_set",
+    "jsonb_insert",
+    // Arrays and sets.
+    "array_length",
+    "array_position",
+    "array_positions",
+    "array_append",
+    "array_prepend",
+    "array_cat",
+    "array_remove",
+    "array_replace",
+    "array_to_string",
+    "string_to_array",
+    "cardinality",
+    "unnest",
+    "generate_series",
+    "generate_subscripts",
+    // Full-text search.
+    "to_tsvector",
+    "to_tsquery",
+    "plainto_tsquery",
+    "phraseto_tsquery",
+    "websearch_to_tsquery",
+    "ts_rank",
+    "ts_rank_cd",
+    "ts_headline",
+    "setweight",
+    // System information (read-only, valid on a standby).
+    "version",
+    "current_setting",
+    "current_database",
+    "current_schema",
+    "pg_is_in_recovery",
+    "pg_backend_pid",
+    "pg_last_wal_replay_lsn",
+    "pg_last_wal_receive_lsn",
+    "pg_last_xact_replay_timestamp",
+    "gen_random_uuid",
+    "random",
+    // Type names with a modifier.
+    "bit",
+    "char",
+    "character",
+    "decimal",
+    "float",
+    "interval",
+    "numeric",
+    "time",
+    "timestamp",
+    "timestamptz",
+    "varchar",
+    "varying",
+];
+
+fn is_one_of(word: &str, list: &[&str]) -> bool {
+    list.iter().any(|k| word.eq_ignore_ascii_case(k))
+}
+
+/// Whether `sql` is provably a plain read (see the module docs).
+pub(crate) fn is_plain_read(sql: &str) -> bool {
+    let mut significant: Vec<(TokenKind, &str)> = Vec::new();
+    for t in tokens(sql) {
+        let text = &sql[t.start..t.end];
+        match t.kind {
+            TokenKind::Space | TokenKind::LineComment => {}
+            TokenKind::BlockComment if text.ends_with("*/") && text.len() >= 4 => {}
+            // What the lexer ran to the end of the input is not understood.
+            TokenKind::BlockComment => return false,
+            TokenKind::Other if unterminated(text) => return false,
+            kind => significant.push((kind, text)),
+        }
+    }
+    // One statement: a `;` may only end it.
+    let end = match significant.iter().position(|t| t.0 == TokenKind::Semicolon) {
+        Some(at)
+            if significant[at..]
+                .iter()
+                .all(|t| t.0 == TokenKind::Semicolon) =>
+        {
+            at
+        }
+        Some(_) => return false,
+        None => significant.len(),
+    };
+    let toks = &significant[..end];
+    match toks.first() {
+        Some((TokenKind::Word, w)) if is_one_of(w, FIRST_WORDS) => {}
+        _ => return false,
+    }
+    for (i, &(kind, text)) in toks.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| toks[p]);
+        let next_is_paren = toks.get(i + 1).is_some_and(|t| t.0 == TokenKind::Open);
+        match kind {
+            TokenKind::Word => {
+                if is_one_of(text, WRITE_WORDS) {
+                    return false;
+                }
+                // FOR UPDATE / FOR NO KEY UPDATE / FOR SHARE / FOR KEY SHARE.
+                if prev.is_some_and(|p| p.1.eq_ignore_ascii_case("for"))
+                    && is_one_of(text, &["share", "no", "key", "update"])
+                {
+                    return false;
+                }
+                if next_is_paren && !call_is_read_only(toks, i) {
+                    return false;
+                }
+            }
+            // A quoted name before `(` is a function call, unless it names an alias's columns.
+            TokenKind::Other
+                if next_is_paren
+                    && text.starts_with('"')
+                    && !prev.is_some_and(|p| p.1.eq_ignore_ascii_case("as")) =>
+            {
+                return false;
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Whether a quoted token (string, quoted identifier, dollar-quoted body) lacks its end.
+fn unterminated(text: &str) -> bool {
+    // The prefix of `E'…'`, `B'…'`, `X'…'`, `N'…'`, `U&'…'`, `U&"…"`.
+    let body = text.trim_start_matches(|c: char| c.is_ascii_alphabetic() || c == '&');
+    match body.as_bytes().first() {
+        Some(&q @ (b'\'' | b'"')) => body.len() < 2 || body.as_bytes()[body.len() - 1] != q,
+        // `$tag$…$tag$`, but not a `$1` parameter.
+        Some(b'$') if !body[1..].starts_with(|c: char| c.is_ascii_digit()) => {
+            match body[1..].find('$') {
+                Some(end) => {
+                    let tag = &body[..end + 2];
+                    body.len() < 2 * tag.len() || !body.ends_with(tag)
+                }
+                None => true,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether the word at `i`, followed by `(`, is a keyword, a type modifier, an alias's column
+/// list, or a call of a read-only built-in.
+fn call_is_read_only(toks: &[(TokenKind, &str)], i: usize) -> bool {
+    let word = toks[i].1;
+    let prev = |back: usize| i.checked_sub(back).map(|p| toks[p].1);
+    // `x::numeric(10, 2)`: a type with its modifier.
+    if prev(1) == Some(":") && prev(2) == Some(":") {
+        return true;
+    }
+    // `AS t(a, b)`, `CAST(x AS varchar(10))`, `WITH d(a) AS (...)`.
+    if prev(1).is_some_and(|p| is_one_of(p, &["as", "with", "recursive"])) {
+        return true;
+    }
+    // A qualified name: only the catalog's own functions are known.
+    if prev(1) == Some(".") {
+        return prev(2).is_some_and(|s| s.eq_ignore_ascii_case("pg_catalog"))
+            && is_one_of(word, READ_ONLY_FUNCTIONS);
+    }
+    is_one_of(word, KEYWORDS_BEFORE_PAREN) || is_one_of(word, READ_ONLY_FUNCTIONS)
+}
+
+/// Verdicts by SQL text: an application sends the same few hundred texts over and over.
+#[derive(Default)]
+pub(crate) struct Verdicts {
+    map: RwLock<HashMap<Box<str>, bool, BuildHasherDefault<FxHasher>>>,
+}
+
+/// Texts remembered; past this the cache starts over (a workload of ever-new texts, say
+/// with literals inlined, would otherwise grow it without bound).
+const MAX_VERDICTS: usize = 4096;
+
+impl Verdicts {
+    pub(crate) fn is_plain_read(&self, sql: &str) -> bool {
+        if let Some(&v) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(sql) {
+            return v;
+        }
+        let verdict = is_plain_read(sql);
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_VERDICTS {
+            map.clear();
+        }
+        map.insert(sql.into(), verdict);
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_reads() {
+        for sql in [
+            "SELECT 1",
+            "select * from users where id = $1",
+            "SELECT count(*) FROM \"app\".users;",
+            "SELECT count(*) FROM \"app\".users;  -- done\n",
+            "  /* lead */ SELECT a, b FROM t ORDER BY a LIMIT 10 OFFSET 5",
+            "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
+            "WITH RECURSIVE t(n) AS (VALUES (1) UNION ALL SELECT n + 1 FROM t WHERE n < 5) SELECT sum(n) FROM t",
+            "WITH x AS MATERIALIZED (SELECT 1) SELECT * FROM x",
+            "VALUES (1, 'a'), (2, 'b')",
+            "TABLE users",
+            "SELECT 'insert'",
+            "SELECT 'delete from t; update x'",
+            "select * from \"update\"",
+            "SELECT \"insert\" FROM \"delete\" WHERE \"for\" = 1",
+            "SELECT $$ INSERT INTO t VALUES (1) $$",
+            "SELECT E'it\\'s an update'",
+            "SELECT a -- delete everything\nFROM t",
+            "SELECT a /* FOR UPDATE */ FROM t",
+            "SELECT coalesce(max(id), 0) FROM t WHERE id IN (1, 2) AND EXISTS (SELECT 1)",
+            "SELECT lower(email), upper(name), length(name) FROM users",
+            "SELECT now(), date_trunc('day', created), extract(epoch FROM created) FROM t",
+            "SELECT x::numeric(10, 2), CAST(y AS varchar(20)) FROM t",
+            "SELECT jsonb_build_object('a', 1), data->>'k' FROM t",
+            "SELECT array_agg(a ORDER BY a), string_agg(b, ',') FILTER (WHERE b <> '') FROM t",
+            "SELECT row_number() OVER (PARTITION BY a ORDER BY b) FROM t",
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x) FROM t",
+            "SELECT * FROM generate_series(1, 3) AS g(n)",
+            "SELECT * FROM t WHERE a = ANY($1) OR b = ALL(ARRAY[1, 2])",
+            "SELECT pg_catalog.count(*) FROM t",
+            "SELECT pg_is_in_recovery()",
+            "SELECT a FROM t GROUP BY ROLLUP (a)",
+            "SELECT deleted_at, updated_by, insert_count FROM t",
+        ] {
+            assert!(is_plain_read(sql), "should be a plain read: {sql}");
+        }
+    }
+
+    #[test]
+    fn everything_else_goes_to_the_primary() {
+        for sql in [
+            "",
+            "   -- only a comment",
+            "SELECT nextval('s')",
+            "SELECT currval('s')",
+            "SELECT setval('s', 1)",
+            "SELECT set_config('a.b', 'c', false)",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT txid_current()",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            "WITH u AS (UPDATE t SET a = 1 RETURNING a) SELECT a FROM u",
+            "WITH i AS (INSERT INTO t VALUES (1) RETURNING *) SELECT 1",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t FOR NO KEY UPDATE",
+            "select * from t for share",
+            "SELECT * FROM t FOR KEY SHARE SKIP LOCKED",
+            "SELECT my_func()",
+            "SELECT app.lookup(1)",
+            "SELECT \"MyFunc\"(1)",
+            "SELECT * FROM t, LATERAL my_srf(t.id)",
+            "SELECT a INTO new_table FROM t",
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+            "COPY t TO STDOUT",
+            "CALL proc()",
+            "EXPLAIN ANALYZE SELECT 1",
+            "SET search_path = x",
+            "SHOW search_path",
+            "BEGIN",
+            "SELECT 1; SELECT 2",
+            "SELECT 1; DELETE FROM t",
+            "LOCK TABLE t",
+            "SELECT t.update FROM t",
+            "SELECT 'unterminated",
+            "SELECT \"unterminated",
+            "SELECT $$ unterminated",
+            "SELECT $a$ x $a",
+            "SELECT E'it\\'s",
+            "SELECT 1 /* unterminated",
+            "(SELECT 1)",
+        ] {
+            assert!(!is_plain_read(sql), "should go to the primary: {sql}");
+        }
+    }
+
+    #[test]
+    fn verdicts_are_cached_and_bounded() {
+        let v = Verdicts::default();
+        assert!(v.is_plain_read("SELECT 1"));
+        assert!(!v.is_plain_read("SELECT nextval('s')"));
+        assert!(v.is_plain_read("SELECT 1"));
+        for i in 0..MAX_VERDICTS + 10 {
+            v.is_plain_read(&format!("SELECT {i}"));
+        }
+        assert!(v.map.read().unwrap().len() <= MAX_VERDICTS);
+    }
+}
