@@ -177,6 +177,58 @@ async fn pgbouncer(secs: u64, rounds: u64) {
     }
 }
 
+async fn replicas(secs: u64, rounds: u64) {
+    let primary = TempCluster::start().expect("primary");
+    let replica = primary.start_replica().expect("replica");
+    let alone = manager(primary.database_config("postgres")).await;
+    seed(&alone).await;
+    primary
+        .wait_for_replica(&replica, Duration::from_secs(30))
+        .await
+        .expect("replay");
+    let routed = manager(DatabaseConfig {
+        read_replicas: vec![replica.connection_string("postgres")],
+        ..primary.database_config("postgres")
+    })
+    .await;
+    // Let the first health check mark the replica usable.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spread = [routed.clone(), routed.replica()];
+    let only_replica = [routed.replica()];
+    let (mut a, mut s, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        a.push(point_selects(std::slice::from_ref(&alone), secs, POINT).await);
+        s.push(point_selects(&spread, secs, POINT).await);
+        r.push(point_selects(&only_replica, secs, POINT).await);
+    }
+    let med = |v: &Vec<Figures>| Figures {
+        ops_per_sec: median(v.iter().map(|f| f.ops_per_sec).collect()),
+        errors: v.iter().map(|f| f.errors).sum(),
+        first_error: v.iter().find_map(|f| f.first_error.clone()),
+    };
+    let (a, s, r) = (med(&a), med(&s), med(&r));
+    println!(
+        "\nreads, concurrency {CONCURRENCY}, {rounds} rounds of {secs} s (median ops/s); one machine: \
+         the replica shares the primary's cores, so this measures routing overhead, not capacity"
+    );
+    println!(
+        "{:<52} {:>10} {:>8} {:>8}",
+        "way", "ops/s", "ratio", "errors"
+    );
+    row("primary alone", &a, a.ops_per_sec);
+    row("half on the primary, half via replica()", &s, a.ops_per_sec);
+    row("all via replica()", &r, a.ops_per_sec);
+    let stats = routed.get_pool_stats().await.unwrap();
+    for host in &stats.hosts {
+        println!(
+            "    host {} {:?} healthy={} lag={:?}",
+            host.label, host.role, host.healthy, host.lag
+        );
+    }
+    alone.disconnect().await.unwrap();
+    routed.disconnect().await.unwrap();
+}
+
 async fn failover() {
     let primary = TempCluster::start().expect("primary");
     let replica = primary.start_replica().expect("replica");
@@ -234,5 +286,6 @@ async fn main() {
     let secs = arg("--secs", 5);
     let rounds = arg("--rounds", 3);
     pgbouncer(secs, rounds).await;
+    replicas(secs, rounds).await;
     failover().await;
 }
