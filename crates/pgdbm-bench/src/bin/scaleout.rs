@@ -76,6 +76,49 @@ async fn point_selects(managers: &[AsyncDatabaseManager], secs: u64, sql: &'stat
     }
 }
 
+/// The same point selects on raw tokio-postgres clients, one per task, with unnamed
+/// statements (`query_typed`): what the driver itself does through a transaction pooler.
+async fn raw_point_selects(url: &str, secs: u64) -> Figures {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let mut clients = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("raw connect");
+        tokio::spawn(conn);
+        clients.push(client);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(task, client)| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut id = task as i32;
+                while Instant::now() < stop {
+                    id = (id * 7919 + 13) % ROWS + 1;
+                    let rows = client
+                        .query_typed(POINT, &[(&id, tokio_postgres::types::Type::INT4)])
+                        .await
+                        .expect("raw point select");
+                    assert_eq!(rows.len(), 1);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Figures {
+        ops_per_sec: done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        errors: 0,
+        first_error: None,
+    }
+}
+
 async fn manager(config: DatabaseConfig) -> AsyncDatabaseManager {
     let db = AsyncDatabaseManager::new(DatabaseConfig {
         min_connections: CONCURRENCY,
@@ -142,18 +185,24 @@ async fn pgbouncer(secs: u64, rounds: u64) {
     // What a user got before `pooler`: the default statement cache through the pooler.
     let cached = manager(bouncer.database_config("postgres")).await;
 
-    let (mut d, mut t, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut d, mut t, mut c, mut raw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         d.push(point_selects(std::slice::from_ref(&direct), secs, POINT).await);
         t.push(point_selects(std::slice::from_ref(&through), secs, POINT).await);
         c.push(point_selects(std::slice::from_ref(&cached), secs, POINT).await);
+        raw.push(raw_point_selects(&bouncer.connection_string("postgres"), secs).await);
     }
     let summarise = |v: &mut Vec<Figures>| Figures {
         ops_per_sec: median(v.iter().map(|f| f.ops_per_sec).collect()),
         errors: v.iter().map(|f| f.errors).sum(),
         first_error: v.iter_mut().find_map(|f| f.first_error.take()),
     };
-    let (d, t, c) = (summarise(&mut d), summarise(&mut t), summarise(&mut c));
+    let (d, t, c, raw) = (
+        summarise(&mut d),
+        summarise(&mut t),
+        summarise(&mut c),
+        summarise(&mut raw),
+    );
     println!(
         "\npoint select, concurrency {CONCURRENCY}, {rounds} rounds of {secs} s (median ops/s)"
     );
@@ -165,6 +214,11 @@ async fn pgbouncer(secs: u64, rounds: u64) {
     row(
         "PgBouncer transaction mode, pooler = \"transaction\"",
         &t,
+        d.ops_per_sec,
+    );
+    row(
+        "PgBouncer transaction mode, raw driver (query_typed)",
+        &raw,
         d.ops_per_sec,
     );
     row(
