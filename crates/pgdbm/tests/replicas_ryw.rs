@@ -3,31 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use pgdbm::testing::{TempCluster, TempClusterBuilder};
+use pgdbm::testing::TempCluster;
 use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
 
-/// A primary and a hot standby streaming from it.
-fn pair_with(builder: TempClusterBuilder) -> (TempCluster, TempCluster) {
-    let primary = builder.start().expect("primary");
-    let replica = primary.start_replica().expect("replica");
-    (primary, replica)
-}
+#[path = "support/replica_pair.rs"]
+mod replica_pair;
 
-fn config(primary: &TempCluster, replica: &TempCluster) -> DatabaseConfig {
-    DatabaseConfig {
-        min_connections: 1,
-        max_connections: 4,
-        retry_attempts: 0,
-        read_replicas: vec![replica.connection_string("postgres")],
-        ..primary.database_config("postgres")
-    }
-}
-
-async fn connect(config: DatabaseConfig) -> AsyncDatabaseManager {
-    let db = AsyncDatabaseManager::new(config).expect("config");
-    db.connect().await.expect("connect");
-    db
-}
+use replica_pair::{config, connect, pair_with};
 
 /// Writes a row then reads it back through `read`, `pairs` times: (misses, reads served by
 /// the replica).
