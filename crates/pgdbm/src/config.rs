@@ -537,6 +537,8 @@ impl DatabaseConfig {
         let direct = DatabaseConfig {
             pooler: Pooler::Direct,
             direct_connection_string: None,
+            // Migrations read and write the primary only.
+            read_replicas: Vec::new(),
             ..self.with_connection_string(cs, "direct_connection_string")?
         };
         Ok(Some(direct))

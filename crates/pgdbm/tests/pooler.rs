@@ -546,7 +546,8 @@ const FILES: &[(&str, &str)] = &[
     ),
     (
         "003_column.sql",
-        "ALTER TABLE {{tables.events}} ADD COLUMN at timestamptz DEFAULT now();",
+        "ALTER TABLE {{tables.events}} ADD COLUMN at timestamptz DEFAULT now();
+         CREATE VIEW recent_events AS SELECT 1 AS unqualified;",
     ),
 ];
 
@@ -603,6 +604,18 @@ async fn racing_migrators_through_pgbouncer_apply_each_file_once_and_none_hangs(
         .await
         .unwrap();
     assert_eq!(tracked, Some(3));
+    let view: Option<i64> = db
+        .fetch_value(
+            "SELECT count(*) FROM pg_views WHERE schemaname = 'raced' AND viewname = 'recent_events'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        view,
+        Some(1),
+        "unqualified names land in the module's schema"
+    );
     db.disconnect().await.unwrap();
     let locks = admin_value(&format!(
         "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
@@ -743,15 +756,11 @@ async fn calls_dropped_at_random_moments_leave_the_server_connections_clean() {
         .unwrap();
     tokio::spawn(conn);
     for _ in 0..4 {
-        let rows = client
-            .simple_query("SELECT count(*) FROM pg_prepared_statements")
-            .await
-            .unwrap();
-        let n = rows.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        });
-        assert_eq!(n.as_deref(), Some("0"), "named statements left behind");
+        assert_eq!(
+            named_on_server(&client).await,
+            "0",
+            "named statements left behind"
+        );
     }
     let open = admin_value(&format!(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state LIKE 'idle in%'",
@@ -789,4 +798,76 @@ async fn a_session_pooler_keeps_the_statement_cache_and_says_so_in_the_stats() {
     let json = serde_json::to_value(&stats).unwrap();
     assert_eq!(json["pooler"], "session");
     db.disconnect().await.unwrap();
+}
+
+/// Named statements on the server connection a raw client reaches through PgBouncer.
+async fn named_on_server(client: &tokio_postgres::Client) -> String {
+    let rows = client
+        .simple_query("SELECT count(*) FROM pg_prepared_statements")
+        .await
+        .unwrap();
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn failed_describes_leave_nothing_named_on_the_server_connection() {
+    let test_db = TestDb::create().await;
+    // One server connection: whatever a describe leaves, the raw client below finds.
+    let bouncer = bouncer(1);
+    let url = bouncer.connection_string(&test_db.0);
+    let db = AsyncDatabaseManager::new(pooled(&url, "failing", 2)).unwrap();
+    db.connect().await.unwrap();
+    db.execute(
+        "CREATE TYPE failing.mood AS ENUM ('a', 'b');
+         CREATE TABLE {{tables.t}} (id int, m failing.mood)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for sql in [
+        "SELEC m FROM {{tables.t}} WHERE id = $1",
+        "SELECT m FROM {{tables.missing}} WHERE id = $1",
+    ] {
+        let err = db.fetch_all(sql, &[&1_i32]).await.unwrap_err();
+        assert!(err.sqlstate().is_some(), "{err}");
+        assert_eq!(named_on_server(&client).await, "0", "after {sql:?}");
+        let tx = db.transaction().await.unwrap();
+        let err = tx.fetch_all(sql, &[&1_i32]).await.unwrap_err();
+        assert!(err.sqlstate().is_some(), "{err}");
+        tx.rollback().await.unwrap();
+        assert_eq!(
+            named_on_server(&client).await,
+            "0",
+            "after {sql:?} in a transaction"
+        );
+    }
+    let rows = db
+        .fetch_all("SELECT m FROM {{tables.t}} WHERE id = $1", &[&1_i32])
+        .await
+        .expect("a good query after the failed ones");
+    assert!(rows.is_empty());
+    assert_eq!(named_on_server(&client).await, "0");
+    db.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_setting_fails_at_connect_behind_a_transaction_pooler() {
+    let test_db = TestDb::create().await;
+    let bouncer = bouncer(1);
+    let db = AsyncDatabaseManager::new(DatabaseConfig {
+        server_settings: Some([("work_mem".to_string(), "banana".to_string())].into()),
+        ..pooled(&bouncer.connection_string(&test_db.0), "bad", 2)
+    })
+    .unwrap();
+    let err = db.connect().await.unwrap_err();
+    assert!(err.to_string().contains("work_mem"), "{err}");
 }

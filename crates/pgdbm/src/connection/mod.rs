@@ -74,7 +74,7 @@ pub(crate) struct PgConn {
     runtime: tokio::runtime::Handle,
     /// Tells the pool that this connection left it, so that it reconnects to its minimum.
     refill: Arc<Refill>,
-    /// Behind a transaction pooler: what recreates the driver's type-lookup statements.
+    /// Behind a transaction pooler: what to do about the driver's type-lookup statements.
     lookups: Option<TypeLookups>,
     /// Behind a transaction pooler: `SET LOCAL` statements for every transaction we open.
     transaction_setup: Option<Arc<str>>,
@@ -97,7 +97,7 @@ pub(crate) struct ConnOrigin {
 
 /// What a connection behind a transaction pooler carries besides the rest.
 pub(crate) struct PooledOrigin {
-    pub(crate) lookups: Option<TypeLookups>,
+    pub(crate) lookups: TypeLookups,
     pub(crate) transaction_setup: Option<Arc<str>>,
 }
 
@@ -105,7 +105,7 @@ impl PgConn {
     pub(crate) fn new(client: Client, origin: ConnOrigin) -> Self {
         let shares_server = origin.pooled.is_some();
         let (lookups, transaction_setup) = match origin.pooled {
-            Some(p) => (p.lookups, p.transaction_setup),
+            Some(p) => (Some(p.lookups), p.transaction_setup),
             None => (None, None),
         };
         PgConn {
@@ -143,6 +143,11 @@ impl PgConn {
     /// Behind a transaction pooler: each transaction may run on another server connection.
     pub(crate) fn shares_server(&self) -> bool {
         self.shares_server
+    }
+
+    /// Behind a transaction pooler: the `SET LOCAL` statements each transaction starts with.
+    pub(crate) fn transaction_setup(&self) -> Option<&str> {
+        self.transaction_setup.as_deref()
     }
 
     pub(crate) fn uses_named_statements(&self) -> bool {

@@ -13,6 +13,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Statement;
 
+use super::typeinfo::{Bracket, TypeLookups};
 use super::PgConn;
 use crate::query::StatementLog;
 use crate::util::FxHasher;
@@ -282,14 +283,20 @@ impl PgConn {
         match self.describe_once(sql, in_transaction, false, &f).await {
             // Another client's leftover statement of the same name is on this server
             // connection (one that closed mid-describe, or not pgdbm): clear them and retry.
-            Err(e) if !in_transaction && e.code() == Some(&SqlState::DUPLICATE_PSTATEMENT) => {
-                self.describe_once(sql, false, true, &f).await
+            // The failed attempt's bracket was closed, so this is safe inside a transaction too.
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_PSTATEMENT) && self.recreates() => {
+                self.describe_once(sql, in_transaction, true, &f).await
             }
             other => other,
         }
     }
 
-    /// One attempt of [`describe`](Self::describe); `clean_first` sends `DEALLOCATE ALL` first.
+    fn recreates(&self) -> bool {
+        matches!(self.lookups, Some(TypeLookups::Recreate { .. }))
+    }
+
+    /// One attempt of [`describe`](Self::describe); `clean_first` clears leftover named
+    /// statements first.
     async fn describe_once<T>(
         &self,
         sql: &str,
@@ -297,63 +304,42 @@ impl PgConn {
         clean_first: bool,
         f: &impl Fn(&Statement) -> T,
     ) -> Result<T, tokio_postgres::Error> {
-        let lookups = self.lookups.as_ref();
-        if in_transaction && lookups.is_none() {
-            let st = self.client.prepare(sql).await?;
-            return Ok(f(&st));
-        }
+        let bracket = match &self.lookups {
+            // Not behind a transaction pooler, or one that keeps named statements itself.
+            None | Some(TypeLookups::Tracked) if in_transaction => {
+                let st = self.client.prepare(sql).await?;
+                return Ok(f(&st));
+            }
+            None => Bracket::plain("BEGIN", "ROLLBACK", "ROLLBACK"),
+            Some(lookups) => lookups.bracket(in_transaction, clean_first),
+        };
         // Dropped halfway (the caller gave up), the connection could be left inside our
         // transaction or holding lookup statements: then it must not be reused.
         let mut guard = BrokenUnlessDone {
             conn: self,
             done: false,
         };
-        let (open, close_ok, close_err) = match (in_transaction, lookups) {
-            (true, Some(l)) => (
-                format!("SAVEPOINT pgdbm_describe;\n{}", l.prepare),
-                format!("{}RELEASE SAVEPOINT pgdbm_describe", l.deallocate),
-                format!(
-                    "ROLLBACK TO SAVEPOINT pgdbm_describe;\n{}RELEASE SAVEPOINT pgdbm_describe",
-                    l.deallocate
-                ),
-            ),
-            (_, Some(l)) => (
-                format!(
-                    "BEGIN;\n{}{}",
-                    if clean_first { "DEALLOCATE ALL;\n" } else { "" },
-                    l.prepare
-                ),
-                format!("{}ROLLBACK", l.deallocate),
-                "ROLLBACK".to_owned(),
-            ),
-            (_, None) => (
-                "BEGIN".to_owned(),
-                "ROLLBACK".to_owned(),
-                "ROLLBACK".to_owned(),
-            ),
-        };
         // The describe of `sql` rides along, pipelined: it is timed with the opening batch.
-        let log = StatementLog::start(&open, std::iter::empty());
-        let (opened, prepared) =
-            futures_util::future::join(self.client.batch_execute(&open), self.client.prepare(sql))
-                .await;
+        let log = StatementLog::start(&bracket.open, std::iter::empty());
+        let (opened, prepared) = futures_util::future::join(
+            self.client.batch_execute(&bracket.open),
+            self.client.prepare(sql),
+        )
+        .await;
         log.finish_driver(opened.as_ref().and(prepared.as_ref()));
         // The statement is dropped here, queueing its Close ahead of the closing batch.
         let out = prepared.map(|st| f(&st));
         let close = match (&opened, &out) {
-            (Ok(()), Ok(_)) => close_ok,
-            // Outside a transaction a failed BEGIN left nothing open, and the ROLLBACK is
-            // harmless; inside one, the savepoint may not exist and the caller's transaction
-            // is aborted either way.
-            _ => close_err,
+            (Ok(()), Ok(_)) => &bracket.ok,
+            (Ok(()), Err(_)) => &bracket.prepare_failed,
+            (Err(_), _) => &bracket.open_failed,
         };
-        let log = StatementLog::start(&close, std::iter::empty());
-        let end = self.client.batch_execute(&close).await;
+        let log = StatementLog::start(close, std::iter::empty());
+        let end = self.client.batch_execute(close).await;
         log.finish_driver(end.as_ref());
-        // Inside a transaction, a failed close may have left the lookup statements in place:
-        // the server connection must not be handed to anyone else with them, so the guard
-        // (left armed) closes this connection.
-        guard.done = !(in_transaction && opened.is_ok() && end.is_err());
+        // A failed close may leave our transaction open or lookup statements in place: the
+        // guard, left armed, closes the connection rather than hand it to anyone else.
+        guard.done = end.is_ok();
         opened?;
         let out = out?;
         end?;

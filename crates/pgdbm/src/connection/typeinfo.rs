@@ -16,13 +16,24 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::template::quote_ident;
 
-/// The driver's lookup statements of one client, as SQL that recreates and removes them.
+/// What a connection behind a transaction pooler does about the driver's lookup statements.
 #[derive(Debug)]
-pub(crate) struct TypeLookups {
-    /// `PREPARE "s1"(oid) AS ...;` for each, run where lookups may happen.
-    pub(super) prepare: String,
-    /// `DEALLOCATE "s1";` for each.
-    pub(super) deallocate: String,
+pub(crate) enum TypeLookups {
+    /// Recreates them for each describe and removes them after.
+    Recreate {
+        /// `PREPARE "s1"(oid) AS ...;` for each.
+        prepare: String,
+        /// `DEALLOCATE "s1";` for each.
+        deallocate: String,
+    },
+    /// The pooler keeps named statements itself (PgBouncer >= 1.21 with
+    /// `max_prepared_statements`): they follow the client, nothing to do.
+    Tracked,
+    /// They could not be learned (a hot standby refuses the probe types, or the role may not
+    /// create temporary types): every describe ends with `DEALLOCATE ALL`, so none is left
+    /// behind. A custom type first met after the first describe then fails with `26000` and
+    /// the connection is replaced.
+    Unknown,
 }
 
 /// Throwaway types that make the driver prepare each of its lookup statements: an enum needs
@@ -42,16 +53,16 @@ impl TypeLookups {
     /// Has `client` prepare its lookup statements inside one transaction, reads them back,
     /// removes them from the server and forgets the probe types. `Ok(None)` when the role may
     /// not create temporary types: then custom types may fail behind the pooler.
-    pub(crate) async fn capture(client: &Client) -> Result<Option<Self>, tokio_postgres::Error> {
+    pub(crate) async fn capture(client: &Client) -> Result<Self, tokio_postgres::Error> {
         if let Err(e) = client.batch_execute(PROBE).await {
             client.batch_execute("ROLLBACK").await?;
             if e.as_db_error().is_some() {
-                tracing::warn!(
+                tracing::debug!(
                     error = %crate::pool::db_message(&e),
-                    "cannot create temporary types to prepare custom-type lookups; enums, domains \
-                     and composites may fail with 26000 behind the transaction pooler"
+                    "cannot create temporary types to learn the custom-type lookups; each \
+                     describe will clear named statements instead"
                 );
-                return Ok(None);
+                return Ok(TypeLookups::Unknown);
             }
             return Err(e);
         }
@@ -70,29 +81,113 @@ impl TypeLookups {
                 return Err(e);
             }
         };
-        let mut lookups = TypeLookups {
-            prepare: String::new(),
-            deallocate: String::new(),
+        let found: Vec<(String, String, String)> = rows
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some((
+                    r.get(0)?.to_owned(),
+                    r.get(1)?.to_owned(),
+                    r.get(2)?.to_owned(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let driver_named = |name: &str| {
+            name.strip_prefix('s')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         };
-        for row in rows.iter().filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r),
-            _ => None,
-        }) {
-            let (Some(name), Some(types), Some(text)) = (row.get(0), row.get(1), row.get(2)) else {
-                continue;
-            };
-            let name = quote_ident(name);
-            lookups
-                .prepare
-                .push_str(&format!("PREPARE {name}({types}) AS {text};\n"));
-            lookups
-                .deallocate
-                .push_str(&format!("DEALLOCATE {name};\n"));
-        }
-        let end = format!("{}ROLLBACK", lookups.deallocate);
+        let lookups = if found.is_empty() {
+            TypeLookups::Unknown
+        } else if !found.iter().all(|(name, _, _)| driver_named(name)) {
+            // The pooler renamed them: it tracks named statements and must be left to do so.
+            client.batch_execute("ROLLBACK").await?;
+            client.clear_type_cache();
+            return Ok(TypeLookups::Tracked);
+        } else {
+            let (mut prepare, mut deallocate) = (String::new(), String::new());
+            for (name, types, text) in &found {
+                let name = quote_ident(name);
+                prepare.push_str(&format!("PREPARE {name}({types}) AS {text};\n"));
+                deallocate.push_str(&format!("DEALLOCATE {name};\n"));
+            }
+            TypeLookups::Recreate {
+                prepare,
+                deallocate,
+            }
+        };
+        let end = match &lookups {
+            TypeLookups::Recreate { deallocate, .. } => format!("{deallocate}ROLLBACK"),
+            _ => "DEALLOCATE ALL;\nROLLBACK".to_owned(),
+        };
         client.batch_execute(&end).await?;
         // The probe types are gone with the transaction; so must be their cached OIDs.
         client.clear_type_cache();
-        Ok(Some(lookups))
+        Ok(lookups)
+    }
+
+    /// The statements around one describe: what opens it, and what closes it when all went
+    /// well, when the prepare of the caller's SQL failed, and when the opening failed.
+    /// `clean_first` clears leftover named statements first (after a `42P05`).
+    pub(super) fn bracket(&self, in_transaction: bool, clean_first: bool) -> Bracket {
+        // Outside a transaction the bracket is ours; inside one, a savepoint stands in for it.
+        let (begin, end, abort) = if in_transaction {
+            (
+                "SAVEPOINT pgdbm_describe",
+                "RELEASE SAVEPOINT pgdbm_describe",
+                "ROLLBACK TO SAVEPOINT pgdbm_describe;\nRELEASE SAVEPOINT pgdbm_describe",
+            )
+        } else {
+            ("BEGIN", "ROLLBACK", "ROLLBACK")
+        };
+        match self {
+            TypeLookups::Recreate {
+                prepare,
+                deallocate,
+            } => Bracket {
+                // The second savepoint marks the lookups in place: a failed prepare rolls
+                // back to it, and they are removed before the bracket ends.
+                open: format!(
+                    "{begin};\n{}{prepare}SAVEPOINT pgdbm_described",
+                    if clean_first { "DEALLOCATE ALL;\n" } else { "" }
+                ),
+                ok: format!("{deallocate}{end}"),
+                prepare_failed: format!(
+                    "ROLLBACK TO SAVEPOINT pgdbm_described;\n{deallocate}{end}"
+                ),
+                // Which lookups exist is not known: clear them all, in the same message, so
+                // on the same server connection.
+                open_failed: format!("{abort};\nDEALLOCATE ALL"),
+            },
+            TypeLookups::Tracked => Bracket::plain(begin, end, abort),
+            TypeLookups::Unknown => Bracket {
+                open: if clean_first {
+                    format!("{begin};\nDEALLOCATE ALL")
+                } else {
+                    begin.to_owned()
+                },
+                ok: format!("DEALLOCATE ALL;\n{end}"),
+                prepare_failed: format!("{abort};\nDEALLOCATE ALL"),
+                open_failed: format!("{abort};\nDEALLOCATE ALL"),
+            },
+        }
+    }
+}
+
+/// See [`TypeLookups::bracket`].
+pub(super) struct Bracket {
+    pub(super) open: String,
+    pub(super) ok: String,
+    pub(super) prepare_failed: String,
+    pub(super) open_failed: String,
+}
+
+impl Bracket {
+    pub(super) fn plain(begin: &str, end: &str, abort: &str) -> Bracket {
+        Bracket {
+            open: begin.to_owned(),
+            ok: end.to_owned(),
+            prepare_failed: abort.to_owned(),
+            open_failed: abort.to_owned(),
+        }
     }
 }

@@ -77,6 +77,22 @@ impl Dedicated {
         .await
     }
 
+    /// The statement that opens each file's transaction behind a transaction pooler: the
+    /// pool's per-transaction settings (the schema's `search_path` among them), then no
+    /// lock or statement timeout.
+    pub(super) fn begin_untimed(&self) -> String {
+        let setup = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.conn().transaction_setup().map(str::to_owned));
+        match setup {
+            Some(setup) => format!(
+                "BEGIN;\n{setup}\nSET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0"
+            ),
+            None => super::serialised::BEGIN_UNTIMED.to_owned(),
+        }
+    }
+
     pub(super) fn client(&self) -> &Client {
         self.conn.as_ref().expect("present until dropped")
     }

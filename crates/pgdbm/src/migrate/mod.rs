@@ -568,12 +568,13 @@ impl AsyncMigrationManager {
         let conn = Dedicated::acquire(&self.db).await?;
         let client = conn.client();
         if conn.serialised {
-            let result = self.apply_locked(client, files, true).await;
+            let begin = conn.begin_untimed();
+            let result = self.apply_locked(client, files, Some(&begin)).await;
             conn.close();
             return result;
         }
         self.lock(client).await?;
-        let result = self.apply_locked(client, files, false).await;
+        let result = self.apply_locked(client, files, None).await;
         if let Err(e) = self.unlock(client).await {
             tracing::warn!(
                 target: "pgdbm::migrations",
@@ -650,12 +651,13 @@ impl AsyncMigrationManager {
     }
 
     /// Applies `files` not yet recorded. `serialised`: no run lock is held (behind a
-    /// transaction pooler), so each file takes the lock in its own transaction.
+    /// transaction pooler), so each file takes the lock in its own transaction, opened by
+    /// this statement.
     async fn apply_locked(
         &self,
         client: &Client,
         files: Vec<Migration>,
-        serialised: bool,
+        serialised: Option<&str>,
     ) -> Result<MigrationReport> {
         self.ensure_table_on(client).await?;
         let applied = self.read_applied_on(client).await?;
@@ -674,8 +676,8 @@ impl AsyncMigrationManager {
         for p in &prepared {
             let outcome =
                 crate::observe::migration(&self.db, &p.migration.filename, &p.sql, async {
-                    if serialised {
-                        self.apply_serialised(client, p).await
+                    if let Some(begin) = serialised {
+                        self.apply_serialised(client, begin, p).await
                     } else if p.no_transaction {
                         self.apply_no_transaction(client, p).await.map(Some)
                     } else {

@@ -22,6 +22,7 @@ impl AsyncMigrationManager {
     pub(super) async fn apply_serialised(
         &self,
         client: &Client,
+        begin: &str,
         p: &Prepared<'_>,
     ) -> Result<Option<i32>> {
         if p.no_transaction {
@@ -37,7 +38,7 @@ impl AsyncMigrationManager {
             ));
         }
         let started = std::time::Instant::now();
-        exec(client, BEGIN_UNTIMED)
+        exec(client, begin)
             .await
             .map_err(|e| self.file_error(p, e))?;
         let outcome = async {

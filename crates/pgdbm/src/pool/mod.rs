@@ -145,6 +145,17 @@ impl ConnectSpec {
             }
         }
         let pooled = if shares_server {
+            // The settings each transaction will start with, checked once now so that a bad
+            // one fails here, as it does at connect without a pooler.
+            if let Some(setup) = &self.transaction_setup {
+                client
+                    .batch_execute(&format!("BEGIN;\n{setup}\nROLLBACK"))
+                    .await
+                    .map_err(|e| ConnectFailure::Setup {
+                        what: "checking server settings and timeouts (SET LOCAL)",
+                        source: e,
+                    })?;
+            }
             let lookups =
                 TypeLookups::capture(&client)
                     .await

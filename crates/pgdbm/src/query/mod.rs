@@ -40,8 +40,11 @@ macro_rules! all_or_nothing {
                         $conn.enter_transaction();
                         if let Err(e) = batch_logged(&$conn.client, &$conn.begin_sql("BEGIN")).await
                         {
-                            // BEGIN itself failed: no transaction was opened.
-                            $conn.leave_transaction();
+                            // BEGIN itself failed: no transaction was opened, unless a
+                            // `SET LOCAL` after it failed (then the release rolls it back).
+                            if $conn.transaction_setup().is_none() {
+                                $conn.leave_transaction();
+                            }
                             return Err(e);
                         }
                     }

@@ -92,8 +92,10 @@ impl TxState {
                 conn.enter_transaction();
             }
             if let Err(e) = conn.client.batch_execute(sql).await {
-                if control == Control::Begin {
-                    // BEGIN itself failed: no transaction was opened.
+                // BEGIN itself failed: no transaction was opened. With `SET LOCAL`s after it
+                // (behind a transaction pooler) one of those may have failed inside the
+                // transaction instead: the state stays, and the release rolls it back.
+                if control == Control::Begin && conn.transaction_setup().is_none() {
                     conn.leave_transaction();
                 }
                 return Err(query_error(e, sql, std::iter::empty()));
