@@ -616,3 +616,74 @@ fn replica_settings_parse_from_json_and_toml() {
         "{shown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_busy_with_long_reads_stays_healthy() {
+    let (primary, replica) = pair();
+    let db = connect(DatabaseConfig {
+        min_connections: 1,
+        max_connections: 1,
+        ..config(&primary, &replica)
+    })
+    .await;
+    assert!(replica_healthy(&db).await);
+    // Every read connection of the replica is taken for longer than a health check waits.
+    let view = db.replica();
+    let long = tokio::spawn(async move {
+        view.fetch_value::<String>("SELECT pg_sleep(4)::text", &[])
+            .await
+    });
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            replica_healthy(&db).await,
+            "a replica whose connections are busy was marked down"
+        );
+    }
+    long.await.unwrap().expect("the long read");
+    db.disconnect().await.unwrap();
+}
+
+#[test]
+fn a_replica_string_asking_for_other_tls_settings_is_refused() {
+    let config = DatabaseConfig {
+        connection_string: Some("postgresql://app:pw@primary/db".into()),
+        read_replicas: vec!["host=r1 sslmode=require".into()],
+        ..Default::default()
+    };
+    let err = AsyncDatabaseManager::new(config).unwrap_err();
+    assert!(matches!(err, pgdbm::Error::Configuration { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("read_replicas") && text.contains("sslmode"),
+        "{text}"
+    );
+    assert!(!text.contains("pw"), "{text}");
+}
+
+#[tokio::test]
+async fn a_replica_cut_off_from_its_primary_is_skipped_once_past_max_replica_lag() {
+    let (mut primary, replica) = pair();
+    let db = connect(DatabaseConfig {
+        max_replica_lag: 2.0,
+        ..config(&primary, &replica)
+    })
+    .await;
+    assert!(replica_healthy(&db).await);
+    // Nothing streams in any more: everything it received is replayed, yet it falls behind.
+    primary.stop_server().expect("stop the primary");
+    let started = Instant::now();
+    loop {
+        if !replica_healthy(&db).await {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a replica cut off from its primary still counts as healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = db.get_pool_stats().await.unwrap();
+    let why = stats.hosts[1].last_error.clone().unwrap_or_default();
+    assert!(why.contains("max_replica_lag"), "{why}");
+}

@@ -16,10 +16,13 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// skipped within 3 s.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One round trip: the role, the positions received and replayed, and the age of the last
-/// transaction replayed.
+/// One round trip: the role, the positions received and replayed, the age of the last
+/// transaction replayed, and whether WAL streams in (no receiver, or one known not to be
+/// streaming, counts as not; a role that may not see the status is taken at its word).
 const CHECK_SQL: &str = "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn(), \
-     pg_last_wal_replay_lsn(), EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())";
+     pg_last_wal_replay_lsn(), EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), \
+     EXISTS (SELECT 1 FROM pg_catalog.pg_stat_wal_receiver \
+             WHERE status = 'streaming' OR status IS NULL)";
 
 /// Received positions remembered while a replica is behind (one per check at most).
 const MAX_SAMPLES: usize = 3600;
@@ -49,6 +52,8 @@ struct Probe {
     replayed: Option<u64>,
     /// Seconds since the last transaction replayed was committed on the primary.
     last_replay_age: Option<f64>,
+    /// WAL streams in from the primary.
+    streaming: bool,
 }
 
 /// What earlier checks saw of a replica that is behind: when each received position not yet
@@ -57,6 +62,9 @@ struct Probe {
 pub(super) struct Behind {
     samples: std::collections::VecDeque<(u64, Instant)>,
     last_replayed: Option<u64>,
+    /// Since when no WAL streams in: a replica cut off from its primary replays all it
+    /// received and then looks caught up, however far behind it falls.
+    cut_off_since: Option<Instant>,
 }
 
 impl Behind {
@@ -87,7 +95,13 @@ impl Behind {
             .last_replay_age
             .filter(|a| stuck && a.is_finite() && *a > 0.0)
             .map_or(Duration::ZERO, Duration::from_secs_f64);
-        sampled.max(age)
+        let cut_off = if p.streaming {
+            self.cut_off_since = None;
+            Duration::ZERO
+        } else {
+            now.saturating_duration_since(*self.cut_off_since.get_or_insert(now))
+        };
+        sampled.max(age).max(cut_off)
     }
 }
 
@@ -135,7 +149,7 @@ impl ReplicaHost {
 
     async fn probe(&self) -> Result<Probe> {
         let deadline = Instant::now() + CHECK_TIMEOUT;
-        let conn = self.pool.get(Some(deadline)).await?;
+        let conn = self.checks.get(Some(deadline)).await?;
         let pg = conn.conn();
         let msgs = pg
             .timed(Some(deadline), CHECK_SQL, async {
@@ -157,6 +171,7 @@ impl ReplicaHost {
             received: row.get(1).and_then(parse_lsn),
             replayed: row.get(2).and_then(parse_lsn),
             last_replay_age: row.get(3).and_then(|s| s.parse::<f64>().ok()),
+            streaming: row.get(4) != Some("f"),
         })
     }
 }
@@ -171,7 +186,25 @@ mod tests {
             received: Some(received),
             replayed: Some(replayed),
             last_replay_age: age,
+            streaming: true,
         }
+    }
+
+    #[test]
+    fn a_replica_cut_off_from_its_primary_lags_from_when_streaming_stopped() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut b = Behind::default();
+        let cut_off = |at| Probe {
+            streaming: false,
+            ..probe(at, at, None)
+        };
+        // Everything received is replayed, but nothing streams in any more.
+        assert_eq!(b.lag(&cut_off(100), t0), Duration::ZERO);
+        assert_eq!(b.lag(&cut_off(100), t0 + s(7)), s(7));
+        // Streaming again: caught up.
+        assert_eq!(b.lag(&probe(100, 100, None), t0 + s(8)), Duration::ZERO);
+        assert_eq!(b.lag(&cut_off(100), t0 + s(9)), Duration::ZERO);
     }
 
     #[test]

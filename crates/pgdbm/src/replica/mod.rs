@@ -93,6 +93,21 @@ pub(crate) fn replica_target(config: &DatabaseConfig, dsn: &str) -> Result<tokio
                 .unwrap_or(REPLICA_CONNECT_TIMEOUT),
         );
     }
+    // TLS for replicas follows the primary's settings (one connector serves both): a string
+    // asking for something else must not be ignored silently, least of all for plaintext.
+    if dsn.to_ascii_lowercase().contains("sslmode") && cfg.get_ssl_mode() != primary.get_ssl_mode()
+    {
+        return Err(invalid(format!(
+            "{} sets sslmode, but replicas use the primary's TLS settings (ssl_enabled and \
+             ssl_mode: {}); remove sslmode from the replica string or set ssl_mode to match",
+            mask_dsn(dsn),
+            if primary.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+                "TLS off"
+            } else {
+                "TLS on"
+            }
+        )));
+    }
     cfg.ssl_mode(primary.get_ssl_mode());
     Ok(cfg)
 }
@@ -114,6 +129,9 @@ pub(crate) struct ReplicaHost {
     /// `host:port`, never a password.
     pub(crate) label: String,
     pub(crate) pool: Pool,
+    /// One connection of its own for the health checks, so that reads filling `pool` never
+    /// make a healthy replica look dead.
+    checks: Pool,
     healthy: AtomicBool,
     /// Replay lag in microseconds at the last check; `u64::MAX` = unknown.
     lag_micros: AtomicU64,
@@ -150,12 +168,25 @@ impl ReplicaSet {
                 expect_search_path,
                 registry: registry.clone(),
                 config: &replica_config,
+                replica: Some(target.clone()),
+            }))
+            .await?;
+            let checks = Box::pin(Pool::connect(PoolOptions {
+                search_path: search_path.clone(),
+                expect_search_path,
+                registry: Arc::default(),
+                config: &DatabaseConfig {
+                    min_connections: 0,
+                    max_connections: 1,
+                    ..replica_config.clone()
+                },
                 replica: Some(target),
             }))
             .await?;
             hosts.push(Arc::new(ReplicaHost {
                 label: pool.label(),
                 pool,
+                checks,
                 healthy: AtomicBool::new(false),
                 lag_micros: AtomicU64::new(u64::MAX),
                 replayed: AtomicU64::new(0),
@@ -183,6 +214,7 @@ impl ReplicaSet {
     pub(crate) fn close(&self) {
         for h in &self.hosts {
             h.pool.close();
+            h.checks.close();
         }
     }
 
@@ -230,6 +262,9 @@ impl ReplicaHost {
     /// Skips this replica until a health check finds it usable again.
     pub(crate) fn mark_down(&self, why: &str) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_owned());
+        // What it had replayed before may not hold when it comes back (a restarted standby
+        // opens for reads once consistent, possibly behind): read-your-writes asks it again.
+        self.replayed.store(0, Ordering::Release);
         if self.healthy.swap(false, Ordering::AcqRel) {
             tracing::warn!(replica = %self.label, reason = why, "read replica skipped");
         }
