@@ -79,6 +79,8 @@ pub struct Environment {
     /// Where migrations connect when `url` goes through a transaction pooler.
     #[serde(alias = "direct_url")]
     pub direct_connection_string: Option<String>,
+    /// `"auto"` or `"always"`: see [`pgdbm::ResetOnRelease`].
+    pub reset_on_release: Option<pgdbm::ResetOnRelease>,
 }
 
 /// `[modules.NAME]`.
@@ -357,6 +359,9 @@ fn environment_config(e: &Environment, at: &str) -> CliResult<DatabaseConfig> {
     db.ssl_key_file = e.ssl_key_file.clone();
     db.pooler = e.pooler.unwrap_or_default();
     db.direct_connection_string = e.direct_connection_string.clone();
+    if let Some(mode) = e.reset_on_release {
+        db.reset_on_release = mode;
+    }
     Ok(db)
 }
 
@@ -478,6 +483,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn reset_on_release_is_read() {
+        let text =
+            "[environments.dev]\nurl='postgresql://x@db:5432/d'\nreset_on_release='always'\n";
+        let file = parse(text, Path::new("p.toml"), vars).unwrap();
+        let s = resolve(file, Path::new("p.toml"), None).unwrap();
+        assert_eq!(
+            s.db().unwrap().reset_on_release,
+            pgdbm::ResetOnRelease::Always
+        );
     }
 
     #[test]

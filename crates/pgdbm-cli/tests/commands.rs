@@ -230,6 +230,22 @@ fn connection_failures_exit_non_zero_without_the_password() {
 }
 
 #[test]
+fn a_bad_database_url_never_shows_its_password() {
+    let sb = Sandbox::without_database("badurl");
+    for url in [
+        format!("postgresql://127.0.0.1:notaport/x?user=postgres&password={SECRET}"),
+        format!("postgresql://127.0.0.1:1/x?user=postgres&PassWord={SECRET}"),
+        format!("host=127.0.0.1 port=notaport user=postgres password={SECRET}\\ x"),
+        format!("host=127.0.0.1 port=1 user=postgres password='{SECRET} x'"),
+    ] {
+        for args in [&["db", "info"][..], &["db", "info", "--json"][..]] {
+            // `fails` also checks that neither output holds the password.
+            sb.run_env(args, &[("DATABASE_URL", url.as_str())]).fails();
+        }
+    }
+}
+
+#[test]
 fn test_cleanup_drops_only_leftover_test_databases() {
     let sb = Sandbox::new("cleanup");
     config(&sb);

@@ -135,6 +135,10 @@ pub struct DatabaseConfig {
     /// `"transaction"` (PgBouncer's `pool_mode`). `"transaction"` sends no named statement and
     /// no session setting at all; see [`Pooler`] for what changes.
     pub pooler: Pooler,
+    /// When a pooled connection's session is reset before the next caller gets it:
+    /// `"auto"` (the default) after a statement that changes the session, `"always"` after
+    /// every use. See [`ResetOnRelease`](crate::ResetOnRelease) for what each covers and costs.
+    pub reset_on_release: crate::ResetOnRelease,
     /// Where migrations connect when `connection_string` goes through a transaction pooler: the
     /// server itself (Prisma's and Rails' `directUrl`). Same forms as `connection_string`; the
     /// password, user and TLS settings of this config fill what it leaves out. `None` =
@@ -205,6 +209,7 @@ impl Default for DatabaseConfig {
             retry_max_delay: 30.0,
             statement_cache_size: 1000,
             pooler: Pooler::Direct,
+            reset_on_release: crate::ResetOnRelease::Auto,
             direct_connection_string: None,
             shared_pool_search_path: Some("pg_catalog".into()),
             listen_connection_string: None,
@@ -227,8 +232,9 @@ pub(crate) enum SslMode {
 }
 
 impl DatabaseConfig {
-    /// A config from the environment: `DATABASE_URL` as the connection string, and
-    /// `DB_PASSWORD` when the URL carries no password. Other fields keep their defaults.
+    /// A config from the environment: `DATABASE_URL` as the connection string,
+    /// `DB_PASSWORD` when the URL carries no password, and `DB_RESET_ON_RELEASE` (`auto` or
+    /// `always`). Other fields keep their defaults.
     ///
     /// ```
     /// let config = pgdbm::DatabaseConfig::from_env();
@@ -245,6 +251,9 @@ impl DatabaseConfig {
         }
         if let Some(pw) = var("DB_PASSWORD").filter(|p| !p.is_empty()) {
             config.password = Some(pw);
+        }
+        if let Some(mode) = var("DB_RESET_ON_RELEASE").and_then(|m| m.parse().ok()) {
+            config.reset_on_release = mode;
         }
         config
     }
@@ -666,76 +675,7 @@ pub(crate) fn quote_literal(value: &str) -> String {
     }
 }
 
-/// Masks the password part of a DSN, in URL or `key=value` form. It errs on the side of masking
-/// too much: a password containing `@`, `:` or `/` is never partly shown.
-pub(crate) fn mask_dsn(dsn: &str) -> String {
-    if let Some(scheme_end) = dsn.find("://") {
-        let rest = &dsn[scheme_end + 3..];
-        // The userinfo ends at the last '@' followed by something that looks like a host.
-        let at = rest
-            .char_indices()
-            .rev()
-            .filter(|&(_, c)| c == '@')
-            .find_map(|(i, _)| {
-                let after = &rest[i + 1..];
-                let host_end = after.find(['/', '?']).unwrap_or(after.len());
-                let host = &after[..host_end];
-                host.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]%,_".contains(c))
-                    .then_some(i)
-            });
-        let Some(at) = at else {
-            return dsn.to_owned();
-        };
-        let userinfo = &rest[..at];
-        let masked = match userinfo.find(':') {
-            Some(colon) => format!("{}:****", &userinfo[..colon]),
-            None => userinfo.to_owned(),
-        };
-        let mut out = format!("{}{}{}", &dsn[..scheme_end + 3], masked, &rest[at..]);
-        // A password may also come as a query parameter.
-        if let Some(q) = out.find("password=") {
-            let end = out[q..].find('&').map(|e| q + e).unwrap_or(out.len());
-            out.replace_range(q + "password=".len()..end, "****");
-        }
-        out
-    } else {
-        // key=value form: mask the value of `password`, quoted or not.
-        let mut out = String::with_capacity(dsn.len());
-        let mut rest = dsn;
-        while let Some(pos) = rest.find("password") {
-            let (before, after) = rest.split_at(pos);
-            out.push_str(before);
-            let after_key = &after["password".len()..];
-            let trimmed = after_key.trim_start();
-            if let Some(value) = trimmed.strip_prefix('=') {
-                let value = value.trim_start();
-                out.push_str("password=****");
-                rest = if let Some(quoted) = value.strip_prefix('\'') {
-                    let mut end = quoted.len();
-                    let mut chars = quoted.char_indices();
-                    while let Some((i, c)) = chars.next() {
-                        if c == '\\' {
-                            chars.next();
-                        } else if c == '\'' {
-                            end = i + 1;
-                            break;
-                        }
-                    }
-                    &quoted[end..]
-                } else {
-                    let end = value.find(char::is_whitespace).unwrap_or(value.len());
-                    &value[end..]
-                };
-            } else {
-                out.push_str("password");
-                rest = after_key;
-            }
-        }
-        out.push_str(rest);
-        out
-    }
-}
+pub(crate) use crate::mask::mask_dsn;
 
 impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -782,6 +722,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("retry_max_delay", &self.retry_max_delay)
             .field("statement_cache_size", &self.statement_cache_size)
             .field("pooler", &self.pooler)
+            .field("reset_on_release", &self.reset_on_release)
             .field(
                 "direct_connection_string",
                 &self.direct_connection_string.as_deref().map(mask_dsn),

@@ -43,11 +43,14 @@
 
 mod config;
 mod connection;
+mod context;
 mod de;
 mod error;
 mod executor;
 mod from_row;
+mod isolation;
 mod manager;
+mod mask;
 mod migrate;
 mod notify;
 mod observe;
@@ -57,6 +60,7 @@ mod pooler;
 mod query;
 mod record;
 mod replica;
+mod sql;
 mod stats;
 mod target;
 mod template;
@@ -106,6 +110,7 @@ pub use executor::Executor;
 /// Used by [`embed_migrations!`]; not part of the stable API.
 #[doc(hidden)]
 pub use include_dir as __include_dir;
+pub use isolation::ResetOnRelease;
 pub use manager::AsyncDatabaseManager;
 pub use migrate::{
     AppliedMigration, AsyncMigrationManager, DryRun, EmbeddedMigrations, Migration,

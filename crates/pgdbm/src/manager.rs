@@ -48,6 +48,8 @@ pub struct AsyncDatabaseManager {
     monitor: Option<Arc<QueryMonitor>>,
     /// Made by `replica()`: reads go to a read replica.
     replica_view: bool,
+    /// Made by `with_settings`/`with_role`: `SET LOCAL`s every call's transaction starts with.
+    context: Option<Arc<str>>,
 }
 
 struct ManagerInner {
@@ -88,6 +90,7 @@ impl AsyncDatabaseManager {
             timeout_override: None,
             monitor: None,
             replica_view: false,
+            context: None,
         })
     }
 
@@ -110,6 +113,7 @@ impl AsyncDatabaseManager {
             timeout_override: None,
             monitor: None,
             replica_view: false,
+            context: None,
         })
     }
 
@@ -270,6 +274,7 @@ impl AsyncDatabaseManager {
             timeout_override: Some(Some(timeout)),
             monitor: self.monitor.clone(),
             replica_view: self.replica_view,
+            context: self.context.clone(),
         }
     }
 
@@ -280,7 +285,22 @@ impl AsyncDatabaseManager {
             timeout_override: Some(None),
             monitor: self.monitor.clone(),
             replica_view: self.replica_view,
+            context: self.context.clone(),
         }
+    }
+
+    /// The same manager whose calls each run in a transaction of their own that starts with
+    /// `context` (see `with_settings`).
+    pub(crate) fn with_context(&self, context: Arc<str>) -> Self {
+        AsyncDatabaseManager {
+            context: Some(context),
+            ..self.clone()
+        }
+    }
+
+    /// The `SET LOCAL`s of a `with_settings`/`with_role` view.
+    pub(crate) fn context(&self) -> Option<&str> {
+        self.context.as_deref()
     }
 
     /// The same manager recording into `monitor` (or into none).
@@ -290,6 +310,7 @@ impl AsyncDatabaseManager {
             timeout_override: self.timeout_override,
             monitor,
             replica_view: self.replica_view,
+            context: self.context.clone(),
         }
     }
 
@@ -319,6 +340,7 @@ impl AsyncDatabaseManager {
             timeout_override: self.timeout_override,
             monitor: self.monitor.clone(),
             replica_view: true,
+            context: self.context.clone(),
         }
     }
 
@@ -512,6 +534,10 @@ impl Runner for AsyncDatabaseManager {
     fn in_transaction(&self) -> bool {
         false
     }
+
+    fn local_context(&self) -> Option<&str> {
+        self.context.as_deref()
+    }
 }
 
 impl fmt::Debug for AsyncDatabaseManager {
@@ -527,6 +553,7 @@ impl fmt::Debug for AsyncDatabaseManager {
             .field("pool", &kind)
             .field("connected", &connected)
             .field("replica_view", &self.replica_view)
+            .field("local_context", &self.context.is_some())
             .finish()
     }
 }

@@ -1,4 +1,5 @@
-//! TLS for driver connections: rustls with the ring provider, in libpq's three verifying modes
+//! TLS for driver connections: rustls with the ring provider (aws-lc-rs with the `aws-lc-rs`
+//! feature), in libpq's three verifying modes
 //! (`require`, `verify-ca`, `verify-full`), with optional client certificates for mutual TLS.
 
 use std::path::Path;
@@ -24,6 +25,23 @@ pub(crate) type MakeTls = MakeRustlsConnect;
 const REENCRYPT_HINT: &str = "convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in old.key -out new.key` \
      (encrypted, set ssl_key_password) or `openssl pkcs8 -topk8 -nocrypt -in old.key -out new.key` (unencrypted)";
 
+/// The crypto provider: aws-lc-rs with the `aws-lc-rs` feature (rustls's own default, with
+/// post-quantum key exchange), else ring. Ring stays the default because the driver's TLS glue
+/// (tokio-postgres-rustls) links it in any case, so a second crypto library would only add
+/// build time; a rustls that deprecates ring's provider must not break a build with
+/// warnings denied, hence the `allow`.
+fn crypto_provider() -> CryptoProvider {
+    #[cfg(feature = "aws-lc-rs")]
+    {
+        rustls::crypto::aws_lc_rs::default_provider()
+    }
+    #[cfg(not(feature = "aws-lc-rs"))]
+    {
+        #[allow(deprecated)]
+        rustls::crypto::ring::default_provider()
+    }
+}
+
 /// Builds the TLS connector for `mode` from the `ssl_*` fields of `config`.
 ///
 /// - `verify-full`: the chain must lead to `ssl_ca_file` (or a system root) and the certificate
@@ -35,7 +53,7 @@ const REENCRYPT_HINT: &str = "convert it with `openssl pkcs8 -topk8 -v2 aes-256-
 pub(crate) fn make_tls_connector(config: &DatabaseConfig, mode: SslMode) -> Result<MakeTls> {
     // The provider is explicit so the choice never depends on which rustls features other crates
     // in the build enabled (a process-wide default would panic with two providers compiled in).
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(crypto_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::config("ssl_mode", format!("cannot set up TLS: {e}")))?;

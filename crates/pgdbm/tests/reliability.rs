@@ -337,7 +337,7 @@ async fn fetch_one_reports_an_error_in_a_later_row() {
 /// A raw connection released while holding a session advisory lock or listening on a channel
 /// is closed rather than handed to the next caller with that state.
 #[tokio::test]
-async fn a_raw_connection_holding_session_state_is_closed() {
+async fn a_raw_connection_holding_session_state_is_reset() {
     let (db, _guard) = schema_db_with(pool_of(1)).await;
     // A clean raw connection is reused as it is.
     let pid = {
@@ -350,17 +350,24 @@ async fn a_raw_connection_holding_session_state_is_closed() {
         .await
         .unwrap();
     assert_eq!(next, Some(pid), "a clean raw connection was not reused");
+    // One holding a lock or a LISTEN is reset before reuse: the same session, without them.
     for setup in ["SELECT pg_advisory_lock(4242)", "LISTEN pgdbm_test_channel"] {
         let pid = {
             let conn = db.acquire().await.unwrap();
             conn.batch_execute(setup).await.unwrap();
             conn.backend_pid()
         };
-        let next: Option<i32> = db
-            .fetch_value("SELECT pg_backend_pid()", &[])
+        let left: Option<String> = db
+            .fetch_value(
+                "SELECT pg_backend_pid()::text || ' ' || \
+                 (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() \
+                  AND locktype = 'advisory') || ' ' || \
+                 (SELECT count(*) FROM pg_listening_channels())",
+                &[],
+            )
             .await
             .unwrap();
-        assert_ne!(next, Some(pid), "{setup}: the connection was reused");
+        assert_eq!(left, Some(format!("{pid} 0 0")), "{setup}: not reset");
     }
 }
 

@@ -19,6 +19,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::tls::MakeTlsConnect;
 
 use super::state::SessionState;
+use super::tap::TxStatus;
 use super::PgConn;
 use crate::query::StatementLog;
 use crate::tls::MakeTls;
@@ -128,14 +129,16 @@ impl PgConn {
         }
     }
 
-    /// Brings a connection that is not idle back to idle: cancels what may still run, then
-    /// waits for a statement queued behind it (`ROLLBACK` when a transaction may be open).
-    /// Returns whether the connection is now known to be idle.
+    /// Brings a connection that is not known to be idle and clean back to that: cancels what
+    /// may still run, rolls back whatever transaction the server reports (waiting behind any
+    /// response still arriving), and resets a session that may carry a caller's changes,
+    /// putting the pool's own settings back. Returns whether the connection is now idle and
+    /// clean, as the server's own messages confirm; if not, the caller closes it.
     pub(crate) async fn recover(&self) -> bool {
         let state = self.state();
         match state {
-            SessionState::Idle => return true,
             SessionState::Broken => return false,
+            SessionState::Idle if self.is_clean() => return true,
             _ => {}
         }
         if state.may_be_running() {
@@ -148,40 +151,59 @@ impl PgConn {
                 return false;
             }
         }
-        let check = if state == SessionState::Unknown {
-            // A raw client may have left a transaction open: in autocommit the transaction
-            // and statement start times are equal; inside a transaction block they are not,
-            // and an aborted one fails. Session-level advisory locks and LISTEN registrations
-            // would leak to the next user too.
-            "SELECT pg_catalog.now() = pg_catalog.statement_timestamp() \
-             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks \
-                 WHERE pid = pg_catalog.pg_backend_pid() AND locktype = 'advisory') \
-             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_listening_channels())"
-        } else if state.may_be_in_transaction() {
-            "ROLLBACK"
-        } else {
-            ""
-        };
-        let log = StatementLog::start(check, std::iter::empty());
-        let drained = tokio::time::timeout(DRAIN_LIMIT, self.client.simple_query(check)).await;
+        // Queued behind whatever may still be answered, so that afterwards the last
+        // ReadyForQuery read is this statement's own, and its status is exact. ROLLBACK
+        // outside a transaction only warns.
+        let rollback = state != SessionState::Idle || self.tap.status() != TxStatus::Idle;
+        let check = if rollback { "ROLLBACK" } else { "" };
+        if !self.drain(check).await || self.tap.status() != TxStatus::Idle {
+            return false;
+        }
+        // A raw client may have done anything; otherwise only a marked or reported change
+        // (or `reset_on_release = "always"`) needs the reset.
+        let changed = self.take_dirty() || self.tap.params_changed();
+        let reset = changed || state == SessionState::Unknown || self.reset.always;
+        if reset && !self.reset_session().await {
+            return false;
+        }
+        if self.client.is_closed() {
+            return false;
+        }
+        self.set_state(SessionState::Idle);
+        true
+    }
+
+    /// Runs `sql` as a simple query within [`DRAIN_LIMIT`]; whether it succeeded.
+    async fn drain(&self, sql: &str) -> bool {
+        let log = StatementLog::start(sql, std::iter::empty());
+        let drained = tokio::time::timeout(DRAIN_LIMIT, self.client.simple_query(sql)).await;
         match &drained {
             Ok(r) => log.finish_driver(r.as_ref()),
             Err(_) => log.timed_out(),
         }
-        match drained {
-            Ok(Ok(messages)) => {
-                let idle = state != SessionState::Unknown
-                    || messages.iter().any(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("t"),
-                        _ => false,
-                    });
-                if idle && !self.client.is_closed() {
-                    self.set_state(SessionState::Idle);
-                }
-                idle
-            }
-            _ => false,
+        matches!(drained, Ok(Ok(_)))
+    }
+
+    /// Undoes every session change and applies the pool's settings again; whether the server
+    /// then reports the session exactly as the pool set it up.
+    async fn reset_session(&self) -> bool {
+        if !self.drain(&self.reset.script).await {
+            return false;
         }
+        for command in &self.reset.init_commands {
+            if !self.drain(command).await {
+                return false;
+            }
+        }
+        let exact = self.tap.status() == TxStatus::Idle && !self.tap.params_changed();
+        if !exact {
+            tracing::warn!(
+                backend_pid = self.backend_pid,
+                settings = ?self.tap.changed_params(),
+                "closing a connection whose session could not be reset exactly"
+            );
+        }
+        exact
     }
 }
 

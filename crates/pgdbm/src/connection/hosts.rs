@@ -8,6 +8,8 @@ use std::sync::Arc;
 use tokio_postgres::{Client, Config, SimpleQueryMessage};
 
 use super::cancel::CancelTarget;
+use super::socket::{connect_socket, Socket};
+use super::tap::{Tap, TapTls, Tapped};
 use crate::target::{split_hosts, SessionAttrs};
 use crate::tls::MakeTls;
 
@@ -15,6 +17,8 @@ use crate::tls::MakeTls;
 #[derive(Debug)]
 pub(crate) enum HostFailure {
     Driver(tokio_postgres::Error),
+    /// The socket could not be opened (refused, unreachable, timed out, no such socket file).
+    Socket(std::io::Error),
     /// It answered, but not as `target_session_attrs` asks.
     Role(String),
 }
@@ -37,6 +41,8 @@ pub(crate) struct Connected {
     pub(crate) cancel_target: Option<Arc<CancelTarget>>,
     /// The task driving the connection; it ends when the session does.
     pub(crate) driver: tokio::task::JoinHandle<()>,
+    /// What the server says about the session, read beneath the driver.
+    pub(crate) tap: Arc<Tap>,
 }
 
 impl Servers {
@@ -71,11 +77,11 @@ impl Servers {
                 if unreachable[i] {
                     continue;
                 }
-                let (client, driver) = match connect_one(&server.config, tls).await {
+                let (client, driver, tap) = match connect_one(&server.config, tls).await {
                     Ok(made) => made,
                     Err(e) => {
                         unreachable[i] = true;
-                        failures.push((server.label.clone(), HostFailure::Driver(e)));
+                        failures.push((server.label.clone(), e));
                         continue;
                     }
                 };
@@ -85,6 +91,7 @@ impl Servers {
                             client,
                             cancel_target: server.cancel.clone(),
                             driver,
+                            tap,
                         })
                     }
                     Err(failure) => failures.push((server.label.clone(), failure)),
@@ -100,21 +107,44 @@ impl Servers {
     }
 }
 
-/// Opens one connection and drives it on the current runtime.
+/// Opens one connection on a socket of our own, tapped beneath the driver (above TLS), and
+/// drives it on the current runtime.
 async fn connect_one(
     config: &Config,
     tls: Option<&MakeTls>,
-) -> std::result::Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
-    Ok(match tls {
+) -> std::result::Result<(Client, tokio::task::JoinHandle<()>, Arc<Tap>), HostFailure> {
+    let socket = connect_socket(config).await.map_err(HostFailure::Socket)?;
+    let tap = Tap::new();
+    let (client, driver) = match tls {
         Some(tls) => {
-            let (client, conn) = config.connect(tls.clone()).await?;
+            let host = match config.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+                _ => String::new(),
+            };
+            let inner = tokio_postgres::tls::MakeTlsConnect::<Socket>::make_tls_connect(
+                &mut tls.clone(),
+                &host,
+            )
+            .map_err(|e| HostFailure::Socket(std::io::Error::other(e)))?;
+            let connector = TapTls {
+                inner,
+                tap: tap.clone(),
+            };
+            let (client, conn) = config
+                .connect_raw(socket, connector)
+                .await
+                .map_err(HostFailure::Driver)?;
             (client, tokio::spawn(drive(conn)))
         }
         None => {
-            let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+            let (client, conn) = config
+                .connect_raw(Tapped::new(socket, tap.clone()), tokio_postgres::NoTls)
+                .await
+                .map_err(HostFailure::Driver)?;
             (client, tokio::spawn(drive(conn)))
         }
-    })
+    };
+    Ok((client, driver, tap))
 }
 
 async fn drive<F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>>(
@@ -172,6 +202,7 @@ pub(crate) fn describe_failures(failures: &[(String, HostFailure)]) -> String {
         .map(|(host, failure)| {
             let why = match failure {
                 HostFailure::Driver(e) => crate::pool::db_message(e),
+                HostFailure::Socket(e) => format!("cannot connect: {e}"),
                 HostFailure::Role(why) => why.clone(),
             };
             format!("{host}: {why}")

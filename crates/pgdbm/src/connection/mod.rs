@@ -38,18 +38,24 @@ use crate::util::{now_micros, FxHasher};
 
 mod cancel;
 mod hosts;
+mod socket;
 mod state;
 mod statements;
+mod tap;
 mod typeinfo;
 
 pub(crate) use cancel::CancelTarget;
 pub(crate) use hosts::{describe_failures, Connected, HostFailure, Servers};
 pub(crate) use state::{SessionState, StateCell};
 pub(crate) use statements::Stale;
+pub(crate) use tap::{Tap, TxStatus};
+
 pub(crate) use typeinfo::TypeLookups;
 
 /// Prepared statements by SQL text, least recently used evicted first.
-type StatementCache = LruCache<Box<str>, Statement, BuildHasherDefault<FxHasher>>;
+/// Each statement keeps what its text does to the session, classified once.
+type StatementCache =
+    LruCache<Box<str>, (Statement, crate::sql::Effects), BuildHasherDefault<FxHasher>>;
 
 /// A live server connection as the pool keeps it.
 pub(crate) struct PgConn {
@@ -59,7 +65,7 @@ pub(crate) struct PgConn {
     /// Without named statements: the parameter types the server infers, by SQL text.
     param_types: Option<Mutex<statements::ParamTypeCache>>,
     /// Statements registered with `add_prepared_statement`; never evicted.
-    pinned: Mutex<Vec<(Arc<str>, Statement)>>,
+    pinned: Mutex<Vec<(Arc<str>, Statement, crate::sql::Effects)>>,
     /// Whether `pinned` is non-empty, so the common case skips its lock.
     has_pinned: AtomicBool,
     pub(crate) prepared_generation: AtomicU64,
@@ -80,7 +86,39 @@ pub(crate) struct PgConn {
     transaction_setup: Option<Arc<str>>,
     /// Server connections may change between transactions (a transaction pooler).
     shares_server: bool,
+    /// The transaction status and reported settings, read from the protocol.
+    pub(crate) tap: Arc<Tap>,
+    /// How the session is put back to what the pool set up.
+    reset: Arc<SessionReset>,
 }
+
+/// How a connection's session is put back to what the pool set up after a caller changed it:
+/// everything a caller can leave on a session is undone, then the pool's own settings are
+/// applied again, exactly as when the connection was made.
+#[derive(Debug, Default)]
+pub(crate) struct SessionReset {
+    /// One script: the undoing, then the pool's settings.
+    pub(crate) script: String,
+    /// `init_commands`, run again after the script.
+    pub(crate) init_commands: Vec<String>,
+    /// `reset_on_release = "always"`: every use is followed by a reset.
+    pub(crate) always: bool,
+}
+
+/// What a reset undoes, in this order: held cursors, `LISTEN`, session advisory locks, the
+/// session and current role, every setting, temporary objects, sequence state, and statements
+/// prepared with SQL's `PREPARE` (the protocol-level statements of the statement cache stay).
+pub(crate) const RESET_SESSION_SQL: &str = "CLOSE ALL;\n\
+    UNLISTEN *;\n\
+    SELECT pg_catalog.pg_advisory_unlock_all();\n\
+    SET SESSION AUTHORIZATION DEFAULT;\n\
+    RESET ROLE;\n\
+    RESET ALL;\n\
+    DISCARD TEMP;\n\
+    DISCARD SEQUENCES;\n\
+    DO $pgdbm$ DECLARE s text; BEGIN \
+    FOR s IN SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql LOOP \
+    EXECUTE pg_catalog.format('DEALLOCATE %I', s); END LOOP; END $pgdbm$;\n";
 
 /// How a new connection was made, besides its client.
 pub(crate) struct ConnOrigin {
@@ -93,6 +131,8 @@ pub(crate) struct ConnOrigin {
     pub(crate) runtime: tokio::runtime::Handle,
     /// Set behind a transaction pooler (see [`crate::Pooler::Transaction`]).
     pub(crate) pooled: Option<PooledOrigin>,
+    pub(crate) tap: Arc<Tap>,
+    pub(crate) reset: Arc<SessionReset>,
 }
 
 /// What a connection behind a transaction pooler carries besides the rest.
@@ -128,16 +168,67 @@ impl PgConn {
             lookups,
             transaction_setup,
             shares_server,
+            tap: origin.tap,
+            reset: origin.reset,
         }
     }
 
+    /// Whether the session is exactly as the pool set it up, as far as the server's own
+    /// messages and the classified statements show: not in a transaction (nor waiting for the
+    /// end of a response), no session change, every reported setting at its baseline.
+    #[inline]
+    pub(crate) fn is_clean(&self) -> bool {
+        self.tap.status() == TxStatus::Idle
+            && !self.is_dirty()
+            && !self.reset.always
+            && !self.tap.params_changed()
+    }
+
     /// The statement that opens a transaction: `begin`, then behind a transaction pooler the
-    /// settings that could not be sent when connecting, as `SET LOCAL`.
-    pub(crate) fn begin_sql<'a>(&self, begin: &'a str) -> std::borrow::Cow<'a, str> {
-        match &self.transaction_setup {
-            Some(setup) => format!("{begin};\n{setup}").into(),
-            None => begin.into(),
+    /// settings that could not be sent when connecting, as `SET LOCAL`, then the caller's
+    /// `context` (a `with_settings`/`with_role` view's `SET LOCAL`s).
+    pub(crate) fn begin_sql<'a>(
+        &self,
+        begin: &'a str,
+        context: Option<&str>,
+    ) -> std::borrow::Cow<'a, str> {
+        match (&self.transaction_setup, context) {
+            (None, None) => begin.into(),
+            (setup, context) => {
+                let mut sql = begin.to_owned();
+                for part in [setup.as_deref(), context].into_iter().flatten() {
+                    sql.push_str(";\n");
+                    sql.push_str(part);
+                }
+                sql.into()
+            }
         }
+    }
+
+    /// Runs `body` in a transaction of its own, opened by `begin` (sent ahead of the body's
+    /// first request, in the same round trip) and committed after it; rolled back when the
+    /// body fails. The error says whether it was `begin`'s (`true`) or the body's.
+    pub(crate) async fn in_own_transaction<T>(
+        &self,
+        begin: &str,
+        body: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, (tokio_postgres::Error, bool)> {
+        // In a transaction from before BEGIN is sent: dropped halfway, the release rolls back.
+        self.enter_transaction();
+        let (begun, out) = futures_util::future::join(self.client.batch_execute(begin), body).await;
+        let end = if begun.is_ok() && out.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        let ended = self.client.batch_execute(end).await;
+        if ended.is_ok() {
+            self.leave_transaction();
+        }
+        begun.map_err(|e| (e, true))?;
+        let out = out.map_err(|e| (e, false))?;
+        ended.map_err(|e| (e, false))?;
+        Ok(out)
     }
 
     /// Behind a transaction pooler: each transaction may run on another server connection.
@@ -245,6 +336,7 @@ impl PgConn {
     ) -> Result<u64, tokio_postgres::Error> {
         self.count();
         if params.is_empty() {
+            self.note_effects(crate::sql::Effects::of(sql));
             let msgs = self.client.simple_query(sql).await?;
             let affected = msgs
                 .iter()
@@ -391,25 +483,15 @@ impl Drop for PoolConnection {
         let Some(obj) = self.obj.take() else { return };
         // Idle time counts from the return to the pool, not from the checkout.
         obj.last_used.store(now_micros(), Ordering::Relaxed);
-        let mut state = obj.state();
-        if obj.take_check_on_release() {
-            // A script with transaction control ran (or was cut off) on this connection: the
-            // server may be inside a transaction our state knows nothing of.
-            state = match state {
-                SessionState::Idle => SessionState::Unknown,
-                SessionState::Active => SessionState::ActiveInTransaction,
-                SessionState::Cancelling => SessionState::CancellingInTransaction,
-                other => other,
-            };
-            obj.set_state(state);
-        }
+        let state = obj.state();
         match state {
             // Retired while a statement still runs: stop it, then close.
             s if obj.is_broken() && s.may_be_running() && !obj.client.is_closed() => {
                 cancel_and_close(obj)
             }
             _ if obj.is_broken() => close(obj),
-            SessionState::Idle => {}
+            // The server says so too: no transaction, no response pending, nothing changed.
+            SessionState::Idle if obj.is_clean() => {}
             _ => {
                 let runtime = obj.runtime.clone();
                 let recovering = Recovering(Some(obj));

@@ -62,18 +62,6 @@ impl SessionState {
         )
     }
 
-    /// Whether a transaction may be open on the server.
-    pub(crate) fn may_be_in_transaction(self) -> bool {
-        matches!(
-            self,
-            SessionState::InTransaction
-                | SessionState::ActiveInTransaction
-                | SessionState::Copy
-                | SessionState::CancellingInTransaction
-                | SessionState::Unknown
-        )
-    }
-
     fn describe(self) -> &'static str {
         match self {
             SessionState::Idle => "idle",
@@ -99,9 +87,9 @@ pub(crate) struct StateCell {
     /// Usable until released, then closed: the session lost something the pool set up
     /// (its named statements, its settings).
     retired: AtomicBool,
-    /// A script ran transaction control (`BEGIN`, `COMMIT`, ...) that the state cannot follow:
-    /// the session is checked before the connection is reused.
-    check_on_release: AtomicBool,
+    /// A statement that may change the session (see `sql::Effects`) was sent: the session is
+    /// reset before the connection is reused.
+    dirty: AtomicBool,
 }
 
 impl StateCell {
@@ -110,7 +98,7 @@ impl StateCell {
             current: AtomicU8::new(SessionState::Idle as u8),
             resume: AtomicU8::new(SessionState::Idle as u8),
             retired: AtomicBool::new(false),
-            check_on_release: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
         }
     }
 }
@@ -142,15 +130,18 @@ impl PgConn {
         self.state.retired.store(true, Ordering::Release);
     }
 
-    /// The session may be inside a transaction that no statement of ours opened (a script
-    /// with `BEGIN`): released, the connection is checked like a raw one before reuse.
-    pub(crate) fn check_on_release(&self) {
-        self.state.check_on_release.store(true, Ordering::Release);
+    /// The session may carry a change that must not reach the next user.
+    pub(crate) fn mark_dirty(&self) {
+        self.state.dirty.store(true, Ordering::Release);
     }
 
-    /// Whether [`check_on_release`](Self::check_on_release) was called; clears it.
-    pub(crate) fn take_check_on_release(&self) -> bool {
-        self.state.check_on_release.swap(false, Ordering::AcqRel)
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.state.dirty.load(Ordering::Acquire)
+    }
+
+    /// Whether [`mark_dirty`](Self::mark_dirty) was called; clears it.
+    pub(crate) fn take_dirty(&self) -> bool {
+        self.state.dirty.swap(false, Ordering::AcqRel)
     }
 
     /// Broken, retired or closed: never to be handed out again.

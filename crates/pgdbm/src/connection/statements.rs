@@ -16,6 +16,7 @@ use tokio_postgres::Statement;
 use super::typeinfo::{Bracket, TypeLookups};
 use super::PgConn;
 use crate::query::StatementLog;
+use crate::sql::Effects;
 use crate::util::FxHasher;
 
 /// Parameter types the server inferred, by SQL text, for the mode without named statements.
@@ -50,14 +51,23 @@ pub(crate) enum Stale {
 }
 
 impl PgConn {
-    /// A prepared statement for `sql`, from the cache or freshly prepared.
+    /// A prepared statement for `sql`, from the cache or freshly prepared. What the statement
+    /// does to the session is classified once, kept beside it, and noted here, before the
+    /// statement is sent (so a statement cut off halfway is covered too).
     pub(crate) async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        if let Some(hit) = self.pinned_statement(sql) {
-            return Ok(hit);
+        if let Some((st, fx)) = self.pinned_statement(sql) {
+            self.note_effects(fx);
+            return Ok(st);
         }
         if let Some(cache) = &self.statements {
-            if let Some(st) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(sql) {
-                return Ok(st.clone());
+            let hit = cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(sql)
+                .map(|(st, fx)| (st.clone(), *fx));
+            if let Some((st, fx)) = hit {
+                self.note_effects(fx);
+                return Ok(st);
             }
         }
         // Boxed: the driver's prepare future (with its type lookups) is large, and inline it
@@ -66,6 +76,8 @@ impl PgConn {
     }
 
     async fn prepare_and_cache(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        let fx = Effects::of(sql);
+        self.note_effects(fx);
         let Some(cache) = &self.statements else {
             // Callers check `uses_named_statements` first; preparing here keeps this total.
             return self.client.prepare(sql).await;
@@ -74,7 +86,7 @@ impl PgConn {
         cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .put(sql.into(), st.clone());
+            .put(sql.into(), (st.clone(), fx));
         Ok(st)
     }
 
@@ -123,12 +135,17 @@ impl PgConn {
         }
     }
 
-    /// After a statement that ran `DISCARD ALL` or `DEALLOCATE` (found by its text): the
-    /// session's named statements may be gone, so the connection is treated as after a `26000`.
-    /// `DISCARD ALL` also resets the settings the pool applied when connecting, one more reason
-    /// to replace the connection.
-    pub(crate) fn note_session_reset(&self, sql: &str) {
-        if resets_session(sql) {
+    /// Notes what a statement about to be sent does to the session: a change marks the
+    /// session for a reset before reuse; dropping every named statement forgets ours and
+    /// retires the connection (the driver's own lookup statements cannot be made again).
+    pub(crate) fn note_effects(&self, fx: Effects) {
+        if fx.is_none() {
+            return;
+        }
+        if fx.changes_session() {
+            self.mark_dirty();
+        }
+        if fx.drops_statements() {
             self.forget_all_statements();
             self.retire();
         }
@@ -144,7 +161,7 @@ impl PgConn {
         self.pinned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|(s, _)| &**s != sql);
+            .retain(|(s, _, _)| &**s != sql);
     }
 
     /// Forgets every cached statement and learned parameter type. Registered statements are
@@ -166,7 +183,7 @@ impl PgConn {
         self.prepared_generation.store(u64::MAX, Ordering::Relaxed);
     }
 
-    fn pinned_statement(&self, sql: &str) -> Option<Statement> {
+    fn pinned_statement(&self, sql: &str) -> Option<(Statement, Effects)> {
         if !self.has_pinned.load(Ordering::Relaxed) {
             return None;
         }
@@ -176,8 +193,8 @@ impl PgConn {
         }
         pinned
             .iter()
-            .find(|(s, _)| &**s == sql)
-            .map(|(_, st)| st.clone())
+            .find(|(s, _, _)| &**s == sql)
+            .map(|(_, st, fx)| (st.clone(), *fx))
     }
 
     /// Prepares and pins a registered statement; failures are left for the first real use.
@@ -187,10 +204,11 @@ impl PgConn {
         }
         match self.client.prepare(&sql).await {
             Ok(st) => {
-                self.pinned
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((sql, st));
+                self.pinned.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    sql.clone(),
+                    st,
+                    Effects::of(&sql),
+                ));
                 self.has_pinned.store(true, Ordering::Relaxed);
             }
             Err(e) => {
@@ -215,6 +233,8 @@ impl PgConn {
         params: &[&'a (dyn ToSql + Sync)],
         in_transaction: bool,
     ) -> Result<Vec<(&'a (dyn ToSql + Sync), Type)>, tokio_postgres::Error> {
+        // Classified on every call: this mode keeps no statement to keep the verdict with.
+        self.note_effects(Effects::of(sql));
         let cached = self.param_types.as_ref().and_then(|c| {
             c.lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -357,32 +377,5 @@ impl Drop for BrokenUnlessDone<'_> {
         if !self.done {
             self.conn.mark_broken();
         }
-    }
-}
-
-/// Whether `sql` runs `DISCARD` or `DEALLOCATE` as one of its statements (a rough split on
-/// `;`, which at worst finds one in a string literal and replaces a connection needlessly).
-fn resets_session(sql: &str) -> bool {
-    sql.split(';').any(|part| {
-        let word = part
-            .trim_start()
-            .split(|c: char| !c.is_ascii_alphabetic())
-            .next()
-            .unwrap_or("");
-        word.eq_ignore_ascii_case("discard") || word.eq_ignore_ascii_case("deallocate")
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::resets_session;
-
-    #[test]
-    fn session_resets_are_found_by_their_text() {
-        assert!(resets_session("DEALLOCATE ALL"));
-        assert!(resets_session("  discard all;"));
-        assert!(resets_session("SELECT 1; Deallocate s1"));
-        assert!(!resets_session("SELECT 'discard all'"));
-        assert!(!resets_session("INSERT INTO discarded VALUES (1)"));
     }
 }

@@ -9,7 +9,9 @@ use tokio_postgres::Client;
 
 use super::{batch_execute_logged, elapsed_ms, exec, migration_error, query_one, Prepared};
 use super::{AsyncMigrationManager, NO_TRANSACTION_MARKER};
+use crate::connection::RESET_SESSION_SQL;
 use crate::error::Result;
+use crate::sql::Effects;
 
 /// A transaction whose statements wait for locks and run as long as they need: a migration's
 /// DDL must not fail on the pool's `lock_timeout`.
@@ -49,6 +51,14 @@ impl AsyncMigrationManager {
             batch_execute_logged(client, &p.sql)
                 .await
                 .map_err(|e| self.server_error(p, None, e, &p.sql))?;
+            // A session-level change in the file (pg_dump's header sets search_path and more)
+            // would outlive the commit on a server connection other clients share: undone
+            // inside the file's own transaction.
+            if Effects::of(&p.sql).changes_session() {
+                batch_execute_logged(client, RESET_SESSION_SQL)
+                    .await
+                    .map_err(|e| self.server_error(p, None, e, RESET_SESSION_SQL))?;
+            }
             let ms = elapsed_ms(started);
             self.record_applied(client, p, ms).await?;
             Ok(Some(ms))

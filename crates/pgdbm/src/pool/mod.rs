@@ -15,7 +15,7 @@ use tokio_postgres::SimpleQueryMessage;
 use crate::config::DatabaseConfig;
 use crate::connection::{
     describe_failures, ConnOrigin, Connected, HostFailure, PgConn, PoolConnection, PooledOrigin,
-    Servers, SessionState, TypeLookups,
+    Servers, SessionReset, SessionState, TypeLookups, RESET_SESSION_SQL,
 };
 use crate::error::{Error, Result};
 use crate::notify::ListenSpec;
@@ -92,6 +92,8 @@ struct ConnectSpec {
     /// Behind a transaction pooler: the settings for each transaction (`SET LOCAL`).
     transaction_setup: Option<Arc<str>>,
     pooler: Pooler,
+    /// How a session a caller changed is put back.
+    reset: Arc<SessionReset>,
 }
 
 impl ConnectSpec {
@@ -100,6 +102,7 @@ impl ConnectSpec {
             client,
             cancel_target,
             driver,
+            tap,
         } = self
             .servers
             .connect(self.tls.as_ref())
@@ -182,9 +185,13 @@ impl ConnectSpec {
                 // `connect` runs on the pool's runtime (see `PgManager::create`).
                 runtime: tokio::runtime::Handle::current(),
                 pooled,
+                tap: tap.clone(),
+                reset: self.reset.clone(),
             },
         );
         self.registry.apply(&conn).await;
+        // What the server reports now is the session as the pool set it up.
+        tap.snapshot();
         Ok(conn)
     }
 }
@@ -253,6 +260,7 @@ impl ConnectFailure {
                 return failures.iter().any(|(_, f)| match f {
                     HostFailure::Role(_) => true,
                     HostFailure::Driver(e) => ConnectFailure::driver_retryable(e),
+                    HostFailure::Socket(e) => io_retryable(e),
                 })
             }
             _ => return false,
@@ -268,24 +276,7 @@ impl ConnectFailure {
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                use std::io::ErrorKind::*;
-                if io
-                    .get_ref()
-                    .is_some_and(|inner| inner.is::<rustls::Error>())
-                {
-                    return false;
-                }
-                return matches!(
-                    io.kind(),
-                    ConnectionRefused
-                        | ConnectionReset
-                        | ConnectionAborted
-                        | TimedOut
-                        | NotFound
-                        | AddrNotAvailable
-                        | UnexpectedEof
-                        | BrokenPipe
-                );
+                return io_retryable(io);
             }
             source = s.source();
         }
@@ -313,12 +304,35 @@ impl ConnectFailure {
             ConnectFailure::Hosts(failures) => {
                 failures.into_iter().rev().find_map(|(_, f)| match f {
                     HostFailure::Driver(e) => Some(e),
-                    HostFailure::Role(_) => None,
+                    HostFailure::Role(_) | HostFailure::Socket(_) => None,
                 })
             }
             ConnectFailure::SearchPath { .. } | ConnectFailure::Runtime(_) => None,
         }
     }
+}
+
+/// Whether an I/O failure while connecting may pass: refused, reset, unreachable for now. A TLS
+/// failure never does.
+fn io_retryable(io: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    if io
+        .get_ref()
+        .is_some_and(|inner| inner.is::<rustls::Error>())
+    {
+        return false;
+    }
+    matches!(
+        io.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | TimedOut
+            | NotFound
+            | AddrNotAvailable
+            | UnexpectedEof
+            | BrokenPipe
+    )
 }
 
 /// The server's message, or the driver error with its causes (the TLS reason, the I/O error).
@@ -499,7 +513,13 @@ impl Pool {
                 None,
             )
         };
+        let reset = Arc::new(SessionReset {
+            script: format!("{RESET_SESSION_SQL}{setup_sql}"),
+            init_commands: config.init_commands.clone().unwrap_or_default(),
+            always: config.reset_on_release == crate::ResetOnRelease::Always,
+        });
         let spec = ConnectSpec {
+            reset,
             refill: refill.clone(),
             setup_sql,
             transaction_setup,

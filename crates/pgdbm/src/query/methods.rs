@@ -6,6 +6,14 @@ macro_rules! query_methods {
         /// Runs a statement; returns the number of rows affected. Without parameters it uses
         /// the simple protocol, so a script of several statements runs in one call.
         ///
+        /// A session-level change (`SET`, `SET ROLE`, `set_config(..., false)`, a temporary
+        /// table, `PREPARE`, `LISTEN`, a session advisory lock) lasts only until the connection
+        /// goes back to the pool, where it is reset before the next caller; a `BEGIN` left
+        /// open is rolled back. For a per-tenant setting or role, use
+        /// [`with_settings`](crate::AsyncDatabaseManager::with_settings),
+        /// [`with_role`](crate::AsyncDatabaseManager::with_role) or
+        /// [`Transaction::set_local`](crate::Transaction::set_local) instead.
+        ///
         /// ```no_run
         /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
         /// let n = db.execute("DELETE FROM {{tables.users}} WHERE id = $1", &[&7_i32]).await?;

@@ -38,11 +38,15 @@ macro_rules! all_or_nothing {
                         // In a transaction from before BEGIN is sent: dropped or timed out
                         // while it is on the wire, the connection must be rolled back.
                         $conn.enter_transaction();
-                        if let Err(e) = batch_logged(&$conn.client, &$conn.begin_sql("BEGIN")).await
+                        if let Err(e) = batch_logged(
+                            &$conn.client,
+                            &$conn.begin_sql("BEGIN", ex.local_context()),
+                        )
+                        .await
                         {
-                            // BEGIN itself failed: no transaction was opened, unless a
-                            // `SET LOCAL` after it failed (then the release rolls it back).
-                            if $conn.transaction_setup().is_none() {
+                            // BEGIN failed: unless the server says no transaction is
+                            // open, the release rolls it back.
+                            if $conn.tap.status() == crate::connection::TxStatus::Idle {
                                 $conn.leave_transaction();
                             }
                             return Err(e);
@@ -115,13 +119,17 @@ pub(crate) enum Reroute {
 }
 
 impl ConnRef<'_> {
-    /// Whether a call that failed with `e` on this connection may run again elsewhere.
-    pub(crate) fn reroute(&self, e: &Error) -> Reroute {
+    /// Whether a call of `sql` that failed with `e` on this connection may run again
+    /// elsewhere. A statement a replica refuses as a write (`25006`), or because it reads a
+    /// temporary or unlogged table (`0A000` during recovery), wrote and read nothing there: it
+    /// runs once on the primary, and its text is not sent to replicas again.
+    pub(crate) fn reroute(&self, e: &Error, sql: &str) -> Reroute {
         match self {
             ConnRef::Replica(_, host) => {
                 if host.fails_over(e) {
                     Reroute::Elsewhere
-                } else if e.code() == Some("25006") {
+                } else if e.code() == Some("25006") || is_recovery_refusal(e) {
+                    host.verdicts.not_for_replicas(sql);
                     Reroute::Primary
                 } else {
                     Reroute::No
@@ -130,6 +138,34 @@ impl ConnRef<'_> {
             _ => Reroute::No,
         }
     }
+}
+
+/// Behind a transaction pooler a session-level change outside a transaction would stay on a
+/// server connection other clients share, and no reset can reach that connection later.
+fn refuse_session_change(sql: &str) -> Result<()> {
+    if !crate::sql::Effects::of(sql).changes_session() {
+        return Ok(());
+    }
+    Err(Error::config(
+        "pooler",
+        format!(
+            "{:?} changes the session, and with pooler = \"transaction\" that change would stay \
+             on a server connection other clients share. Use SET LOCAL (or set_config(..., true)) \
+             inside a transaction, with_settings/with_role views, or tx.set_local",
+            shorten_sql(sql)
+        ),
+    ))
+}
+
+/// `0A000` from a standby: "cannot access temporary or unlogged relations during recovery".
+fn is_recovery_refusal(e: &Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code() == "0A000" && db.message().contains("during recovery"))
+}
+
+fn is_unlogged_refusal(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code() == "0A000" && db.message().contains("during recovery"))
 }
 
 /// `25006`: a read-only transaction refused a write.
@@ -165,6 +201,11 @@ pub(crate) trait Runner: Sync {
     fn in_transaction(&self) -> bool;
     /// Called with every failed call's error.
     fn note_error(&self, _error: &Error) {}
+    /// The `SET LOCAL`s (role, settings) each transaction of this executor starts with; a call
+    /// outside a transaction then runs in one of its own.
+    fn local_context(&self) -> Option<&str> {
+        None
+    }
 
     fn deadline(&self) -> Option<Instant> {
         self.timeout().map(|t| Instant::now() + t)
@@ -191,7 +232,9 @@ macro_rules! run {
         let $sql: &str = &ex.templates().render($query)?;
         let params: &[&(dyn ToSql + Sync)] = $params;
         let deadline = ex.deadline();
-        let pooled = !ex.in_transaction();
+        // A `with_settings`/`with_role` view runs each call in a transaction of its own.
+        let context = ex.local_context().filter(|_| !ex.in_transaction());
+        let pooled = !ex.in_transaction() && context.is_none();
         let $in_tx = !pooled;
         let result = async {
             let mut replaced = false;
@@ -200,10 +243,23 @@ macro_rules! run {
             loop {
                 let conn = ex.conn(deadline, intent, $sql).await?;
                 let $conn: &PgConn = &conn;
+                if pooled && $conn.shares_server() {
+                    refuse_session_change($sql)?;
+                }
                 let mut replace = false;
                 let log = StatementLog::start($sql, params.iter().copied());
                 let r = $conn
                     .timed(deadline, $sql, async {
+                        if let Some(context) = context {
+                            let begin = $conn.begin_sql("BEGIN", Some(context));
+                            // Boxed: inline, this rare path would grow every call's future.
+                            return Box::pin($conn.in_own_transaction(&begin, $body))
+                                .await
+                                .map_err(|(e, failed_begin)| match failed_begin {
+                                    true => query_error(e, &begin, std::iter::empty()),
+                                    false => query_error(e, $sql, params.iter().copied()),
+                                });
+                        }
                         let mut r = $body.await;
                         let mut retried = false;
                         // A cached statement went stale (the table or a type changed under it):
@@ -211,8 +267,11 @@ macro_rules! run {
                         // re-prepares it, or runs on another connection if this one lost its
                         // named statements (see `forget_if_stale`).
                         while let Err(e) = &r {
-                            // A replica refuses writes by design: its connection stays.
-                            if matches!(conn, ConnRef::Replica(..)) && is_read_only_refusal(e) {
+                            // A replica refuses writes and unlogged tables by design: its
+                            // connection stays.
+                            if matches!(conn, ConnRef::Replica(..))
+                                && (is_read_only_refusal(e) || is_unlogged_refusal(e))
+                            {
                                 break;
                             }
                             match $conn.forget_if_stale($sql, e) {
@@ -231,7 +290,7 @@ macro_rules! run {
                 log.finish(&r);
                 if let Err(e) = &r {
                     if pooled && !rerouted {
-                        match conn.reroute(e) {
+                        match conn.reroute(e, $sql) {
                             Reroute::No => {}
                             // A replica that went away: once more, on another server.
                             Reroute::Elsewhere => {
@@ -268,18 +327,8 @@ pub(crate) async fn execute<E: Runner>(
     query: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<u64> {
-    run!(ex, Intent::Write, query, params, |conn, sql, in_tx| async {
-        // A script may open or end a transaction behind the state's back: flagged before it
-        // is sent, so a script cut off halfway is rolled back too.
-        if params.is_empty() && has_transaction_control(sql) {
-            conn.check_on_release();
-        }
-        let r = conn.execute(sql, params, in_tx).await;
-        if r.is_ok() && params.is_empty() {
-            conn.note_session_reset(sql);
-        }
-        r
-    })
+    run!(ex, Intent::Write, query, params, |conn, sql, in_tx| conn
+        .execute(sql, params, in_tx))
 }
 
 pub(crate) async fn fetch_all<E: Runner>(
@@ -364,14 +413,6 @@ pub(crate) async fn fetch_all_mapped<E: Runner, T>(
 ) -> Result<Vec<T>> {
     run!(ex, Intent::Read, query, params, |conn, sql, in_tx| conn
         .query_map(sql, params, f, in_tx))?
-}
-
-/// Whether a script has a statement that opens or ends a transaction.
-fn has_transaction_control(sql: &str) -> bool {
-    crate::migrate::lexer::lex(sql)
-        .pieces
-        .iter()
-        .any(|p| crate::migrate::lexer::transaction_control(p).is_some())
 }
 
 /// `INSERT …` gets `RETURNING id` unless the statement has a `RETURNING` clause of its own.

@@ -65,13 +65,15 @@ pub(crate) trait Opener {
 }
 
 /// Starts `opener`'s statement on `conn` under the call's `deadline`, which also covers the
-/// wait for the first item. On a timeout the connection is left cancelling.
+/// wait for the first item. On a timeout the connection is left cancelling. With a `context`
+/// (a `with_settings`/`with_role` view) the statement runs in a `READ ONLY` transaction that
+/// starts with it, rolled back when the connection is released.
 pub(crate) async fn start<O: Opener, C, N>(
     conn: C,
     sql: String,
     timeout: Option<Duration>,
     deadline: Option<Instant>,
-    note: N,
+    (note, context): (N, Option<&str>),
     opener: &O,
 ) -> Result<Streaming<O::Items, C, N>>
 where
@@ -84,7 +86,24 @@ where
         Ok(()) => {
             // Logged when the first response arrives: the rest is read at the caller's pace.
             let log = StatementLog::start(&sql, opener.params().iter().copied());
-            let opening = opener.open(&conn, &sql);
+            let opening = async {
+                let Some(context) = context else {
+                    return opener.open(&conn, &sql).await;
+                };
+                // Boxed: inline, this rare path would grow every stream's future.
+                Box::pin(async {
+                    conn.enter_transaction();
+                    let begin = conn.begin_sql("BEGIN READ ONLY", Some(context));
+                    let (begun, items) = futures_util::future::join(
+                        conn.client.batch_execute(&begin),
+                        opener.open(&conn, &sql),
+                    )
+                    .await;
+                    begun?;
+                    items
+                })
+                .await
+            };
             let opened = match deadline {
                 Some(d) => tokio::time::timeout_at(d.into(), opening).await.ok(),
                 None => Some(opening.await),
@@ -134,19 +153,29 @@ pub(crate) async fn start_on<'e, E: Runner, O: Opener>(
     opener: O,
 ) -> Result<Streaming<O::Items, ConnRef<'e>, &'e E>> {
     let deadline = ex.deadline();
+    let context = ex.local_context().filter(|_| !ex.in_transaction());
     let conn = ex.conn(deadline, intent, &sql).await?;
     if let ConnRef::Replica(_, host) = &conn {
         let host = host.clone();
-        return match start(conn, sql.clone(), ex.timeout(), deadline, ex, &opener).await {
+        return match start(
+            conn,
+            sql.clone(),
+            ex.timeout(),
+            deadline,
+            (ex, context),
+            &opener,
+        )
+        .await
+        {
             // The replica went away before the first row: once more, on another server.
             Err(e) if host.fails_over(&e) => {
                 let conn = ex.conn(deadline, intent, &sql).await?;
-                start(conn, sql, ex.timeout(), deadline, ex, &opener).await
+                start(conn, sql, ex.timeout(), deadline, (ex, context), &opener).await
             }
             other => other,
         };
     }
-    start(conn, sql, ex.timeout(), deadline, ex, &opener).await
+    start(conn, sql, ex.timeout(), deadline, (ex, context), &opener).await
 }
 
 /// Starts a stream on a connection of its own from the manager's pool: the stream owns it,
@@ -166,19 +195,35 @@ pub(crate) async fn start_owned<O: Opener>(
             sql.clone(),
             db.timeout(),
             deadline,
-            db.clone(),
+            (db.clone(), db.context()),
             &opener,
         )
         .await
         {
             Err(e) if host.fails_over(&e) => {
                 let conn = db.route(deadline, intent, &sql).await?;
-                start(conn, sql, db.timeout(), deadline, db.clone(), &opener).await
+                start(
+                    conn,
+                    sql,
+                    db.timeout(),
+                    deadline,
+                    (db.clone(), db.context()),
+                    &opener,
+                )
+                .await
             }
             other => other,
         };
     }
-    start(conn, sql, db.timeout(), deadline, db.clone(), &opener).await
+    start(
+        conn,
+        sql,
+        db.timeout(),
+        deadline,
+        (db.clone(), db.context()),
+        &opener,
+    )
+    .await
 }
 
 impl<S, T, C, N> Streaming<S, C, N>

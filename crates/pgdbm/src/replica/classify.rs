@@ -8,9 +8,9 @@
 //! text only: a view or an operator that calls a writing function is not seen (the replica
 //! then refuses the statement with SQLSTATE `25006`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use crate::migrate::lexer::{tokens, TokenKind};
 use crate::util::FxHasher;
@@ -23,7 +23,9 @@ const WRITE_WORDS: &[&str] = &[
     "insert", "update", "delete", "merge", "into", "copy", "call",
 ];
 
-/// Keywords that a `(` may follow without it being a function call.
+/// Reserved (or never-function) keywords that a `(` may follow without it being a call.
+/// Non-reserved ones that a user function may be named after (`filter`, `range`, `rows`,
+/// `cube`, ...) count as keywords only where the grammar puts them (see `keyword_call`).
 const KEYWORDS_BEFORE_PAREN: &[&str] = &[
     "all",
     "and",
@@ -34,45 +36,31 @@ const KEYWORDS_BEFORE_PAREN: &[&str] = &[
     "by",
     "case",
     "cast",
-    "cube",
     "distinct",
     "else",
     "except",
     "exists",
     "extract",
     "fetch",
-    "filter",
     "from",
     "group",
     "grouping",
-    "groups",
     "having",
-    "ilike",
     "in",
     "intersect",
     "is",
     "join",
     "lateral",
-    "like",
     "limit",
-    "materialized",
     "not",
     "offset",
     "on",
     "only",
     "or",
-    "over",
     "overlay",
-    "partition",
     "position",
-    "range",
-    "recursive",
-    "rollup",
     "row",
-    "rows",
     "select",
-    "sets",
-    "similar",
     "some",
     "substring",
     "then",
@@ -82,9 +70,7 @@ const KEYWORDS_BEFORE_PAREN: &[&str] = &[
     "values",
     "when",
     "where",
-    "window",
     "with",
-    "within",
 ];
 
 /// Built-in functions (and type names used with a modifier, `numeric(10, 2)`) that only
@@ -293,8 +279,30 @@ fn is_one_of(word: &str, list: &[&str]) -> bool {
     list.iter().any(|k| word.eq_ignore_ascii_case(k))
 }
 
-/// Whether `sql` is provably a plain read (see the module docs).
+/// Names of functions that attribute notation can call (`j.claim` is `claim(j)`): functions
+/// outside `pg_catalog` whose one required argument is a row or pseudo type. Read from a
+/// replica's catalog by the health checks; `None` until first read, when any `x.name` counts
+/// as a possible call.
+pub(crate) type AttributeCalls = Option<Arc<HashSet<Box<str>>>>;
+
+/// The health checks' query for [`AttributeCalls`]: the names, tab-separated.
+pub(crate) const ATTRIBUTE_CALLS_SQL: &str =
+    "SELECT coalesce(string_agg(DISTINCT p.proname, E'\\t'), '') \
+     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_type t ON t.oid = p.proargtypes[0] \
+     WHERE p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1 \
+     AND (t.typrelid <> 0 OR t.typtype = 'p') \
+     AND p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace";
+
+/// Whether `sql` is provably a plain read (see the module docs), with no attribute-notation
+/// function known.
+#[cfg(test)]
 pub(crate) fn is_plain_read(sql: &str) -> bool {
+    is_plain_read_with(sql, &Some(Arc::default()))
+}
+
+/// Whether `sql` is provably a plain read, `calls` naming the functions that attribute
+/// notation could call.
+pub(crate) fn is_plain_read_with(sql: &str, calls: &AttributeCalls) -> bool {
     let mut significant: Vec<(TokenKind, &str)> = Vec::new();
     for t in tokens(sql) {
         let text = &sql[t.start..t.end];
@@ -327,6 +335,17 @@ pub(crate) fn is_plain_read(sql: &str) -> bool {
     for (i, &(kind, text)) in toks.iter().enumerate() {
         let prev = i.checked_sub(1).map(|p| toks[p]);
         let next_is_paren = toks.get(i + 1).is_some_and(|t| t.0 == TokenKind::Open);
+        // `x.name` may be `name(x)`: a function call in attribute notation.
+        if prev.is_some_and(|p| p.1 == ".") && !next_is_paren {
+            let name = text.trim_matches('"');
+            let callable = match calls {
+                Some(names) => names.contains(name),
+                None => true,
+            };
+            if callable {
+                return false;
+            }
+        }
         match kind {
             TokenKind::Word => {
                 if is_one_of(text, WRITE_WORDS) {
@@ -394,13 +413,34 @@ fn call_is_read_only(toks: &[(TokenKind, &str)], i: usize) -> bool {
         return prev(2).is_some_and(|s| s.eq_ignore_ascii_case("pg_catalog"))
             && is_one_of(word, READ_ONLY_FUNCTIONS);
     }
-    is_one_of(word, KEYWORDS_BEFORE_PAREN) || is_one_of(word, READ_ONLY_FUNCTIONS)
+    is_one_of(word, KEYWORDS_BEFORE_PAREN)
+        || keyword_call(word, prev(1))
+        || is_one_of(word, READ_ONLY_FUNCTIONS)
+}
+
+/// A non-reserved keyword before `(` where the grammar puts it: `count(*) FILTER (...)`,
+/// `OVER (...)`, `AS MATERIALIZED (...)`, `GROUP BY ROLLUP (...)`, `GROUPING SETS (...)`.
+/// Anywhere else the same word is taken for a user function of that name.
+fn keyword_call(word: &str, prev: Option<&str>) -> bool {
+    let after = |words: &[&str]| prev.is_some_and(|p| is_one_of(p, words));
+    if is_one_of(word, &["filter", "over"]) {
+        prev == Some(")")
+    } else if word.eq_ignore_ascii_case("materialized") {
+        after(&["as", "not"])
+    } else if is_one_of(word, &["rollup", "cube"]) {
+        after(&["by"])
+    } else if word.eq_ignore_ascii_case("sets") {
+        after(&["grouping"])
+    } else {
+        false
+    }
 }
 
 /// Verdicts by SQL text: an application sends the same few hundred texts over and over.
 #[derive(Default)]
 pub(crate) struct Verdicts {
     map: RwLock<HashMap<Box<str>, bool, BuildHasherDefault<FxHasher>>>,
+    calls: RwLock<AttributeCalls>,
 }
 
 /// Texts remembered; past this the cache starts over (a workload of ever-new texts, say
@@ -412,13 +452,40 @@ impl Verdicts {
         if let Some(&v) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(sql) {
             return v;
         }
-        let verdict = is_plain_read(sql);
+        let calls = self.calls.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let verdict = is_plain_read_with(sql, &calls);
+        self.remember(sql, verdict);
+        verdict
+    }
+
+    /// `sql` is not for replicas after all (a replica refused it): the primary from now on.
+    pub(crate) fn not_for_replicas(&self, sql: &str) {
+        self.remember(sql, false);
+    }
+
+    fn remember(&self, sql: &str, verdict: bool) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_VERDICTS {
             map.clear();
         }
         map.insert(sql.into(), verdict);
-        verdict
+    }
+
+    /// The functions attribute notation could call, as the health checks read them
+    /// (tab-separated); verdicts drawn without them are dropped when they change.
+    pub(crate) fn set_attribute_calls(&self, names: &str) {
+        let set: HashSet<Box<str>> = names
+            .split('\t')
+            .filter(|n| !n.is_empty())
+            .map(Box::from)
+            .collect();
+        let mut calls = self.calls.write().unwrap_or_else(|e| e.into_inner());
+        if calls.as_deref() == Some(&set) {
+            return;
+        }
+        *calls = Some(Arc::new(set));
+        drop(calls);
+        self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
@@ -503,6 +570,10 @@ mod tests {
             "SELECT 1; DELETE FROM t",
             "LOCK TABLE t",
             "SELECT t.update FROM t",
+            "SELECT range(1, 2)",
+            "SELECT rows(t) FROM t",
+            "SELECT filter(a) FROM t",
+            "SELECT * FROM t WHERE x = cube(1)",
             "SELECT 'unterminated",
             "SELECT \"unterminated",
             "SELECT $$ unterminated",
@@ -516,8 +587,25 @@ mod tests {
     }
 
     #[test]
+    fn attribute_notation_calls_go_to_the_primary() {
+        let v = Verdicts::default();
+        // Unknown functions: any `x.name` may be a call.
+        assert!(!v.is_plain_read("SELECT j.id FROM jobs j"));
+        v.set_attribute_calls("claim\tother");
+        assert!(!v.is_plain_read("SELECT j.claim FROM jobs j"));
+        assert!(!v.is_plain_read("SELECT j.\"claim\" FROM jobs j"));
+        assert!(v.is_plain_read("SELECT j.id, j.name FROM \"app\".jobs j"));
+        // A new function of that name turns a cached verdict around.
+        v.set_attribute_calls("claim\tother\tname");
+        assert!(!v.is_plain_read("SELECT j.id, j.name FROM \"app\".jobs j"));
+        v.not_for_replicas("SELECT 1");
+        assert!(!v.is_plain_read("SELECT 1"));
+    }
+
+    #[test]
     fn verdicts_are_cached_and_bounded() {
         let v = Verdicts::default();
+        v.set_attribute_calls("");
         assert!(v.is_plain_read("SELECT 1"));
         assert!(!v.is_plain_read("SELECT nextval('s')"));
         assert!(v.is_plain_read("SELECT 1"));

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::SimpleQueryMessage;
 
+use super::classify::ATTRIBUTE_CALLS_SQL;
 use super::{parse_lsn, ReplicaHost, ReplicaSet};
 use crate::error::{Error, Result};
 
@@ -54,6 +55,8 @@ struct Probe {
     last_replay_age: Option<f64>,
     /// WAL streams in from the primary.
     streaming: bool,
+    /// The functions attribute notation could call (see `classify::AttributeCalls`).
+    attribute_calls: Option<String>,
 }
 
 /// What earlier checks saw of a replica that is behind: when each received position not yet
@@ -109,13 +112,23 @@ impl ReplicaSet {
     /// Checks every replica at once.
     pub(super) async fn check_all(&self) {
         let max_lag = self.max_lag;
-        futures_util::future::join_all(self.hosts.iter().map(|h| h.check(max_lag))).await;
+        let found =
+            futures_util::future::join_all(self.hosts.iter().map(|h| h.check(max_lag))).await;
+        // Every replica has the primary's catalog: any answer will do.
+        if let Some(names) = found.into_iter().flatten().next() {
+            self.verdicts.set_attribute_calls(&names);
+        }
     }
 }
 
 impl ReplicaHost {
-    async fn check(&self, max_lag: Option<Duration>) {
+    /// Checks this replica; the functions attribute notation could call, when it answered.
+    async fn check(&self, max_lag: Option<Duration>) -> Option<String> {
         let probe = tokio::time::timeout(CHECK_TIMEOUT, self.probe()).await;
+        let calls = match &probe {
+            Ok(Ok(p)) => p.attribute_calls.clone(),
+            _ => None,
+        };
         match probe {
             Err(_) => self.mark_down(&format!(
                 "no answer to a health check within {CHECK_TIMEOUT:?}"
@@ -145,33 +158,37 @@ impl ReplicaHost {
                 }
             }
         }
+        calls
     }
 
     async fn probe(&self) -> Result<Probe> {
         let deadline = Instant::now() + CHECK_TIMEOUT;
         let conn = self.checks.get(Some(deadline)).await?;
         let pg = conn.conn();
+        let sql = format!("{CHECK_SQL};\n{ATTRIBUTE_CALLS_SQL}");
         let msgs = pg
-            .timed(Some(deadline), CHECK_SQL, async {
+            .timed(Some(deadline), &sql, async {
                 pg.client
-                    .simple_query(CHECK_SQL)
+                    .simple_query(&sql)
                     .await
-                    .map_err(|e| crate::query::query_error(e, CHECK_SQL, std::iter::empty()))
+                    .map_err(|e| crate::query::query_error(e, &sql, std::iter::empty()))
             })
             .await?;
-        let row = msgs
-            .iter()
-            .find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(r),
-                _ => None,
-            })
+        let mut rows = msgs.iter().filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        });
+        let row = rows
+            .next()
             .ok_or_else(|| Error::Pool("the replica health check returned no row".into()))?;
+        let attribute_calls = rows.next().and_then(|r| r.get(0)).map(str::to_owned);
         Ok(Probe {
             in_recovery: row.get(0) == Some("t"),
             received: row.get(1).and_then(parse_lsn),
             replayed: row.get(2).and_then(parse_lsn),
             last_replay_age: row.get(3).and_then(|s| s.parse::<f64>().ok()),
             streaming: row.get(4) != Some("f"),
+            attribute_calls,
         })
     }
 }
@@ -187,6 +204,7 @@ mod tests {
             replayed: Some(replayed),
             last_replay_age: age,
             streaming: true,
+            attribute_calls: None,
         }
     }
 

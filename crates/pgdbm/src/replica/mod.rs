@@ -121,7 +121,7 @@ pub(crate) struct ReplicaSet {
     pub(crate) auto_routing: bool,
     max_lag: Option<Duration>,
     pub(crate) ryw_timeout: Duration,
-    pub(crate) verdicts: classify::Verdicts,
+    pub(crate) verdicts: Arc<classify::Verdicts>,
 }
 
 /// One replica: its pool and what the health checks last found.
@@ -141,6 +141,8 @@ pub(crate) struct ReplicaHost {
     last_error: Mutex<Option<String>>,
     /// What the health checks saw of its replay falling behind.
     behind: Mutex<health::Behind>,
+    /// The set's verdicts, so that a statement this replica refuses is remembered.
+    pub(crate) verdicts: Arc<classify::Verdicts>,
 }
 
 impl ReplicaSet {
@@ -160,6 +162,7 @@ impl ReplicaSet {
             ..config.clone()
         };
         let mut hosts = Vec::with_capacity(config.read_replicas.len());
+        let verdicts = Arc::new(classify::Verdicts::default());
         for dsn in &config.read_replicas {
             let target = replica_target(config, dsn)?;
             // Boxed: a replica's pool is built by the same function that builds this one.
@@ -192,6 +195,7 @@ impl ReplicaSet {
                 replayed: AtomicU64::new(0),
                 last_error: Mutex::new(Some("not checked yet".into())),
                 behind: Mutex::default(),
+                verdicts: verdicts.clone(),
             }));
         }
         let set = Arc::new(ReplicaSet {
@@ -202,7 +206,7 @@ impl ReplicaSet {
             max_lag: (config.max_replica_lag > 0.0)
                 .then(|| Duration::from_secs_f64(config.max_replica_lag)),
             ryw_timeout: Duration::from_secs_f64(config.read_your_writes_timeout),
-            verdicts: classify::Verdicts::default(),
+            verdicts,
         });
         // Checked once before the pool is handed out, so the first reads already use them.
         set.check_all().await;

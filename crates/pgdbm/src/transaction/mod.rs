@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use crate::connection::{PgConn, PoolConnection, SessionState};
+use crate::connection::{PgConn, PoolConnection, SessionState, TxStatus, RESET_SESSION_SQL};
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
 use crate::query::{logged, query_error, query_methods, ConnRef, Runner};
@@ -92,10 +92,10 @@ impl TxState {
                 conn.enter_transaction();
             }
             if let Err(e) = conn.client.batch_execute(sql).await {
-                // BEGIN itself failed: no transaction was opened. With `SET LOCAL`s after it
-                // (behind a transaction pooler) one of those may have failed inside the
-                // transaction instead: the state stays, and the release rolls it back.
-                if control == Control::Begin && conn.transaction_setup().is_none() {
+                // BEGIN itself failed. Unless the server says no transaction is open (a
+                // `SET LOCAL` after it may have failed inside it instead, or the answer is
+                // still arriving), the state stays, and the release rolls it back.
+                if control == Control::Begin && conn.tap.status() == TxStatus::Idle {
                     conn.leave_transaction();
                 }
                 return Err(query_error(e, sql, std::iter::empty()));
@@ -146,7 +146,10 @@ impl Transaction<'static> {
         options: TransactionOptions,
     ) -> Result<Self> {
         let conn = manager.checkout().await?;
-        let begin = conn.conn().begin_sql(&options.begin_sql()).into_owned();
+        let begin = conn
+            .conn()
+            .begin_sql(&options.begin_sql(), manager.context())
+            .into_owned();
         let timeout = manager.timeout();
         let state = TxState {
             manager,
@@ -240,7 +243,14 @@ impl<'a> Transaction<'a> {
                 // an aborted transaction would roll back and still report success. COMMIT can
                 // also fail on its own (deferred constraints, serialization): the server has
                 // rolled back, and the error keeps its SQLSTATE.
-                match state.run("SELECT 1; COMMIT", Control::End).await {
+                // Behind a transaction pooler a session change made in the transaction is
+                // undone before COMMIT, while the server connection is still ours.
+                let commit = if state.conn().shares_server() && state.conn().take_dirty() {
+                    format!("SELECT 1; {RESET_SESSION_SQL}COMMIT")
+                } else {
+                    "SELECT 1; COMMIT".to_owned()
+                };
+                match state.run(&commit, Control::End).await {
                     Err(e) if e.code() == Some(IN_FAILED_TRANSACTION) => {
                         state.run("ROLLBACK", Control::End).await?;
                         Err(aborted_error())
