@@ -21,7 +21,8 @@ usage: cargo run --release -p pgdbm-bench -- [options]
                         typed100k,executemany,copy,txn,pg_type,series,bytea,arrays
   --conc LIST           comma-separated concurrency levels (default 1,16,64)
   --contenders LIST     comma-separated subset of: pgdbm,pgdbm-serde,pgdbm-traced,
-                        pgdbm-monitor,raw,deadpool,sqlx,python,pgbench
+                        pgdbm-monitor,pgdbm-reset-always,raw,deadpool,sqlx,python,
+                        pgbench
   --side WHO            the same as --contenders WHO (profiling aid)
   --ops N               every round runs exactly N operations per contender instead of a time
                         budget (repeatable instruction counts, for callgrind.sh)

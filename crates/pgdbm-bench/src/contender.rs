@@ -24,6 +24,8 @@ pub enum Who {
     PgdbmTraced,
     /// pgdbm with a query monitor attached (point select and fetch 1k).
     PgdbmMonitor,
+    /// pgdbm with `reset_on_release = "always"` (point select and fetch 1k).
+    PgdbmResetAlways,
     Raw,
     Deadpool,
     Sqlx,
@@ -32,11 +34,12 @@ pub enum Who {
 }
 
 impl Who {
-    pub const ALL: [Who; 9] = [
+    pub const ALL: [Who; 10] = [
         Who::Pgdbm,
         Who::PgdbmSerde,
         Who::PgdbmTraced,
         Who::PgdbmMonitor,
+        Who::PgdbmResetAlways,
         Who::Raw,
         Who::Deadpool,
         Who::Sqlx,
@@ -50,6 +53,7 @@ impl Who {
             Who::PgdbmSerde => "pgdbm-serde",
             Who::PgdbmTraced => "pgdbm-traced",
             Who::PgdbmMonitor => "pgdbm-monitor",
+            Who::PgdbmResetAlways => "pgdbm-reset-always",
             Who::Raw => "raw",
             Who::Deadpool => "deadpool",
             Who::Sqlx => "sqlx",
@@ -65,6 +69,7 @@ impl Who {
             Who::PgdbmSerde => "pgdbm-rs serde",
             Who::PgdbmTraced => "pgdbm-rs traced",
             Who::PgdbmMonitor => "pgdbm-rs monitor",
+            Who::PgdbmResetAlways => "pgdbm-rs reset always",
             Who::Raw => "tokio-postgres",
             Who::Deadpool => "deadpool-pg",
             Who::Sqlx => "sqlx 0.9",
@@ -86,7 +91,7 @@ impl Who {
             }
             Who::PgdbmSerde => matches!(w, Workload::Typed1k | Workload::Typed100k),
             // What observability costs, on a one-row and a 1,000-row read.
-            Who::PgdbmTraced | Who::PgdbmMonitor => {
+            Who::PgdbmTraced | Who::PgdbmMonitor | Who::PgdbmResetAlways => {
                 matches!(w, Workload::PointSelect | Workload::Fetch1k)
             }
             _ => true,
@@ -109,13 +114,22 @@ pub enum Live {
 /// Opens `who` with `size` connections, all of them connected before it returns.
 pub async fn open(who: Who, url: &str, sqls: &Arc<Sqls>, size: usize) -> Result<Live, BoxError> {
     Ok(match who {
-        Who::Pgdbm | Who::PgdbmSerde | Who::PgdbmTraced | Who::PgdbmMonitor => {
+        Who::Pgdbm
+        | Who::PgdbmSerde
+        | Who::PgdbmTraced
+        | Who::PgdbmMonitor
+        | Who::PgdbmResetAlways => {
             let defaults = DatabaseConfig::default();
+            let reset_on_release = match who {
+                Who::PgdbmResetAlways => pgdbm::ResetOnRelease::Always,
+                _ => pgdbm::ResetOnRelease::Auto,
+            };
             let db = AsyncDatabaseManager::new(DatabaseConfig {
                 connection_string: Some(url.to_owned()),
                 schema: Some(sqls.schema.clone()),
                 min_connections: size,
                 max_connections: size,
+                reset_on_release,
                 ..defaults
             })?;
             db.connect().await?;

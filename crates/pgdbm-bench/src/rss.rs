@@ -74,7 +74,7 @@ pub async fn measure(
                 Who::Pgbench => continue,
                 Who::PgdbmSerde if w != "typed100k" => continue,
                 // Peak memory of the observability variants is not what they are for.
-                Who::PgdbmTraced | Who::PgdbmMonitor => continue,
+                Who::PgdbmTraced | Who::PgdbmMonitor | Who::PgdbmResetAlways => continue,
                 Who::Python => match python {
                     Some(py) => crate::python::rss(py, url, schema, w).await?,
                     None => continue,

@@ -281,6 +281,23 @@ async fn always_resets_what_neither_the_text_nor_the_server_shows() {
         .await
         .unwrap();
     assert_eq!(text(&db, probe).await, "");
+    let before = pid(&db).await;
+    assert_eq!(text(&db, probe).await, "", "a probe right after a probe");
+    assert_eq!(pid(&db).await, before, "reset, not replaced");
+    // With init_commands the reset runs when the connection is released, and they run again.
+    let (eager, _g3) = schema_db_with(|c| {
+        pool_of(1)(c);
+        c.reset_on_release = pgdbm::ResetOnRelease::Always;
+        c.init_commands = Some(vec!["SET work_mem = '7MB'".into()]);
+    })
+    .await;
+    eager.execute(hidden, &[]).await.unwrap();
+    eager
+        .fetch_value::<i32>("SELECT {{tables.hide}}()", &[])
+        .await
+        .unwrap();
+    assert_eq!(text(&eager, probe).await, "");
+    assert_eq!(text(&eager, "SHOW work_mem").await, "7MB");
     // `auto` cannot see it: the documented limit that `always` is for.
     let (auto, _g2) = schema_db_with(pool_of(1)).await;
     auto.execute(hidden, &[]).await.unwrap();
@@ -308,6 +325,19 @@ async fn a_raw_connection_is_reset_rather_than_leaking() {
     assert_eq!(text(&db, "SELECT current_user::text").await, "postgres");
     assert_eq!(text(&db, "SHOW statement_timeout").await, "1min");
     assert_eq!(pid(&db).await, before, "reset, not replaced");
+}
+
+#[tokio::test]
+async fn what_a_transaction_sends_through_its_raw_client_is_reset() {
+    let (db, _g) = schema_db_with(pool_of(1)).await;
+    let path = text(&db, "SHOW search_path").await;
+    let tx = db.transaction().await.unwrap();
+    tx.connection()
+        .batch_execute("SET search_path = public")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(text(&db, "SHOW search_path").await, path);
 }
 
 #[tokio::test]

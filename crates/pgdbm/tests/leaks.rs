@@ -11,21 +11,6 @@ use common::*;
 use futures_util::TryStreamExt;
 use pgdbm::{AsyncDatabaseManager, Executor};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// What a clean session of the pool looks like, in one row.
 const PROBE: &str = "SELECT current_user::text || '|' || session_user::text || '|' \
     || current_setting('search_path') || '|' || current_setting('statement_timeout') || '|' \
@@ -90,6 +75,16 @@ async fn through_executor(ex: &impl Executor, sql: &str) -> pgdbm::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_probe_sees_what_another_caller_left() {
+    run(pgdbm::ResetOnRelease::Auto).await;
+}
+
+/// The same with a reset after every use, sent ahead of the next statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_probe_sees_what_another_caller_left_with_reset_always() {
+    run(pgdbm::ResetOnRelease::Always).await;
+}
+
+async fn run(mode: pgdbm::ResetOnRelease) {
     let seed = std::env::var("LEAKS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -100,6 +95,7 @@ async fn no_probe_sees_what_another_caller_left() {
     let mut cfg = config();
     cfg.min_connections = 2;
     cfg.max_connections = 4;
+    cfg.reset_on_release = mode;
     let pool = AsyncDatabaseManager::create_shared_pool(&cfg)
         .await
         .unwrap();
@@ -153,7 +149,7 @@ async fn no_probe_sees_what_another_caller_left() {
         probes += p;
         dropped += d;
     }
-    eprintln!("seed {seed}: {probes} probes, {dropped} hostile calls dropped midway");
+    eprintln!("seed {seed} ({mode}): {probes} probes, {dropped} hostile calls dropped midway");
     assert!(probes > 1000, "{probes}");
     pool.close();
 }

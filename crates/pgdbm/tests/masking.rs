@@ -3,34 +3,25 @@
 //! one, checked against `Debug`, `get_dsn_masked`, and the errors of validation, parsing and
 //! connecting.
 
+mod common;
+
+use common::Rng;
 use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
 
-/// A small deterministic generator, so that a failure replays from its seed.
-struct Rng(u64);
+fn pick<'a>(rng: &mut Rng, items: &[&'a str]) -> &'a str {
+    items[rng.below(items.len() as u64) as usize]
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+/// A password of 8 to 24 characters, with the ones connection strings treat specially.
+fn password(rng: &mut Rng) -> String {
+    const CHARS: &[u8] = b"abcXYZ019 @:/?&=#%'\\\"!$+,;";
+    let len = 8 + rng.below(17) as usize;
+    // A fixed start keeps a short random tail from matching unrelated text by chance.
+    let mut pw = String::from("Pw");
+    for _ in 0..len {
+        pw.push(CHARS[rng.below(CHARS.len() as u64) as usize] as char);
     }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-
-    /// A password of 8 to 24 characters, with the ones connection strings treat specially.
-    fn password(&mut self) -> String {
-        const CHARS: &[u8] = b"abcXYZ019 @:/?&=#%'\\\"!$+,;";
-        let len = 8 + (self.next() % 17) as usize;
-        // A fixed start keeps a short random tail from matching unrelated text by chance.
-        let mut pw = String::from("Pw");
-        for _ in 0..len {
-            pw.push(CHARS[(self.next() % CHARS.len() as u64) as usize] as char);
-        }
-        pw
-    }
+    pw
 }
 
 fn encode(pw: &str) -> String {
@@ -39,7 +30,7 @@ fn encode(pw: &str) -> String {
 
 /// The password in each form a connection string can carry it.
 fn strings(rng: &mut Rng, pw: &str) -> Vec<String> {
-    let key = rng.pick(&["password", "PASSWORD", "Password", "pass%77ord"]);
+    let key = pick(rng, &["password", "PASSWORD", "Password", "pass%77ord"]);
     let quoted = pw.replace('\\', "\\\\").replace('\'', "\\'");
     let bare: String = pw
         .chars()
@@ -48,7 +39,7 @@ fn strings(rng: &mut Rng, pw: &str) -> Vec<String> {
             c => vec![c],
         })
         .collect();
-    let port = rng.pick(&["1", "notaport"]);
+    let port = pick(rng, &["1", "notaport"]);
     vec![
         format!("postgresql://u:{}@127.0.0.1:{port}/db", encode(pw)),
         // Unencoded, as people paste it: the masker must still find all of it.
@@ -76,7 +67,7 @@ async fn no_generated_password_appears_in_any_output() {
     let seed = 0x5eed_1234_u64;
     let mut rng = Rng(seed);
     for case in 0..60 {
-        let pw = rng.password();
+        let pw = password(&mut rng);
         for dsn in strings(&mut rng, &pw) {
             let what = format!("seed {seed:#x} case {case} ({dsn:?})");
             let configs = [

@@ -12,7 +12,7 @@ use futures_util::TryStreamExt;
 use pgdbm::testing::TempPgBouncer;
 use pgdbm::{AsyncDatabaseManager, DatabaseConfig, EnumText, Pooler};
 
-use bouncer::{bouncer, pooled, TestDb};
+use bouncer::{bouncer, one, pooled, TestDb};
 use common::{admin_value, unique};
 
 const CHILD_URL: &str = "PGDBM_POOLER_CHILD_URL";
@@ -760,16 +760,7 @@ async fn a_session_pooler_keeps_the_statement_cache_and_says_so_in_the_stats() {
 
 /// Named statements on the server connection a raw client reaches through PgBouncer.
 async fn named_on_server(client: &tokio_postgres::Client) -> String {
-    let rows = client
-        .simple_query("SELECT count(*) FROM pg_prepared_statements")
-        .await
-        .unwrap();
-    rows.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .unwrap()
+    one(client, "SELECT count(*) FROM pg_prepared_statements").await
 }
 
 #[tokio::test]

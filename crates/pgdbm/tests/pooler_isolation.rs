@@ -5,7 +5,7 @@
 mod bouncer;
 mod common;
 
-use bouncer::{bouncer, pooled, TestDb};
+use bouncer::{bouncer, one, pooled, raw_client, TestDb};
 use common::unique;
 use pgdbm::AsyncDatabaseManager;
 
@@ -19,24 +19,6 @@ SET check_function_bodies = false;
 SET row_security = off;
 CREATE TABLE {{tables.dumped}} (id int);
 ";
-
-async fn raw_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-async fn one(client: &tokio_postgres::Client, sql: &str) -> String {
-    let rows = client.simple_query(sql).await.unwrap();
-    rows.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .unwrap()
-}
 
 #[tokio::test]
 async fn a_pg_dump_header_in_a_migration_leaves_nothing_on_the_server_connection() {

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_postgres::config::Host;
 use tokio_postgres::tls::MakeTlsConnect;
 
+use super::socket::Socket;
 use super::state::SessionState;
 use super::tap::TxStatus;
 use super::PgConn;
@@ -138,7 +139,7 @@ impl PgConn {
         let state = self.state();
         match state {
             SessionState::Broken => return false,
-            SessionState::Idle if self.is_clean() => return true,
+            SessionState::Idle if self.is_clean() && !self.reset.always => return true,
             _ => {}
         }
         if state.may_be_running() {
@@ -212,31 +213,12 @@ impl PgConn {
 #[derive(Clone)]
 struct Shared(Arc<Mutex<Socket>>);
 
-enum Socket {
-    Tcp(TcpStream),
-    #[cfg(unix)]
-    Unix(tokio::net::UnixStream),
-}
-
 impl Shared {
-    fn with<R>(&self, f: impl FnOnce(Pin<&mut dyn AsyncReadWrite>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(Pin<&mut Socket>) -> R) -> R {
         let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match &mut *guard {
-            Socket::Tcp(s) => {
-                let pinned: Pin<&mut TcpStream> = Pin::new(s);
-                f(pinned)
-            }
-            #[cfg(unix)]
-            Socket::Unix(s) => {
-                let pinned: Pin<&mut tokio::net::UnixStream> = Pin::new(s);
-                f(pinned)
-            }
-        }
+        f(Pin::new(&mut *guard))
     }
 }
-
-trait AsyncReadWrite: AsyncRead + AsyncWrite {}
-impl<T: AsyncRead + AsyncWrite> AsyncReadWrite for T {}
 
 impl AsyncRead for Shared {
     fn poll_read(

@@ -90,6 +90,8 @@ pub(crate) struct StateCell {
     /// A statement that may change the session (see `sql::Effects`) was sent: the session is
     /// reset before the connection is reused.
     dirty: AtomicBool,
+    /// `reset_on_release = "always"`: the reset goes out ahead of the next statement.
+    reset_pending: AtomicBool,
 }
 
 impl StateCell {
@@ -99,6 +101,7 @@ impl StateCell {
             resume: AtomicU8::new(SessionState::Idle as u8),
             retired: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
+            reset_pending: AtomicBool::new(false),
         }
     }
 }
@@ -137,6 +140,17 @@ impl PgConn {
 
     pub(crate) fn is_dirty(&self) -> bool {
         self.state.dirty.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_reset_pending(&self) {
+        self.state.reset_pending.store(true, Ordering::Release);
+    }
+
+    /// Whether a reset is pending; clears it. One load when none is.
+    #[inline]
+    pub(crate) fn take_reset_pending(&self) -> bool {
+        self.state.reset_pending.load(Ordering::Relaxed)
+            && self.state.reset_pending.swap(false, Ordering::AcqRel)
     }
 
     /// Whether [`mark_dirty`](Self::mark_dirty) was called; clears it.

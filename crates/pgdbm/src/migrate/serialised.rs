@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 
 use super::{batch_execute_logged, elapsed_ms, exec, migration_error, query_one, Prepared};
 use super::{AsyncMigrationManager, NO_TRANSACTION_MARKER};
-use crate::connection::RESET_SESSION_SQL;
+use crate::connection::{DEALLOCATE_SQL_PREPARED, RESET_SESSION_SQL};
 use crate::error::Result;
 use crate::sql::Effects;
 
@@ -55,9 +55,10 @@ impl AsyncMigrationManager {
             // would outlive the commit on a server connection other clients share: undone
             // inside the file's own transaction.
             if Effects::of(&p.sql).changes_session() {
-                batch_execute_logged(client, RESET_SESSION_SQL)
+                let undo = format!("{RESET_SESSION_SQL}{DEALLOCATE_SQL_PREPARED}");
+                batch_execute_logged(client, &undo)
                     .await
-                    .map_err(|e| self.server_error(p, None, e, RESET_SESSION_SQL))?;
+                    .map_err(|e| self.server_error(p, None, e, &undo))?;
             }
             let ms = elapsed_ms(started);
             self.record_applied(client, p, ms).await?;

@@ -15,7 +15,7 @@ use tokio_postgres::SimpleQueryMessage;
 use crate::config::DatabaseConfig;
 use crate::connection::{
     describe_failures, ConnOrigin, Connected, HostFailure, PgConn, PoolConnection, PooledOrigin,
-    Servers, SessionReset, SessionState, TypeLookups, RESET_SESSION_SQL,
+    Servers, SessionReset, SessionState, TypeLookups, DEALLOCATE_SQL_PREPARED, RESET_SESSION_SQL,
 };
 use crate::error::{Error, Result};
 use crate::notify::ListenSpec;
@@ -513,10 +513,14 @@ impl Pool {
                 None,
             )
         };
+        let init_commands = config.init_commands.clone().unwrap_or_default();
+        let always = config.reset_on_release == crate::ResetOnRelease::Always;
         let reset = Arc::new(SessionReset {
-            script: format!("{RESET_SESSION_SQL}{setup_sql}"),
-            init_commands: config.init_commands.clone().unwrap_or_default(),
-            always: config.reset_on_release == crate::ResetOnRelease::Always,
+            script: format!("{RESET_SESSION_SQL}{DEALLOCATE_SQL_PREPARED}{setup_sql}"),
+            quick_script: format!("{RESET_SESSION_SQL}{setup_sql}"),
+            lazy: always && init_commands.is_empty(),
+            init_commands,
+            always,
         });
         let spec = ConnectSpec {
             reset,

@@ -87,6 +87,11 @@ where
             // Logged when the first response arrives: the rest is read at the caller's pace.
             let log = StatementLog::start(&sql, opener.params().iter().copied());
             let opening = async {
+                // Rare (reset_on_release = "always"), and a stream is long: a round trip of
+                // its own here.
+                if conn.take_reset_pending() {
+                    Box::pin(conn.reset_pending_now()).await?;
+                }
                 let Some(context) = context else {
                     return opener.open(&conn, &sql).await;
                 };

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use crate::connection::{PgConn, PoolConnection, SessionState, TxStatus, RESET_SESSION_SQL};
+use crate::connection::{
+    PgConn, PoolConnection, SessionState, TxStatus, DEALLOCATE_SQL_PREPARED, RESET_SESSION_SQL,
+};
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
 use crate::query::{logged, query_error, query_methods, ConnRef, Runner};
@@ -204,9 +206,12 @@ impl<'a> Transaction<'a> {
 
     /// The connection the transaction runs on (the driver's client), like the original's
     /// `tx.connection`. A statement that fails on it aborts the transaction on the server, and
-    /// [`commit`](Self::commit) then reports that instead of committing.
+    /// [`commit`](Self::commit) then reports that instead of committing. What is sent through
+    /// it is not seen by pgdbm, so the session is reset before the connection is reused.
     pub fn connection(&self) -> &Client {
-        &self.state().conn().client
+        let conn = self.state().conn();
+        conn.mark_dirty();
+        &conn.client
     }
 
     /// Commits (or, for a savepoint, releases it). `Ok` only when the server committed: if a
@@ -246,7 +251,7 @@ impl<'a> Transaction<'a> {
                 // Behind a transaction pooler a session change made in the transaction is
                 // undone before COMMIT, while the server connection is still ours.
                 let commit = if state.conn().shares_server() && state.conn().take_dirty() {
-                    format!("SELECT 1; {RESET_SESSION_SQL}COMMIT")
+                    format!("SELECT 1; {RESET_SESSION_SQL}{DEALLOCATE_SQL_PREPARED}COMMIT")
                 } else {
                     "SELECT 1; COMMIT".to_owned()
                 };

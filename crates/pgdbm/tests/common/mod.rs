@@ -202,3 +202,19 @@ pub async fn served_at_once(db: &AsyncDatabaseManager) {
         started.elapsed()
     );
 }
+
+/// xorshift64: a tiny seeded generator, so that a failing run replays from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
