@@ -78,6 +78,19 @@ async fn insert_values<P: Params>(
         .filter(|t| t * n <= MAX_PARAMS && *t <= rows.len())
         .map(|t| (t, values_sql(prefix, n, t)))
         .collect();
+    if !conn.uses_named_statements() {
+        // Without named statements each text's parameter types are learned by a describe of
+        // its own; two at once inside one transaction would collide (behind a transaction
+        // pooler each recreates the driver's lookup statements), so each tier's text is
+        // learned here, one after the other, and the chunks below all find it cached.
+        for (tier, text) in &texts {
+            let params: Vec<&(dyn ToSql + Sync)> =
+                rows[..*tier].iter().flat_map(|r| param_iter(r)).collect();
+            conn.typed_params(text, &params, true)
+                .await
+                .map_err(|e| query_error(e, sql, std::iter::empty()))?;
+        }
+    }
     // Two chunks in flight: the next one is encoded and sent while the server inserts the
     // current one.
     let mut inflight = futures_util::stream::FuturesOrdered::new();
@@ -125,6 +138,7 @@ async fn values_chunk<P: Params>(
     first: usize,
 ) -> Result<u64> {
     let params: Vec<&(dyn ToSql + Sync)> = chunk.iter().flat_map(|r| param_iter(r)).collect();
+    tracing::debug!(target: "pgdbm::batch", rows = chunk.len(), first, "multi-row INSERT");
     conn.queries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let r = if conn.uses_named_statements() {
@@ -169,6 +183,7 @@ async fn pipeline<P: Params>(conn: &PgConn, sql: &str, rows: &[P], first: usize)
         None
     };
     let statement = statement.as_ref();
+    tracing::debug!(target: "pgdbm::batch", rows = rows.len(), first, "row by row, pipelined");
     conn.queries
         .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
     // A queue driven by hand rather than `stream::iter(..).map(closure).buffered(..)`: a closure
