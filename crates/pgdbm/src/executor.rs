@@ -43,6 +43,21 @@ mod sealed {
 /// tx.commit().await?;
 /// # Ok(()) }
 /// ```
+///
+/// The methods generic over their result type (`fetch_value`, `execute_and_return_id`,
+/// `fetch_*_as`, ...) return boxed futures: unboxed, a generic helper like `add_user` above
+/// could not be called inside `tokio::spawn`, an axum handler or a `transaction_with_retry`
+/// closure (rustc's "lifetime bound not satisfied", issue 100013). This compiles:
+///
+/// ```no_run
+/// # use pgdbm::{Executor, Result};
+/// # async fn add_user(db: &impl Executor, email: &str) -> Result<i32> {
+/// #     db.execute_and_return_id("INSERT INTO {{tables.users}} (email) VALUES ($1)", &[&email]).await
+/// # }
+/// # async fn f(db: pgdbm::AsyncDatabaseManager) -> Result<()> {
+/// let id = tokio::spawn(async move { add_user(&db, "c@x.org").await }).await.unwrap()?;
+/// # Ok(()) }
+/// ```
 pub trait Executor: Send + Sync + sealed::Sealed {
     /// See [`AsyncDatabaseManager::execute`].
     fn execute<'a>(
@@ -56,7 +71,7 @@ pub trait Executor: Send + Sync + sealed::Sealed {
         &'a self,
         query: &'a str,
         params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<T>> + Send + 'a;
+    ) -> BoxFuture<'a, Result<T>>;
 
     /// See [`AsyncDatabaseManager::executemany`].
     fn executemany<'a, P, I>(&'a self, query: &'a str, rows: I) -> BoxFuture<'a, Result<u64>>
@@ -70,7 +85,7 @@ pub trait Executor: Send + Sync + sealed::Sealed {
         &'a self,
         query: &'a str,
         params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a;
+    ) -> BoxFuture<'a, Result<Option<T>>>;
 
     /// See [`AsyncDatabaseManager::fetch_value_at`].
     fn fetch_value_at<'a, T: FromSqlOwned + Send + 'a>(
@@ -78,7 +93,7 @@ pub trait Executor: Send + Sync + sealed::Sealed {
         query: &'a str,
         params: &'a [&'a (dyn ToSql + Sync)],
         column: usize,
-    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a;
+    ) -> BoxFuture<'a, Result<Option<T>>>;
 
     /// See [`AsyncDatabaseManager::fetch_one`].
     fn fetch_one<'a>(
@@ -99,35 +114,35 @@ pub trait Executor: Send + Sync + sealed::Sealed {
         &'a self,
         query: &'a str,
         params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a;
+    ) -> BoxFuture<'a, Result<Option<T>>>;
 
     /// See [`AsyncDatabaseManager::fetch_all_as_model`].
     fn fetch_all_as_model<'a, T: serde::de::DeserializeOwned + Send + 'a>(
         &'a self,
         query: &'a str,
         params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a;
+    ) -> BoxFuture<'a, Result<Vec<T>>>;
 
     /// See [`AsyncDatabaseManager::fetch_one_as`].
     fn fetch_one_as<'a, T: FromRow + Send + 'a>(
         &'a self,
         query: &'a str,
         params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a;
+    ) -> BoxFuture<'a, Result<Option<T>>>;
 
     /// See [`AsyncDatabaseManager::fetch_all_as`].
     fn fetch_all_as<'a, T: FromRow + Send + 'a>(
         &'a self,
         query: &'a str,
         params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a;
+    ) -> BoxFuture<'a, Result<Vec<T>>>;
 
     /// See [`AsyncDatabaseManager::fetch_column`].
     fn fetch_column<'a, T: FromSqlOwned + Send + 'a>(
         &'a self,
         query: &'a str,
         params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a;
+    ) -> BoxFuture<'a, Result<Vec<T>>>;
 
     /// See [`AsyncDatabaseManager::fetch_stream`].
     fn fetch_stream<'a>(
@@ -205,8 +220,8 @@ macro_rules! executor_impl {
                 &'a self,
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
-            ) -> impl Future<Output = Result<T>> + Send + 'a {
-                <$ty>::execute_and_return_id(self, query, params)
+            ) -> BoxFuture<'a, Result<T>> {
+                Box::pin(<$ty>::execute_and_return_id(self, query, params))
             }
 
             fn executemany<'a, P, I>(
@@ -226,8 +241,8 @@ macro_rules! executor_impl {
                 &'a self,
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
-            ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
-                <$ty>::fetch_value(self, query, params)
+            ) -> BoxFuture<'a, Result<Option<T>>> {
+                Box::pin(<$ty>::fetch_value(self, query, params))
             }
 
             fn fetch_value_at<'a, T: FromSqlOwned + Send + 'a>(
@@ -235,8 +250,8 @@ macro_rules! executor_impl {
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
                 column: usize,
-            ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
-                <$ty>::fetch_value_at(self, query, params, column)
+            ) -> BoxFuture<'a, Result<Option<T>>> {
+                Box::pin(<$ty>::fetch_value_at(self, query, params, column))
             }
 
             fn fetch_one<'a>(
@@ -259,40 +274,40 @@ macro_rules! executor_impl {
                 &'a self,
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
-            ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
-                <$ty>::fetch_as_model(self, query, params)
+            ) -> BoxFuture<'a, Result<Option<T>>> {
+                Box::pin(<$ty>::fetch_as_model(self, query, params))
             }
 
             fn fetch_all_as_model<'a, T: serde::de::DeserializeOwned + Send + 'a>(
                 &'a self,
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
-            ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
-                <$ty>::fetch_all_as_model(self, query, params)
+            ) -> BoxFuture<'a, Result<Vec<T>>> {
+                Box::pin(<$ty>::fetch_all_as_model(self, query, params))
             }
 
             fn fetch_one_as<'a, T: FromRow + Send + 'a>(
                 &'a self,
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
-            ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
-                <$ty>::fetch_one_as(self, query, params)
+            ) -> BoxFuture<'a, Result<Option<T>>> {
+                Box::pin(<$ty>::fetch_one_as(self, query, params))
             }
 
             fn fetch_all_as<'a, T: FromRow + Send + 'a>(
                 &'a self,
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
-            ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
-                <$ty>::fetch_all_as(self, query, params)
+            ) -> BoxFuture<'a, Result<Vec<T>>> {
+                Box::pin(<$ty>::fetch_all_as(self, query, params))
             }
 
             fn fetch_column<'a, T: FromSqlOwned + Send + 'a>(
                 &'a self,
                 query: &'a str,
                 params: &'a [&'a (dyn ToSql + Sync)],
-            ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
-                <$ty>::fetch_column(self, query, params)
+            ) -> BoxFuture<'a, Result<Vec<T>>> {
+                Box::pin(<$ty>::fetch_column(self, query, params))
             }
 
             fn fetch_stream<'a>(

@@ -137,3 +137,86 @@ async fn tuples_and_single_columns() {
     assert_eq!(names, ["b", "a"]);
     tx.rollback().await.unwrap();
 }
+
+// The helper pattern where services use it: these must compile (rustc #100013 made a generic
+// trait method's future fail `Send` in spawned tasks, handlers and retry closures).
+
+#[derive(pgdbm::FromRow)]
+struct Row {
+    id: i32,
+}
+
+async fn add_user(db: &impl Executor, email: &str) -> Result<i32> {
+    db.execute_and_return_id("INSERT INTO {{tables.items}} (name) VALUES ($1)", &[&email])
+        .await
+}
+
+async fn every_generic(db: &impl Executor) -> Result<usize> {
+    let v: Option<i64> = db.fetch_value("SELECT 1::int8", &[]).await?;
+    let w: Option<i64> = db.fetch_value_at("SELECT 1, 2::int8", &[], 1).await?;
+    let one: Option<Row> = db.fetch_one_as("SELECT 1 AS id", &[]).await?;
+    let all: Vec<Row> = db.fetch_all_as("SELECT 1 AS id", &[]).await?;
+    let col: Vec<i32> = db.fetch_column("SELECT 1", &[]).await?;
+    let m: Option<serde_json::Value> = db.fetch_as_model("SELECT 1 AS id", &[]).await?;
+    let ms: Vec<serde_json::Value> = db.fetch_all_as_model("SELECT 1 AS id", &[]).await?;
+    db.fetch_all("SELECT 1", &[]).await?;
+    db.fetch_one("SELECT 1", &[]).await?;
+    db.execute("SELECT 1", &[]).await?;
+    db.table_exists("items").await?;
+    Ok(usize::from(v.is_some())
+        + usize::from(w.is_some())
+        + one.map_or(0, |r| r.id as usize)
+        + all.len()
+        + col.len()
+        + usize::from(m.is_some())
+        + ms.len())
+}
+
+#[tokio::test]
+async fn the_helper_pattern_compiles_in_spawn_handlers_and_retry_closures() {
+    let (db, _guard) = schema_db().await;
+    setup(&db).await.unwrap();
+    // tokio::spawn
+    let spawned = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            add_user(&db, "spawned").await?;
+            every_generic(&db).await
+        })
+    };
+    assert_eq!(spawned.await.unwrap().unwrap(), 7);
+    // An axum handler.
+    async fn handler(
+        axum::extract::State(db): axum::extract::State<pgdbm::AsyncDatabaseManager>,
+    ) -> String {
+        add_user(&db, "handled").await.unwrap().to_string()
+    }
+    let app: axum::Router = axum::Router::new()
+        .route("/", axum::routing::post(handler))
+        .with_state(db.clone());
+    use tower::ServiceExt;
+    let response = app
+        .oneshot(
+            axum::http::Request::post("/")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    // A transaction_with_retry closure.
+    let id = db
+        .transaction_with_retry(
+            pgdbm::TransactionOptions::default(),
+            pgdbm::RetryPolicy::default(),
+            |tx| {
+                Box::pin(async move {
+                    every_generic(&*tx).await?;
+                    add_user(&*tx, "retried").await
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert!(id > 0);
+}
