@@ -158,3 +158,11 @@ pub fn validate_identifier(name: &str, what: &str) -> Result<()> {
 
 /// The driver underneath, for anything pgdbm does not wrap.
 pub use tokio_postgres;
+
+// The crates whose types pgdbm reads and writes, re-exported so that code using them (a model
+// printed by `pgdbm generate model`, say) needs no dependency of its own on them, and gets the
+// versions pgdbm was built with.
+pub use chrono;
+pub use serde;
+pub use serde_json;
+pub use uuid;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use postgres_types::FromSql;
+use postgres_types::{FromSql, Kind, Type};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use tokio_postgres::Row;
 
@@ -171,13 +171,27 @@ impl Record {
     }
 
     /// A column decoded as `T`. A missing column or an incompatible type is
-    /// [`Error::Decode`] naming the column and its PostgreSQL type.
+    /// [`Error::Decode`] naming the column and its PostgreSQL type. An enum reads as text
+    /// (`String`, `&str`), and a domain as its base type.
     pub fn get<'a, T: FromSql<'a>>(&'a self, idx: impl ColumnIndex) -> Result<T> {
         let i = self.index(idx)?;
-        self.row.try_get::<_, T>(i).map_err(|e| {
-            let col = &self.row.columns()[i];
-            Error::decode(col.name(), col.type_(), source_message(&e))
-        })
+        let col = &self.row.columns()[i];
+        match self.row.try_get::<_, T>(i) {
+            Ok(v) => Ok(v),
+            // An enum's value, and a domain's, is its base's on the wire: a type that reads
+            // text reads an enum's label, one that reads a domain's base reads the domain.
+            Err(e) => match wire_type(col.type_()).filter(|b| T::accepts(b)) {
+                Some(base) => {
+                    let raw = self
+                        .row
+                        .try_get::<_, RawColumn<'a>>(i)
+                        .map_err(|e| Error::decode(col.name(), col.type_(), source_message(&e)))?;
+                    T::from_sql_nullable(&base, raw.0)
+                        .map_err(|e| Error::decode(col.name(), col.type_(), e.to_string()))
+                }
+                None => Err(Error::decode(col.name(), col.type_(), source_message(&e))),
+            },
+        }
     }
 
     /// A column as a dynamic [`Value`].
@@ -282,5 +296,15 @@ impl fmt::Debug for Record {
             };
         }
         m.finish()
+    }
+}
+
+/// The type a column's values have on the wire when it is not the column's own: `text` for an
+/// enum, the base type for a domain (through nested domains).
+fn wire_type(ty: &Type) -> Option<Type> {
+    match ty.kind() {
+        Kind::Enum(_) => Some(Type::TEXT),
+        Kind::Domain(base) => Some(wire_type(base).unwrap_or_else(|| base.clone())),
+        _ => None,
     }
 }

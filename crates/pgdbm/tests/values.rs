@@ -462,3 +462,62 @@ async fn from_row_reads_fields_straight_from_the_wire() {
     assert_eq!(in_tx, typed);
     tx.rollback().await.unwrap();
 }
+
+/// Enums (and domains over text) read as text through every typed path, as the serde path
+/// already did: `Record::get::<String>`, `fetch_value`, `fetch_column` and `FromRow`.
+#[tokio::test]
+async fn enums_and_text_domains_read_as_strings_on_every_typed_path() {
+    let (db, _g) = setup().await;
+    db.execute(
+        "CREATE DOMAIN {{tables.email}} AS text CHECK (VALUE LIKE '%@%');
+         CREATE TABLE {{tables.accounts}} (id int, plan {{tables.mood}}, mail {{tables.email}},
+             maybe {{tables.mood}});
+         INSERT INTO {{tables.accounts}} VALUES (1, 'happy', 'a@x.org', NULL)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let row = db
+        .fetch_one("SELECT * FROM {{tables.accounts}}", &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.get::<String>("plan").unwrap(), "happy");
+    assert_eq!(row.get::<&str>("plan").unwrap(), "happy");
+    assert_eq!(row.get::<Option<String>>("maybe").unwrap(), None);
+    assert_eq!(row.get::<String>("mail").unwrap(), "a@x.org");
+    // A type that does not take text still says what is wrong.
+    let err = row.get::<i32>("plan").unwrap_err();
+    assert!(err.to_string().contains("plan"), "{err}");
+    let plan: Option<String> = db
+        .fetch_value("SELECT plan FROM {{tables.accounts}}", &[])
+        .await
+        .unwrap();
+    assert_eq!(plan.as_deref(), Some("happy"));
+    let plans: Vec<String> = db
+        .fetch_column("SELECT plan FROM {{tables.accounts}}", &[])
+        .await
+        .unwrap();
+    assert_eq!(plans, ["happy"]);
+
+    #[derive(pgdbm::FromRow, Debug, PartialEq)]
+    struct Account {
+        id: i32,
+        plan: String,
+        mail: String,
+        maybe: Option<String>,
+    }
+    let account: Option<Account> = db
+        .fetch_one_as("SELECT * FROM {{tables.accounts}}", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        account,
+        Some(Account {
+            id: 1,
+            plan: "happy".into(),
+            mail: "a@x.org".into(),
+            maybe: None,
+        })
+    );
+}
