@@ -194,6 +194,18 @@ pub enum Error {
         /// Each replica (`host:port`) with why it was skipped.
         reasons: String,
     },
+
+    /// `fetch_exactly_one*` found no row, or more than one.
+    #[error(
+        "expected exactly one row, but the query returned {}\n  sql: {sql}",
+        match rows { 0 => "no row".to_owned(), n => format!("{n} rows") }
+    )]
+    RowCount {
+        /// The rendered SQL, shortened when very long.
+        sql: String,
+        /// How many rows the query returned.
+        rows: u64,
+    },
 }
 
 /// Portable error kinds that application code can branch on, whatever the SQLSTATE detail.
@@ -228,6 +240,8 @@ pub enum ErrorKind {
     NotificationsMissed,
     /// No read replica was healthy and `replica_fallback` is `"error"` ([`Error::NoReplica`]).
     NoReplica,
+    /// `fetch_exactly_one*` found no row, or several ([`Error::RowCount`]).
+    RowCount,
     /// Any other server error.
     OtherDatabase,
     /// Not a server error.
@@ -398,6 +412,9 @@ impl Error {
         }
         if matches!(self, Error::NoReplica { .. }) {
             return ErrorKind::NoReplica;
+        }
+        if matches!(self, Error::RowCount { .. }) {
+            return ErrorKind::RowCount;
         }
         let Some(state) = self.sqlstate() else {
             return ErrorKind::Other;

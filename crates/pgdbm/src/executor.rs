@@ -137,6 +137,20 @@ pub trait Executor: Send + Sync + sealed::Sealed {
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> BoxFuture<'a, Result<Vec<T>>>;
 
+    /// See [`AsyncDatabaseManager::fetch_exactly_one`].
+    fn fetch_exactly_one<'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Record>> + Send + 'a;
+
+    /// See [`AsyncDatabaseManager::fetch_exactly_one_as`].
+    fn fetch_exactly_one_as<'a, T: FromRow + Send + 'a>(
+        &'a self,
+        query: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<T>>;
+
     /// See [`AsyncDatabaseManager::fetch_column`].
     fn fetch_column<'a, T: FromSqlOwned + Send + 'a>(
         &'a self,
@@ -300,6 +314,22 @@ macro_rules! executor_impl {
                 params: &'a [&'a (dyn ToSql + Sync)],
             ) -> BoxFuture<'a, Result<Vec<T>>> {
                 Box::pin(<$ty>::fetch_all_as(self, query, params))
+            }
+
+            fn fetch_exactly_one<'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> impl Future<Output = Result<Record>> + Send + 'a {
+                <$ty>::fetch_exactly_one(self, query, params)
+            }
+
+            fn fetch_exactly_one_as<'a, T: FromRow + Send + 'a>(
+                &'a self,
+                query: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> BoxFuture<'a, Result<T>> {
+                Box::pin(<$ty>::fetch_exactly_one_as(self, query, params))
             }
 
             fn fetch_column<'a, T: FromSqlOwned + Send + 'a>(

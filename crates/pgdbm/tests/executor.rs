@@ -220,3 +220,54 @@ async fn the_helper_pattern_compiles_in_spawn_handlers_and_retry_closures() {
         .unwrap();
     assert!(id > 0);
 }
+
+#[tokio::test]
+async fn fetch_exactly_one_says_no_row_or_how_many() {
+    let (db, _guard) = schema_db().await;
+    setup(&db).await.unwrap();
+    // INSERT … RETURNING: the one row.
+    let row = db
+        .fetch_exactly_one(
+            "INSERT INTO {{tables.items}} (name) VALUES ($1) RETURNING id, name",
+            &[&"one"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String>("name").unwrap(), "one");
+    add(&db, "two").await.unwrap();
+    let tx = db.transaction().await.unwrap();
+    let item: Item = tx
+        .fetch_exactly_one_as(
+            "SELECT id, name FROM {{tables.items}} WHERE name = $1",
+            &[&"two"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(item.name, "two");
+    tx.commit().await.unwrap();
+    // Through the trait, with no row and with two.
+    async fn lookup(db: &impl Executor, name: &str) -> Result<Item> {
+        db.fetch_exactly_one_as(
+            "SELECT id, name FROM {{tables.items}} WHERE name LIKE $1",
+            &[&name],
+        )
+        .await
+    }
+    let none = lookup(&db, "nobody").await.unwrap_err();
+    assert_eq!(none.kind(), pgdbm::ErrorKind::RowCount, "{none:?}");
+    assert!(
+        matches!(none, pgdbm::Error::RowCount { rows: 0, .. }),
+        "{none:?}"
+    );
+    assert!(none.to_string().contains("no row"), "{none}");
+    let two = lookup(&db, "%o%").await.unwrap_err();
+    assert!(
+        matches!(two, pgdbm::Error::RowCount { rows: 2, .. }),
+        "{two:?}"
+    );
+    assert!(two.to_string().contains("2 rows"), "{two}");
+    let found = Executor::fetch_exactly_one(&db, "SELECT 1 AS x", &[])
+        .await
+        .unwrap();
+    assert_eq!(found.get::<i32>("x").unwrap(), 1);
+}

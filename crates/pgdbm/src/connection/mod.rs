@@ -400,6 +400,26 @@ impl PgConn {
         Ok(first)
     }
 
+    /// The first row, if any, and how many rows there were (the rest is read and counted).
+    pub(crate) async fn query_counted(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        in_transaction: bool,
+    ) -> Result<(Option<Row>, u64), tokio_postgres::Error> {
+        let stream = self.query_stream(sql, params, in_transaction).await?;
+        pin_mut!(stream);
+        let first = stream.try_next().await?;
+        let mut rows = u64::from(first.is_some());
+        // A finished stream must not be polled again (the driver reports it closed).
+        if first.is_some() {
+            while stream.try_next().await?.is_some() {
+                rows += 1;
+            }
+        }
+        Ok((first, rows))
+    }
+
     /// Rows affected. Without parameters the simple protocol is used, so a script of several
     /// statements (DDL, say) runs as Python pgdbm's `execute` does.
     pub(crate) async fn execute(

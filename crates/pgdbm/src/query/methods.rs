@@ -214,6 +214,44 @@ macro_rules! query_methods {
             )
         }
 
+        /// The one row of a query that must return exactly one (an `INSERT … RETURNING`, a
+        /// lookup by key): [`Error::RowCount`](crate::Error::RowCount), which says "no row" or
+        /// how many, otherwise. The whole result is read to count it.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let row = db
+        ///     .fetch_exactly_one("INSERT INTO {{tables.users}} (email) VALUES ($1) RETURNING id", &[&"a@x.org"])
+        ///     .await?;
+        /// let id: i32 = row.get("id")?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn fetch_exactly_one(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<crate::Record> {
+            crate::observe::observed!(
+                one: self,
+                crate::observe::Op::new(crate::observe::Method::FetchExactlyOne, query, params),
+                crate::query::fetch_exactly_one(self, query, params),
+            )
+        }
+
+        /// [`fetch_exactly_one`](Self::fetch_exactly_one) as `T` through its
+        /// [`FromRow`](crate::FromRow) impl.
+        pub async fn fetch_exactly_one_as<T: crate::FromRow>(
+            &self,
+            query: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<T> {
+            crate::observe::observed!(
+                one: self,
+                crate::observe::Op::new(crate::observe::Method::FetchExactlyOneAs, query, params),
+                async { T::from_row(&crate::query::fetch_exactly_one(self, query, params).await?) },
+            )
+        }
+
         /// All rows as `T` through its [`FromRow`](crate::FromRow) impl.
         pub async fn fetch_all_as<T: crate::FromRow>(
             &self,

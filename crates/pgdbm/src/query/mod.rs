@@ -349,6 +349,23 @@ pub(crate) async fn fetch_one<E: Runner>(
     first_row(ex, Intent::Read, query, params).await
 }
 
+/// The one row of a query that must return exactly one; [`Error::RowCount`] otherwise.
+pub(crate) async fn fetch_exactly_one<E: Runner>(
+    ex: &E,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Record> {
+    let (row, rows) = run!(ex, Intent::Read, query, params, |conn, sql, in_tx| conn
+        .query_counted(sql, params, in_tx))?;
+    match (row, rows) {
+        (Some(row), 1) => Ok(Record::new(row)),
+        (_, rows) => Err(Error::RowCount {
+            sql: shorten_sql(&ex.templates().render(query)?),
+            rows,
+        }),
+    }
+}
+
 async fn first_row<E: Runner>(
     ex: &E,
     intent: Intent,
