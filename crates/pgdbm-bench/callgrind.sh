@@ -9,9 +9,10 @@
 # other one), CONC the concurrency (default 1). What observability costs:
 #   SIDES="pgdbm pgdbm-traced pgdbm-monitor" crates/pgdbm-bench/callgrind.sh point fetch1k
 #
-# Build first: CARGO_TARGET_DIR=/work/target-bench cargo build --release -p pgdbm-bench
+# Build first: CARGO_TARGET_DIR=/work/target-bench cargo build --profile profiling -p pgdbm-bench
+# (release with line tables, so that callgrind_annotate names the lines)
 set -euo pipefail
-BIN=${BIN:-${CARGO_TARGET_DIR:-/work/target-bench}/release/pgdbm-bench}
+BIN=${BIN:-${CARGO_TARGET_DIR:-/work/target-bench}/profiling/pgdbm-bench}
 OUT=${OUT:-/tmp/pgdbm-bench-callgrind}
 CONC=${CONC:-1}
 read -ra sides <<<"${SIDES:-pgdbm raw}"

@@ -156,6 +156,17 @@ pub fn validate_identifier(name: &str, what: &str) -> Result<()> {
     template::check_identifier(name, what)
 }
 
+/// `Ok(value)` typed as [`pgdbm::Result`](Result), for the end of an async block or closure
+/// where the error type cannot be inferred (as anyhow's `Ok` does).
+///
+/// ```
+/// let job = async { pgdbm::Ok(42) };
+/// ```
+#[allow(non_snake_case)]
+pub fn Ok<T>(value: T) -> Result<T> {
+    Result::Ok(value)
+}
+
 /// The driver underneath, for anything pgdbm does not wrap.
 pub use tokio_postgres;
 
