@@ -139,6 +139,11 @@ pub struct DatabaseConfig {
     /// `"auto"` (the default) after a statement that changes the session, `"always"` after
     /// every use. See [`ResetOnRelease`](crate::ResetOnRelease) for what each covers and costs.
     pub reset_on_release: crate::ResetOnRelease,
+    /// Show parameter values in the statement log, spans, the monitor and errors' `params`
+    /// (short values as written, longer ones as their length). Off by default: each
+    /// parameter shows only its placeholder and kind (`$1: text(12 chars)`), so e-mail
+    /// addresses and tokens stay out of logs. Process-wide once a pool is made with it on.
+    pub log_parameter_values: bool,
     /// Where migrations connect when `connection_string` goes through a transaction pooler: the
     /// server itself (Prisma's and Rails' `directUrl`). Same forms as `connection_string`; the
     /// password, user and TLS settings of this config fill what it leaves out. `None` =
@@ -210,6 +215,7 @@ impl Default for DatabaseConfig {
             statement_cache_size: 1000,
             pooler: Pooler::Direct,
             reset_on_release: crate::ResetOnRelease::Auto,
+            log_parameter_values: false,
             direct_connection_string: None,
             shared_pool_search_path: Some("pg_catalog".into()),
             listen_connection_string: None,
@@ -723,6 +729,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("statement_cache_size", &self.statement_cache_size)
             .field("pooler", &self.pooler)
             .field("reset_on_release", &self.reset_on_release)
+            .field("log_parameter_values", &self.log_parameter_values)
             .field(
                 "direct_connection_string",
                 &self.direct_connection_string.as_deref().map(mask_dsn),

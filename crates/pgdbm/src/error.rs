@@ -397,6 +397,19 @@ impl Error {
         self.as_db_error().and_then(DbError::constraint)
     }
 
+    /// The server's own message for a server error (`duplicate key value violates unique
+    /// constraint "users_email_key"`), without the SQL, the parameters or anything pgdbm adds:
+    /// what an application may pass on, where `Display` (for logs) shows the statement too.
+    ///
+    /// ```
+    /// # fn f(e: &pgdbm::Error) {
+    /// let for_client = e.server_message().unwrap_or("internal error");
+    /// # }
+    /// ```
+    pub fn server_message(&self) -> Option<&str> {
+        self.as_db_error().map(DbError::message)
+    }
+
     /// The server's DETAIL line, if any.
     pub fn detail(&self) -> Option<&str> {
         self.as_db_error().and_then(DbError::detail)

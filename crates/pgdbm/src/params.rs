@@ -1,6 +1,7 @@
 //! Rows of parameters for the batch methods, and masking of parameters for logs and errors.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_postgres::types::ToSql;
 
@@ -106,17 +107,40 @@ impl<P: Params + ?Sized> Params for &P {
     }
 }
 
-/// Values longer than this are shown only as their length.
+/// Values longer than this are shown only as their length, even when values are shown.
 const MAX_SHOWN: usize = 20;
 
-/// Parameters for logs and errors: short values as written, longer ones as `<N chars>`.
+/// Whether logs, spans and errors show parameter values (`log_parameter_values`).
+static SHOW_VALUES: AtomicBool = AtomicBool::new(false);
+
+/// Turns showing parameter values on for the process: a pool made with
+/// `log_parameter_values = true` does, and it stays on.
+pub(crate) fn show_parameter_values() {
+    SHOW_VALUES.store(true, Ordering::Relaxed);
+}
+
+/// Parameters for logs, spans and errors. By default each is a placeholder and the kind of
+/// value it holds (`$1: text(12 chars)`, `$2: number`, `$3: NULL`), never the value: e-mail
+/// addresses and tokens stay out of logs. With `log_parameter_values`, short values as
+/// written and longer ones as `<N chars>`.
 pub(crate) fn mask_params<'a>(params: impl Iterator<Item = &'a (dyn ToSql + Sync)>) -> String {
+    mask_params_with(params, SHOW_VALUES.load(Ordering::Relaxed))
+}
+
+fn mask_params_with<'a>(
+    params: impl Iterator<Item = &'a (dyn ToSql + Sync)>,
+    values: bool,
+) -> String {
     let mut out = String::from("[");
     for (i, p) in params.enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
         let shown = format!("{p:?}");
+        if !values {
+            let _ = write!(out, "${}: {}", i + 1, kind_of(&shown));
+            continue;
+        }
         let len = shown.trim_matches('"').chars().count();
         if len > MAX_SHOWN {
             let _ = write!(out, "${}=<{len} chars>", i + 1);
@@ -128,18 +152,48 @@ pub(crate) fn mask_params<'a>(params: impl Iterator<Item = &'a (dyn ToSql + Sync
     out
 }
 
+/// What kind of value a parameter's `Debug` form shows, without the value.
+fn kind_of(debug: &str) -> String {
+    let inner = debug
+        .strip_prefix("Some(")
+        .and_then(|d| d.strip_suffix(')'))
+        .unwrap_or(debug);
+    if inner == "None" {
+        return "NULL".into();
+    }
+    if let Some(text) = inner.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        return format!("text({} chars)", text.chars().count());
+    }
+    if inner == "true" || inner == "false" {
+        return "bool".into();
+    }
+    if inner.parse::<f64>().is_ok() {
+        return "number".into();
+    }
+    if inner.starts_with('[') {
+        return "array".into();
+    }
+    "value".into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn masks_long_values() {
+    fn shows_kinds_by_default_and_short_values_when_asked() {
         let long = "x".repeat(50);
         let short = "hi";
         let n = 5_i32;
-        let params: [&(dyn ToSql + Sync); 3] = [&long, &short, &n];
-        let s = mask_params(params.iter().copied());
-        assert_eq!(s, "[$1=<50 chars>, $2=\"hi\", $3=5]");
+        let none: Option<i32> = None;
+        let flag = Some(true);
+        let params: [&(dyn ToSql + Sync); 5] = [&long, &short, &n, &none, &flag];
+        assert_eq!(
+            mask_params_with(params.iter().copied(), false),
+            "[$1: text(50 chars), $2: text(2 chars), $3: number, $4: NULL, $5: bool]"
+        );
+        let s = mask_params_with(params.iter().copied(), true);
+        assert!(s.starts_with("[$1=<50 chars>, $2=\"hi\", $3=5"), "{s}");
         assert!(!s.contains(&long));
     }
 

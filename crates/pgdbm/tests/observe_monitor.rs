@@ -257,10 +257,12 @@ async fn arguments_are_kept_masked_and_only_on_request() {
         .fetch_value::<String>("SELECT $1::text || $2", &[&"short", &long])
         .await
         .unwrap();
+    // By default each argument is its placeholder and kind, never its value.
     let args = with_args.get_query_history(None)[0].args.clone().unwrap();
-    assert!(args.contains("short"), "{args}");
-    assert!(!args.contains(long), "{args}");
-    assert!(args.contains(&format!("<{} chars>", long.len())), "{args}");
+    assert_eq!(
+        args,
+        format!("[$1: text(5 chars), $2: text({} chars)]", long.len())
+    );
 }
 
 #[tokio::test]

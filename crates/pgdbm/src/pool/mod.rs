@@ -477,6 +477,9 @@ impl Pool {
     pub(crate) async fn connect(opts: PoolOptions<'_>) -> Result<Pool> {
         let config = opts.config;
         config.validate()?;
+        if config.log_parameter_values {
+            crate::params::show_parameter_values();
+        }
         let (mut pg_config, attrs) = match &opts.replica {
             Some(target) => (target.clone(), crate::target::SessionAttrs::Any),
             None => config.pg_target()?,

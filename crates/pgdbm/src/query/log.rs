@@ -2,8 +2,9 @@
 //! `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`, `COMMIT`, `ROLLBACK` and clean-up statements it sends
 //! itself), after the statement ends, on target `pgdbm::query`.
 //!
-//! Fields: `sql`, `params` (masked: a value longer than 20 characters shows only its length),
-//! `duration_ms`, `outcome` (`ok`, `error`, `timeout`, or `abandoned` when the caller dropped
+//! Fields: `sql`, `params` (placeholders and the kind of each value, `[$1: text(12 chars),
+//! $2: number]`; with `log_parameter_values`, short values, and longer ones as their length),
+//! `duration_ms` (rounded to the microsecond), `outcome` (`ok`, `error`, `timeout`, or `abandoned` when the caller dropped
 //! the call), and `sqlstate` on a server error. The server's message is not logged: its
 //! detail can quote parameter values. The level is DEBUG, with or without `DB_DEBUG=1`
 //! (Python pgdbm's switch); what shows is the subscriber's choice (`RUST_LOG=pgdbm::query=debug`).
@@ -72,7 +73,7 @@ impl<'a> StatementLog<'a> {
         let Some(started) = self.started.take() else {
             return;
         };
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0;
         let (sql, params) = (self.sql, self.params.as_str());
         tracing::debug!(target: "pgdbm::query", sql, params = %params, duration_ms, outcome, sqlstate, "statement");
     }
