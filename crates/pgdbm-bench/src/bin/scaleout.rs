@@ -1,8 +1,10 @@
 //! Scale-out figures: point selects through PgBouncer in transaction mode against direct, reads
-//! spread over a primary and a replica against the primary alone, and failover time.
+//! spread over a primary and a replica against the primary alone, read-your-writes latency, and
+//! failover time.
 //!
 //! ```sh
 //! cargo run --release -p pgdbm-bench --bin scaleout [-- --secs 5 --rounds 3]
+//! cargo run --release -p pgdbm-bench --bin scaleout -- --ryw   # read-your-writes latency only
 //! ```
 //!
 //! Everything runs on one machine: PgBouncer, the replica and the clients share its cores with
@@ -283,6 +285,80 @@ async fn replicas(secs: u64, rounds: u64) {
     routed.disconnect().await.unwrap();
 }
 
+/// Read-your-writes latency: `PAIRS` writes each followed by a read of the row through
+/// `replica()`, against the same reads from the primary, with synchronous commit on and off.
+async fn read_your_writes() {
+    const PAIRS: i32 = 500;
+    println!("\nread-your-writes, {PAIRS} write-then-read pairs (read latency, ms)");
+    println!(
+        "{:<34} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9}",
+        "way", "median", "p90", "p99", "max", "misses", "replica"
+    );
+    for sync in ["on", "off"] {
+        let primary = TempCluster::builder()
+            .setting("synchronous_commit", sync)
+            .start()
+            .expect("primary");
+        let replica = primary.start_replica().expect("replica");
+        let alone = manager(primary.database_config("postgres")).await;
+        alone
+            .execute(
+                "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)",
+                &[],
+            )
+            .await
+            .unwrap();
+        primary
+            .wait_for_replica(&replica, Duration::from_secs(30))
+            .await
+            .expect("replay");
+        let routed = manager(DatabaseConfig {
+            read_replicas: vec![replica.connection_string("postgres")],
+            ..primary.database_config("postgres")
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for (way, db, reader, table) in [
+            ("primary alone", &alone, alone.clone(), "a"),
+            (
+                "replica() with read-your-writes",
+                &routed,
+                routed.replica(),
+                "b",
+            ),
+        ] {
+            let (mut lat, mut misses, mut on_replica) = (Vec::new(), 0, 0);
+            let insert = format!("INSERT INTO {table} VALUES ($1)");
+            let select = format!("SELECT pg_is_in_recovery() FROM {table} WHERE id = $1");
+            for i in 0..PAIRS {
+                db.execute(&insert, &[&i]).await.unwrap();
+                let t = Instant::now();
+                let r: Option<bool> = reader.fetch_value(&select, &[&i]).await.unwrap();
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                match r {
+                    None => misses += 1,
+                    Some(true) => on_replica += 1,
+                    Some(false) => {}
+                }
+            }
+            lat.sort_by(f64::total_cmp);
+            let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+            println!(
+                "{:<34} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>9}",
+                format!("sync commit {sync}: {way}"),
+                at(0.5),
+                at(0.9),
+                at(0.99),
+                lat[lat.len() - 1],
+                misses,
+                on_replica
+            );
+        }
+        alone.disconnect().await.unwrap();
+        routed.disconnect().await.unwrap();
+    }
+}
+
 async fn failover() {
     let primary = TempCluster::start().expect("primary");
     let replica = primary.start_replica().expect("replica");
@@ -339,7 +415,12 @@ async fn failover() {
 async fn main() {
     let secs = arg("--secs", 5);
     let rounds = arg("--rounds", 3);
+    if std::env::args().any(|a| a == "--ryw") {
+        read_your_writes().await;
+        return;
+    }
     pgbouncer(secs, rounds).await;
     replicas(secs, rounds).await;
+    read_your_writes().await;
     failover().await;
 }
