@@ -45,6 +45,7 @@ mod config;
 mod connection;
 mod context;
 mod de;
+mod durations;
 mod error;
 mod executor;
 mod from_row;

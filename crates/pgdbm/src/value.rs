@@ -369,11 +369,35 @@ fn value_accepts(v: &Value, ty: &Type) -> bool {
 /// ```no_run
 /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
 /// use pgdbm::EnumText;
-/// db.execute("INSERT INTO {{tables.moods}} (m) VALUES ($1)", &[&EnumText("happy".into())]).await?;
+/// db.execute("INSERT INTO {{tables.moods}} (m) VALUES ($1)", &[&EnumText::new("happy")]).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EnumText(pub String);
+
+impl EnumText {
+    /// An enum label (or any text) to send.
+    pub fn new(label: impl Into<String>) -> Self {
+        EnumText(label.into())
+    }
+
+    /// The label.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for EnumText {
+    fn from(label: &str) -> Self {
+        EnumText(label.to_owned())
+    }
+}
+
+impl From<String> for EnumText {
+    fn from(label: String) -> Self {
+        EnumText(label)
+    }
+}
 
 impl ToSql for EnumText {
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
