@@ -91,6 +91,20 @@ pub struct ModuleConfig {
     pub schema: Option<String>,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// A fleet module: its migrations go into every existing schema matching this `LIKE`
+    /// pattern (`'tenant\_%'`), not into a schema of its own.
+    pub schemas: Option<String>,
+    /// A fleet module: its migrations go into every schema this query's first column names.
+    pub schemas_query: Option<String>,
+}
+
+/// The schemas of a tenant fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `LIKE` pattern on schema names (system schemas never match).
+    Like(String),
+    /// A query whose first column is the schema name.
+    Query(String),
 }
 
 /// A module ready to migrate.
@@ -101,8 +115,11 @@ pub struct Module {
     /// Where its `.sql` files are.
     pub migrations_path: PathBuf,
     /// The schema its migrations go into; `None` = `public` (and module name `default`).
+    /// Unused for a fleet module.
     pub schema: Option<String>,
     pub depends_on: Vec<String>,
+    /// Set for a fleet module: the schemas its migrations go into instead of `schema`.
+    pub fleet: Option<Selector>,
 }
 
 /// Everything a command needs: the connection and the modules.
@@ -155,6 +172,7 @@ fn simple_mode(env: Option<&str>) -> CliResult<Settings> {
             migrations_path: PathBuf::from("migrations"),
             schema: None,
             depends_on: Vec::new(),
+            fleet: None,
         }],
     })
 }
@@ -273,6 +291,7 @@ pub fn resolve(file: FileConfig, path: &Path, env: Option<&str>) -> CliResult<Se
             migrations_path: base.join("migrations"),
             schema: e.schema.clone(),
             depends_on: Vec::new(),
+            fleet: None,
         }]
     } else {
         let mut out = Vec::new();
@@ -294,11 +313,22 @@ pub fn resolve(file: FileConfig, path: &Path, env: Option<&str>) -> CliResult<Se
                 .migrations_path
                 .clone()
                 .unwrap_or_else(|| format!("migrations/{mname}"));
+            let fleet = match (&m.schemas, &m.schemas_query) {
+                (Some(_), Some(_)) => {
+                    return Err(CliError::Config(format!(
+                        "{name}: [modules.{mname}] sets both schemas and schemas_query; keep one"
+                    )))
+                }
+                (Some(p), None) => Some(Selector::Like(p.clone())),
+                (None, Some(q)) => Some(Selector::Query(q.clone())),
+                (None, None) => None,
+            };
             out.push(Module {
                 name: mname.clone(),
                 migrations_path: base.join(rel),
                 schema: Some(schema),
                 depends_on: m.depends_on.clone(),
+                fleet,
             });
         }
         out

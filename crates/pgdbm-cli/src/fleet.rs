@@ -10,17 +10,10 @@ use pgdbm::{AsyncDatabaseManager, AsyncMigrationManager, Pool};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+pub use crate::config::Selector;
 use crate::config::{Module, Settings};
 use crate::error::{CliError, CliResult};
 use crate::util;
-
-/// Which schemas.
-pub enum Selector {
-    /// `LIKE` pattern on schema names (system schemas never match).
-    Like(String),
-    /// A query whose first column is the schema name.
-    Query(String),
-}
 
 pub async fn apply(
     settings: &Settings,
@@ -116,7 +109,8 @@ pub async fn apply(
     )))
 }
 
-async fn select(db: &AsyncDatabaseManager, selector: &Selector) -> CliResult<Vec<String>> {
+/// The schemas `selector` names, sorted, each a valid identifier.
+pub async fn select(db: &AsyncDatabaseManager, selector: &Selector) -> CliResult<Vec<String>> {
     let rows = match selector {
         Selector::Like(pattern) => {
             db.fetch_all(

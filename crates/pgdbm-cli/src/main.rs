@@ -5,6 +5,7 @@ mod config;
 mod db;
 mod error;
 mod fleet;
+mod fleet_status;
 mod generate;
 mod migrate;
 mod schema;

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::config::{Module, Settings};
 use crate::error::{CliError, CliResult};
-use crate::{fleet, util};
+use crate::{fleet, fleet_status, util};
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
@@ -42,20 +42,43 @@ pub enum MigrateCommand {
         #[arg(long, short, default_value_t = 4)]
         jobs: usize,
     },
-    /// Applied and pending migrations per module (writes nothing).
+    /// Applied and pending migrations per module (writes nothing). For a fleet, a line per
+    /// schema, and a non-zero exit when any schema has a pending migration.
     Status {
         /// Only this module.
         #[arg(long, short)]
         module: Option<String>,
+        /// Tenant fleet: every existing schema matching this LIKE pattern (needs --module).
+        #[arg(
+            long,
+            requires = "module",
+            conflicts_with = "schemas_query",
+            value_name = "PATTERN"
+        )]
+        schemas: Option<String>,
+        /// Tenant fleet: the schemas this query's first column names (needs --module).
+        #[arg(long, requires = "module", value_name = "SQL")]
+        schemas_query: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// The most recently applied migrations, newest first.
+    /// The most recently applied migrations, newest first (per schema for a fleet).
     History {
         /// Only this module.
         #[arg(long, short)]
         module: Option<String>,
+        /// Tenant fleet: every existing schema matching this LIKE pattern (needs --module).
+        #[arg(
+            long,
+            requires = "module",
+            conflicts_with = "schemas_query",
+            value_name = "PATTERN"
+        )]
+        schemas: Option<String>,
+        /// Tenant fleet: the schemas this query's first column names (needs --module).
+        #[arg(long, requires = "module", value_name = "SQL")]
+        schemas_query: Option<String>,
         /// How many per module.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -71,12 +94,36 @@ pub enum MigrateCommand {
         #[arg(long, short)]
         module: Option<String>,
     },
-    /// Compare the checksums of applied migrations with the files on disk.
+    /// Compare the checksums of applied migrations with the files on disk (per schema for a
+    /// fleet); a non-zero exit on any difference.
     Verify {
         /// Only this module.
         #[arg(long, short)]
         module: Option<String>,
+        /// Tenant fleet: every existing schema matching this LIKE pattern (needs --module).
+        #[arg(
+            long,
+            requires = "module",
+            conflicts_with = "schemas_query",
+            value_name = "PATTERN"
+        )]
+        schemas: Option<String>,
+        /// Tenant fleet: the schemas this query's first column names (needs --module).
+        #[arg(long, requires = "module", value_name = "SQL")]
+        schemas_query: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
+}
+
+/// The fleet a command names with --schemas or --schemas-query, if any.
+fn selector(schemas: Option<String>, schemas_query: Option<String>) -> Option<fleet::Selector> {
+    match (schemas, schemas_query) {
+        (Some(p), _) => Some(fleet::Selector::Like(p)),
+        (None, Some(q)) => Some(fleet::Selector::Query(q)),
+        (None, None) => None,
+    }
 }
 
 pub async fn run(cmd: MigrateCommand, settings: &Settings) -> CliResult {
@@ -88,29 +135,49 @@ pub async fn run(cmd: MigrateCommand, settings: &Settings) -> CliResult {
             schemas_query,
             jobs,
             ..
-        } => {
-            let selector = match (schemas, schemas_query) {
-                (Some(p), _) => Some(fleet::Selector::Like(p)),
-                (None, Some(q)) => Some(fleet::Selector::Query(q)),
-                (None, None) => None,
-            };
-            match selector {
-                Some(sel) => {
-                    let m = settings.single(module.as_deref())?;
-                    fleet::apply(settings, m, sel, jobs, dry_run).await
-                }
-                None => apply(settings, module.as_deref(), dry_run).await,
+        } => match selector(schemas, schemas_query) {
+            Some(sel) => {
+                let m = settings.single(module.as_deref())?;
+                fleet::apply(settings, m, sel, jobs, dry_run).await
             }
+            None => apply(settings, module.as_deref(), dry_run, jobs).await,
+        },
+        MigrateCommand::Status {
+            module,
+            schemas,
+            schemas_query,
+            json,
+        } => {
+            let sel = selector(schemas, schemas_query);
+            status(settings, module.as_deref(), sel, json).await
         }
-        MigrateCommand::Status { module, json } => status(settings, module.as_deref(), json).await,
         MigrateCommand::History {
             module,
+            schemas,
+            schemas_query,
             limit,
             json,
-        } => history(settings, module.as_deref(), limit, json).await,
+        } => {
+            let sel = selector(schemas, schemas_query);
+            history(settings, module.as_deref(), sel, limit, json).await
+        }
         MigrateCommand::Create { name, module } => create(settings, &name, module.as_deref()),
-        MigrateCommand::Verify { module } => verify(settings, module.as_deref()).await,
+        MigrateCommand::Verify {
+            module,
+            schemas,
+            schemas_query,
+            json,
+        } => {
+            let sel = selector(schemas, schemas_query);
+            verify(settings, module.as_deref(), sel, json).await
+        }
     }
+}
+
+/// The fleet a module's migrations go to: the command's --schemas (for its one module), else
+/// the module's own `schemas`/`schemas_query` in pgdbm.toml; `None` for a plain module.
+fn fleet_of(m: &Module, given: &Option<fleet::Selector>) -> Option<fleet::Selector> {
+    given.clone().or_else(|| m.fleet.clone())
 }
 
 /// The modules in scope, with their directories checked (no database I/O yet): all, in
@@ -168,11 +235,16 @@ pub async fn ensure_schema(db: &AsyncDatabaseManager, schema: &str) -> CliResult
     Ok(())
 }
 
-async fn apply(settings: &Settings, only: Option<&str>, dry_run: bool) -> CliResult {
+async fn apply(settings: &Settings, only: Option<&str>, dry_run: bool, jobs: usize) -> CliResult {
     let modules = modules(settings, only, true)?;
     let pool = util::connect(settings.db()?).await?;
     let plain = AsyncDatabaseManager::from_pool(pool.clone(), None)?;
     for m in modules {
+        // A fleet module goes into its tenants' schemas, never into one named after it.
+        if let Some(sel) = m.fleet.clone() {
+            fleet::apply(settings, m, sel, jobs, dry_run).await?;
+            continue;
+        }
         let mm = manager(&pool, m)?;
         let label = format!(
             "{} (schema {}, module {})",
@@ -214,11 +286,23 @@ async fn apply(settings: &Settings, only: Option<&str>, dry_run: bool) -> CliRes
     Ok(())
 }
 
-async fn status(settings: &Settings, only: Option<&str>, json: bool) -> CliResult {
+async fn status(
+    settings: &Settings,
+    only: Option<&str>,
+    given: Option<fleet::Selector>,
+    json: bool,
+) -> CliResult {
     let modules = modules(settings, only, false)?;
     let pool = util::connect(settings.db()?).await?;
     let mut out = Vec::new();
+    let mut problems = Vec::new();
     for m in modules {
+        if let Some(sel) = fleet_of(m, &given) {
+            let (report, problem) = fleet_status::status(&pool, m, &sel, json).await?;
+            out.push(report);
+            problems.extend(problem);
+            continue;
+        }
         let mm = manager(&pool, m)?;
         let applied = mm.get_applied_migrations().await?;
         let pending = mm.get_pending_migrations().await?;
@@ -253,14 +337,33 @@ async fn status(settings: &Settings, only: Option<&str>, json: bool) -> CliResul
     if json {
         util::print_json(&json!({ "environment": settings.env_name, "modules": out }));
     }
-    Ok(())
+    fail_on(problems)
 }
 
-async fn history(settings: &Settings, only: Option<&str>, limit: usize, json: bool) -> CliResult {
+/// The command's outcome: failed when any fleet reported a problem.
+fn fail_on(problems: Vec<String>) -> CliResult {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(problems.join("\n")))
+    }
+}
+
+async fn history(
+    settings: &Settings,
+    only: Option<&str>,
+    given: Option<fleet::Selector>,
+    limit: usize,
+    json: bool,
+) -> CliResult {
     let modules = modules(settings, only, false)?;
     let pool = util::connect(settings.db()?).await?;
     let mut out = Vec::new();
     for m in modules {
+        if let Some(sel) = fleet_of(m, &given) {
+            out.extend(fleet_status::history(&pool, m, &sel, limit, json).await?);
+            continue;
+        }
         let mm = manager(&pool, m)?;
         let rows = mm.get_migration_history(limit).await?;
         if !json {
@@ -374,11 +477,23 @@ fn next_file(dir: &Path, clean: &str) -> CliResult<std::path::PathBuf> {
     Ok(dir.join(format!("{next:0width$}_{clean}.sql")))
 }
 
-async fn verify(settings: &Settings, only: Option<&str>) -> CliResult {
+async fn verify(
+    settings: &Settings,
+    only: Option<&str>,
+    given: Option<fleet::Selector>,
+    json: bool,
+) -> CliResult {
     let modules = modules(settings, only, false)?;
     let pool = util::connect(settings.db()?).await?;
     let mut problems = Vec::new();
+    let mut out = Vec::new();
     for m in modules {
+        if let Some(sel) = fleet_of(m, &given) {
+            let (report, problem) = fleet_status::verify(&pool, m, &sel, json).await?;
+            out.push(report);
+            problems.extend(problem);
+            continue;
+        }
         let mm = manager(&pool, m)?;
         let files: BTreeMap<String, Migration> = mm
             .find_migration_files()?
@@ -386,35 +501,55 @@ async fn verify(settings: &Settings, only: Option<&str>) -> CliResult {
             .map(|f| (f.filename.clone(), f))
             .collect();
         let applied = mm.get_applied_migrations().await?;
-        let mut ok = 0;
+        let (mut changed, mut missing) = (Vec::new(), Vec::new());
         for r in &applied {
             match files.get(&r.filename) {
-                None => problems.push(format!(
-                    "{}: {} is applied but missing from {}",
-                    m.name,
-                    r.filename,
-                    m.migrations_path.display()
-                )),
-                Some(f) if f.checksum != r.checksum => problems.push(format!(
-                    "{}: {} changed after it was applied (recorded checksum {}, file {})",
-                    m.name, r.filename, r.checksum, f.checksum
-                )),
-                Some(_) => ok += 1,
+                None => missing.push(r.filename.clone()),
+                Some(f) if f.checksum != r.checksum => {
+                    problems.push(format!(
+                        "{}: {} changed after it was applied (recorded checksum {}, file {})",
+                        m.name, r.filename, r.checksum, f.checksum
+                    ));
+                    changed.push(r.filename.clone());
+                }
+                Some(_) => {}
             }
         }
-        println!(
-            "{} (schema {}): {ok} of {} applied migrations match",
-            m.name,
-            schema_label(m),
-            applied.len()
-        );
+        for f in &missing {
+            problems.push(format!(
+                "{}: {f} is applied but missing from {}",
+                m.name,
+                m.migrations_path.display()
+            ));
+        }
+        let ok = applied.len() - changed.len() - missing.len();
+        if json {
+            out.push(json!({
+                "module": m.name,
+                "schema": schema_label(m),
+                "applied": applied.len(),
+                "changed": changed,
+                "missing": missing,
+            }));
+        } else {
+            println!(
+                "{} (schema {}): {ok} of {} applied migrations match",
+                m.name,
+                schema_label(m),
+                applied.len()
+            );
+        }
     }
-    if problems.is_empty() {
-        Ok(())
+    if json {
+        util::print_json(&json!({ "environment": settings.env_name, "modules": out }));
     } else {
         for p in &problems {
             println!("  MISMATCH {p}");
         }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
         Err(CliError::Failed(format!(
             "verify found {} problem(s):\n  {}",
             problems.len(),

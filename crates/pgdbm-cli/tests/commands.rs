@@ -323,20 +323,21 @@ fn generate_model_maps_the_live_table() {
     let run = sb.run(&["generate", "model", "user_accounts", "--schema", "app"]);
     let out = &run.ok().stdout;
     for line in [
-        "#[derive(Debug, Clone, pgdbm::FromRow, serde::Serialize, serde::Deserialize)]",
-        "pub struct UserAccounts {",
+        "#[derive(Debug, Clone, pgdbm::FromRow, pgdbm::serde::Serialize, pgdbm::serde::Deserialize)]",
+        "#[serde(crate = \"pgdbm::serde\")]",
+        "pub struct UserAccount {",
         "pub id: i64,",
         "pub email: String,",
         "pub r#type: Option<String>,",
-        "pub created_at: chrono::DateTime<chrono::Utc>,",
+        "pub created_at: pgdbm::chrono::DateTime<pgdbm::chrono::Utc>,",
         "pub balance: Option<pgdbm::types::Numeric>,",
         "pub tags: Vec<String>,",
-        "pub data: Option<serde_json::Value>,",
+        "pub data: Option<pgdbm::serde_json::Value>,",
         "#[pgdbm(rename = \"Display Name\")]",
         "pub display_name: Option<String>,",
-        "// enum type mood",
+        "// enum type mood: read as its label",
         "pub m: Option<String>,",
-        "pub r#ref: Option<uuid::Uuid>,",
+        "pub r#ref: Option<pgdbm::uuid::Uuid>,",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
