@@ -123,7 +123,7 @@ async fn operations_and_the_pool_reach_the_recorder() {
         .filter(|s| s.name == "db.client.operation.duration")
         .collect();
     assert_eq!(ops.len(), 4, "{ops:#?}");
-    let users = format!("\"{}\".users", guard.0);
+    let users = format!("{}.users", guard.0);
     assert_eq!(ops[0].label("db.operation.name"), Some("INSERT"));
     assert_eq!(ops[0].label("db.collection.name"), Some(users.as_str()));
     assert_eq!(ops[0].label("pgdbm.schema"), Some(guard.0.as_str()));

@@ -103,7 +103,8 @@ async fn setup() -> (AsyncDatabaseManager, SchemaGuard, String) {
     )
     .await
     .unwrap();
-    let users = format!("\"{}\".users", guard.0);
+    // As a person writes it: no SQL quotes.
+    let users = format!("{}.users", guard.0);
     (db, guard, users)
 }
 
@@ -177,14 +178,14 @@ fn assert_exercised(cap: &Capture, schema: &str, users: &str, caller: u64) {
     assert_eq!(copy.get("db.operation.batch.size"), Some("2"));
     assert_eq!(
         copy.get("db.query.text"),
-        Some(format!("COPY {users} FROM STDIN (FORMAT binary)").as_str())
+        Some(format!("COPY \"{schema}\".users FROM STDIN (FORMAT binary)").as_str())
     );
     let csv = cap.one("copy_from_csv");
     assert_query(&csv, schema, "COPY", u);
     assert_eq!(csv.get("db.operation.batch.size"), Some("2"));
     assert_eq!(
         csv.get("db.query.text"),
-        Some(format!("COPY {users} FROM STDIN (FORMAT csv)").as_str())
+        Some(format!("COPY \"{schema}\".users FROM STDIN (FORMAT csv)").as_str())
     );
     // The catalog query names two tables: no collection.
     assert_query(&cap.one("table_exists"), schema, "SELECT", None);
@@ -228,8 +229,9 @@ async fn every_manager_path_has_its_span() {
     assert_eq!(stream.get("db.response.returned_rows"), Some("10"));
     assert_eq!(stream.parent, Some(caller_id));
 
-    // Out of a transaction every call waits for a pool connection, under its own span.
-    let acquires = cap.named("acquire");
+    // Out of a transaction every call waits for a pool connection, in an internal span
+    // under the operation's client span.
+    let acquires = cap.named("pgdbm.pool.acquire");
     assert!(acquires.len() > METHODS.len(), "{}", acquires.len());
     let execute = cap.one("execute");
     let under_execute: Vec<_> = acquires
@@ -238,8 +240,31 @@ async fn every_manager_path_has_its_span() {
         .collect();
     assert_eq!(under_execute.len(), 1, "{acquires:#?}");
     assert_eq!(under_execute[0].get("db.namespace"), Some("postgres"));
-    assert_eq!(under_execute[0].get("otel.kind"), Some("client"));
+    assert_eq!(under_execute[0].get("otel.kind"), Some("internal"));
     assert_no_parameter_values(&cap);
+}
+
+#[tokio::test]
+async fn connecting_makes_no_root_span_and_a_commit_reads_as_commit() {
+    let (cap, _sub) = Capture::install();
+    let (db, _guard, _users) = setup().await;
+    // Connecting checks connections out outside any operation: no span of their own.
+    let roots: Vec<_> = cap
+        .named("pgdbm.pool.acquire")
+        .into_iter()
+        .filter(|s| s.parent.is_none())
+        .collect();
+    assert!(roots.is_empty(), "stray root spans: {roots:#?}");
+    let caller = tracing::info_span!("caller");
+    async {
+        let tx = db.transaction().await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    .instrument(caller)
+    .await;
+    let commit = cap.one("commit");
+    assert_eq!(commit.get("db.query.text"), Some("COMMIT"));
+    assert_eq!(commit.get("otel.name"), Some("COMMIT"));
 }
 
 #[tokio::test]
@@ -286,7 +311,7 @@ async fn every_transaction_path_and_control_statement_has_its_span() {
     }
     assert_query(&executes[0], &guard.0, "INSERT", Some(&users));
     // Inside a transaction no call waits for the pool: only the two BEGINs did.
-    assert_eq!(cap.named("acquire").len(), 2);
+    assert_eq!(cap.named("pgdbm.pool.acquire").len(), 2);
 
     let begins = cap.named("begin");
     assert_eq!(begins.len(), 2);
@@ -339,7 +364,7 @@ async fn a_failure_records_the_error_type_and_sqlstate() {
     assert_eq!(s.get("otel.status_code"), Some("ERROR"));
     assert_eq!(
         s.get("db.collection.name"),
-        Some(format!("\"{}\".missing", guard.0).as_str())
+        Some(format!("{}.missing", guard.0).as_str())
     );
 
     let err = db

@@ -226,6 +226,11 @@ impl Call {
                 schema: ex.templates().schema(),
             };
             match &described {
+                // A commit is sent as `SELECT 1; COMMIT` (the check that the transaction is
+                // not aborted), and shows as what it is.
+                Some((d, _)) if op.method == Method::Commit => {
+                    span::record_start(&span, d, "COMMIT", &target)
+                }
                 Some((d, sql)) => span::record_start(&span, d, sql, &target),
                 None => span::record_target(&span, &target),
             }

@@ -229,12 +229,17 @@ impl Acquiring {
         if !METRICS && !tracing::level_enabled!(tracing::Level::INFO) {
             return None;
         }
-        let span = Method::Acquire.span();
+        // Only inside an operation: a checkout outside one (while connecting, say) would be a
+        // stray root span.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            span::acquire_span()
+        };
         if span.is_disabled() && !METRICS {
             return None;
         }
         if !span.is_disabled() {
-            span.record("otel.name", "acquire");
             span::record_target(
                 &span,
                 &span::Target {

@@ -38,8 +38,28 @@ pub(crate) enum Method {
     Savepoint,
     ReleaseSavepoint,
     RollbackToSavepoint,
-    Acquire,
     Migration,
+}
+
+/// The wait for a pooled connection: an internal span inside the operation's client span.
+pub(crate) fn acquire_span() -> Span {
+    if tracing::Level::INFO > tracing::level_filters::STATIC_MAX_LEVEL
+        || tracing::Level::INFO > tracing::level_filters::LevelFilter::current()
+    {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: "pgdbm::pool",
+        "pgdbm.pool.acquire",
+        otel.name = "pgdbm.pool.acquire",
+        otel.kind = "internal",
+        otel.status_code = Empty,
+        error.type = Empty,
+        db.namespace = Empty,
+        server.address = Empty,
+        server.port = Empty,
+        pgdbm.schema = Empty,
+    )
 }
 
 /// The same fields on every callsite; span names must be literals, hence the macro.
@@ -101,7 +121,6 @@ impl Method {
             Savepoint => "savepoint",
             ReleaseSavepoint => "release_savepoint",
             RollbackToSavepoint => "rollback_to_savepoint",
-            Acquire => "acquire",
             Migration => "migration",
         }
     }
@@ -144,7 +163,6 @@ impl Method {
             Savepoint => op_span!("savepoint"),
             ReleaseSavepoint => op_span!("release_savepoint"),
             RollbackToSavepoint => op_span!("rollback_to_savepoint"),
-            Acquire => op_span!("acquire"),
             Migration => op_span!("migration"),
         }
     }
@@ -200,8 +218,27 @@ pub(crate) fn describe(method: Method, sql: &str) -> Described {
             .control_operation()
             .map(str::to_owned)
             .or_else(|| statement.operation.map(str::to_ascii_uppercase)),
-        collection: statement.collection.map(str::to_owned),
+        collection: statement.collection.map(unquote),
     }
+}
+
+/// A table name as a person writes it: `"app".users` -> `app.users`, `"Mixed"` -> `Mixed`,
+/// a doubled quote inside a quoted part kept once.
+fn unquote(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                out.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Records the attributes known before the statement runs. `sql` is the rendered text (no
