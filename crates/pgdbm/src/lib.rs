@@ -175,6 +175,9 @@ pub use tokio_postgres;
 // printed by `pgdbm generate model`, say) needs no dependency of its own on them, and gets the
 // versions pgdbm was built with.
 pub use chrono;
+/// `numeric` as `Decimal`: `row.get::<rust_decimal::Decimal>(..)`, and as a parameter.
+#[cfg(feature = "rust_decimal")]
+pub use rust_decimal;
 pub use serde;
 pub use serde_json;
 pub use uuid;
