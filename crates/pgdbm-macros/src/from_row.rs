@@ -11,16 +11,16 @@ const FIELD_KEYS: &str = "rename = \"column\", default, json, flatten, skip";
 
 /// How one field is read.
 #[derive(Default)]
-struct FieldAttrs {
-    rename: Option<(LitStr, Span)>,
-    default: Option<Span>,
-    json: Option<Span>,
-    flatten: Option<Span>,
-    skip: Option<Span>,
+pub(crate) struct FieldAttrs {
+    pub(crate) rename: Option<(LitStr, Span)>,
+    pub(crate) default: Option<Span>,
+    pub(crate) json: Option<Span>,
+    pub(crate) flatten: Option<Span>,
+    pub(crate) skip: Option<Span>,
 }
 
 impl FieldAttrs {
-    fn parse(field: &Field) -> syn::Result<Self> {
+    pub(crate) fn parse(field: &Field) -> syn::Result<Self> {
         let mut out = FieldAttrs::default();
         for attr in field.attrs.iter().filter(|a| a.path().is_ident("pgdbm")) {
             attr.parse_nested_meta(|meta| {
@@ -103,7 +103,7 @@ impl FieldAttrs {
 }
 
 /// The struct-level `#[pgdbm(crate = "path")]`, default `::pgdbm`.
-fn crate_path(input: &DeriveInput) -> syn::Result<Path> {
+pub(crate) fn crate_path(input: &DeriveInput) -> syn::Result<Path> {
     let mut path = None;
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("pgdbm")) {
         attr.parse_nested_meta(|meta| {

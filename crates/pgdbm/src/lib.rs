@@ -123,12 +123,16 @@ pub use observe::{
     LongRunningQuery, MonitorConfig, MonitorMetrics, MonitoredAsyncDatabaseManager, PoolCheck,
     QueryRecord, TableSize,
 };
-pub use params::Params;
+pub use params::{Params, ToRow};
 /// Derives [`FromRow`](trait@FromRow) for a struct with named fields; the `#[pgdbm(...)]`
 /// attributes are documented on the trait.
 #[cfg(feature = "derive")]
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use pgdbm_macros::FromRow;
+/// `#[derive(pgdbm::ToRow)]`: see the [`ToRow`](trait@ToRow) trait.
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use pgdbm_macros::ToRow;
 pub use pool::Pool;
 pub use pooler::Pooler;
 pub use query::{CopyFormat, CopyOutStream, RecordStream};

@@ -25,6 +25,30 @@ pub trait Params: Sync {
     fn param(&self, i: usize) -> &(dyn ToSql + Sync);
 }
 
+/// A struct as one row of parameters for `executemany` and `copy_records_to_table`, with
+/// its column names: `#[derive(pgdbm::ToRow)]` (feature `derive`) writes it. Each field is one
+/// parameter, in declaration order; `#[pgdbm(rename = "column")]` names its column and
+/// `#[pgdbm(skip)]` leaves it out.
+///
+/// ```no_run
+/// #[derive(pgdbm::ToRow)]
+/// struct NewUser {
+///     email: String,
+///     #[pgdbm(rename = "name")]
+///     display: Option<String>,
+/// }
+/// use pgdbm::ToRow;
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+/// let users = vec![NewUser { email: "a@x.org".into(), display: None }];
+/// db.executemany("INSERT INTO {{tables.users}} (email, name) VALUES ($1, $2)", &users).await?;
+/// db.copy_records_to_table("users", &users, Some(NewUser::columns())).await?;
+/// # Ok(()) }
+/// ```
+pub trait ToRow: Params {
+    /// The column of each parameter, in order.
+    fn columns() -> &'static [&'static str];
+}
+
 pub(crate) fn param_iter<P: Params + ?Sized>(
     row: &P,
 ) -> impl ExactSizeIterator<Item = &(dyn ToSql + Sync)> {

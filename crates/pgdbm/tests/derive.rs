@@ -362,3 +362,57 @@ async fn generics_and_the_crate_path() {
         .unwrap();
     assert_eq!(t.id, 9);
 }
+
+/// `#[derive(ToRow)]`: a struct as a row of `executemany` and of COPY, with its columns.
+#[tokio::test]
+async fn to_row_feeds_executemany_and_copy() {
+    use pgdbm::ToRow;
+
+    #[derive(pgdbm::ToRow, pgdbm::FromRow, Debug, PartialEq, Clone)]
+    struct Item {
+        id: i32,
+        #[pgdbm(rename = "label")]
+        name: String,
+        note: Option<String>,
+        #[pgdbm(skip)]
+        #[allow(dead_code)]
+        cached: bool,
+    }
+    let (db, _g) = schema_db().await;
+    db.execute(
+        "CREATE TABLE {{tables.items}} (id int PRIMARY KEY, label text NOT NULL, note text)",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(Item::columns(), ["id", "label", "note"]);
+    let items: Vec<Item> = (1..=20)
+        .map(|i| Item {
+            id: i,
+            name: format!("item {i}"),
+            note: (i % 2 == 0).then(|| "even".into()),
+            cached: false,
+        })
+        .collect();
+    let n = db
+        .executemany(
+            "INSERT INTO {{tables.items}} (id, label, note) VALUES ($1, $2, $3)",
+            &items[..10],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 10);
+    let n = db
+        .copy_records_to_table("items", items[10..].to_vec(), Some(Item::columns()))
+        .await
+        .unwrap();
+    assert_eq!(n, 10);
+    let back: Vec<Item> = db
+        .fetch_all_as(
+            "SELECT id, label, note FROM {{tables.items}} ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(back, items);
+}
