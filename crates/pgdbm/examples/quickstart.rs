@@ -17,8 +17,9 @@ struct User {
 
 #[tokio::main]
 async fn main() -> pgdbm::Result<()> {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
+    // DATABASE_URL; else the local server on 127.0.0.1:5432; else, on a machine that has only
+    // the PostgreSQL binaries, a throwaway server for this run (feature `testing`).
+    let url = pgdbm::testing::server_url()?;
     let schema = format!("quickstart_{}", std::process::id());
     let db = AsyncDatabaseManager::new(DatabaseConfig {
         connection_string: Some(url),

@@ -12,10 +12,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
 
-/// The server the tests use (trust auth); `PGDBM_TEST_SERVER` overrides it.
+/// The server the tests use (trust auth): `PGDBM_TEST_SERVER`, else `DATABASE_URL` or the
+/// local server or a throwaway one for this test process (`pgdbm::testing::server_url`).
 pub fn server_url(database: &str) -> String {
-    let base = std::env::var("PGDBM_TEST_SERVER")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432".to_owned());
+    let base = std::env::var("PGDBM_TEST_SERVER").unwrap_or_else(|_| {
+        let url = pgdbm::testing::server_url().expect("a PostgreSQL server to test against");
+        // Without the database (and any query string) of the URL.
+        let end = url
+            .rfind('/')
+            .filter(|&i| i > "postgresql://".len())
+            .unwrap_or(url.len());
+        url[..end].to_owned()
+    });
     format!("{base}/{database}")
 }
 

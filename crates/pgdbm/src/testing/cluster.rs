@@ -236,6 +236,38 @@ impl TempCluster {
         self.cleanup()
     }
 
+    /// Keeps the cluster running until this process exits, then stops and deletes it: a
+    /// detached watcher (its own process group, so a Ctrl-C of the process does not take it
+    /// down too) waits for this process to end.
+    pub fn keep_until_exit(mut self) -> Result<()> {
+        let mut stop = self.command("pg_ctl");
+        stop.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", "immediate", "-w", "stop"]);
+        let mut argv = vec![stop.get_program().to_owned()];
+        argv.extend(stop.get_args().map(ToOwned::to_owned));
+        let script = "pid=$1; root=$2; shift 2; \
+                      while kill -0 \"$pid\" 2>/dev/null; do sleep 0.5; done; \
+                      \"$@\" >/dev/null 2>&1; rm -rf \"$root\"";
+        use std::os::unix::process::CommandExt;
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("pgdbm-cluster-watch")
+            .arg(std::process::id().to_string())
+            .arg(&self.root)
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| io_error("start the clean-up watcher of", &self.root, e))?;
+        // The watcher cleans up now; dropping would stop the server at once.
+        self.cleaned_up = true;
+        Ok(())
+    }
+
     fn cleanup(&mut self) -> Result<()> {
         if self.cleaned_up {
             return Ok(());
@@ -490,7 +522,8 @@ impl Drop for TempCluster {
     }
 }
 
-/// `$PGDBM_PG_BIN`, else the highest `/usr/lib/postgresql/<version>/bin`, else `initdb` on `PATH`.
+/// `$PGDBM_PG_BIN`, else the highest `/usr/lib/postgresql/<version>/bin`, else `initdb` on
+/// `PATH`, else `pg_config --bindir`.
 fn find_bin_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(BIN_ENV).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(dir));
@@ -521,9 +554,18 @@ fn find_bin_dir() -> Result<PathBuf> {
     {
         return Ok(dir);
     }
+    // pg_config names the binaries' directory even when it is not on PATH (Homebrew, say).
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && dir.join("initdb").is_file() {
+            return Ok(dir);
+        }
+    }
     Err(Error::TestDatabase(format!(
-        "no PostgreSQL server binaries found (looked in {DEBIAN_PG_ROOT}/*/bin and PATH); install the \
-         PostgreSQL server package or set {BIN_ENV} to the directory holding initdb and pg_ctl"
+        "no PostgreSQL server binaries found (looked in {DEBIAN_PG_ROOT}/*/bin, PATH and \
+         `pg_config --bindir`); install them with `apt-get install -y postgresql` (Debian, \
+         Ubuntu; `brew install postgresql` on macOS), or set {BIN_ENV} to the directory holding \
+         initdb and pg_ctl"
     )))
 }
 

@@ -23,7 +23,8 @@ const ENV_VARS: &str = "TEST_DB_HOST, TEST_DB_PORT, TEST_DB_USER, TEST_DB_PASSWO
 
 /// Where test databases are created: `TEST_DB_HOST`/`TEST_DB_PORT`/`TEST_DB_USER`/
 /// `TEST_DB_PASSWORD` when any is set, else `DATABASE_URL`, else the local default
-/// `postgresql://postgres@127.0.0.1:5432/postgres`. The database named there is the maintenance
+/// `postgresql://postgres@127.0.0.1:5432/postgres` when a server answers there, else a
+/// throwaway server for this process (see [`server_url`](super::server_url)). The database named there is the maintenance
 /// database test databases are created from.
 pub fn server_config_from_env() -> DatabaseConfig {
     server_config_from(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
@@ -54,11 +55,12 @@ fn server_config_from(var: impl Fn(&str) -> Option<String>) -> DatabaseConfig {
             ..base
         };
     }
+    // Without DATABASE_URL: the local server, or a throwaway one started for this process.
+    let url = var("DATABASE_URL")
+        .or_else(|| super::local::server_url().ok())
+        .unwrap_or_else(|| super::local::DEFAULT_SERVER_URL.into());
     DatabaseConfig {
-        connection_string: Some(
-            var("DATABASE_URL")
-                .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432/postgres".into()),
-        ),
+        connection_string: Some(url),
         ..base
     }
 }

@@ -24,6 +24,7 @@
 mod cluster;
 mod database;
 mod fixtures;
+mod local;
 mod pgbouncer;
 mod plan;
 mod process;
@@ -39,6 +40,7 @@ pub use fixtures::{
     assert_table_unchanged, count_rows, load_json_fixture, load_sql_fixture, snapshot_table,
     truncate, TableSnapshot,
 };
+pub use local::{server_url, DEFAULT_SERVER_URL};
 pub use pgbouncer::{TempPgBouncer, TempPgBouncerBuilder};
 pub use plan::Migrations;
 pub use templates::drop_stale_templates;

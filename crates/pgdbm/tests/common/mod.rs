@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
 
+/// `DATABASE_URL`, else the local server, else a throwaway one for this test process.
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
+    pgdbm::testing::server_url().expect("a PostgreSQL server to test against")
 }
 
 pub fn unique(prefix: &str) -> String {
