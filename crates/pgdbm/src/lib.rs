@@ -185,3 +185,20 @@ pub use rust_decimal;
 pub use serde;
 pub use serde_json;
 pub use uuid;
+
+/// The guide's code samples (`docs/guide`), compiled by `cargo test --doc`.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../../../docs/guide/src/multi_tenant.md")]
+    struct MultiTenant;
+    #[doc = include_str!("../../../docs/guide/src/testing.md")]
+    struct Testing;
+    #[doc = include_str!("../../../docs/guide/src/migrations.md")]
+    struct Migrations;
+    #[doc = include_str!("../../../docs/guide/src/deploying.md")]
+    struct Deploying;
+    #[doc = include_str!("../../../docs/guide/src/observability.md")]
+    struct Observability;
+    #[doc = include_str!("../../../docs/guide/src/from_sqlx.md")]
+    struct FromSqlx;
+}
