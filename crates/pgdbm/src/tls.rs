@@ -1,5 +1,5 @@
-//! TLS for driver connections: rustls with the ring provider (aws-lc-rs with the `aws-lc-rs`
-//! feature), in libpq's three verifying modes
+//! TLS for driver connections: rustls with the aws-lc-rs provider (ring with the `ring` feature
+//! instead), in libpq's three verifying modes
 //! (`require`, `verify-ca`, `verify-full`), with optional client certificates for mutual TLS.
 
 use std::path::Path;
@@ -25,22 +25,23 @@ pub(crate) type MakeTls = MakeRustlsConnect;
 const REENCRYPT_HINT: &str = "convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in old.key -out new.key` \
      (encrypted, set ssl_key_password) or `openssl pkcs8 -topk8 -nocrypt -in old.key -out new.key` (unencrypted)";
 
-/// The crypto provider: aws-lc-rs with the `aws-lc-rs` feature (rustls's own default, with
-/// post-quantum key exchange), else ring. Ring stays the default because the driver's TLS glue
-/// (tokio-postgres-rustls) links it in any case, so a second crypto library would only add
-/// build time; a rustls that deprecates ring's provider must not break a build with
-/// warnings denied, hence the `allow`.
+/// The crypto provider: aws-lc-rs (the `aws-lc-rs` feature, on by default: rustls's own
+/// recommendation, with post-quantum key exchange), else ring (the `ring` feature).
 fn crypto_provider() -> CryptoProvider {
     #[cfg(feature = "aws-lc-rs")]
     {
         rustls::crypto::aws_lc_rs::default_provider()
     }
-    #[cfg(not(feature = "aws-lc-rs"))]
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
     {
-        #[allow(deprecated)]
         rustls::crypto::ring::default_provider()
     }
 }
+
+#[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+compile_error!(
+    "pgdbm needs a TLS crypto provider: enable its `aws-lc-rs` (default) or `ring` feature"
+);
 
 /// Builds the TLS connector for `mode` from the `ssl_*` fields of `config`.
 ///
