@@ -182,16 +182,7 @@ pub async fn history(
         }
         for r in rows {
             if json {
-                out.push(json!({
-                    "module": m.name,
-                    "schema": schema,
-                    "filename": r.filename,
-                    "checksum": r.checksum,
-                    "module_name": r.module_name,
-                    "applied_at": r.applied_at.to_string(),
-                    "applied_by": r.applied_by,
-                    "execution_time_ms": r.execution_time_ms,
-                }));
+                out.push(crate::migrate::history_row(&m.name, &schema, &r));
             } else {
                 println!(
                     "  {}  {}  {} ms",

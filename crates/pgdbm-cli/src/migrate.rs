@@ -26,18 +26,8 @@ pub enum MigrateCommand {
         /// Show what would be applied; write nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Tenant fleet: apply --module's migrations to every existing schema matching this
-        /// LIKE pattern (e.g. 'tenant\_%'), each schema under its own module name.
-        #[arg(
-            long,
-            requires = "module",
-            conflicts_with = "schemas_query",
-            value_name = "PATTERN"
-        )]
-        schemas: Option<String>,
-        /// Tenant fleet: like --schemas, with the schema names from this query's first column.
-        #[arg(long, requires = "module", value_name = "SQL")]
-        schemas_query: Option<String>,
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Schemas migrated at the same time (with --schemas or --schemas-query).
         #[arg(long, short, default_value_t = 4)]
         jobs: usize,
@@ -48,17 +38,8 @@ pub enum MigrateCommand {
         /// Only this module.
         #[arg(long, short)]
         module: Option<String>,
-        /// Tenant fleet: every existing schema matching this LIKE pattern (needs --module).
-        #[arg(
-            long,
-            requires = "module",
-            conflicts_with = "schemas_query",
-            value_name = "PATTERN"
-        )]
-        schemas: Option<String>,
-        /// Tenant fleet: the schemas this query's first column names (needs --module).
-        #[arg(long, requires = "module", value_name = "SQL")]
-        schemas_query: Option<String>,
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -68,17 +49,8 @@ pub enum MigrateCommand {
         /// Only this module.
         #[arg(long, short)]
         module: Option<String>,
-        /// Tenant fleet: every existing schema matching this LIKE pattern (needs --module).
-        #[arg(
-            long,
-            requires = "module",
-            conflicts_with = "schemas_query",
-            value_name = "PATTERN"
-        )]
-        schemas: Option<String>,
-        /// Tenant fleet: the schemas this query's first column names (needs --module).
-        #[arg(long, requires = "module", value_name = "SQL")]
-        schemas_query: Option<String>,
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// How many per module.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -100,29 +72,38 @@ pub enum MigrateCommand {
         /// Only this module.
         #[arg(long, short)]
         module: Option<String>,
-        /// Tenant fleet: every existing schema matching this LIKE pattern (needs --module).
-        #[arg(
-            long,
-            requires = "module",
-            conflicts_with = "schemas_query",
-            value_name = "PATTERN"
-        )]
-        schemas: Option<String>,
-        /// Tenant fleet: the schemas this query's first column names (needs --module).
-        #[arg(long, requires = "module", value_name = "SQL")]
-        schemas_query: Option<String>,
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
 }
 
-/// The fleet a command names with --schemas or --schemas-query, if any.
-fn selector(schemas: Option<String>, schemas_query: Option<String>) -> Option<fleet::Selector> {
-    match (schemas, schemas_query) {
-        (Some(p), _) => Some(fleet::Selector::Like(p)),
-        (None, Some(q)) => Some(fleet::Selector::Query(q)),
-        (None, None) => None,
+/// A tenant fleet named on the command line: every existing schema matching a LIKE pattern
+/// (e.g. 'tenant\_%'), or named by a query; each schema under its own module name.
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
+    /// Tenant fleet: every existing schema matching this LIKE pattern (needs --module).
+    #[arg(
+        long,
+        requires = "module",
+        conflicts_with = "schemas_query",
+        value_name = "PATTERN"
+    )]
+    schemas: Option<String>,
+    /// Tenant fleet: the schemas this query's first column names (needs --module).
+    #[arg(long, requires = "module", value_name = "SQL")]
+    schemas_query: Option<String>,
+}
+
+impl FleetArgs {
+    fn selector(self) -> Option<fleet::Selector> {
+        match (self.schemas, self.schemas_query) {
+            (Some(p), _) => Some(fleet::Selector::Like(p)),
+            (None, Some(q)) => Some(fleet::Selector::Query(q)),
+            (None, None) => None,
+        }
     }
 }
 
@@ -131,11 +112,10 @@ pub async fn run(cmd: MigrateCommand, settings: &Settings) -> CliResult {
         MigrateCommand::Apply {
             module,
             dry_run,
-            schemas,
-            schemas_query,
+            fleet,
             jobs,
             ..
-        } => match selector(schemas, schemas_query) {
+        } => match fleet.selector() {
             Some(sel) => {
                 let m = settings.single(module.as_deref())?;
                 fleet::apply(settings, m, sel, jobs, dry_run).await
@@ -144,33 +124,21 @@ pub async fn run(cmd: MigrateCommand, settings: &Settings) -> CliResult {
         },
         MigrateCommand::Status {
             module,
-            schemas,
-            schemas_query,
+            fleet,
             json,
-        } => {
-            let sel = selector(schemas, schemas_query);
-            status(settings, module.as_deref(), sel, json).await
-        }
+        } => status(settings, module.as_deref(), fleet.selector(), json).await,
         MigrateCommand::History {
             module,
-            schemas,
-            schemas_query,
+            fleet,
             limit,
             json,
-        } => {
-            let sel = selector(schemas, schemas_query);
-            history(settings, module.as_deref(), sel, limit, json).await
-        }
+        } => history(settings, module.as_deref(), fleet.selector(), limit, json).await,
         MigrateCommand::Create { name, module } => create(settings, &name, module.as_deref()),
         MigrateCommand::Verify {
             module,
-            schemas,
-            schemas_query,
+            fleet,
             json,
-        } => {
-            let sel = selector(schemas, schemas_query);
-            verify(settings, module.as_deref(), sel, json).await
-        }
+        } => verify(settings, module.as_deref(), fleet.selector(), json).await,
     }
 }
 
@@ -374,16 +342,7 @@ async fn history(
         }
         for r in rows {
             if json {
-                out.push(json!({
-                    "module": m.name,
-                    "schema": schema_label(m),
-                    "filename": r.filename,
-                    "checksum": r.checksum,
-                    "module_name": r.module_name,
-                    "applied_at": r.applied_at.to_string(),
-                    "applied_by": r.applied_by,
-                    "execution_time_ms": r.execution_time_ms,
-                }));
+                out.push(history_row(&m.name, schema_label(m), &r));
             } else {
                 println!(
                     "  {}  {}  {} ms  by {}",
@@ -399,6 +358,20 @@ async fn history(
         util::print_json(&serde_json::Value::Array(out));
     }
     Ok(())
+}
+
+/// One applied migration as `migrate history --json` prints it.
+pub fn history_row(module: &str, schema: &str, r: &pgdbm::MigrationRecord) -> serde_json::Value {
+    json!({
+        "module": module,
+        "schema": schema,
+        "filename": r.filename,
+        "checksum": r.checksum,
+        "module_name": r.module_name,
+        "applied_at": r.applied_at.to_string(),
+        "applied_by": r.applied_by,
+        "execution_time_ms": r.execution_time_ms,
+    })
 }
 
 /// `001_name.sql`, numbered after the highest numeric prefix in the directory.
