@@ -91,8 +91,8 @@ use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
 
 #[tokio::main]
 async fn main() -> pgdbm::Result<()> {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
+    // DATABASE_URL, else the local server, else a throwaway one (feature `testing`).
+    let url = pgdbm::testing::server_url()?;
     let config = DatabaseConfig {
         connection_string: Some(url),
         min_connections: 1,

@@ -146,7 +146,18 @@ async fn operations_and_the_pool_reach_the_recorder() {
         );
     }
 
-    let pool = "127.0.0.1:5432/postgres";
+    // The pool's label: host:port/database of the test server.
+    let server: tokio_postgres::Config = database_url().parse().unwrap();
+    let host = match server.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let pool = format!(
+        "{host}:{}/{}",
+        server.get_ports().first().copied().unwrap_or(5432),
+        server.get_dbname().unwrap_or("postgres")
+    );
+    let pool = pool.as_str();
     let of = |name: &str| -> Vec<&Sample> {
         samples
             .iter()

@@ -8,10 +8,9 @@ use pgdbm::types::{Inet, Interval, Numeric};
 use tokio_postgres::types::{FromSqlOwned, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-const DEFAULT_URL: &str = "postgresql://postgres@127.0.0.1:5432/postgres";
-
 async fn connect() -> Client {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    // DATABASE_URL, else the local server, else a throwaway one for this test process.
+    let url = pgdbm::testing::server_url().expect("a PostgreSQL server");
     let (client, connection) = tokio_postgres::connect(&url, NoTls)
         .await
         .expect("connect to PostgreSQL");
