@@ -175,22 +175,29 @@ impl Record {
     /// (`String`, `&str`), and a domain as its base type.
     pub fn get<'a, T: FromSql<'a>>(&'a self, idx: impl ColumnIndex) -> Result<T> {
         let i = self.index(idx)?;
-        let col = &self.row.columns()[i];
         match self.row.try_get::<_, T>(i) {
             Ok(v) => Ok(v),
             // An enum's value, and a domain's, is its base's on the wire: a type that reads
             // text reads an enum's label, one that reads a domain's base reads the domain.
-            Err(e) => match wire_type(col.type_()).filter(|b| T::accepts(b)) {
-                Some(base) => {
-                    let raw = self
-                        .row
-                        .try_get::<_, RawColumn<'a>>(i)
-                        .map_err(|e| Error::decode(col.name(), col.type_(), source_message(&e)))?;
-                    T::from_sql_nullable(&base, raw.0)
-                        .map_err(|e| Error::decode(col.name(), col.type_(), e.to_string()))
-                }
-                None => Err(Error::decode(col.name(), col.type_(), source_message(&e))),
-            },
+            Err(e) => self.get_as_base(i, e),
+        }
+    }
+
+    /// [`get`](Self::get) after the driver refused the column's own type: through the type its
+    /// values have on the wire, else the driver's error.
+    #[cold]
+    fn get_as_base<'a, T: FromSql<'a>>(&'a self, i: usize, e: tokio_postgres::Error) -> Result<T> {
+        let col = &self.row.columns()[i];
+        match wire_type(col.type_()).filter(|b| T::accepts(b)) {
+            Some(base) => {
+                let raw = self
+                    .row
+                    .try_get::<_, RawColumn<'a>>(i)
+                    .map_err(|e| Error::decode(col.name(), col.type_(), source_message(&e)))?;
+                T::from_sql_nullable(&base, raw.0)
+                    .map_err(|e| Error::decode(col.name(), col.type_(), e.to_string()))
+            }
+            None => Err(Error::decode(col.name(), col.type_(), source_message(&e))),
         }
     }
 
