@@ -143,6 +143,8 @@ fn run_child(dir: &Path, prefix: &str, keep: bool) {
     ])
     .env(CHILD_DIR, dir)
     .env(CHILD_PREFIX, prefix)
+    // The parent's server, also when that is a throwaway one started for this process.
+    .env("DATABASE_URL", common::database_url())
     .env_remove(KEEP);
     if keep {
         cmd.env(KEEP, "1");

@@ -17,8 +17,9 @@ const DEFAULT_URL_ENV: &str = "PGDBM_DEFAULT_URL";
 /// The connection string of the server to use: `DATABASE_URL` when set; else
 /// `PGDBM_DEFAULT_URL` (default `postgresql://postgres@127.0.0.1:5432/postgres`) when a server
 /// answers there; else a throwaway cluster started once per process from the locally installed
-/// PostgreSQL binaries, which says so in one line on stderr and is stopped and deleted when the
-/// process exits. With no binaries either, the error names the command that installs them.
+/// PostgreSQL binaries, which says so in one line on stderr, is given to child processes as
+/// `DATABASE_URL`, and is stopped and deleted when the process exits. With no binaries either,
+/// the error names the command that installs them.
 ///
 /// ```no_run
 /// let url = pgdbm::testing::server_url()?;
@@ -50,6 +51,8 @@ pub fn server_url() -> Result<String> {
                 crate::mask::mask_dsn(&default)
             );
             cluster.keep_until_exit().map_err(|e| e.to_string())?;
+            // Child processes (a test that races two processes, say) use the same server.
+            std::env::set_var("DATABASE_URL", &url);
             Ok(url)
         })
         .clone()
