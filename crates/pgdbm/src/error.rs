@@ -195,6 +195,43 @@ pub enum Error {
         reasons: String,
     },
 
+    /// A [`Pipeline`](crate::Pipeline) did not finish in time. It was cancelled as a whole;
+    /// `completed` lists the statements that had finished (outside a transaction, each of
+    /// those is committed). [`Error::is_timeout`] is true, [`Error::kind`] is
+    /// [`ErrorKind::Timeout`].
+    #[error(
+        "a pipeline of {statements} statement(s) timed out after {after:?}; {}; the rest is \
+         being cancelled on the server. Raise the limit with `with_timeout` or `command_timeout`.",
+        describe_completed(completed)
+    )]
+    PipelineTimeout {
+        /// The limit that was exceeded.
+        after: Duration,
+        /// How many statements the pipeline held.
+        statements: usize,
+        /// The positions (from 0) of the statements that had completed.
+        completed: Vec<usize>,
+    },
+
+    /// A statement of a [`Pipeline`](crate::Pipeline) inside a transaction did not run: the
+    /// statement at `failed` failed first and aborted the transaction. [`Error::kind`] is
+    /// [`ErrorKind::PipelineAborted`].
+    #[error(
+        "statement {statement} of the pipeline did not run: statement {failed} failed first and \
+         aborted the transaction"
+    )]
+    PipelineAborted {
+        /// This statement's position (from 0).
+        statement: usize,
+        /// The position of the statement whose failure aborted the transaction.
+        failed: usize,
+    },
+
+    /// A [`Pipeline`](crate::Pipeline)'s results were read wrongly (a handle of another
+    /// pipeline).
+    #[error("pipeline error: {0}")]
+    Pipeline(String),
+
     /// `fetch_exactly_one*` found no row, or more than one.
     #[error(
         "expected exactly one row, but the query returned {}\n  sql: {sql}",
@@ -242,6 +279,9 @@ pub enum ErrorKind {
     NoReplica,
     /// `fetch_exactly_one*` found no row, or several ([`Error::RowCount`]).
     RowCount,
+    /// A pipelined statement did not run because an earlier one aborted the transaction
+    /// ([`Error::PipelineAborted`]).
+    PipelineAborted,
     /// Any other server error.
     OtherDatabase,
     /// Not a server error.
@@ -249,6 +289,20 @@ pub enum ErrorKind {
 }
 
 const MAX_SQL_IN_ERROR: usize = 1000;
+
+fn describe_completed(completed: &[usize]) -> String {
+    match completed {
+        [] => "no statement had completed".to_owned(),
+        [one] => format!("statement {one} had completed"),
+        many => format!(
+            "statements {} had completed",
+            many.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
 
 fn display_acquire_timeout(
     after: Duration,
@@ -429,6 +483,9 @@ impl Error {
         if matches!(self, Error::RowCount { .. }) {
             return ErrorKind::RowCount;
         }
+        if matches!(self, Error::PipelineAborted { .. }) {
+            return ErrorKind::PipelineAborted;
+        }
         let Some(state) = self.sqlstate() else {
             return ErrorKind::Other;
         };
@@ -471,7 +528,19 @@ impl Error {
     /// ([`Error::Timeout`]) or a wait for a free connection that gave up
     /// ([`Error::AcquireTimeout`]).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout { .. } | Error::AcquireTimeout { .. })
+        matches!(
+            self,
+            Error::Timeout { .. } | Error::AcquireTimeout { .. } | Error::PipelineTimeout { .. }
+        )
+    }
+
+    /// For a pipeline that timed out ([`Error::PipelineTimeout`]): the positions of the
+    /// statements that had completed.
+    pub fn completed_statements(&self) -> Option<&[usize]> {
+        match self {
+            Error::PipelineTimeout { completed, .. } => Some(completed),
+            _ => None,
+        }
     }
 
     pub(crate) fn config(field: &'static str, message: impl Into<String>) -> Self {

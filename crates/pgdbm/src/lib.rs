@@ -135,7 +135,7 @@ pub use pgdbm_macros::FromRow;
 pub use pgdbm_macros::ToRow;
 pub use pool::Pool;
 pub use pooler::Pooler;
-pub use query::{CopyFormat, CopyOutStream, RecordStream};
+pub use query::{CopyFormat, CopyOutStream, Handle, Pipeline, PipelineResults, RecordStream};
 pub use record::{ColumnIndex, FromRow, Record};
 pub use replica::ReplicaFallback;
 /// Used by `#[derive(FromRow)]`; not part of the stable API.

@@ -38,6 +38,7 @@ use crate::util::{now_micros, FxHasher};
 
 mod cancel;
 mod hosts;
+mod pipeline;
 mod reset;
 mod socket;
 mod state;
@@ -47,6 +48,7 @@ mod typeinfo;
 
 pub(crate) use cancel::CancelTarget;
 pub(crate) use hosts::{describe_failures, Connected, HostFailure, Servers};
+pub(crate) use pipeline::{in_order, Output, Ready, Sent, Want};
 pub(crate) use reset::{SessionReset, DEALLOCATE_SQL_PREPARED, RESET_SESSION_SQL};
 pub(crate) use state::{SessionState, StateCell};
 pub(crate) use statements::Stale;
@@ -303,15 +305,7 @@ impl PgConn {
         if params.is_empty() {
             self.note_effects(crate::sql::Effects::of(sql));
             let msgs = self.client.simple_query(sql).await?;
-            let affected = msgs
-                .iter()
-                .rev()
-                .find_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            return Ok(affected);
+            return Ok(pipeline::affected(&msgs));
         }
         if self.uses_named_statements() {
             let st = self.statement(sql).await?;

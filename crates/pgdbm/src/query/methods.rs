@@ -83,6 +83,22 @@ macro_rules! query_methods {
             })
         }
 
+        /// A [`Pipeline`](crate::Pipeline): statements queued here are sent together on one
+        /// connection when it is run, each with a result of its own.
+        ///
+        /// ```no_run
+        /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+        /// let mut p = db.pipeline();
+        /// let a = p.fetch_value::<i64>("SELECT count(*) FROM {{tables.users}}", &[]);
+        /// let b = p.execute("DELETE FROM {{tables.sessions}} WHERE expires < now()", &[]);
+        /// let r = p.run().await?;
+        /// let (users, expired) = (r.get(a)?, r.get(b)?);
+        /// # Ok(()) }
+        /// ```
+        pub fn pipeline(&self) -> crate::Pipeline<'_, Self> {
+            crate::Pipeline::new(self, crate::query::Runner::templates(self))
+        }
+
         /// The first column of the first row; `None` for no row and for SQL NULL.
         ///
         /// ```no_run

@@ -80,6 +80,7 @@ mod copy_in;
 mod copy_out;
 mod log;
 mod methods;
+mod pipeline;
 mod stream;
 mod widen;
 
@@ -90,6 +91,7 @@ pub(crate) use copy_out::{copy_out_sql, copy_to};
 pub use copy_out::{CopyFormat, CopyOutStream};
 pub(crate) use log::{batch_execute_logged, batch_logged, logged, StatementLog};
 pub(crate) use methods::query_methods;
+pub use pipeline::{Handle, Pipeline, PipelineResults};
 pub(crate) use stream::stream_rows;
 pub use stream::RecordStream;
 
@@ -395,20 +397,23 @@ async fn value_at<E: Runner, T: FromSqlOwned>(
 ) -> Result<Option<T>> {
     match first_row(ex, intent, query, params).await? {
         None => Ok(None),
-        Some(row) => {
-            if column >= row.len() {
-                return Err(Error::decode(
-                    column,
-                    "-",
-                    format!(
-                        "column index out of range: the query returns {} column(s)",
-                        row.len()
-                    ),
-                ));
-            }
-            row.get::<Option<T>>(column)
-        }
+        Some(row) => value_of(&row, column),
     }
+}
+
+/// Column `column` of `row`, `None` for SQL NULL.
+pub(crate) fn value_of<T: FromSqlOwned>(row: &Record, column: usize) -> Result<Option<T>> {
+    if column >= row.len() {
+        return Err(Error::decode(
+            column,
+            "-",
+            format!(
+                "column index out of range: the query returns {} column(s)",
+                row.len()
+            ),
+        ));
+    }
+    row.get::<Option<T>>(column)
 }
 
 /// The first row mapped by `f` (serde or `FromRow`), if any.

@@ -28,6 +28,7 @@ mod local;
 mod pgbouncer;
 mod plan;
 mod process;
+mod proxy;
 mod replica;
 mod templates;
 
@@ -43,6 +44,7 @@ pub use fixtures::{
 pub use local::{server_url, DEFAULT_SERVER_URL};
 pub use pgbouncer::{TempPgBouncer, TempPgBouncerBuilder};
 pub use plan::Migrations;
+pub use proxy::LatencyProxy;
 pub use templates::drop_stale_templates;
 
 /// What `#[pgdbm::test]` expands to; not a stable API.
