@@ -61,6 +61,9 @@ pub(crate) use typeinfo::TypeLookups;
 type StatementCache =
     LruCache<Box<str>, (Statement, crate::sql::Effects), BuildHasherDefault<FxHasher>>;
 
+/// [`PgConn::last_used`] of a connection released since the reaper last looked at it.
+pub(crate) const RELEASED: u64 = u64::MAX;
+
 /// A live server connection as the pool keeps it.
 pub(crate) struct PgConn {
     pub(crate) client: Client,
@@ -74,6 +77,8 @@ pub(crate) struct PgConn {
     has_pinned: AtomicBool,
     pub(crate) prepared_generation: AtomicU64,
     pub(crate) queries: AtomicU64,
+    /// When the connection went back to the pool (µs since the process's epoch), or
+    /// [`RELEASED`].
     pub(crate) last_used: AtomicU64,
     state: StateCell,
     pub(crate) backend_pid: i32,
@@ -447,8 +452,9 @@ impl Drop for PoolConnection {
             writes.fetch_add(1, Ordering::AcqRel);
         }
         let Some(obj) = self.obj.take() else { return };
-        // Idle time counts from the return to the pool, not from the checkout.
-        obj.last_used.store(now_micros(), Ordering::Relaxed);
+        // Idle time counts from the return to the pool, not from the checkout; the reaper
+        // reads the clock for it.
+        obj.last_used.store(RELEASED, Ordering::Relaxed);
         let state = obj.state();
         match state {
             // Retired while a statement still runs: stop it, then close.

@@ -171,15 +171,16 @@ macro_rules! observed {
         let ex = $ex;
         match $crate::observe::Call::begin(ex, $op) {
             None => $fut.await,
-            Some(call) => call.run(ex, $fut).await,
+            // Boxed: inline, the observed copy of the operation's future would double the
+            // size of every call's future, observed or not.
+            Some(call) => Box::pin(call.run(ex, $fut)).await,
         }
     }};
     (one: $ex:expr, $op:expr, $fut:expr $(,)?) => {{
         let ex = $ex;
         match $crate::observe::Call::begin(ex, $op) {
             None => $fut.await,
-            Some(call) => call
-                .run(ex, async { $fut.await.map($crate::observe::One) })
+            Some(call) => Box::pin(call.run(ex, async { $fut.await.map($crate::observe::One) }))
                 .await
                 .map(|$crate::observe::One(v)| v),
         }

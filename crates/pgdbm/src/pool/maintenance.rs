@@ -149,7 +149,13 @@ pub(super) fn spawn_reaper(pool: Weak<PoolInner>, lifetime: Duration) {
                     removable = removable.saturating_sub(1);
                     return false;
                 }
-                let idle = now.saturating_sub(conn.last_used.load(Ordering::Relaxed));
+                // Released since the last tick: idle from now on (the release itself does
+                // not read the clock, to keep it off every call's path).
+                let last_used = conn.last_used.load(Ordering::Relaxed);
+                if last_used == crate::connection::RELEASED {
+                    conn.last_used.store(now, Ordering::Relaxed);
+                }
+                let idle = now.saturating_sub(last_used.min(now));
                 if removable > 0 && idle > limit {
                     removable -= 1;
                     false

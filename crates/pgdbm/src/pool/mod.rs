@@ -703,21 +703,27 @@ impl Pool {
     /// Checks a connection out, waiting at most until `deadline`.
     pub(crate) async fn get(&self, deadline: Option<Instant>) -> Result<PoolConnection> {
         let acquiring = crate::observe::Acquiring::start(self);
-        let started = Instant::now();
         let counters = &self.inner.counters;
         let checkout = self.inner.pool.get();
         futures_util::pin_mut!(checkout);
-        // An idle connection is usually ready at once: arm the timer only when we must wait.
+        // An idle connection is usually ready at once: the clock is read and the timer armed
+        // only when we must wait.
+        let mut started = None;
         let got = match checkout.as_mut().now_or_never() {
             Some(r) => r,
             None => match deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), checkout).await {
+                Some(d) => match tokio::time::timeout_at(d.into(), {
+                    started = Some(Instant::now());
+                    checkout
+                })
+                .await
+                {
                     Ok(r) => r,
                     Err(_) => {
                         counters.timeouts.fetch_add(1, Ordering::Relaxed);
                         let status = self.inner.pool.status();
                         let error = Error::AcquireTimeout {
-                            after: started.elapsed(),
+                            after: started.map_or(Duration::ZERO, |s| s.elapsed()),
                             size: status.size,
                             max_size: status.max_size,
                             // Our own checkout is still counted among the waiters.
@@ -727,13 +733,18 @@ impl Pool {
                         return Err(error);
                     }
                 },
-                None => checkout.await,
+                None => {
+                    started = Some(Instant::now());
+                    checkout.await
+                }
             },
         };
         counters.acquires.fetch_add(1, Ordering::Relaxed);
-        counters
-            .wait_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if let Some(started) = started {
+            counters
+                .wait_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
         let result = match got {
             Ok(obj) => Ok(PoolConnection::new(obj)),
             Err(managed::PoolError::Closed) => Err(Error::Pool(

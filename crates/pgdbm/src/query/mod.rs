@@ -284,7 +284,9 @@ macro_rules! run {
                                 }
                                 _ => break,
                             }
-                            r = $body.await;
+                            // Boxed: inline, this rare second run would add its own copy of
+                            // the statement's future to every call's future.
+                            r = Box::pin($body).await;
                         }
                         r.map_err(|e| query_error(e, $sql, params.iter().copied()))
                     })
