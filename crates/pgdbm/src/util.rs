@@ -27,7 +27,7 @@ impl Hasher for FxHasher {
     }
 }
 
-fn epoch() -> Instant {
+pub(crate) fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }

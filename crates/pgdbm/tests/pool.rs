@@ -663,3 +663,43 @@ async fn the_reaper_replaces_dead_connections_at_min_size() {
     let n: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
     assert_eq!(n, Some(1));
 }
+
+/// The connection's driver keeps one timer for its statements' deadlines: a short deadline
+/// after long ones re-arms it earlier, a deadline that fired does not reach the next call,
+/// and calls that end before their deadline leave nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_fire_on_time_whatever_came_before() {
+    let (db, _g) = schema_db_with(|c| {
+        c.max_connections = 1;
+        c.command_timeout = 60.0;
+    })
+    .await;
+    for round in 0..3 {
+        // Long deadlines first: the driver's timer is armed a minute away.
+        for _ in 0..20 {
+            let v: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
+            assert_eq!(v, Some(1));
+        }
+        let started = Instant::now();
+        let r = db
+            .with_timeout(Duration::from_millis(150))
+            .fetch_value::<i32>("SELECT 1 FROM pg_sleep(5)", &[])
+            .await;
+        let took = started.elapsed();
+        assert!(
+            matches!(r, Err(Error::Timeout { .. })),
+            "round {round}: {r:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_secs(2),
+            "round {round}: timed out after {took:?}"
+        );
+        // The expired deadline is not the next call's: a quick call right after succeeds,
+        // and so does one that takes longer than the short limit did.
+        let v: Option<i32> = db
+            .fetch_value("SELECT 1 FROM pg_sleep(0.3)", &[])
+            .await
+            .unwrap();
+        assert_eq!(v, Some(1), "round {round}");
+    }
+}

@@ -134,22 +134,28 @@ async fn connect_one(
                 .connect_raw(socket, connector)
                 .await
                 .map_err(HostFailure::Driver)?;
-            (client, tokio::spawn(drive(conn)))
+            (client, tokio::spawn(drive(conn, tap.clone())))
         }
         None => {
             let (client, conn) = config
                 .connect_raw(Tapped::new(socket, tap.clone()), tokio_postgres::NoTls)
                 .await
                 .map_err(HostFailure::Driver)?;
-            (client, tokio::spawn(drive(conn)))
+            (client, tokio::spawn(drive(conn, tap.clone())))
         }
     };
     Ok((client, driver, tap))
 }
 
+/// Drives the connection; beside it, in a task of its own (so that the connection's many
+/// wake-ups never poll a timer), the timer of its statements' deadlines.
 async fn drive<F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>>(
     conn: F,
+    tap: Arc<Tap>,
 ) {
+    // Ends the timer task with the connection, also when this task is dropped unfinished.
+    let _closing = super::watchdog::Closer(tap.clone());
+    drop(tokio::spawn(super::watchdog::keep(tap.clone())));
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "connection closed with an error");
     }

@@ -45,6 +45,7 @@ mod state;
 mod statements;
 mod tap;
 mod typeinfo;
+mod watchdog;
 
 pub(crate) use cancel::CancelTarget;
 pub(crate) use hosts::{describe_failures, Connected, HostFailure, Servers};
@@ -340,16 +341,20 @@ impl PgConn {
         let mut reset = self.queue_pending_reset();
         let outcome = match deadline {
             None => fut.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), fut).await {
-                Ok(r) => r,
-                Err(_) => {
-                    self.start_cancelling();
-                    return Err(Error::Timeout {
-                        operation: crate::error::shorten_sql(operation),
-                        after: started.elapsed(),
-                    });
+            // No timer per statement: the connection's driver task keeps one (`watchdog`).
+            Some(deadline) => {
+                let watching = self.tap.watchdog.watch(deadline);
+                match watchdog::until_expired(&watching, fut).await {
+                    Some(r) => r,
+                    None => {
+                        self.start_cancelling();
+                        return Err(Error::Timeout {
+                            operation: crate::error::shorten_sql(operation),
+                            after: started.elapsed(),
+                        });
+                    }
                 }
-            },
+            }
         };
         let outcome = match reset.take() {
             None => outcome,

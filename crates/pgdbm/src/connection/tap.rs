@@ -46,6 +46,8 @@ pub(crate) enum TxStatus {
 /// The session facts read from one connection's stream, shared with its pooled connection.
 #[derive(Debug, Default)]
 pub(crate) struct Tap {
+    /// The running statement's deadline, kept by the driver task beside the stream.
+    pub(crate) watchdog: super::watchdog::Watchdog,
     status: AtomicU8,
     /// `ParameterStatus` messages read since the baseline was taken.
     reports: AtomicU64,
