@@ -109,6 +109,8 @@ async fn run(
     setup::create_schema(admin, schema).await?;
 
     let mut who = opts.contenders.clone();
+    // A contender none of the selected workloads runs is not started (the Python venv).
+    who.retain(|c| opts.workloads.iter().any(|w| c.supports(*w)));
     let mut missing = Vec::new();
     let mut python_bin = None;
     let mut ext = External {
