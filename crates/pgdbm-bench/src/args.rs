@@ -18,8 +18,12 @@ usage: cargo run --release -p pgdbm-bench -- [options]
   --rounds N            rounds per (workload, concurrency) (default 5, quick 2; the 100k-row,
                         executemany and COPY workloads run at most 3)
   --workload LIST       comma-separated subset of: point,value,fetch1k,fetch100k,typed1k,
-                        typed100k,executemany,copy,txn,pg_type,series,bytea,arrays
-  --conc LIST           comma-separated concurrency levels (default 1,16,64)
+                        typed100k,executemany,copy,txn,pg_type,series,bytea,arrays,
+                        seq10,pipe10,seq10_1ms,pipe10_1ms
+                          seq10/pipe10: 10 point selects one by one / pipelined;
+                          *_1ms: the same through a proxy adding 1 ms each way
+  --conc LIST           comma-separated concurrency levels (default 1,16,64; without --conc
+                        the seq10/pipe10 workloads run at 1 and 16)
   --contenders LIST     comma-separated subset of: pgdbm,pgdbm-serde,pgdbm-traced,
                         pgdbm-monitor,pgdbm-reset-always,raw,deadpool,sqlx,python,
                         pgbench
@@ -48,6 +52,8 @@ pub struct Options {
     pub contenders: Vec<Who>,
     pub workloads: Vec<Workload>,
     pub concurrency: Vec<usize>,
+    /// `--conc` was given: run every workload at exactly those levels.
+    pub conc_given: bool,
     pub rss: bool,
     /// Time test-database set-up (and migrations).
     pub testdb: bool,
@@ -75,6 +81,7 @@ pub fn parse() -> Result<Options, String> {
     let (mut rss, mut write, mut sizes, mut subset) = (true, None, false, false);
     let mut testdb = None;
     let mut rss_child = None;
+    let mut conc_given = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -137,6 +144,7 @@ pub fn parse() -> Result<Options, String> {
                     c.parse().ok().filter(|n| (1..=64).contains(n))
                 })?;
                 subset = true;
+                conc_given = true;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -156,6 +164,7 @@ pub fn parse() -> Result<Options, String> {
         contenders,
         workloads,
         concurrency,
+        conc_given,
         rss,
         testdb: testdb.unwrap_or(!subset && fixed_ops.is_none()),
         write: write.unwrap_or(!subset && fixed_ops.is_none()),

@@ -84,6 +84,15 @@ impl Who {
 
     /// pgbench runs SQL scripts: no typed rows and no client-side bulk data.
     pub fn supports(self, w: Workload) -> bool {
+        // Pipelined: pgdbm's pipeline and tokio-postgres's joined futures; sequential: every
+        // in-process library.
+        if w.is_ten_selects() {
+            return match self {
+                Who::Pgdbm | Who::Raw => true,
+                Who::Deadpool | Who::Sqlx => !w.is_pipelined(),
+                _ => false,
+            };
+        }
         match self {
             Who::Pgbench => {
                 !matches!(w, Workload::Typed1k | Workload::Typed100k) && w.kind() == Kind::Timed

@@ -11,17 +11,21 @@
 //! cargo run --release -p pgdbm-bench                       # the whole suite (~30 minutes)
 //! cargo run --release -p pgdbm-bench -- --quick            # smoke run
 //! cargo run --release -p pgdbm-bench -- --workload point --contenders pgdbm,raw --conc 1
+//! cargo run --release -p pgdbm-bench -- --workload seq10,pipe10,seq10_1ms,pipe10_1ms
 //! ```
 
 mod args;
 mod chart;
 mod contender;
+mod far;
 mod measure;
+mod multi;
 mod ops;
 mod pgbench;
 mod python;
 mod report;
 mod rss;
+mod sections;
 mod setup;
 mod sizes;
 mod suite;

@@ -87,6 +87,9 @@ pub async fn pgdbm_op(
     w: Workload,
     rng: &mut XorShift,
 ) -> Result<usize, BoxError> {
+    if w.is_ten_selects() {
+        return check(w, crate::multi::pgdbm(db, w, rng).await?);
+    }
     let sql = w.read_sql().unwrap_or_default();
     let rows = match w {
         Workload::PointSelect => {
@@ -181,12 +184,19 @@ impl RawConn {
         })
     }
 
-    fn stmt(&self, w: Workload) -> &Statement {
+    pub fn stmt(&self, w: Workload) -> &Statement {
         &self.read.iter().find(|(r, _)| *r == w).expect("prepared").1
     }
 }
 
 pub async fn raw_op(c: &mut RawConn, w: Workload, rng: &mut XorShift) -> Result<usize, BoxError> {
+    if w.is_ten_selects() {
+        let stmt = c.stmt(Workload::PointSelect);
+        return check(
+            w,
+            crate::multi::tokio_postgres(&c.client, stmt, w, rng).await?,
+        );
+    }
     if w == Workload::Transaction {
         let (account, delta) = (rng.id(), rng.delta());
         let tx = c.client.transaction().await?;
@@ -213,6 +223,9 @@ pub async fn deadpool_op(
     w: Workload,
     rng: &mut XorShift,
 ) -> Result<usize, BoxError> {
+    if w.is_ten_selects() {
+        return check(w, crate::multi::deadpool(pool, sqls, w, rng).await?);
+    }
     let mut client = pool.get().await?;
     if w == Workload::Transaction {
         let (account, delta) = (rng.id(), rng.delta());
@@ -337,6 +350,9 @@ pub async fn sqlx_op(
     w: Workload,
     rng: &mut XorShift,
 ) -> Result<usize, BoxError> {
+    if w.is_ten_selects() {
+        return check(w, crate::multi::sqlx(pool, sqls, rng).await?);
+    }
     if w == Workload::Transaction {
         let (account, delta) = (rng.id(), rng.delta());
         let mut tx = pool.begin().await?;

@@ -90,13 +90,24 @@ pub async fn run(
     ext: &mut External,
 ) -> Result<Vec<Outcome>, BoxError> {
     let sqls = Arc::new(Sqls::new(schema));
+    // The latency proxy, started when a "+1 ms" workload first runs.
+    let mut far: Option<crate::far::Far> = None;
     let mut outcomes = Vec::new();
     for &conc in &opts.concurrency {
         for &w in &opts.workloads {
             let sides: Vec<Who> = who.iter().copied().filter(|c| c.supports(w)).collect();
-            if sides.is_empty() {
+            if sides.is_empty() || !(opts.conc_given || w.runs_by_default_at(conc)) {
                 continue;
             }
+            let url = match w.latency() {
+                Some(one_way) => {
+                    if far.is_none() {
+                        far = Some(crate::far::start(&opts.database_url, one_way).await?);
+                    }
+                    far.as_ref().map(|f| f.url.clone()).expect("started")
+                }
+                None => opts.database_url.clone(),
+            };
             let budget = Budget::for_workload(w, conc, opts.duration, opts.fixed_ops);
             // The large workloads take seconds per slice: three rounds give a median.
             let rounds = match w.kind() {
@@ -115,13 +126,14 @@ pub async fn run(
                     if let Some(table) = w.bulk_table() {
                         setup::truncate(admin, schema, table).await?;
                     }
-                    let s = slice(opts, ext, &sqls, c, w, conc, budget, round as u64)
+                    let s = slice(&url, ext, &sqls, c, w, conc, budget, round as u64)
                         .await
                         .map_err(|e| format!("{} {} @{conc}: {e}", c.label(), w.name()))?;
                     rates.entry(c).or_default().push(s.rate());
                     // Let the closed connections' backends exit before the next contender.
                     tokio::time::sleep(SETTLE).await;
-                    if let Some(ns) = s.cpu_ns {
+                    // Through the proxy, this process's CPU time includes the proxy's.
+                    if let Some(ns) = s.cpu_ns.filter(|_| w.latency().is_none()) {
                         let e = cpu.entry(c).or_default();
                         e.0 += ns;
                         e.1 += s.all_ops;
@@ -157,7 +169,7 @@ pub async fn run(
 
 #[allow(clippy::too_many_arguments)]
 async fn slice(
-    opts: &Options,
+    url: &str,
     ext: &mut External,
     sqls: &Arc<Sqls>,
     c: Who,
@@ -176,7 +188,7 @@ async fn slice(
             pgbench.slice(w, conc, budget).await
         }
         _ => {
-            let live = contender::open(c, &opts.database_url, sqls, conc).await?;
+            let live = contender::open(c, url, sqls, conc).await?;
             measure::slice(live, sqls, w, conc, budget, seed).await
         }
     }

@@ -13,6 +13,10 @@ pub const EXECUTEMANY_ROWS: usize = 10_000;
 pub const COPY_ROWS: usize = 1_000_000;
 /// Rows of the streamed read measured for peak RSS.
 pub const STREAM_ROWS: usize = 1_000_000;
+/// Point selects in one operation of the pipeline workloads.
+pub const SELECTS: usize = 10;
+/// The one-way latency of the "+1 ms" workloads.
+pub const FAR: std::time::Duration = std::time::Duration::from_millis(1);
 
 pub const SQL_POINT: &str = "SELECT * FROM {{tables.bench_rows}} WHERE id = $1";
 pub const SQL_VALUE: &str = "SELECT 1+1";
@@ -55,6 +59,14 @@ pub enum Workload {
     Series,
     Bytea,
     Arrays,
+    /// 10 point selects one after the other.
+    Seq10,
+    /// The same 10 point selects in one pipeline (pgdbm) or joined futures (tokio-postgres).
+    Pipe10,
+    /// [`Seq10`](Workload::Seq10) through a proxy adding [`FAR`] each way.
+    Seq10Far,
+    /// [`Pipe10`](Workload::Pipe10) through the proxy.
+    Pipe10Far,
 }
 
 /// How a slice of a workload is budgeted.
@@ -70,7 +82,7 @@ pub enum Kind {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 13] = [
+    pub const ALL: [Workload; 17] = [
         Workload::PointSelect,
         Workload::SelectValue,
         Workload::Fetch1k,
@@ -84,6 +96,10 @@ impl Workload {
         Workload::Series,
         Workload::Bytea,
         Workload::Arrays,
+        Workload::Seq10,
+        Workload::Pipe10,
+        Workload::Seq10Far,
+        Workload::Pipe10Far,
     ];
 
     /// The name in the results table.
@@ -102,6 +118,10 @@ impl Workload {
             Workload::Series => "generate_series",
             Workload::Bytea => "bytea 100 KB",
             Workload::Arrays => "int arrays",
+            Workload::Seq10 => "10 point selects",
+            Workload::Pipe10 => "10 point selects, pipelined",
+            Workload::Seq10Far => "10 point selects, +1 ms",
+            Workload::Pipe10Far => "10 point selects, pipelined, +1 ms",
         }
     }
 
@@ -121,6 +141,10 @@ impl Workload {
             Workload::Series => "series",
             Workload::Bytea => "bytea",
             Workload::Arrays => "arrays",
+            Workload::Seq10 => "seq10",
+            Workload::Pipe10 => "pipe10",
+            Workload::Seq10Far => "seq10_1ms",
+            Workload::Pipe10Far => "pipe10_1ms",
         }
     }
 
@@ -158,6 +182,9 @@ impl Workload {
     pub fn expected_rows(self) -> Option<usize> {
         match self {
             Workload::PointSelect | Workload::SelectValue => Some(1),
+            Workload::Seq10 | Workload::Pipe10 | Workload::Seq10Far | Workload::Pipe10Far => {
+                Some(SELECTS)
+            }
             Workload::Fetch1k | Workload::Typed1k | Workload::Series => Some(1000),
             Workload::Fetch100k | Workload::Typed100k => Some(TABLE_ROWS as usize),
             Workload::Bytea => Some(100),
@@ -180,6 +207,30 @@ impl Workload {
             Workload::Arrays => SQL_ARRAYS,
             _ => return None,
         })
+    }
+
+    /// The one-way latency the proxy adds in front of the server for this workload.
+    pub fn latency(self) -> Option<std::time::Duration> {
+        matches!(self, Workload::Seq10Far | Workload::Pipe10Far).then_some(FAR)
+    }
+
+    /// Whether an operation is [`SELECTS`] point selects.
+    pub fn is_ten_selects(self) -> bool {
+        matches!(
+            self,
+            Workload::Seq10 | Workload::Pipe10 | Workload::Seq10Far | Workload::Pipe10Far
+        )
+    }
+
+    /// Whether the selects go out together (pipelined) rather than one after the other.
+    pub fn is_pipelined(self) -> bool {
+        matches!(self, Workload::Pipe10 | Workload::Pipe10Far)
+    }
+
+    /// Whether the workload runs at `conc` when no `--conc` is given: the pipeline workloads at
+    /// 1 and 16, the others at every level.
+    pub fn runs_by_default_at(self, conc: usize) -> bool {
+        !self.is_ten_selects() || conc == 1 || conc == 16
     }
 }
 
