@@ -19,11 +19,12 @@ usage: cargo run --release -p pgdbm-bench -- [options]
                         executemany and COPY workloads run at most 3)
   --workload LIST       comma-separated subset of: point,value,fetch1k,fetch100k,typed1k,
                         typed100k,executemany,copy,txn,pg_type,series,bytea,arrays,
-                        seq10,pipe10,seq10_1ms,pipe10_1ms
+                        seq10,pipe10,seq10_1ms,pipe10_1ms,tenant1,tenants
                           seq10/pipe10: 10 point selects one by one / pipelined;
-                          *_1ms: the same through a proxy adding 1 ms each way
+                          *_1ms: the same through a proxy adding 1 ms each way;
+                          tenant1/tenants: 10 statements on 1 / 1,000 tenant schemas
   --conc LIST           comma-separated concurrency levels (default 1,16,64; without --conc
-                        the seq10/pipe10 workloads run at 1 and 16)
+                        the seq10/pipe10 workloads run at 1 and 16, the tenant ones at 16)
   --contenders LIST     comma-separated subset of: pgdbm,pgdbm-serde,pgdbm-traced,
                         pgdbm-monitor,pgdbm-reset-always,raw,deadpool,sqlx,python,
                         pgbench

@@ -4,14 +4,16 @@
 //! For each workload and concurrency level every contender runs once per round with the same
 //! budget, in an order rotated from round to round; the report gives the median of the rounds,
 //! their spread, and ratios to raw tokio-postgres. A full run writes `docs/benchmarks.md` and
-//! `docs/benchmarks.svg`. The benchmark schema `pgdbm_bench_<pid>` is dropped at the end, on
-//! error, on panic, on Ctrl-C and on SIGTERM.
+//! `docs/benchmarks.svg`. The benchmark schema `pgdbm_bench_<pid>` and the tenant schemas
+//! `pgdbm_bench_<pid>_t<N>` are dropped at the end, on error, on panic, on Ctrl-C and on
+//! SIGTERM.
 //!
 //! ```text
 //! cargo run --release -p pgdbm-bench                       # the whole suite (~30 minutes)
 //! cargo run --release -p pgdbm-bench -- --quick            # smoke run
 //! cargo run --release -p pgdbm-bench -- --workload point --contenders pgdbm,raw --conc 1
 //! cargo run --release -p pgdbm-bench -- --workload seq10,pipe10,seq10_1ms,pipe10_1ms
+//! cargo run --release -p pgdbm-bench -- --workload tenant1,tenants
 //! ```
 
 mod args;
@@ -29,6 +31,7 @@ mod sections;
 mod setup;
 mod sizes;
 mod suite;
+mod tenants;
 mod testdb;
 mod workload;
 
@@ -111,6 +114,16 @@ async fn run(
     let version: String = admin.query_one("SHOW server_version", &[]).await?.get(0);
     eprintln!("creating schema {schema} …");
     setup::create_schema(admin, schema).await?;
+    if opts.workloads.iter().any(|w| w.tenants().is_some()) {
+        let t = Instant::now();
+        tenants::create(admin, schema).await?;
+        tenants::check_statements(admin, schema).await?;
+        eprintln!(
+            "created {} tenant schemas {schema}_t<N> in {:.1} s",
+            workload::TENANTS,
+            t.elapsed().as_secs_f64()
+        );
+    }
 
     let mut who = opts.contenders.clone();
     // A contender none of the selected workloads runs is not started (the Python venv).

@@ -44,6 +44,9 @@ pub struct Sqls {
     pub many_insert: String,
     pub copy: String,
     pub copy_text: String,
+    /// The tenant workloads' statements rendered for each tenant schema (filled only when a
+    /// tenant workload runs): `tenants[t][s]`.
+    pub tenants: Vec<Vec<String>>,
 }
 
 impl Sqls {
@@ -61,6 +64,7 @@ impl Sqls {
             many_insert: render(SQL_MANY_INSERT, schema),
             copy: format!("COPY \"{schema}\".bench_copy ({cols}) FROM STDIN BINARY"),
             copy_text: format!("COPY \"{schema}\".bench_copy ({cols}) FROM STDIN"),
+            tenants: Vec::new(),
         }
     }
 
@@ -226,6 +230,9 @@ pub async fn deadpool_op(
     if w.is_ten_selects() {
         return check(w, crate::multi::deadpool(pool, sqls, w, rng).await?);
     }
+    if w.tenants().is_some() {
+        return check(w, crate::tenants::deadpool_op(pool, sqls, w, rng).await?);
+    }
     let mut client = pool.get().await?;
     if w == Workload::Transaction {
         let (account, delta) = (rng.id(), rng.delta());
@@ -353,6 +360,9 @@ pub async fn sqlx_op(
     if w.is_ten_selects() {
         return check(w, crate::multi::sqlx(pool, sqls, rng).await?);
     }
+    if w.tenants().is_some() {
+        return check(w, crate::tenants::sqlx_op(pool, sqls, w, rng).await?);
+    }
     if w == Workload::Transaction {
         let (account, delta) = (rng.id(), rng.delta());
         let mut tx = pool.begin().await?;
@@ -477,6 +487,7 @@ pub async fn stream(live: &Live) -> Result<usize, BoxError> {
             let client = pool.get().await?;
             n = stream_tokio_postgres(&client).await?;
         }
+        Live::PgdbmTenants(..) => return Err("not a streaming contender".into()),
         Live::Sqlx(pool) => {
             let mut rows = sqlx::query(AssertSqlSafe(SQL_STREAM)).fetch(pool);
             while let Some(row) = rows.try_next().await? {

@@ -1,5 +1,6 @@
-//! The report's section for the pipeline workloads: ratios between cases of different
-//! workloads (pipelined against sequential), and their targets.
+//! The report's sections for the pipeline and tenant workloads: ratios between cases of
+//! different workloads (pipelined against sequential, many tenants against one), and their
+//! targets.
 
 use crate::contender::Who;
 use crate::report::Target;
@@ -101,6 +102,59 @@ pub fn pipeline_table(outcomes: &[Outcome]) -> Option<(Vec<String>, Vec<Vec<Stri
     (!rows.is_empty()).then_some((head, rows))
 }
 
+/// The tenants table: one row per (contender, concurrency).
+pub fn tenant_table(outcomes: &[Outcome]) -> Option<(Vec<String>, Vec<Vec<String>>)> {
+    let head = [
+        "tenants",
+        "conc",
+        "1 tenant ops/s",
+        "1,000 tenants ops/s",
+        "many/one",
+        "server KiB/conn, 1",
+        "server KiB/conn, 1,000",
+        "client RSS MiB, 1",
+        "client RSS MiB, 1,000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut concs = concurrencies(outcomes, Workload::Tenants);
+    concs.extend(concurrencies(outcomes, Workload::Tenant1));
+    concs.sort_unstable();
+    concs.dedup();
+    let mut rows = Vec::new();
+    for conc in concs {
+        let (one, many) = (
+            find(outcomes, Workload::Tenant1, conc),
+            find(outcomes, Workload::Tenants, conc),
+        );
+        for who in Who::ALL {
+            let m = |o: Option<&Outcome>| o.and_then(|o| o.median(who));
+            let mem = |o: Option<&Outcome>| o.and_then(|o| o.memory(who));
+            if m(one).is_none() && m(many).is_none() {
+                continue;
+            }
+            let kb = |o| cell(mem(o).map(|m| m.server_kb_per_conn), |v| format!("{v:.0}"));
+            let rss = |o| {
+                cell(mem(o).map(|m| m.client_rss_kb as f64 / 1024.0), |v| {
+                    format!("{v:.1}")
+                })
+            };
+            rows.push(vec![
+                who.label().to_owned(),
+                conc.to_string(),
+                rate(m(one)),
+                rate(m(many)),
+                cell(div(m(many), m(one)), |v| format!("{v:.2}")),
+                kb(one),
+                kb(many),
+                rss(one),
+                rss(many),
+            ]);
+        }
+    }
+    (!rows.is_empty()).then_some((head, rows))
+}
+
 /// What one sequential select took (raw tokio-postgres at concurrency 1), on loopback and
 /// through the proxy: the round trip the pipelines save.
 fn round_trips(outcomes: &[Outcome]) -> Option<String> {
@@ -135,6 +189,10 @@ pub fn targets(outcomes: &[Outcome]) -> Vec<Target> {
         name: "10 point selects: pgdbm pipeline at least 8x pgdbm sequential through +1 ms",
         cases: Vec::new(),
     };
+    let mut tenants = Target {
+        name: "1,000 tenants at least 0.8x one tenant (pgdbm, 10 statements each)",
+        cases: Vec::new(),
+    };
     for (seq, pipe) in PAIRS {
         for conc in concurrencies(outcomes, pipe) {
             if seq.latency().is_none() && conc != 1 {
@@ -152,10 +210,18 @@ pub fn targets(outcomes: &[Outcome]) -> Vec<Target> {
             }
         }
     }
-    vec![near, far]
+    for conc in concurrencies(outcomes, Workload::Tenants) {
+        let m = |w| find(outcomes, w, conc).and_then(|o| o.median(Who::Pgdbm));
+        if let Some(r) = div(m(Workload::Tenants), m(Workload::Tenant1)) {
+            tenants
+                .cases
+                .push((format!("{} @{conc}", Workload::Tenants.name()), r, 0.8));
+        }
+    }
+    vec![near, far, tenants]
 }
 
-/// Markdown for the section (empty when no pipeline workload ran).
+/// Markdown for both sections (empty when neither ran).
 pub fn markdown(outcomes: &[Outcome]) -> String {
     let mut md = String::new();
     if let Some((head, rows)) = pipeline_table(outcomes) {
@@ -174,10 +240,27 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             md.push_str(&format!("\n{line}\n"));
         }
     }
+    if let Some((head, rows)) = tenant_table(outcomes) {
+        md.push_str(&format!(
+            "\n## Many tenants\n\n{} schemas of a {}-row table each; an operation picks a tenant \
+             and one of its {} statements (different texts) at random, so the 1,000-tenant case \
+             has 10,000 distinct SQL texts. pgdbm-rs runs one `AsyncDatabaseManager` per \
+             schema over one shared pool (`from_pool`) and renders `{{{{tables.items}}}}`; \
+             deadpool (`prepare_cached`, unbounded cache) and sqlx (`query`, its default cache \
+             of 100 statements) get the rendered texts. The one-tenant case runs the same 10 \
+             statements on one schema. Server KiB/conn is the mean private memory (`RssAnon`) \
+             of the pool's backends at the end of a slice, client RSS this process's `VmRSS` \
+             then (every contender so far included).\n\n",
+            crate::workload::TENANTS,
+            crate::workload::TENANT_ROWS,
+            crate::workload::TENANT_STATEMENTS,
+        ));
+        md.push_str(&crate::report::markdown_table(&head, &rows));
+    }
     md
 }
 
-/// Prints the section.
+/// Prints both sections.
 pub fn print(outcomes: &[Outcome]) {
     if let Some((head, rows)) = pipeline_table(outcomes) {
         println!();
@@ -185,5 +268,9 @@ pub fn print(outcomes: &[Outcome]) {
         if let Some(line) = round_trips(outcomes) {
             println!("{line}");
         }
+    }
+    if let Some((head, rows)) = tenant_table(outcomes) {
+        println!();
+        crate::report::print_text(&head, &rows);
     }
 }

@@ -17,6 +17,12 @@ pub const STREAM_ROWS: usize = 1_000_000;
 pub const SELECTS: usize = 10;
 /// The one-way latency of the "+1 ms" workloads.
 pub const FAR: std::time::Duration = std::time::Duration::from_millis(1);
+/// Tenant schemas of the many-tenants workload.
+pub const TENANTS: usize = 1_000;
+/// Distinct statements per tenant.
+pub const TENANT_STATEMENTS: usize = 10;
+/// Rows in each tenant's table.
+pub const TENANT_ROWS: usize = 100;
 
 pub const SQL_POINT: &str = "SELECT * FROM {{tables.bench_rows}} WHERE id = $1";
 pub const SQL_VALUE: &str = "SELECT 1+1";
@@ -67,6 +73,10 @@ pub enum Workload {
     Seq10Far,
     /// [`Pipe10`](Workload::Pipe10) through the proxy.
     Pipe10Far,
+    /// One of [`TENANTS`] schemas at random, one of its [`TENANT_STATEMENTS`] statements.
+    Tenants,
+    /// The same statements on one schema.
+    Tenant1,
 }
 
 /// How a slice of a workload is budgeted.
@@ -82,7 +92,7 @@ pub enum Kind {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 17] = [
+    pub const ALL: [Workload; 19] = [
         Workload::PointSelect,
         Workload::SelectValue,
         Workload::Fetch1k,
@@ -100,6 +110,8 @@ impl Workload {
         Workload::Pipe10,
         Workload::Seq10Far,
         Workload::Pipe10Far,
+        Workload::Tenant1,
+        Workload::Tenants,
     ];
 
     /// The name in the results table.
@@ -122,6 +134,8 @@ impl Workload {
             Workload::Pipe10 => "10 point selects, pipelined",
             Workload::Seq10Far => "10 point selects, +1 ms",
             Workload::Pipe10Far => "10 point selects, pipelined, +1 ms",
+            Workload::Tenants => "1,000 tenants x 10 statements",
+            Workload::Tenant1 => "1 tenant x 10 statements",
         }
     }
 
@@ -145,6 +159,8 @@ impl Workload {
             Workload::Pipe10 => "pipe10",
             Workload::Seq10Far => "seq10_1ms",
             Workload::Pipe10Far => "pipe10_1ms",
+            Workload::Tenants => "tenants",
+            Workload::Tenant1 => "tenant1",
         }
     }
 
@@ -182,6 +198,7 @@ impl Workload {
     pub fn expected_rows(self) -> Option<usize> {
         match self {
             Workload::PointSelect | Workload::SelectValue => Some(1),
+            Workload::Tenants | Workload::Tenant1 => Some(1),
             Workload::Seq10 | Workload::Pipe10 | Workload::Seq10Far | Workload::Pipe10Far => {
                 Some(SELECTS)
             }
@@ -227,10 +244,25 @@ impl Workload {
         matches!(self, Workload::Pipe10 | Workload::Pipe10Far)
     }
 
+    /// The tenant schemas an operation picks from.
+    pub fn tenants(self) -> Option<usize> {
+        match self {
+            Workload::Tenants => Some(TENANTS),
+            Workload::Tenant1 => Some(1),
+            _ => None,
+        }
+    }
+
     /// Whether the workload runs at `conc` when no `--conc` is given: the pipeline workloads at
-    /// 1 and 16, the others at every level.
+    /// 1 and 16, the tenant workloads at 16, the others at every level.
     pub fn runs_by_default_at(self, conc: usize) -> bool {
-        !self.is_ten_selects() || conc == 1 || conc == 16
+        if self.is_ten_selects() {
+            conc == 1 || conc == 16
+        } else if self.tenants().is_some() {
+            conc == 16
+        } else {
+            true
+        }
     }
 }
 
@@ -325,6 +357,11 @@ impl XorShift {
     /// A table id in 1..=TABLE_ROWS.
     pub fn id(&mut self) -> i32 {
         ((self.next_u64() >> 32) % TABLE_ROWS as u64) as i32 + 1
+    }
+
+    /// A number in 0..n.
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 32) % n as u64) as usize
     }
 
     /// A balance change in -100..=100.
