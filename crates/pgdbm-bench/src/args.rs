@@ -33,9 +33,15 @@ usage: cargo run --release -p pgdbm-bench -- [options]
                         budget (repeatable instruction counts, for callgrind.sh)
   --no-rss              skip the peak-memory measurements
   --testdb, --no-testdb time test-database set-up and migrations (default: on for a full run)
-  --write               write docs/benchmarks.md and docs/benchmarks.svg (the default for a
-                        full run; off when a subset is selected)
+  --write               write docs/benchmarks.md, docs/benchmarks.svg and docs/benchmarks.json
+                        (the default for a full run; off when a subset is selected)
   --no-write            print only
+  --json PATH           also write every figure of the run as JSON to PATH (rounds, medians,
+                        CPU per op, memory, run metadata), for subset runs too
+  --compare OLD [NEW]   after the run, compare its medians with those of OLD (a JSON file
+                        written by --json); with NEW (or --against NEW), compare the two
+                        files and run nothing
+  --against NEW         the second file of --compare
   --sizes               print the in-memory sizes of the futures and connection types and exit
   -h, --help            this text
 
@@ -55,6 +61,11 @@ pub struct Options {
     pub concurrency: Vec<usize>,
     /// `--conc` was given: run every workload at exactly those levels.
     pub conc_given: bool,
+    /// `--json PATH`.
+    pub json: Option<PathBuf>,
+    /// `--compare OLD`, and the file to compare it with instead of a run.
+    pub compare: Option<PathBuf>,
+    pub against: Option<PathBuf>,
     pub rss: bool,
     /// Time test-database set-up (and migrations).
     pub testdb: bool,
@@ -82,8 +93,8 @@ pub fn parse() -> Result<Options, String> {
     let (mut rss, mut write, mut sizes, mut subset) = (true, None, false, false);
     let mut testdb = None;
     let mut rss_child = None;
-    let mut conc_given = false;
-    let mut args = std::env::args().skip(1);
+    let (mut conc_given, mut json, mut compare, mut against) = (false, None, None, None);
+    let mut args = std::env::args().skip(1).peekable();
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
@@ -147,12 +158,27 @@ pub fn parse() -> Result<Options, String> {
                 subset = true;
                 conc_given = true;
             }
+            "--json" => json = Some(PathBuf::from(value("--json")?)),
+            "--compare" => {
+                let old = PathBuf::from(value("--compare")?);
+                let second = inline.is_none();
+                compare = Some(old);
+                if second {
+                    if let Some(new) = args.next_if(|a| !a.starts_with('-')) {
+                        against = Some(PathBuf::from(new));
+                    }
+                }
+            }
+            "--against" => against = Some(PathBuf::from(value("--against")?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
+    }
+    if against.is_some() && compare.is_none() {
+        return Err("--against needs --compare OLD".into());
     }
     Ok(Options {
         database_url: std::env::var("DATABASE_URL")
@@ -166,6 +192,9 @@ pub fn parse() -> Result<Options, String> {
         workloads,
         concurrency,
         conc_given,
+        json,
+        compare,
+        against,
         rss,
         testdb: testdb.unwrap_or(!subset && fixed_ops.is_none()),
         write: write.unwrap_or(!subset && fixed_ops.is_none()),
