@@ -18,8 +18,13 @@ usage: cargo run --release -p pgdbm-bench -- [options]
   --rounds N            rounds per (workload, concurrency) (default 5, quick 2; the 100k-row,
                         executemany and COPY workloads run at most 3)
   --workload LIST       comma-separated subset of: point,value,fetch1k,fetch100k,typed1k,
-                        typed100k,executemany,copy,txn,pg_type,series,bytea,arrays
-  --conc LIST           comma-separated concurrency levels (default 1,16,64)
+                        typed100k,executemany,copy,txn,pg_type,series,bytea,arrays,
+                        seq10,pipe10,seq10_1ms,pipe10_1ms,tenant1,tenants
+                          seq10/pipe10: 10 point selects one by one / pipelined;
+                          *_1ms: the same through a proxy adding 1 ms each way;
+                          tenant1/tenants: 10 statements on 1 / 1,000 tenant schemas
+  --conc LIST           comma-separated concurrency levels (default 1,16,64; without --conc
+                        the seq10/pipe10 workloads run at 1 and 16, the tenant ones at 16)
   --contenders LIST     comma-separated subset of: pgdbm,pgdbm-serde,pgdbm-traced,
                         pgdbm-monitor,pgdbm-reset-always,raw,deadpool,sqlx,python,
                         pgbench
@@ -28,9 +33,15 @@ usage: cargo run --release -p pgdbm-bench -- [options]
                         budget (repeatable instruction counts, for callgrind.sh)
   --no-rss              skip the peak-memory measurements
   --testdb, --no-testdb time test-database set-up and migrations (default: on for a full run)
-  --write               write docs/benchmarks.md and docs/benchmarks.svg (the default for a
-                        full run; off when a subset is selected)
+  --write               write docs/benchmarks.md, docs/benchmarks.svg and docs/benchmarks.json
+                        (the default for a full run; off when a subset is selected)
   --no-write            print only
+  --json PATH           also write every figure of the run as JSON to PATH (rounds, medians,
+                        CPU per op, memory, run metadata), for subset runs too
+  --compare OLD [NEW]   after the run, compare its medians with those of OLD (a JSON file
+                        written by --json); with NEW (or --against NEW), compare the two
+                        files and run nothing
+  --against NEW         the second file of --compare
   --sizes               print the in-memory sizes of the futures and connection types and exit
   -h, --help            this text
 
@@ -48,6 +59,13 @@ pub struct Options {
     pub contenders: Vec<Who>,
     pub workloads: Vec<Workload>,
     pub concurrency: Vec<usize>,
+    /// `--conc` was given: run every workload at exactly those levels.
+    pub conc_given: bool,
+    /// `--json PATH`.
+    pub json: Option<PathBuf>,
+    /// `--compare OLD`, and the file to compare it with instead of a run.
+    pub compare: Option<PathBuf>,
+    pub against: Option<PathBuf>,
     pub rss: bool,
     /// Time test-database set-up (and migrations).
     pub testdb: bool,
@@ -75,7 +93,8 @@ pub fn parse() -> Result<Options, String> {
     let (mut rss, mut write, mut sizes, mut subset) = (true, None, false, false);
     let mut testdb = None;
     let mut rss_child = None;
-    let mut args = std::env::args().skip(1);
+    let (mut conc_given, mut json, mut compare, mut against) = (false, None, None, None);
+    let mut args = std::env::args().skip(1).peekable();
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
@@ -137,13 +156,29 @@ pub fn parse() -> Result<Options, String> {
                     c.parse().ok().filter(|n| (1..=64).contains(n))
                 })?;
                 subset = true;
+                conc_given = true;
             }
+            "--json" => json = Some(PathBuf::from(value("--json")?)),
+            "--compare" => {
+                let old = PathBuf::from(value("--compare")?);
+                let second = inline.is_none();
+                compare = Some(old);
+                if second {
+                    if let Some(new) = args.next_if(|a| !a.starts_with('-')) {
+                        against = Some(PathBuf::from(new));
+                    }
+                }
+            }
+            "--against" => against = Some(PathBuf::from(value("--against")?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
+    }
+    if against.is_some() && compare.is_none() {
+        return Err("--against needs --compare OLD".into());
     }
     Ok(Options {
         database_url: std::env::var("DATABASE_URL")
@@ -156,6 +191,10 @@ pub fn parse() -> Result<Options, String> {
         contenders,
         workloads,
         concurrency,
+        conc_given,
+        json,
+        compare,
+        against,
         rss,
         testdb: testdb.unwrap_or(!subset && fixed_ops.is_none()),
         write: write.unwrap_or(!subset && fixed_ops.is_none()),

@@ -9,11 +9,13 @@ use crate::contender::Who;
 use crate::report::Report;
 use crate::BoxError;
 
-const COLOURS: [RGBColor; 9] = [
+/// In the order of `Who::ALL` (a test checks that every contender has one).
+const COLOURS: [RGBColor; 10] = [
     RGBColor(0xd6, 0x27, 0x28), // pgdbm-rs
     RGBColor(0xf0, 0x8a, 0x8a), // pgdbm-rs serde
     RGBColor(0x8c, 0x1a, 0x1a), // pgdbm-rs traced
     RGBColor(0xe3, 0x77, 0xc2), // pgdbm-rs monitor
+    RGBColor(0xbc, 0xbd, 0x22), // pgdbm-rs reset always
     RGBColor(0x1f, 0x77, 0xb4), // tokio-postgres
     RGBColor(0x2c, 0xa0, 0x2c), // deadpool
     RGBColor(0x94, 0x67, 0xbd), // sqlx
@@ -105,4 +107,12 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), BoxError> {
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_contender_has_a_colour() {
+        assert_eq!(super::COLOURS.len(), super::Who::ALL.len());
+    }
 }

@@ -84,6 +84,19 @@ impl Who {
 
     /// pgbench runs SQL scripts: no typed rows and no client-side bulk data.
     pub fn supports(self, w: Workload) -> bool {
+        // Pipelined: pgdbm's pipeline and tokio-postgres's joined futures; sequential: every
+        // in-process library. The tenant workloads: the pools that take any SQL text (raw
+        // tokio-postgres would have to prepare 10,000 statements per connection up front).
+        if w.is_ten_selects() {
+            return match self {
+                Who::Pgdbm | Who::Raw => true,
+                Who::Deadpool | Who::Sqlx => !w.is_pipelined(),
+                _ => false,
+            };
+        }
+        if w.tenants().is_some() {
+            return matches!(self, Who::Pgdbm | Who::Deadpool | Who::Sqlx);
+        }
         match self {
             Who::Pgbench => {
                 !matches!(w, Workload::Typed1k | Workload::Typed100k) && w.kind() == Kind::Timed
@@ -105,6 +118,8 @@ pub enum Live {
     PgdbmSerde(AsyncDatabaseManager),
     /// Its operations run with this subscriber as their default.
     PgdbmTraced(AsyncDatabaseManager, tracing::Dispatch),
+    /// The tenant workloads: one shared pool, one manager per tenant schema.
+    PgdbmTenants(pgdbm::Pool, Arc<[AsyncDatabaseManager]>),
     /// One dedicated connection per task.
     Raw(Vec<RawConn>),
     Deadpool(deadpool_postgres::Pool),
@@ -198,6 +213,10 @@ impl Live {
         match self {
             Live::Pgdbm(db) | Live::PgdbmSerde(db) | Live::PgdbmTraced(db, _) => {
                 let _ = db.disconnect().await;
+            }
+            Live::PgdbmTenants(pool, _) => {
+                pool.close();
+                tokio::task::yield_now().await;
             }
             Live::Raw(conns) => drop(conns),
             Live::Deadpool(pool) => pool.close(),

@@ -3,28 +3,38 @@
 //!
 //! For each workload and concurrency level every contender runs once per round with the same
 //! budget, in an order rotated from round to round; the report gives the median of the rounds,
-//! their spread, and ratios to raw tokio-postgres. A full run writes `docs/benchmarks.md` and
-//! `docs/benchmarks.svg`. The benchmark schema `pgdbm_bench_<pid>` is dropped at the end, on
-//! error, on panic, on Ctrl-C and on SIGTERM.
+//! their spread, and ratios to raw tokio-postgres. A full run writes `docs/benchmarks.md`,
+//! `docs/benchmarks.svg` and every figure in `docs/benchmarks.json` (`--json PATH` for any run;
+//! `--compare OLD.json` compares runs). The benchmark schema `pgdbm_bench_<pid>` and the tenant
+//! schemas `pgdbm_bench_<pid>_t<N>` are dropped at the end, on error, on panic, on Ctrl-C and
+//! on SIGTERM.
 //!
 //! ```text
 //! cargo run --release -p pgdbm-bench                       # the whole suite (~30 minutes)
 //! cargo run --release -p pgdbm-bench -- --quick            # smoke run
 //! cargo run --release -p pgdbm-bench -- --workload point --contenders pgdbm,raw --conc 1
+//! cargo run --release -p pgdbm-bench -- --workload seq10,pipe10,seq10_1ms,pipe10_1ms
+//! cargo run --release -p pgdbm-bench -- --workload tenant1,tenants --json /tmp/b.json
+//! cargo run --release -p pgdbm-bench -- --compare /tmp/a.json /tmp/b.json
 //! ```
 
 mod args;
 mod chart;
 mod contender;
+mod far;
+mod json;
 mod measure;
+mod multi;
 mod ops;
 mod pgbench;
 mod python;
 mod report;
 mod rss;
+mod sections;
 mod setup;
 mod sizes;
 mod suite;
+mod tenants;
 mod testdb;
 mod workload;
 
@@ -51,6 +61,8 @@ async fn main() -> ExitCode {
     let outcome = if let Some((who, w)) = &opts.rss_child {
         let schema = std::env::var("PGDBM_BENCH_SCHEMA").unwrap_or_default();
         rss::child(&opts.database_url, &schema, who, w).await
+    } else if let (Some(old), Some(new)) = (&opts.compare, &opts.against) {
+        compare_files(old, new)
     } else if opts.sizes {
         sizes::print(&opts.database_url).await
     } else {
@@ -65,7 +77,14 @@ async fn main() -> ExitCode {
     }
 }
 
+fn compare_files(old: &std::path::Path, new: &std::path::Path) -> Result<(), BoxError> {
+    json::compare(&json::Doc::read(old)?, &json::Doc::read(new)?);
+    Ok(())
+}
+
 async fn main_run(opts: &Options) -> Result<(), BoxError> {
+    // Read before the run: a wrong path should not cost a run.
+    let old = opts.compare.as_deref().map(json::Doc::read).transpose()?;
     let admin = setup::connect(&opts.database_url).await.map_err(|e| {
         format!(
             "cannot connect to the server (DATABASE_URL): {}",
@@ -90,10 +109,22 @@ async fn main_run(opts: &Options) -> Result<(), BoxError> {
         .into());
     }
     report.print();
+    let doc = json::Doc::of(&report);
     if opts.write {
         let dir = args::docs_dir();
         report.write(&dir)?;
-        eprintln!("wrote {}", dir.join("benchmarks.md").display());
+        doc.write(&dir.join("benchmarks.json"))?;
+        eprintln!(
+            "wrote {} and benchmarks.json",
+            dir.join("benchmarks.md").display()
+        );
+    }
+    if let Some(path) = &opts.json {
+        doc.write(path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(old) = &old {
+        json::compare(old, &doc);
     }
     Ok(())
 }
@@ -107,8 +138,20 @@ async fn run(
     let version: String = admin.query_one("SHOW server_version", &[]).await?.get(0);
     eprintln!("creating schema {schema} …");
     setup::create_schema(admin, schema).await?;
+    if opts.workloads.iter().any(|w| w.tenants().is_some()) {
+        let t = Instant::now();
+        tenants::create(admin, schema).await?;
+        tenants::check_statements(admin, schema).await?;
+        eprintln!(
+            "created {} tenant schemas {schema}_t<N> in {:.1} s",
+            workload::TENANTS,
+            t.elapsed().as_secs_f64()
+        );
+    }
 
     let mut who = opts.contenders.clone();
+    // A contender none of the selected workloads runs is not started (the Python venv).
+    who.retain(|c| opts.workloads.iter().any(|w| c.supports(*w)));
     let mut missing = Vec::new();
     let mut python_bin = None;
     let mut ext = External {

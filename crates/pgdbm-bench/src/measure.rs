@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::contender::Live;
 use crate::ops::{self, RawConn, Sqls};
+use crate::tenants::{self, Memory};
 use crate::workload::{bulk_rows, split, BulkRow, Kind, Workload, XorShift};
 use crate::BoxError;
 
@@ -47,6 +48,8 @@ pub struct Sample {
     pub all_ops: u64,
     /// `None` out of process, or where /proc is not available.
     pub cpu_ns: Option<u64>,
+    /// Server and client memory at the end of the slice (the tenant workloads only).
+    pub memory: Option<Memory>,
 }
 
 impl Sample {
@@ -72,6 +75,7 @@ enum Handle {
     Pgdbm(AsyncDatabaseManager),
     PgdbmSerde(AsyncDatabaseManager),
     PgdbmTraced(AsyncDatabaseManager, tracing::Dispatch),
+    PgdbmTenants(Arc<[AsyncDatabaseManager]>),
     Raw(RawConn),
     Deadpool(deadpool_postgres::Pool),
     Sqlx(sqlx::PgPool),
@@ -93,6 +97,7 @@ impl Handle {
                     .await
             }
             Handle::PgdbmSerde(db) => ops::pgdbm_serde_op(db, w).await,
+            Handle::PgdbmTenants(managers) => tenants::pgdbm_op(managers, w, rng).await,
             Handle::Raw(c) => ops::raw_op(c, w, rng).await,
             Handle::Deadpool(p) => ops::deadpool_op(p, sqls, w, rng).await,
             Handle::Sqlx(p) => ops::sqlx_op(p, sqls, w, rng).await,
@@ -104,6 +109,7 @@ impl Handle {
             Handle::Pgdbm(db) | Handle::PgdbmSerde(db) | Handle::PgdbmTraced(db, _) => {
                 ops::pgdbm_bulk(db, w, rows).await
             }
+            Handle::PgdbmTenants(_) => Err("no bulk workload on tenants".into()),
             Handle::Raw(c) => ops::raw_bulk(c, sqls, w, rows).await,
             Handle::Deadpool(p) => ops::deadpool_bulk(p, sqls, w, rows).await,
             Handle::Sqlx(p) => ops::sqlx_bulk(p, sqls, w, rows).await,
@@ -124,6 +130,12 @@ fn handles(live: Live, conc: usize) -> (Vec<Handle>, Option<Live>) {
                 .map(|_| Handle::PgdbmTraced(db.clone(), d.clone()))
                 .collect(),
             Some(Live::PgdbmTraced(db, d)),
+        ),
+        Live::PgdbmTenants(pool, managers) => (
+            (0..conc)
+                .map(|_| Handle::PgdbmTenants(managers.clone()))
+                .collect(),
+            Some(Live::PgdbmTenants(pool, managers)),
         ),
         Live::PgdbmSerde(db) => (
             (0..conc).map(|_| Handle::PgdbmSerde(db.clone())).collect(),
@@ -247,7 +259,11 @@ pub async fn slice(
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
+    let mut memory = None;
     if let Some(live) = closer {
+        if result.is_ok() && w.tenants().is_some() {
+            memory = tenants::memory(&live, conc).await;
+        }
         live.close().await;
     }
     result?;
@@ -256,6 +272,7 @@ pub async fn slice(
         secs,
         all_ops,
         cpu_ns,
+        memory,
     })
 }
 

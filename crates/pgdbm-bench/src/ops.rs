@@ -44,6 +44,9 @@ pub struct Sqls {
     pub many_insert: String,
     pub copy: String,
     pub copy_text: String,
+    /// The tenant workloads' statements rendered for each tenant schema (filled only when a
+    /// tenant workload runs): `tenants[t][s]`.
+    pub tenants: Vec<Vec<String>>,
 }
 
 impl Sqls {
@@ -61,6 +64,7 @@ impl Sqls {
             many_insert: render(SQL_MANY_INSERT, schema),
             copy: format!("COPY \"{schema}\".bench_copy ({cols}) FROM STDIN BINARY"),
             copy_text: format!("COPY \"{schema}\".bench_copy ({cols}) FROM STDIN"),
+            tenants: Vec::new(),
         }
     }
 
@@ -87,6 +91,9 @@ pub async fn pgdbm_op(
     w: Workload,
     rng: &mut XorShift,
 ) -> Result<usize, BoxError> {
+    if w.is_ten_selects() {
+        return check(w, crate::multi::pgdbm(db, w, rng).await?);
+    }
     let sql = w.read_sql().unwrap_or_default();
     let rows = match w {
         Workload::PointSelect => {
@@ -181,12 +188,19 @@ impl RawConn {
         })
     }
 
-    fn stmt(&self, w: Workload) -> &Statement {
+    pub fn stmt(&self, w: Workload) -> &Statement {
         &self.read.iter().find(|(r, _)| *r == w).expect("prepared").1
     }
 }
 
 pub async fn raw_op(c: &mut RawConn, w: Workload, rng: &mut XorShift) -> Result<usize, BoxError> {
+    if w.is_ten_selects() {
+        let stmt = c.stmt(Workload::PointSelect);
+        return check(
+            w,
+            crate::multi::tokio_postgres(&c.client, stmt, w, rng).await?,
+        );
+    }
     if w == Workload::Transaction {
         let (account, delta) = (rng.id(), rng.delta());
         let tx = c.client.transaction().await?;
@@ -213,6 +227,12 @@ pub async fn deadpool_op(
     w: Workload,
     rng: &mut XorShift,
 ) -> Result<usize, BoxError> {
+    if w.is_ten_selects() {
+        return check(w, crate::multi::deadpool(pool, sqls, w, rng).await?);
+    }
+    if w.tenants().is_some() {
+        return check(w, crate::tenants::deadpool_op(pool, sqls, w, rng).await?);
+    }
     let mut client = pool.get().await?;
     if w == Workload::Transaction {
         let (account, delta) = (rng.id(), rng.delta());
@@ -337,6 +357,12 @@ pub async fn sqlx_op(
     w: Workload,
     rng: &mut XorShift,
 ) -> Result<usize, BoxError> {
+    if w.is_ten_selects() {
+        return check(w, crate::multi::sqlx(pool, sqls, rng).await?);
+    }
+    if w.tenants().is_some() {
+        return check(w, crate::tenants::sqlx_op(pool, sqls, w, rng).await?);
+    }
     if w == Workload::Transaction {
         let (account, delta) = (rng.id(), rng.delta());
         let mut tx = pool.begin().await?;
@@ -461,6 +487,7 @@ pub async fn stream(live: &Live) -> Result<usize, BoxError> {
             let client = pool.get().await?;
             n = stream_tokio_postgres(&client).await?;
         }
+        Live::PgdbmTenants(..) => return Err("not a streaming contender".into()),
         Live::Sqlx(pool) => {
             let mut rows = sqlx::query(AssertSqlSafe(SQL_STREAM)).fetch(pool);
             while let Some(row) = rows.try_next().await? {

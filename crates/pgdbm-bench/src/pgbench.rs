@@ -151,6 +151,7 @@ impl Pgbench {
             secs: done as f64 / tps,
             all_ops: done,
             cpu_ns: None,
+            memory: None,
         })
     }
 }

@@ -114,6 +114,7 @@ impl Python {
             secs,
             all_ops: reply["all_ops"].as_u64().unwrap_or(ops),
             cpu_ns: None,
+            memory: None,
         })
     }
 }

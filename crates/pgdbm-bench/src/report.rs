@@ -106,7 +106,9 @@ impl Report {
                 _ => {}
             }
         }
-        vec![overhead, pgbench, python, many, typed]
+        let mut all = vec![overhead, pgbench, python, many, typed];
+        all.extend(crate::sections::targets(&self.outcomes));
+        all
     }
 
     /// The table of one concurrency level, as rows of cells.
@@ -218,6 +220,7 @@ impl Report {
             println!("\nconcurrency {conc}");
             print_text(&head, &rows);
         }
+        crate::sections::print(&self.outcomes);
         if !self.rss.is_empty() {
             println!();
             let (head, rows) = self.rss_table();
@@ -304,6 +307,7 @@ impl Report {
             let _ = writeln!(md, "\n## Concurrency {conc}\n");
             md.push_str(&markdown_table(&head, &rows));
         }
+        md.push_str(&crate::sections::markdown(&self.outcomes));
         let cpu_rows: Vec<Vec<String>> = self
             .outcomes
             .iter()
@@ -393,7 +397,7 @@ const METHOD: &str = "
   and highest ratio of rounds run side by side.
 ";
 
-fn print_text(head: &[String], rows: &[Vec<String>]) {
+pub fn print_text(head: &[String], rows: &[Vec<String>]) {
     let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -425,7 +429,7 @@ fn print_text(head: &[String], rows: &[Vec<String>]) {
     }
 }
 
-fn markdown_table(head: &[String], rows: &[Vec<String>]) -> String {
+pub fn markdown_table(head: &[String], rows: &[Vec<String>]) -> String {
     let mut out = format!("| {} |\n", head.join(" | "));
     out.push('|');
     for i in 0..head.len() {

@@ -71,7 +71,9 @@ pub async fn create_schema(admin: &Client, schema: &str) -> Result<(), BoxError>
     Ok(())
 }
 
+/// Drops the schema and the tenant schemas `<schema>_t<N>` made for it.
 pub async fn drop_schema(admin: &Client, schema: &str) -> Result<(), BoxError> {
+    crate::tenants::drop_all(admin, schema).await?;
     admin
         .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .await?;

@@ -13,6 +13,7 @@ use crate::ops::Sqls;
 use crate::pgbench::Pgbench;
 use crate::python::Python;
 use crate::setup;
+use crate::tenants::{self, Memory};
 use crate::workload::{Kind, Workload};
 use crate::BoxError;
 
@@ -27,6 +28,8 @@ pub struct Outcome {
     pub rates: Vec<(Who, Vec<f64>)>,
     /// This process's CPU µs per operation, for the in-process contenders.
     pub cpu_us: Vec<(Who, f64)>,
+    /// Memory at the end of each round's slice, where measured (the tenant workloads).
+    pub memory: Vec<(Who, Vec<Memory>)>,
 }
 
 impl Outcome {
@@ -67,6 +70,17 @@ impl Outcome {
         Some((max - min) / median(r))
     }
 
+    /// The median over the rounds of server KiB per connection and client RSS KiB.
+    pub fn memory(&self, who: Who) -> Option<Memory> {
+        let m = &self.memory.iter().find(|(w, _)| *w == who)?.1;
+        let server: Vec<f64> = m.iter().map(|m| m.server_kb_per_conn).collect();
+        let client: Vec<f64> = m.iter().map(|m| m.client_rss_kb as f64).collect();
+        (!m.is_empty()).then(|| Memory {
+            server_kb_per_conn: median(&server),
+            client_rss_kb: median(&client) as u64,
+        })
+    }
+
     pub fn cpu(&self, who: Who) -> Option<f64> {
         self.cpu_us
             .iter()
@@ -89,14 +103,26 @@ pub async fn run(
     who: &[Who],
     ext: &mut External,
 ) -> Result<Vec<Outcome>, BoxError> {
-    let sqls = Arc::new(Sqls::new(schema));
+    let any_tenants = opts.workloads.iter().any(|w| w.tenants().is_some());
+    let sqls = tenants::sqls_with_tenants(Sqls::new(schema), schema, any_tenants);
+    // The latency proxy, started when a "+1 ms" workload first runs.
+    let mut far: Option<crate::far::Far> = None;
     let mut outcomes = Vec::new();
     for &conc in &opts.concurrency {
         for &w in &opts.workloads {
             let sides: Vec<Who> = who.iter().copied().filter(|c| c.supports(w)).collect();
-            if sides.is_empty() {
+            if sides.is_empty() || !(opts.conc_given || w.runs_by_default_at(conc)) {
                 continue;
             }
+            let url = match w.latency() {
+                Some(one_way) => {
+                    if far.is_none() {
+                        far = Some(crate::far::start(&opts.database_url, one_way).await?);
+                    }
+                    far.as_ref().map(|f| f.url.clone()).expect("started")
+                }
+                None => opts.database_url.clone(),
+            };
             let budget = Budget::for_workload(w, conc, opts.duration, opts.fixed_ops);
             // The large workloads take seconds per slice: three rounds give a median.
             let rounds = match w.kind() {
@@ -105,6 +131,7 @@ pub async fn run(
             };
             let mut rates: HashMap<Who, Vec<f64>> = HashMap::new();
             let mut cpu: HashMap<Who, (u64, u64)> = HashMap::new();
+            let mut memory: HashMap<Who, Vec<Memory>> = HashMap::new();
             for round in 0..rounds {
                 let mut order = sides.clone();
                 order.rotate_left(round % sides.len());
@@ -115,13 +142,17 @@ pub async fn run(
                     if let Some(table) = w.bulk_table() {
                         setup::truncate(admin, schema, table).await?;
                     }
-                    let s = slice(opts, ext, &sqls, c, w, conc, budget, round as u64)
+                    let s = slice(&url, schema, ext, &sqls, c, w, conc, budget, round as u64)
                         .await
                         .map_err(|e| format!("{} {} @{conc}: {e}", c.label(), w.name()))?;
                     rates.entry(c).or_default().push(s.rate());
+                    if let Some(m) = s.memory {
+                        memory.entry(c).or_default().push(m);
+                    }
                     // Let the closed connections' backends exit before the next contender.
                     tokio::time::sleep(SETTLE).await;
-                    if let Some(ns) = s.cpu_ns {
+                    // Through the proxy, this process's CPU time includes the proxy's.
+                    if let Some(ns) = s.cpu_ns.filter(|_| w.latency().is_none()) {
                         let e = cpu.entry(c).or_default();
                         e.0 += ns;
                         e.1 += s.all_ops;
@@ -149,6 +180,10 @@ pub async fn run(
                     .iter()
                     .map(|(c, (ns, ops))| (*c, *ns as f64 / 1000.0 / *ops as f64))
                     .collect(),
+                memory: sides
+                    .iter()
+                    .filter_map(|c| Some((*c, memory.remove(c)?)))
+                    .collect(),
             });
         }
     }
@@ -157,7 +192,8 @@ pub async fn run(
 
 #[allow(clippy::too_many_arguments)]
 async fn slice(
-    opts: &Options,
+    url: &str,
+    schema: &str,
     ext: &mut External,
     sqls: &Arc<Sqls>,
     c: Who,
@@ -176,7 +212,10 @@ async fn slice(
             pgbench.slice(w, conc, budget).await
         }
         _ => {
-            let live = contender::open(c, &opts.database_url, sqls, conc).await?;
+            let live = match (c, w.tenants()) {
+                (Who::Pgdbm, Some(_)) => tenants::open_pgdbm(url, schema, w, conc).await?,
+                _ => contender::open(c, url, sqls, conc).await?,
+            };
             measure::slice(live, sqls, w, conc, budget, seed).await
         }
     }

@@ -13,6 +13,16 @@ pub const EXECUTEMANY_ROWS: usize = 10_000;
 pub const COPY_ROWS: usize = 1_000_000;
 /// Rows of the streamed read measured for peak RSS.
 pub const STREAM_ROWS: usize = 1_000_000;
+/// Point selects in one operation of the pipeline workloads.
+pub const SELECTS: usize = 10;
+/// The one-way latency of the "+1 ms" workloads.
+pub const FAR: std::time::Duration = std::time::Duration::from_millis(1);
+/// Tenant schemas of the many-tenants workload.
+pub const TENANTS: usize = 1_000;
+/// Distinct statements per tenant.
+pub const TENANT_STATEMENTS: usize = 10;
+/// Rows in each tenant's table.
+pub const TENANT_ROWS: usize = 100;
 
 pub const SQL_POINT: &str = "SELECT * FROM {{tables.bench_rows}} WHERE id = $1";
 pub const SQL_VALUE: &str = "SELECT 1+1";
@@ -55,6 +65,18 @@ pub enum Workload {
     Series,
     Bytea,
     Arrays,
+    /// 10 point selects one after the other.
+    Seq10,
+    /// The same 10 point selects in one pipeline (pgdbm) or joined futures (tokio-postgres).
+    Pipe10,
+    /// [`Seq10`](Workload::Seq10) through a proxy adding [`FAR`] each way.
+    Seq10Far,
+    /// [`Pipe10`](Workload::Pipe10) through the proxy.
+    Pipe10Far,
+    /// One of [`TENANTS`] schemas at random, one of its [`TENANT_STATEMENTS`] statements.
+    Tenants,
+    /// The same statements on one schema.
+    Tenant1,
 }
 
 /// How a slice of a workload is budgeted.
@@ -70,7 +92,7 @@ pub enum Kind {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 13] = [
+    pub const ALL: [Workload; 19] = [
         Workload::PointSelect,
         Workload::SelectValue,
         Workload::Fetch1k,
@@ -84,6 +106,12 @@ impl Workload {
         Workload::Series,
         Workload::Bytea,
         Workload::Arrays,
+        Workload::Seq10,
+        Workload::Pipe10,
+        Workload::Seq10Far,
+        Workload::Pipe10Far,
+        Workload::Tenant1,
+        Workload::Tenants,
     ];
 
     /// The name in the results table.
@@ -102,6 +130,12 @@ impl Workload {
             Workload::Series => "generate_series",
             Workload::Bytea => "bytea 100 KB",
             Workload::Arrays => "int arrays",
+            Workload::Seq10 => "10 point selects",
+            Workload::Pipe10 => "10 point selects, pipelined",
+            Workload::Seq10Far => "10 point selects, +1 ms",
+            Workload::Pipe10Far => "10 point selects, pipelined, +1 ms",
+            Workload::Tenants => "1,000 tenants x 10 statements",
+            Workload::Tenant1 => "1 tenant x 10 statements",
         }
     }
 
@@ -121,6 +155,12 @@ impl Workload {
             Workload::Series => "series",
             Workload::Bytea => "bytea",
             Workload::Arrays => "arrays",
+            Workload::Seq10 => "seq10",
+            Workload::Pipe10 => "pipe10",
+            Workload::Seq10Far => "seq10_1ms",
+            Workload::Pipe10Far => "pipe10_1ms",
+            Workload::Tenants => "tenants",
+            Workload::Tenant1 => "tenant1",
         }
     }
 
@@ -158,6 +198,10 @@ impl Workload {
     pub fn expected_rows(self) -> Option<usize> {
         match self {
             Workload::PointSelect | Workload::SelectValue => Some(1),
+            Workload::Tenants | Workload::Tenant1 => Some(1),
+            Workload::Seq10 | Workload::Pipe10 | Workload::Seq10Far | Workload::Pipe10Far => {
+                Some(SELECTS)
+            }
             Workload::Fetch1k | Workload::Typed1k | Workload::Series => Some(1000),
             Workload::Fetch100k | Workload::Typed100k => Some(TABLE_ROWS as usize),
             Workload::Bytea => Some(100),
@@ -180,6 +224,45 @@ impl Workload {
             Workload::Arrays => SQL_ARRAYS,
             _ => return None,
         })
+    }
+
+    /// The one-way latency the proxy adds in front of the server for this workload.
+    pub fn latency(self) -> Option<std::time::Duration> {
+        matches!(self, Workload::Seq10Far | Workload::Pipe10Far).then_some(FAR)
+    }
+
+    /// Whether an operation is [`SELECTS`] point selects.
+    pub fn is_ten_selects(self) -> bool {
+        matches!(
+            self,
+            Workload::Seq10 | Workload::Pipe10 | Workload::Seq10Far | Workload::Pipe10Far
+        )
+    }
+
+    /// Whether the selects go out together (pipelined) rather than one after the other.
+    pub fn is_pipelined(self) -> bool {
+        matches!(self, Workload::Pipe10 | Workload::Pipe10Far)
+    }
+
+    /// The tenant schemas an operation picks from.
+    pub fn tenants(self) -> Option<usize> {
+        match self {
+            Workload::Tenants => Some(TENANTS),
+            Workload::Tenant1 => Some(1),
+            _ => None,
+        }
+    }
+
+    /// Whether the workload runs at `conc` when no `--conc` is given: the pipeline workloads at
+    /// 1 and 16, the tenant workloads at 16, the others at every level.
+    pub fn runs_by_default_at(self, conc: usize) -> bool {
+        if self.is_ten_selects() {
+            conc == 1 || conc == 16
+        } else if self.tenants().is_some() {
+            conc == 16
+        } else {
+            true
+        }
     }
 }
 
@@ -274,6 +357,11 @@ impl XorShift {
     /// A table id in 1..=TABLE_ROWS.
     pub fn id(&mut self) -> i32 {
         ((self.next_u64() >> 32) % TABLE_ROWS as u64) as i32 + 1
+    }
+
+    /// A number in 0..n.
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 32) % n as u64) as usize
     }
 
     /// A balance change in -100..=100.
