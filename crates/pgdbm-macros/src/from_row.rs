@@ -144,6 +144,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         .collect();
     let mut inits = Vec::new();
     let mut bounds = Vec::new();
+    // Where each plain field's column usually is (`SELECT *` in field order): a hint, checked.
+    let mut position = 0usize;
     for field in &fields.named {
         let attrs = FieldAttrs::parse(field)?;
         let ident = field.ident.as_ref().expect("named field");
@@ -181,11 +183,14 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                     quote! { #support::FromSqlOwned + ::core::default::Default },
                 ),
                 None => (
-                    quote! { row.get(#column)? },
+                    quote! { #support::get(row, #column, #position)? },
                     quote! { #support::FromSqlOwned },
                 ),
             }
         };
+        if attrs.skip.is_none() && attrs.flatten.is_none() {
+            position += 1;
+        }
         inits.push(quote! { #ident: #init });
         // Only types that mention a type parameter need a bound; the others are checked as is.
         if mentions_any(ty, &params) {

@@ -13,6 +13,12 @@ fn has_column(row: &Record, column: &str) -> bool {
     row.columns().any(|c| c == column)
 }
 
+/// A plain field: its column by name, looked for first at the field's position.
+#[inline]
+pub fn get<T: FromSqlOwned>(row: &Record, column: &str, position: usize) -> Result<T> {
+    row.get_hinted(column, position)
+}
+
 /// `#[pgdbm(default)]`: the column decoded as usual when the row has it, else the default.
 pub fn get_or_default<T: FromSqlOwned + Default>(row: &Record, column: &str) -> Result<T> {
     if has_column(row, column) {

@@ -142,7 +142,7 @@ pub use replica::ReplicaFallback;
 #[doc(hidden)]
 pub mod __derive {
     pub use crate::from_row::{
-        get_or_default, json, json_or_default, DeserializeOwned, FromSqlOwned,
+        get, get_or_default, json, json_or_default, DeserializeOwned, FromSqlOwned,
     };
 }
 pub use stats::{HostRole, HostStats, PoolStats, PoolStatus};

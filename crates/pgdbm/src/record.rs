@@ -183,6 +183,21 @@ impl Record {
         }
     }
 
+    /// [`get`](Self::get) by name, looking first at column `hint`: derived `FromRow` code
+    /// passes each field's position, which usually is its column's, so a row decodes without
+    /// searching its columns by name for every field.
+    #[inline]
+    pub(crate) fn get_hinted<'a, T: FromSql<'a>>(&'a self, name: &str, hint: usize) -> Result<T> {
+        let i = match self.row.columns().get(hint) {
+            Some(c) if c.name() == name => hint,
+            _ => self.index(name)?,
+        };
+        match self.row.try_get::<_, T>(i) {
+            Ok(v) => Ok(v),
+            Err(e) => self.get_as_base(i, e),
+        }
+    }
+
     /// [`get`](Self::get) after the driver refused the column's own type: through the type its
     /// values have on the wire, else the driver's error.
     #[cold]

@@ -416,3 +416,60 @@ async fn to_row_feeds_executemany_and_copy() {
         .unwrap();
     assert_eq!(back, items);
 }
+
+/// Fields are found by name whatever the order of the columns: the position of each field is
+/// only where its column is looked for first.
+#[tokio::test]
+async fn fields_in_another_order_than_the_columns() {
+    #[derive(pgdbm::FromRow, Debug, PartialEq)]
+    struct R {
+        c: String,
+        a: i32,
+        b: Option<i64>,
+    }
+    let (db, _g) = common::schema_db().await;
+    let rows: Vec<R> = db
+        .fetch_all_as(
+            "SELECT a, b, c FROM (VALUES (1, 10::int8, 'x'), (2, NULL, 'y')) v(a, b, c) ORDER BY a",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            R {
+                c: "x".into(),
+                a: 1,
+                b: Some(10)
+            },
+            R {
+                c: "y".into(),
+                a: 2,
+                b: None
+            },
+        ]
+    );
+    // Same names, same order: the quick path.
+    let rows: Vec<R> = db
+        .fetch_all_as("SELECT 'z' AS c, 3 AS a, 4::int8 AS b", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![R {
+            c: "z".into(),
+            a: 3,
+            b: Some(4)
+        }]
+    );
+    // A column named like a field at another field's position is not mistaken for it.
+    let e = db
+        .fetch_all_as::<R>("SELECT 'z' AS a, 3 AS c, 4::int8 AS b", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("`c`") || e.to_string().contains("`a`"),
+        "{e}"
+    );
+}
