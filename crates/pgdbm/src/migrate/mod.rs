@@ -6,9 +6,10 @@
 //! `-- pgdbm:no-transaction`. Concurrent runs (tasks or processes) serialise on an advisory lock
 //! held on one dedicated connection, so each file is applied exactly once.
 
+use crate::sql::lexer;
+
 mod dedicated;
 mod embed;
-pub(crate) mod lexer;
 mod serialised;
 mod source;
 

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::embed::EmbeddedMigrations;
-use super::{lexer, migration_error};
+use super::migration_error;
 use crate::error::{Error, Result};
+use crate::sql::lexer;
 
 /// The marker that makes a file run statement by statement, outside a transaction.
 pub(crate) const NO_TRANSACTION_MARKER: &str = "-- pgdbm:no-transaction";

@@ -317,7 +317,7 @@ fn rendered<E: Runner>(ex: &E, op: Op<'_>) -> Option<String> {
         Text::Template(q) => {
             let sql = ex.templates().render(q).ok()?;
             Some(match op.method {
-                Method::ExecuteAndReturnId => crate::query::with_returning_id(&sql),
+                Method::ExecuteAndReturnId => crate::sql::with_returning_id(&sql),
                 _ => sql.into_owned(),
             })
         }

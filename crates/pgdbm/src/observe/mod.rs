@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
 
 mod call;
-mod classify;
 mod debugger;
 mod explain;
 #[cfg(feature = "metrics")]

@@ -5,8 +5,8 @@
 use tracing::field::Empty;
 use tracing::Span;
 
-use super::classify::classify;
 use crate::error::Error;
+use crate::sql::operation::classify;
 
 /// The operations that get a span of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

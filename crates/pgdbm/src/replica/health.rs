@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::SimpleQueryMessage;
 
-use super::classify::ATTRIBUTE_CALLS_SQL;
 use super::{parse_lsn, ReplicaHost, ReplicaSet};
 use crate::error::{Error, Result};
+use crate::sql::routing::ATTRIBUTE_CALLS_SQL;
 
 /// Time between two checks of the same replica.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -55,7 +55,7 @@ struct Probe {
     last_replay_age: Option<f64>,
     /// WAL streams in from the primary.
     streaming: bool,
-    /// The functions attribute notation could call (see `classify::AttributeCalls`).
+    /// The functions attribute notation could call (see `sql::routing::AttributeCalls`).
     attribute_calls: Option<String>,
 }
 

@@ -17,7 +17,6 @@ use crate::pool::{Pool, PoolOptions, PreparedRegistry};
 use crate::stats::{HostRole, HostStats};
 use crate::target::SessionAttrs;
 
-pub(crate) mod classify;
 mod health;
 mod route;
 
@@ -121,7 +120,7 @@ pub(crate) struct ReplicaSet {
     pub(crate) auto_routing: bool,
     max_lag: Option<Duration>,
     pub(crate) ryw_timeout: Duration,
-    pub(crate) verdicts: Arc<classify::Verdicts>,
+    pub(crate) verdicts: Arc<crate::sql::routing::Verdicts>,
 }
 
 /// One replica: its pool and what the health checks last found.
@@ -142,7 +141,7 @@ pub(crate) struct ReplicaHost {
     /// What the health checks saw of its replay falling behind.
     behind: Mutex<health::Behind>,
     /// The set's verdicts, so that a statement this replica refuses is remembered.
-    pub(crate) verdicts: Arc<classify::Verdicts>,
+    pub(crate) verdicts: Arc<crate::sql::routing::Verdicts>,
 }
 
 impl ReplicaSet {
@@ -162,7 +161,7 @@ impl ReplicaSet {
             ..config.clone()
         };
         let mut hosts = Vec::with_capacity(config.read_replicas.len());
-        let verdicts = Arc::new(classify::Verdicts::default());
+        let verdicts = Arc::new(crate::sql::routing::Verdicts::default());
         for dsn in &config.read_replicas {
             let target = replica_target(config, dsn)?;
             // Boxed: a replica's pool is built by the same function that builds this one.

@@ -6,7 +6,7 @@
 //! so, conservatively: a word that might be a session change counts as one. A change the text
 //! cannot show (dynamic SQL inside a function) is what `reset_on_release = "always"` is for.
 
-use crate::migrate::lexer::{tokens, TokenKind};
+use crate::sql::lexer::{tokens, TokenKind};
 
 /// The session effects of one SQL text (one statement or a script).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

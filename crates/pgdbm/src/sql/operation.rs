@@ -2,7 +2,7 @@
 //! labels: `db.operation.name` (the first keyword) and `db.collection.name` (the one table it
 //! names, if it names exactly one).
 
-use crate::migrate::lexer::{tokens, TokenKind};
+use crate::sql::lexer::{tokens, TokenKind};
 
 /// The operation and collection of one statement, borrowed from its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
