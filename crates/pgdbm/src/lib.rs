@@ -105,6 +105,7 @@ pub mod testing;
 pub use pgdbm_macros::test;
 
 pub use config::DatabaseConfig;
+pub use config::ReplicaFallback;
 pub use connection::PoolConnection;
 pub use error::{Error, ErrorKind, Result};
 pub use executor::Executor;
@@ -137,7 +138,6 @@ pub use pool::Pool;
 pub use pooler::Pooler;
 pub use query::{CopyFormat, CopyOutStream, Handle, Pipeline, PipelineResults, RecordStream};
 pub use record::{ColumnIndex, FromRow, Record};
-pub use replica::ReplicaFallback;
 /// Used by `#[derive(FromRow)]`; not part of the stable API.
 #[doc(hidden)]
 pub mod __derive {

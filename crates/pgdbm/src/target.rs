@@ -133,7 +133,7 @@ pub(crate) fn split_hosts(config: &Config) -> Vec<(Config, String)> {
     if count == 1 {
         let mut single = config.clone();
         single.target_session_attrs(TargetSessionAttrs::Any);
-        let (host, port, _) = crate::config::server_address(config);
+        let (host, port, _) = server_address(config);
         return vec![(single, format!("{host}:{port}"))];
     }
     (0..count)
@@ -204,6 +204,23 @@ fn copy_without_hosts(config: &Config) -> Config {
         c.keepalives_retries(n);
     }
     c
+}
+
+/// Where a driver config points, for error messages: the first host (or socket directory),
+/// the first port, and the database.
+pub(crate) fn server_address(cfg: &tokio_postgres::Config) -> (String, u16, String) {
+    let host = cfg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let database = cfg.get_dbname().unwrap_or_default().to_owned();
+    (host, port, database)
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ impl ListenSpec {
         if pg_config.get_connect_timeout().is_none() {
             pg_config.connect_timeout(Duration::from_secs(10));
         }
-        let (host, port, database) = crate::config::server_address(&pg_config);
+        let (host, port, database) = crate::target::server_address(&pg_config);
         let mut setup_sql = config.session_setup_sql(None, false);
         setup_sql.push_str("SELECT pg_backend_pid()::text");
         Ok(ListenSpec {

@@ -491,7 +491,7 @@ impl Pool {
             Some(mode) => Some(make_tls_connector(config, mode)?),
             None => None,
         };
-        let (mut host, port, database) = crate::config::server_address(&pg_config);
+        let (mut host, port, database) = crate::target::server_address(&pg_config);
         let servers = Servers::new(&pg_config, attrs, tls.as_ref());
         if servers.labels().len() > 1 {
             host = servers.labels().join(",");

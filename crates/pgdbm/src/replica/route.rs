@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::SimpleQueryMessage;
 
-use super::{parse_lsn, ReplicaFallback, ReplicaHost, ReplicaSet};
+use super::{parse_lsn, ReplicaHost, ReplicaSet};
+use crate::config::ReplicaFallback;
 use crate::connection::PoolConnection;
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
