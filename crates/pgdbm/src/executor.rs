@@ -411,7 +411,7 @@ macro_rules! executor_impl {
                 channel: &'a str,
                 payload: &'a str,
             ) -> impl Future<Output = Result<()>> + Send + 'a {
-                crate::notify::notify(self, channel, payload)
+                crate::query::notify::notify(self, channel, payload)
             }
 
             fn notify_raw<'a>(
@@ -419,7 +419,7 @@ macro_rules! executor_impl {
                 channel: &'a str,
                 payload: &'a str,
             ) -> impl Future<Output = Result<()>> + Send + 'a {
-                crate::notify::notify_raw(self, channel, payload)
+                crate::query::notify::notify_raw(self, channel, payload)
             }
         }
     };

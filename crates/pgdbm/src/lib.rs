@@ -106,7 +106,6 @@ pub use pgdbm_macros::test;
 
 pub use config::DatabaseConfig;
 pub use config::ReplicaFallback;
-pub use connection::PoolConnection;
 pub use error::{Error, ErrorKind, Result};
 pub use executor::Executor;
 /// Used by [`embed_migrations!`]; not part of the stable API.
@@ -135,6 +134,7 @@ pub use pgdbm_macros::FromRow;
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use pgdbm_macros::ToRow;
 pub use pool::Pool;
+pub use pool::PoolConnection;
 pub use pooler::Pooler;
 pub use query::{CopyFormat, CopyOutStream, Handle, Pipeline, PipelineResults, RecordStream};
 pub use record::{ColumnIndex, FromRow, Record};

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 
 use crate::config::DatabaseConfig;
-use crate::connection::{PoolConnection, SessionState};
+use crate::connection::SessionState;
 use crate::error::{Error, Result};
 use crate::observe::QueryMonitor;
+use crate::pool::PoolConnection;
 use crate::pool::{owned_search_path, Pool, PoolOptions, PreparedRegistry};
 use crate::query::{query_methods, ConnRef, Runner};
 use crate::replica::{Intent, WriteTracker};
@@ -369,7 +370,13 @@ impl AsyncDatabaseManager {
         if let Some(set) = pool.inner.replicas.clone() {
             // Boxed: the routing future stays out of every call's future.
             return Box::pin(crate::replica::route(
-                self, pool, set, deadline, intent, sql,
+                self.replica_view,
+                self.write_tracker(),
+                pool,
+                set,
+                deadline,
+                intent,
+                sql,
             ))
             .await;
         }
@@ -524,7 +531,13 @@ impl Runner for AsyncDatabaseManager {
         let pool = self.pool()?;
         if let Some(set) = pool.inner.replicas.clone() {
             return Box::pin(crate::replica::route(
-                self, pool, set, deadline, intent, sql,
+                self.replica_view,
+                self.write_tracker(),
+                pool,
+                set,
+                deadline,
+                intent,
+                sql,
             ))
             .await;
         }

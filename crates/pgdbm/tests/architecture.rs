@@ -60,7 +60,10 @@ fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).expect("under src");
     let first = rel.components().next().expect("a component");
     let name = first.as_os_str().to_string_lossy();
-    name.trim_end_matches(".rs").to_owned()
+    // `x_tests.rs` holds the tests of `x.rs`.
+    name.trim_end_matches(".rs")
+        .trim_end_matches("_tests")
+        .to_owned()
 }
 
 /// The code of a file without its comments (doc comments included): links in docs are not
@@ -267,7 +270,7 @@ fn imports_go_down_the_layers_and_close_no_circle() {
             edges.entry((from.clone(), to.clone())).or_insert_with(|| {
                 format!(
                     "{} (crate::{seg})",
-                    file.strip_prefix(&crate_dir()).unwrap_or(file).display()
+                    file.strip_prefix(crate_dir()).unwrap_or(file).display()
                 )
             });
         }
@@ -289,7 +292,9 @@ fn imports_go_down_the_layers_and_close_no_circle() {
     // left to find are circles among the modules of one layer.
     let graph: BTreeMap<String, BTreeSet<String>> = edges
         .keys()
-        .filter(|(a, b)| table.layer[b] <= table.layer[a])
+        .filter(|(a, b)| {
+            table.layer[b] <= table.layer[a] && !table.allowed.contains(&(a.clone(), b.clone()))
+        })
         .fold(
             BTreeMap::new(),
             |mut m: BTreeMap<_, BTreeSet<_>>, (a, b)| {
@@ -350,7 +355,6 @@ fn source_files_fit_in_one_reading() {
     let src = crate_dir().join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    let exceptions = ["src/types/numeric.rs"];
     let mut long = Vec::new();
     for file in files {
         let lines = std::fs::read_to_string(&file)
@@ -362,7 +366,7 @@ fn source_files_fit_in_one_reading() {
             .unwrap_or(&file)
             .display()
             .to_string();
-        if lines > 600 && !exceptions.contains(&rel.as_str()) {
+        if lines > 600 {
             long.push(format!("{rel}: {lines} lines"));
         }
     }

@@ -15,7 +15,7 @@ impl DatabaseConfig {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
-    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+    pub(super) fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
         let mut config = DatabaseConfig::default();
         if let Some(url) = var("DATABASE_URL").filter(|u| !u.trim().is_empty()) {
             config.connection_string = Some(url);

@@ -14,7 +14,7 @@ use crate::template::validate_identifier;
 
 mod dsn;
 mod env;
-mod replicas;
+pub(crate) mod replicas;
 mod session;
 mod validate;
 

@@ -28,7 +28,7 @@ pub enum ReplicaFallback {
 
 /// Connect timeout of a replica connection when its string sets none: a replica that does
 /// not answer must not hold a read for long before the primary takes it.
-const REPLICA_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const REPLICA_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The driver config of one replica: its own string, with what it leaves out (user, password,
 /// database, application name, connect timeout, TLS) taken from the primary's parsed config

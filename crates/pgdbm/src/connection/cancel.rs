@@ -22,7 +22,7 @@ use super::socket::Socket;
 use super::state::SessionState;
 use super::tap::TxStatus;
 use super::PgConn;
-use crate::query::StatementLog;
+use super::StatementLog;
 use crate::tls::MakeTls;
 
 /// How long a cancel request may take, connect and confirmation included.

@@ -207,7 +207,7 @@ pub(crate) fn describe_failures(failures: &[(String, HostFailure)]) -> String {
         .iter()
         .map(|(host, failure)| {
             let why = match failure {
-                HostFailure::Driver(e) => crate::pool::db_message(e),
+                HostFailure::Driver(e) => crate::error::db_message(e),
                 HostFailure::Socket(e) => format!("cannot connect: {e}"),
                 HostFailure::Role(why) => why.clone(),
             };

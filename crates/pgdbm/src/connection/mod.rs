@@ -21,7 +21,6 @@
 use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::num::NonZeroUsize;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -32,12 +31,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, RowStream, Statement};
 
 use crate::error::{Error, Result};
-use crate::pool::{PgManager, Refill};
 use crate::tls::MakeTls;
 use crate::util::{now_micros, FxHasher};
 
 mod cancel;
 mod hosts;
+mod log;
 mod pipeline;
 mod reset;
 mod socket;
@@ -49,6 +48,7 @@ mod watchdog;
 
 pub(crate) use cancel::CancelTarget;
 pub(crate) use hosts::{describe_failures, Connected, HostFailure, Servers};
+pub(crate) use log::{query_error, StatementLog};
 pub(crate) use pipeline::{in_order, Output, Ready, Sent, Want};
 pub(crate) use reset::{SessionReset, DEALLOCATE_SQL_PREPARED, RESET_SESSION_SQL};
 pub(crate) use state::{SessionState, StateCell};
@@ -61,6 +61,23 @@ pub(crate) use typeinfo::TypeLookups;
 /// Each statement keeps what its text does to the session, classified once.
 type StatementCache =
     LruCache<Box<str>, (Statement, crate::sql::Effects), BuildHasherDefault<FxHasher>>;
+
+/// Tells a pool that one of its connections left it (closed, broken or detached), so that it
+/// reconnects to its minimum: handed to each connection by its pool.
+#[derive(Debug, Default)]
+pub(crate) struct Refill(tokio::sync::Notify);
+
+impl Refill {
+    pub(crate) fn signal(&self) {
+        // One stored permit: a burst of losses wakes the task once or twice, not per loss.
+        self.0.notify_one();
+    }
+
+    /// Waits for a signal.
+    pub(crate) async fn wait(&self) {
+        self.0.notified().await;
+    }
+}
 
 /// [`PgConn::last_used`] of a connection released since the reaper last looked at it.
 pub(crate) const RELEASED: u64 = u64::MAX;
@@ -87,9 +104,9 @@ pub(crate) struct PgConn {
     tls: Option<MakeTls>,
     cancel_target: Option<Arc<CancelTarget>>,
     /// The pool's runtime, where clean-up after an interrupted call runs.
-    runtime: tokio::runtime::Handle,
+    pub(crate) runtime: tokio::runtime::Handle,
     /// Tells the pool that this connection left it, so that it reconnects to its minimum.
-    refill: Arc<Refill>,
+    pub(crate) refill: Arc<Refill>,
     /// Behind a transaction pooler: what to do about the driver's type-lookup statements.
     lookups: Option<TypeLookups>,
     /// Behind a transaction pooler: `SET LOCAL` statements for every transaction we open.
@@ -362,159 +379,5 @@ impl PgConn {
         };
         self.end_op();
         outcome
-    }
-}
-
-/// A connection checked out of the pool. It derefs to the driver's [`Client`], for anything
-/// pgdbm does not cover. Dropping it returns it to the pool once it is known to be idle: a raw
-/// connection is checked in the background first (a transaction left open by it is caught there,
-/// and the connection closed); use [`detach`](Self::detach) after changing session settings.
-///
-/// ```no_run
-/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> Result<(), Box<dyn std::error::Error>> {
-/// let conn = db.acquire().await?;
-/// // The driver's own methods return the driver's error type.
-/// let rows = conn.query("SELECT 1", &[]).await?;
-/// # Ok(()) }
-/// ```
-pub struct PoolConnection {
-    /// Always `Some` until `detach` or drop.
-    obj: Option<deadpool::managed::Object<PgManager>>,
-    /// Bumped when the connection is released: a manager with read replicas counts its writes
-    /// this way (read-your-writes).
-    writes: Option<Arc<AtomicU64>>,
-}
-
-impl PoolConnection {
-    pub(crate) fn new(obj: deadpool::managed::Object<PgManager>) -> Self {
-        PoolConnection {
-            obj: Some(obj),
-            writes: None,
-        }
-    }
-
-    /// Counts this connection's use as one write into `writes` when it is released (or
-    /// detached), once whatever it ran has completed.
-    pub(crate) fn count_release(&mut self, writes: Arc<AtomicU64>) {
-        self.writes = Some(writes);
-    }
-
-    pub(crate) fn conn(&self) -> &PgConn {
-        self.obj.as_ref().expect("connection present until dropped")
-    }
-
-    /// The server process ID serving this connection.
-    pub fn backend_pid(&self) -> i32 {
-        self.conn().backend_pid
-    }
-
-    /// Takes the connection out of the pool for good (it is closed when dropped), for example
-    /// after changing session state that must not leak to other users.
-    pub fn detach(mut self) -> Client {
-        if let Some(writes) = self.writes.take() {
-            writes.fetch_add(1, Ordering::AcqRel);
-        }
-        let obj = self.obj.take().expect("connection present until dropped");
-        let conn = deadpool::managed::Object::take(obj);
-        // Out of the pool now, though its client lives on.
-        conn.refill.signal();
-        conn.client
-    }
-}
-
-impl PoolConnection {
-    /// Closes the connection for good, first cancelling whatever it may still run, so that its
-    /// locks and open transaction go away now rather than when a long statement ends.
-    pub(crate) fn cancel_and_close(mut self) {
-        if let Some(obj) = self.obj.take() {
-            cancel_and_close(obj);
-        }
-    }
-}
-
-fn cancel_and_close(obj: deadpool::managed::Object<PgManager>) {
-    let runtime = obj.runtime.clone();
-    // `Recovering` closes the connection when dropped, whether the task runs or not.
-    let closing = Recovering(Some(obj));
-    drop(runtime.spawn(async move {
-        if let Some(obj) = &closing.0 {
-            let _ = obj.cancel_confirmed().await;
-        }
-        drop(closing);
-    }));
-}
-
-impl Deref for PoolConnection {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        &self.conn().client
-    }
-}
-
-impl Drop for PoolConnection {
-    fn drop(&mut self) {
-        if let Some(writes) = self.writes.take() {
-            writes.fetch_add(1, Ordering::AcqRel);
-        }
-        let Some(obj) = self.obj.take() else { return };
-        // Idle time counts from the return to the pool, not from the checkout; the reaper
-        // reads the clock for it.
-        obj.last_used.store(RELEASED, Ordering::Relaxed);
-        let state = obj.state();
-        match state {
-            // Retired while a statement still runs: stop it, then close.
-            s if obj.is_broken() && s.may_be_running() && !obj.client.is_closed() => {
-                cancel_and_close(obj)
-            }
-            _ if obj.is_broken() => close(obj),
-            // The server says so too: no transaction, no response pending, nothing changed.
-            SessionState::Idle if obj.is_clean() && obj.release_clean() => {}
-            _ => {
-                let runtime = obj.runtime.clone();
-                let recovering = Recovering(Some(obj));
-                // If the runtime is shutting down the task is dropped unrun, and
-                // `Recovering` closes the connection.
-                drop(runtime.spawn(recovering.run()));
-            }
-        }
-    }
-}
-
-/// Closes a connection now: out of the pool's count, its client dropped (the driver sends
-/// Terminate, or the socket closes with the runtime), so the server ends the session.
-fn close(obj: deadpool::managed::Object<PgManager>) {
-    drop(deadpool::managed::Object::take(obj));
-}
-
-/// A connection held out of the pool while it is brought back to idle; closed unless that
-/// succeeds.
-struct Recovering(Option<deadpool::managed::Object<PgManager>>);
-
-impl Recovering {
-    async fn run(mut self) {
-        let idle = match &self.0 {
-            Some(obj) => obj.recover().await,
-            None => return,
-        };
-        if idle {
-            // Back to the pool.
-            drop(self.0.take());
-        }
-    }
-}
-
-impl Drop for Recovering {
-    fn drop(&mut self) {
-        if let Some(obj) = self.0.take() {
-            close(obj);
-        }
-    }
-}
-
-impl std::fmt::Debug for PoolConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolConnection")
-            .field("backend_pid", &self.conn().backend_pid)
-            .finish_non_exhaustive()
     }
 }

@@ -54,7 +54,7 @@ impl PgConn {
     /// A clean connection about to go back to the pool: whether it may go now. With
     /// `reset_on_release = "always"` its reset is left pending for the next statement, or,
     /// when that cannot be (`init_commands` must run again), it is not.
-    pub(super) fn release_clean(&self) -> bool {
+    pub(crate) fn release_clean(&self) -> bool {
         if !self.reset.always {
             return true;
         }

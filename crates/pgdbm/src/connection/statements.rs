@@ -15,7 +15,7 @@ use tokio_postgres::Statement;
 
 use super::typeinfo::{Bracket, TypeLookups};
 use super::PgConn;
-use crate::query::StatementLog;
+use super::StatementLog;
 use crate::sql::Effects;
 use crate::util::FxHasher;
 

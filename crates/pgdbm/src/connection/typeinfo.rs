@@ -58,7 +58,7 @@ impl TypeLookups {
             client.batch_execute("ROLLBACK").await?;
             if e.as_db_error().is_some() {
                 tracing::debug!(
-                    error = %crate::pool::db_message(&e),
+                    error = %crate::error::db_message(&e),
                     "cannot create temporary types to learn the custom-type lookups; each \
                      describe will clear named statements instead"
                 );

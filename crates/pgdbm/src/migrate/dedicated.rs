@@ -6,9 +6,9 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use super::migration_error;
-use crate::connection::PoolConnection;
 use crate::error::Result;
 use crate::manager::AsyncDatabaseManager;
+use crate::pool::PoolConnection;
 use crate::pool::{owned_search_path, Pool, PoolOptions};
 
 /// The connection a run holds its lock on. It is never returned to the pool: the run changed

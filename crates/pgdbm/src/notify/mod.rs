@@ -48,19 +48,13 @@ use tokio_postgres::AsyncMessage;
 
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
-use crate::query::Runner;
-use crate::template::{check_identifier, shorten};
+pub(crate) use crate::query::notify::{check_raw, notify, notify_raw, wire_name};
 use crate::transaction::Transaction;
 
 mod worker;
 
-pub(crate) use worker::ListenSpec;
 use worker::{Command, Op, Worker};
 
-/// The longest payload the server accepts, in bytes (`NOTIFY_PAYLOAD_MAX_LENGTH - 1`).
-pub(crate) const MAX_PAYLOAD: usize = 7999;
-/// The longest channel name the server accepts, in bytes (`NAMEDATALEN - 1`).
-const MAX_CHANNEL: usize = 63;
 /// How often an otherwise quiet listener checks that its server still answers.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// How long the server has to answer that check before the connection counts as lost.
@@ -222,70 +216,6 @@ impl fmt::Debug for Listener {
 // Names and payloads
 // ---------------------------------------------------------------------------------------------
 
-/// The name on the wire of `channel` in `schema`, checked like a table name.
-pub(crate) fn wire_name(schema: Option<&str>, channel: &str) -> Result<String> {
-    check_identifier(channel, "channel")?;
-    let wire = match schema {
-        Some(s) => format!("{s}.{channel}"),
-        None => channel.to_owned(),
-    };
-    if wire.len() > MAX_CHANNEL {
-        return Err(Error::Schema(format!(
-            "channel {wire:?} is {} bytes on the wire (schema, '.', channel); PostgreSQL allows at \
-             most {MAX_CHANNEL}: use a shorter channel name",
-            wire.len()
-        )));
-    }
-    Ok(wire)
-}
-
-/// A raw channel name: anything the server accepts as a channel.
-fn check_raw(channel: &str) -> Result<()> {
-    if channel.is_empty() || channel.len() > MAX_CHANNEL || channel.contains('\0') {
-        return Err(Error::Schema(format!(
-            "channel {:?} is not a valid channel name: it must be 1 to {MAX_CHANNEL} bytes \
-             without NUL characters",
-            shorten(channel)
-        )));
-    }
-    Ok(())
-}
-
-fn check_payload(channel: &str, payload: &str) -> Result<()> {
-    if payload.len() > MAX_PAYLOAD {
-        return Err(Error::Notify(format!(
-            "the payload for channel {channel:?} is {} bytes; PostgreSQL accepts at most \
-             {MAX_PAYLOAD}. Send a key (an id) and let listeners read the data from a table",
-            payload.len()
-        )));
-    }
-    if payload.contains('\0') {
-        return Err(Error::Notify(format!(
-            "the payload for channel {channel:?} contains a NUL character, which PostgreSQL \
-             text cannot hold"
-        )));
-    }
-    Ok(())
-}
-
-/// `pg_notify($1, $2)` through the caller's connection (the pool, or the transaction's).
-async fn send<R: Runner>(ex: &R, wire: String, payload: &str) -> Result<()> {
-    check_payload(&wire, payload)?;
-    crate::query::execute(ex, "SELECT pg_notify($1, $2)", &[&wire, &payload])
-        .await
-        .map(drop)
-}
-
-pub(crate) async fn notify<R: Runner>(ex: &R, channel: &str, payload: &str) -> Result<()> {
-    let wire = wire_name(ex.templates().schema(), channel)?;
-    send(ex, wire, payload).await
-}
-
-pub(crate) async fn notify_raw<R: Runner>(ex: &R, channel: &str, payload: &str) -> Result<()> {
-    check_raw(channel)?;
-    send(ex, channel.to_owned(), payload).await
-}
-
 // ---------------------------------------------------------------------------------------------
 // The manager's and the transaction's methods
 // ---------------------------------------------------------------------------------------------
@@ -406,6 +336,7 @@ impl Transaction<'_> {
 mod tests {
     use super::worker::{take_missed, Missed};
     use super::*;
+    use crate::query::notify::{check_payload, MAX_PAYLOAD};
     use crate::template::quote_ident;
 
     /// Compiles only if the futures can go to `tokio::spawn`.

@@ -12,22 +12,11 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use deadpool::managed::{PoolError, Timeouts};
-use tokio::sync::Notify;
 
 use super::{ConnectFailure, PoolInner};
 use crate::config::DatabaseConfig;
+use crate::connection::Refill;
 use crate::util::now_micros;
-
-/// Wakes a pool's refill task: a connection was lost, or may have been.
-#[derive(Debug, Default)]
-pub(crate) struct Refill(Notify);
-
-impl Refill {
-    pub(crate) fn signal(&self) {
-        // One stored permit: a burst of losses wakes the task once or twice, not per loss.
-        self.0.notify_one();
-    }
-}
 
 /// The pool's connect retry policy, reused for refills.
 #[derive(Clone, Copy)]
@@ -54,7 +43,7 @@ impl Backoff {
 pub(super) fn spawn_refill(pool: Weak<PoolInner>, refill: Arc<Refill>, backoff: Backoff) {
     tokio::spawn(async move {
         loop {
-            refill.0.notified().await;
+            refill.wait().await;
             let mut delay = backoff.delay;
             for attempt in 0..=backoff.attempts {
                 // Only a weak handle while waiting: a dropped pool ends the task (its `Drop`

@@ -10,81 +10,13 @@
 //! (Python pgdbm's switch); what shows is the subscriber's choice (`RUST_LOG=pgdbm::query=debug`).
 
 use std::future::Future;
-use std::time::Instant;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::query_error;
+pub(crate) use crate::connection::StatementLog;
 use crate::error::Result;
-use crate::params::mask_params;
-
-/// One statement being timed for the log; does nothing when nobody listens.
-pub(crate) struct StatementLog<'a> {
-    sql: &'a str,
-    params: String,
-    /// `None` when logging is off (or the statement was already logged).
-    started: Option<Instant>,
-}
-
-impl<'a> StatementLog<'a> {
-    /// Starts timing `sql`, just before it is sent.
-    pub(crate) fn start<'p>(
-        sql: &'a str,
-        params: impl Iterator<Item = &'p (dyn ToSql + Sync)>,
-    ) -> Self {
-        // An empty statement (sent to wait for a cancelled one to end) is not worth a line.
-        let on =
-            !sql.is_empty() && tracing::enabled!(target: "pgdbm::query", tracing::Level::DEBUG);
-        StatementLog {
-            sql,
-            params: if on {
-                mask_params(params)
-            } else {
-                String::new()
-            },
-            started: on.then(Instant::now),
-        }
-    }
-
-    /// Logs the statement's end with the outcome of `result`.
-    pub(crate) fn finish<T>(mut self, result: &Result<T>) {
-        match result {
-            Ok(_) => self.emit("ok", None),
-            Err(e) if e.is_timeout() => self.emit("timeout", None),
-            Err(e) => self.emit("error", e.code()),
-        }
-    }
-
-    /// Logs the statement's end with the outcome of a driver call.
-    pub(crate) fn finish_driver<T>(mut self, result: Result<T, &tokio_postgres::Error>) {
-        match result {
-            Ok(_) => self.emit("ok", None),
-            Err(e) => self.emit("error", e.code().map(|c| c.code())),
-        }
-    }
-
-    /// Logs the statement's end as timed out.
-    pub(crate) fn timed_out(mut self) {
-        self.emit("timeout", None);
-    }
-
-    fn emit(&mut self, outcome: &str, sqlstate: Option<&str>) {
-        let Some(started) = self.started.take() else {
-            return;
-        };
-        let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0;
-        let (sql, params) = (self.sql, self.params.as_str());
-        tracing::debug!(target: "pgdbm::query", sql, params = %params, duration_ms, outcome, sqlstate, "statement");
-    }
-}
-
-impl Drop for StatementLog<'_> {
-    fn drop(&mut self) {
-        // Still unlogged: the caller dropped the call while the statement was in flight.
-        self.emit("abandoned", None);
-    }
-}
 
 /// Runs `fut`, which sends `sql`, and logs it with its duration.
 pub(crate) async fn logged<'p, T>(

@@ -2,18 +2,15 @@
 //! logging, timeouts, error wrapping.
 
 use std::future::Future;
-use std::ops::Deref;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres_types::FromSqlOwned;
 use tokio_postgres::types::ToSql;
 
-use crate::connection::{PgConn, PoolConnection, Stale};
+use crate::connection::{PgConn, Stale};
 use crate::error::{shorten_sql, Error, Result};
-use crate::params::mask_params;
 use crate::record::Record;
-use crate::replica::{Intent, ReplicaHost};
+use crate::replica::Intent;
 use crate::template::{check_identifier, Templates};
 
 // The macros first: `macro_rules!` are visible only to code after them.
@@ -80,6 +77,7 @@ mod copy_in;
 mod copy_out;
 mod log;
 mod methods;
+pub(crate) mod notify;
 mod pipeline;
 mod stream;
 mod widen;
@@ -91,6 +89,7 @@ pub(crate) use copy_out::{copy_out_sql, copy_to};
 pub use copy_out::{CopyFormat, CopyOutStream};
 pub(crate) use log::{batch_execute_logged, batch_logged, logged, StatementLog};
 pub(crate) use methods::query_methods;
+pub(crate) use pipeline::run_pipeline;
 pub use pipeline::{Handle, Pipeline, PipelineResults};
 pub(crate) use stream::stream_rows;
 pub use stream::RecordStream;
@@ -100,47 +99,7 @@ pub use stream::RecordStream;
 /// higher-ranked lifetimes).
 pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A connection for one call: checked out of the pool, or borrowed from a transaction.
-// Boxing the pooled variant would cost an allocation per query; the enum lives on the stack
-// of one call only.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum ConnRef<'a> {
-    Pooled(PoolConnection),
-    Borrowed(&'a PgConn),
-    /// A read replica's connection.
-    Replica(PoolConnection, Arc<ReplicaHost>),
-}
-
-/// Where a call that failed on a replica may run again.
-pub(crate) enum Reroute {
-    No,
-    /// The replica went away (it is marked down): on another replica or the primary.
-    Elsewhere,
-    /// The replica refused the statement as a write (`25006`).
-    Primary,
-}
-
-impl ConnRef<'_> {
-    /// Whether a call of `sql` that failed with `e` on this connection may run again
-    /// elsewhere. A statement a replica refuses as a write (`25006`), or because it reads a
-    /// temporary or unlogged table (`0A000` during recovery), wrote and read nothing there: it
-    /// runs once on the primary, and its text is not sent to replicas again.
-    pub(crate) fn reroute(&self, e: &Error, sql: &str) -> Reroute {
-        match self {
-            ConnRef::Replica(_, host) => {
-                if host.fails_over(e) {
-                    Reroute::Elsewhere
-                } else if e.code() == Some("25006") || is_recovery_refusal(e) {
-                    host.verdicts.not_for_replicas(sql);
-                    Reroute::Primary
-                } else {
-                    Reroute::No
-                }
-            }
-            _ => Reroute::No,
-        }
-    }
-}
+pub(crate) use crate::replica::{ConnRef, Reroute};
 
 /// Behind a transaction pooler a session-level change outside a transaction would stay on a
 /// server connection other clients share, and no reset can reach that connection later.
@@ -159,12 +118,6 @@ fn refuse_session_change(sql: &str) -> Result<()> {
     ))
 }
 
-/// `0A000` from a standby: "cannot access temporary or unlogged relations during recovery".
-fn is_recovery_refusal(e: &Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|db| db.code().code() == "0A000" && db.message().contains("during recovery"))
-}
-
 fn is_unlogged_refusal(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
         .is_some_and(|db| db.code().code() == "0A000" && db.message().contains("during recovery"))
@@ -174,16 +127,6 @@ fn is_unlogged_refusal(e: &tokio_postgres::Error) -> bool {
 fn is_read_only_refusal(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
         .is_some_and(|db| db.code().code() == "25006")
-}
-
-impl Deref for ConnRef<'_> {
-    type Target = PgConn;
-    fn deref(&self) -> &PgConn {
-        match self {
-            ConnRef::Pooled(c) | ConnRef::Replica(c, _) => c.conn(),
-            ConnRef::Borrowed(c) => c,
-        }
-    }
 }
 
 /// What the query methods need from whoever runs them.
@@ -214,17 +157,7 @@ pub(crate) trait Runner: Sync {
     }
 }
 
-pub(crate) fn query_error<'a>(
-    source: tokio_postgres::Error,
-    sql: &str,
-    params: impl Iterator<Item = &'a (dyn ToSql + Sync)>,
-) -> Error {
-    Error::Query {
-        sql: shorten_sql(sql),
-        params: mask_params(params),
-        source,
-    }
-}
+pub(crate) use crate::connection::query_error;
 
 /// Renders, logs, checks out a connection and runs `$body` under the call's deadline, through
 /// the connection's state choke point ([`PgConn::timed`]).

@@ -171,7 +171,7 @@ impl ReplicaHost {
                 pg.client
                     .simple_query(&sql)
                     .await
-                    .map_err(|e| crate::query::query_error(e, &sql, std::iter::empty()))
+                    .map_err(|e| crate::connection::query_error(e, &sql, std::iter::empty()))
             })
             .await?;
         let mut rows = msgs.iter().filter_map(|m| match m {

@@ -14,9 +14,11 @@ use crate::error::{Error, Result};
 use crate::pool::{Pool, PoolOptions, PreparedRegistry};
 use crate::stats::{HostRole, HostStats};
 
+mod conn_ref;
 mod health;
 mod route;
 
+pub(crate) use conn_ref::{ConnRef, Reroute};
 pub(crate) use route::{route, Intent};
 
 /// The replicas of one primary pool and how reads use them.
@@ -307,6 +309,7 @@ pub(crate) fn host_stats(pool: &Pool) -> Vec<HostStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::replicas::REPLICA_CONNECT_TIMEOUT;
 
     #[test]
     fn lsn_parses() {

@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::SimpleQueryMessage;
 
-use super::{parse_lsn, ReplicaHost, ReplicaSet};
+use super::ConnRef;
+use super::{parse_lsn, ReplicaHost, ReplicaSet, WriteTracker};
 use crate::config::ReplicaFallback;
-use crate::connection::PoolConnection;
 use crate::error::{Error, Result};
-use crate::manager::AsyncDatabaseManager;
 use crate::pool::Pool;
-use crate::query::ConnRef;
+use crate::pool::PoolConnection;
 
 /// What a call does, as its method says: reads may go to a replica, writes never do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +29,11 @@ const MAX_POLL: Duration = Duration::from_millis(16);
 /// Longest wait for the answer to one such check.
 const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A connection for one call of `db` on a pool with replicas.
+/// A connection for one call on a pool with replicas: for a manager that is a replica view
+/// (`replica_view`) or not, whose writes `tracker` counts (read-your-writes).
 pub(crate) async fn route(
-    db: &AsyncDatabaseManager,
+    replica_view: bool,
+    tracker: &WriteTracker,
     pool: Pool,
     set: Arc<ReplicaSet>,
     deadline: Option<Instant>,
@@ -40,15 +41,15 @@ pub(crate) async fn route(
     sql: &str,
 ) -> Result<ConnRef<'static>> {
     let to_replica = intent == Intent::Read
-        && (db.is_replica_view() || (set.auto_routing && set.verdicts.is_plain_read(sql)));
+        && (replica_view || (set.auto_routing && set.verdicts.is_plain_read(sql)));
     if to_replica {
-        if let Some((conn, host)) = replica_conn(db, &pool, &set, deadline).await? {
+        if let Some((conn, host)) = replica_conn(tracker, &pool, &set, deadline).await? {
             return Ok(ConnRef::Replica(conn, host));
         }
     }
     let mut conn = pool.get(deadline).await?;
     if intent == Intent::Write || !set.verdicts.is_plain_read(sql) {
-        conn.count_release(db.writes());
+        conn.count_release(tracker.writes.clone());
     }
     Ok(ConnRef::Pooled(conn))
 }
@@ -56,12 +57,12 @@ pub(crate) async fn route(
 /// A connection to a healthy replica that has replayed the manager's writes; `None` when the
 /// read goes to the primary instead.
 async fn replica_conn(
-    db: &AsyncDatabaseManager,
+    tracker: &WriteTracker,
     primary: &Pool,
     set: &ReplicaSet,
     deadline: Option<Instant>,
 ) -> Result<Option<(PoolConnection, Arc<ReplicaHost>)>> {
-    let needed = db.write_tracker().needed_lsn(primary, deadline).await?;
+    let needed = tracker.needed_lsn(primary, deadline).await?;
     let n = set.hosts.len();
     let start = set.start();
     let order = || (0..n).map(|i| &set.hosts[(start + i) % n]);
@@ -195,7 +196,7 @@ async fn query_rows(
         pg.client
             .simple_query(sql)
             .await
-            .map_err(|e| crate::query::query_error(e, sql, std::iter::empty()))
+            .map_err(|e| crate::connection::query_error(e, sql, std::iter::empty()))
     })
     .await
 }

@@ -30,6 +30,7 @@ mod plan;
 mod process;
 mod proxy;
 mod replica;
+mod server;
 mod templates;
 
 pub use cluster::{TempCluster, TempClusterBuilder};

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use super::database::{background, for_database, maintenance, server_key, unique_name, wrap};
 use super::plan::{Migrations, Plan};
+use super::server::{background, for_database, maintenance, server_key, unique_name, wrap};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;

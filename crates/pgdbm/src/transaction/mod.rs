@@ -8,10 +8,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use crate::connection::{
-    PgConn, PoolConnection, SessionState, TxStatus, DEALLOCATE_SQL_PREPARED, RESET_SESSION_SQL,
+    PgConn, SessionState, TxStatus, DEALLOCATE_SQL_PREPARED, RESET_SESSION_SQL,
 };
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
+use crate::pool::PoolConnection;
 use crate::query::{logged, query_error, query_methods, ConnRef, Runner};
 use crate::template::Templates;
 
@@ -300,6 +301,15 @@ impl<'a> Transaction<'a> {
     }
 
     query_methods!();
+}
+
+impl<'a, 't> crate::Pipeline<'a, Transaction<'t>> {
+    /// Sends every queued statement on the transaction's connection and reads their results.
+    /// The first statement that fails aborts the transaction: the later ones report
+    /// [`Error::PipelineAborted`](crate::Error::PipelineAborted).
+    pub async fn run(self) -> Result<crate::PipelineResults> {
+        crate::query::run_pipeline(self).await
+    }
 }
 
 fn aborted_error() -> Error {
