@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::contender::Who;
-use crate::report::Report;
+use crate::results::Report;
 use crate::BoxError;
 
 /// In the order of `Who::ALL` (a test checks that every contender has one).

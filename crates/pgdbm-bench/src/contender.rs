@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
 
-use crate::ops::{RawConn, Sqls};
+pub use crate::live::Live;
+use crate::live::{RawConn, Sqls};
 use crate::setup::SESSION_OPTIONS;
 use crate::workload::{Kind, Workload};
 use crate::BoxError;
@@ -110,20 +111,6 @@ impl Who {
             _ => true,
         }
     }
-}
-
-/// An in-process contender, open for one slice.
-pub enum Live {
-    Pgdbm(AsyncDatabaseManager),
-    PgdbmSerde(AsyncDatabaseManager),
-    /// Its operations run with this subscriber as their default.
-    PgdbmTraced(AsyncDatabaseManager, tracing::Dispatch),
-    /// The tenant workloads: one shared pool, one manager per tenant schema.
-    PgdbmTenants(pgdbm::Pool, Arc<[AsyncDatabaseManager]>),
-    /// One dedicated connection per task.
-    Raw(Vec<RawConn>),
-    Deadpool(deadpool_postgres::Pool),
-    Sqlx(sqlx::PgPool),
 }
 
 /// Opens `who` with `size` connections, all of them connected before it returns.

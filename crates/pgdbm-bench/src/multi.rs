@@ -16,7 +16,7 @@ use sqlx::AssertSqlSafe;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use crate::ops::Sqls;
+use crate::live::Sqls;
 use crate::workload::{Workload, XorShift, SELECTS, SQL_POINT};
 use crate::BoxError;
 

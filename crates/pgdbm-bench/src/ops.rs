@@ -14,10 +14,11 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, Statement};
 
-use crate::contender::Live;
+use crate::live::Live;
+pub use crate::live::{RawConn, Sqls};
 use crate::workload::{
-    check, render, BenchRow, BulkRow, Workload, XorShift, BULK_COLUMNS, SQL_MANY_INSERT,
-    SQL_STREAM, SQL_TX_INSERT, SQL_TX_UPDATE,
+    check, BenchRow, BulkRow, Workload, XorShift, BULK_COLUMNS, SQL_MANY_INSERT, SQL_STREAM,
+    SQL_TX_INSERT, SQL_TX_UPDATE,
 };
 use crate::BoxError;
 
@@ -32,51 +33,6 @@ const BULK_TYPES: [Type; 7] = [
     Type::TIMESTAMPTZ,
     Type::UUID,
 ];
-
-/// The SQL of every workload rendered for the benchmark schema (for the contenders that do not
-/// render templates themselves).
-#[derive(Debug)]
-pub struct Sqls {
-    pub schema: String,
-    pub read: Vec<(Workload, String)>,
-    pub tx_insert: String,
-    pub tx_update: String,
-    pub many_insert: String,
-    pub copy: String,
-    pub copy_text: String,
-    /// The tenant workloads' statements rendered for each tenant schema (filled only when a
-    /// tenant workload runs): `tenants[t][s]`.
-    pub tenants: Vec<Vec<String>>,
-}
-
-impl Sqls {
-    pub fn new(schema: &str) -> Sqls {
-        let read = Workload::ALL
-            .into_iter()
-            .filter_map(|w| w.read_sql().map(|sql| (w, render(sql, schema))))
-            .collect();
-        let cols = BULK_COLUMNS.join(", ");
-        Sqls {
-            schema: schema.to_owned(),
-            read,
-            tx_insert: render(SQL_TX_INSERT, schema),
-            tx_update: render(SQL_TX_UPDATE, schema),
-            many_insert: render(SQL_MANY_INSERT, schema),
-            copy: format!("COPY \"{schema}\".bench_copy ({cols}) FROM STDIN BINARY"),
-            copy_text: format!("COPY \"{schema}\".bench_copy ({cols}) FROM STDIN"),
-            tenants: Vec::new(),
-        }
-    }
-
-    pub fn read(&self, w: Workload) -> &str {
-        &self
-            .read
-            .iter()
-            .find(|(r, _)| *r == w)
-            .expect("a read workload")
-            .1
-    }
-}
 
 fn params(row: &BulkRow) -> [&(dyn ToSql + Sync); 7] {
     [&row.0, &row.1, &row.2, &row.3, &row.4, &row.5, &row.6]
@@ -163,35 +119,6 @@ fn written_all(w: Workload, written: u64, expected: usize) -> Result<(), BoxErro
 
 // ---------------------------------------------------------------------------------------------
 // tokio-postgres, raw and through deadpool
-
-/// One raw tokio-postgres connection with its statements prepared once.
-pub struct RawConn {
-    pub client: Client,
-    read: Vec<(Workload, Statement)>,
-    tx_insert: Statement,
-    tx_update: Statement,
-    many_insert: Statement,
-}
-
-impl RawConn {
-    pub async fn prepare(client: Client, sqls: &Sqls) -> Result<RawConn, BoxError> {
-        let mut read = Vec::new();
-        for (w, sql) in &sqls.read {
-            read.push((*w, client.prepare(sql).await?));
-        }
-        Ok(RawConn {
-            tx_insert: client.prepare(&sqls.tx_insert).await?,
-            tx_update: client.prepare(&sqls.tx_update).await?,
-            many_insert: client.prepare(&sqls.many_insert).await?,
-            read,
-            client,
-        })
-    }
-
-    pub fn stmt(&self, w: Workload) -> &Statement {
-        &self.read.iter().find(|(r, _)| *r == w).expect("prepared").1
-    }
-}
 
 pub async fn raw_op(c: &mut RawConn, w: Workload, rng: &mut XorShift) -> Result<usize, BoxError> {
     if w.is_ten_selects() {

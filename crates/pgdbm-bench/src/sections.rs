@@ -3,7 +3,7 @@
 //! targets.
 
 use crate::contender::Who;
-use crate::report::Target;
+use crate::results::Target;
 use crate::suite::Outcome;
 use crate::workload::Workload;
 
@@ -235,7 +235,7 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
              each direction, requests not serialised; it runs in the benchmark process, whose \
              CPU figures are left out for these cases).\n\n",
         );
-        md.push_str(&crate::report::markdown_table(&head, &rows));
+        md.push_str(&crate::results::markdown_table(&head, &rows));
         if let Some(line) = round_trips(outcomes) {
             md.push_str(&format!("\n{line}\n"));
         }
@@ -255,7 +255,7 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             crate::workload::TENANT_ROWS,
             crate::workload::TENANT_STATEMENTS,
         ));
-        md.push_str(&crate::report::markdown_table(&head, &rows));
+        md.push_str(&crate::results::markdown_table(&head, &rows));
     }
     md
 }
@@ -264,13 +264,13 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
 pub fn print(outcomes: &[Outcome]) {
     if let Some((head, rows)) = pipeline_table(outcomes) {
         println!();
-        crate::report::print_text(&head, &rows);
+        crate::results::print_text(&head, &rows);
         if let Some(line) = round_trips(outcomes) {
             println!("{line}");
         }
     }
     if let Some((head, rows)) = tenant_table(outcomes) {
         println!();
-        crate::report::print_text(&head, &rows);
+        crate::results::print_text(&head, &rows);
     }
 }

@@ -14,8 +14,8 @@ use pgdbm::{AsyncDatabaseManager, DatabaseConfig};
 use sqlx::AssertSqlSafe;
 use tokio_postgres::Client;
 
-use crate::contender::Live;
-use crate::ops::Sqls;
+use crate::live::Live;
+use crate::live::Sqls;
 use crate::workload::{render, Workload, XorShift, TENANTS, TENANT_ROWS, TENANT_STATEMENTS};
 use crate::BoxError;
 

@@ -10,8 +10,8 @@ use std::time::Instant;
 use futures_util::Stream;
 use tracing::{Instrument, Span};
 
-use super::{int, monitor, span, Method, Op, Outcome, QueryMonitor, Rows, Text, METRICS};
-use crate::error::{Error, Result};
+use super::{int, monitor, span, Failure, Method, Op, Outcome, QueryMonitor, Rows, Text, METRICS};
+use crate::error::Result;
 use crate::manager::AsyncDatabaseManager;
 use crate::query::Runner;
 
@@ -80,24 +80,6 @@ impl Drop for Watch {
             self.finish(self.streamed(), None);
         } else {
             self.finish(Rows::Unknown, Some(Failure::Cancelled));
-        }
-    }
-}
-
-/// Why a call did not succeed.
-#[derive(Clone, Copy)]
-pub(crate) enum Failure<'a> {
-    Error(&'a Error),
-    /// Its future was dropped before it finished (an outer timeout, a `select!`).
-    Cancelled,
-}
-
-impl<'a> Failure<'a> {
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) fn error_type(self) -> &'a str {
-        match self {
-            Failure::Error(e) => span::error_type(e),
-            Failure::Cancelled => "cancelled",
         }
     }
 }

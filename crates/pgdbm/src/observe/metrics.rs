@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram, Label};
 
-use super::call::Failure;
 use super::span::Described;
+use super::Failure;
 use crate::error::Error;
 use crate::pool::Pool;
 use crate::query::Runner;

@@ -156,6 +156,24 @@ impl Outcome for bool {
     }
 }
 
+/// Why a call did not succeed.
+#[derive(Clone, Copy)]
+pub(crate) enum Failure<'a> {
+    Error(&'a Error),
+    /// Its future was dropped before it finished (an outer timeout, a `select!`).
+    Cancelled,
+}
+
+impl<'a> Failure<'a> {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn error_type(self) -> &'a str {
+        match self {
+            Failure::Error(e) => span::error_type(e),
+            Failure::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Whether anything but spans wants a call's figures: the `metrics` feature.
 const METRICS: bool = cfg!(feature = "metrics");
 

@@ -15,7 +15,7 @@ use super::templates::{claim_spare, ensure_template, refill_spares, retain_templ
 pub use super::server::server_config_from_env;
 use super::server::{
     block_on_background, check_name, for_database, generated_created_at, maintenance, unique_name,
-    wrap, DEFAULT_PREFIX,
+    wait_for_statements_naming, wrap, DEFAULT_PREFIX,
 };
 
 /// An isolated database for one test, with a connected manager.
@@ -320,28 +320,6 @@ impl TestDatabase {
         };
         disconnected.and(dropped).and(released)
     }
-}
-
-/// Waits (up to 10 s) until no statement that names `name` runs on another connection: a
-/// creation or rename cut off halfway, whose cancel may still be on its way.
-pub(super) async fn wait_for_statements_naming(
-    maint: &AsyncDatabaseManager,
-    name: &str,
-) -> Result<()> {
-    for _ in 0..200 {
-        let running: Option<i64> = maint
-            .fetch_value(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
-                 AND state = 'active' AND position($1 in query) > 0",
-                &[&name],
-            )
-            .await?;
-        if running == Some(0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 async fn drop_now(server: &DatabaseConfig, kind: Kind, name: &str) -> Result<()> {

@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+pub(super) const TEMPLATE_PREFIX: &str = "pgdbm_tpl_";
+
 use sha2::{Digest, Sha256};
 
-use super::templates::TEMPLATE_PREFIX;
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;

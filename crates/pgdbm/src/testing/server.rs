@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
@@ -211,4 +211,26 @@ pub(super) fn wrap(what: &str, e: Error) -> Error {
         Error::TestDatabase(_) => e,
         other => Error::TestDatabase(format!("{what}: {other}")),
     }
+}
+
+/// Waits (up to 10 s) until no statement that names `name` runs on another connection: a
+/// creation or rename cut off halfway, whose cancel may still be on its way.
+pub(super) async fn wait_for_statements_naming(
+    maint: &AsyncDatabaseManager,
+    name: &str,
+) -> Result<()> {
+    for _ in 0..200 {
+        let running: Option<i64> = maint
+            .fetch_value(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+                 AND state = 'active' AND position($1 in query) > 0",
+                &[&name],
+            )
+            .await?;
+        if running == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }

@@ -6,14 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use super::plan::{Migrations, Plan};
+use super::plan::{Migrations, Plan, TEMPLATE_PREFIX};
 use super::server::{background, for_database, maintenance, server_key, unique_name, wrap};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
 use crate::template::quote_ident;
 
-pub(super) const TEMPLATE_PREFIX: &str = "pgdbm_tpl_";
 /// Ready-made clones of a template, claimed by renaming; they live as long as the template.
 const SPARE_PREFIX: &str = "pgdbm_spare_";
 /// Spare clones kept per template.
@@ -46,7 +45,7 @@ pub(super) async fn ensure_template(
         let building = format!("pgdbm_tplbuild_{hash}_{}", std::process::id());
         // A build of this process cut off halfway released the lock when its connection
         // closed, but its `CREATE DATABASE` may still run until its cancel lands.
-        super::database::wait_for_statements_naming(maint, &building).await?;
+        super::server::wait_for_statements_naming(maint, &building).await?;
         maint
             .execute(
                 &format!(
