@@ -477,3 +477,33 @@ async fn copy_to_exports_are_recorded_with_their_copy_statement() {
         assert_eq!(s.get("db.response.returned_rows"), None, "{s:#?}");
     }
 }
+
+/// A pipeline is seen by the monitor statement by statement, as single calls are: each with
+/// its operation, its template text, its rows, and its own error.
+#[tokio::test]
+async fn each_statement_of_a_pipeline_is_recorded() {
+    let (db, _g) = schema_db().await;
+    users_table(&db).await;
+    let m = monitored(&db, MonitorConfig::default());
+    let mut p = m.pipeline();
+    let _ = p.execute(
+        "INSERT INTO {{tables.users}} (email) VALUES ($1)",
+        &[&"p@x"],
+    );
+    let _ = p.fetch_one("SELEC 1", &[]);
+    let _ = p.fetch_value::<i64>("SELECT count(*) FROM {{tables.users}}", &[]);
+    p.run().await.unwrap();
+    assert_eq!(operations(&m), ["execute", "fetch_one", "fetch_value"]);
+    let history = m.get_query_history(None);
+    assert_eq!(
+        history[0].query,
+        "INSERT INTO {{tables.users}} (email) VALUES ($1)"
+    );
+    assert_eq!(history[0].rows, Some(1));
+    assert!(history[0].error.is_none());
+    assert!(history[1].error.is_some(), "{:?}", history[1]);
+    assert_eq!(history[2].rows, Some(1));
+    let metrics = m.get_metrics().await.unwrap();
+    assert_eq!(metrics.queries_executed, 3);
+    assert_eq!(metrics.queries_failed, 1);
+}

@@ -418,3 +418,36 @@ async fn each_migration_file_has_its_span() {
     );
     assert_common(&files[1], &guard.0);
 }
+
+/// Each statement of a pipeline gets the span a single call of its method gets, with its own
+/// operation and error, and no parameter value.
+#[tokio::test]
+async fn each_statement_of_a_pipeline_has_its_span() {
+    let (cap, _sub) = Capture::install();
+    let (db, _g) = schema_db().await;
+    users_table(&db).await;
+    cap.clear();
+    let mut p = db.pipeline();
+    let _ = p.execute(
+        "INSERT INTO {{tables.users}} (email) VALUES ($1)",
+        &[&SHORT_SECRET],
+    );
+    let _ = p.fetch_one("SELEC 1", &[]);
+    p.run().await.unwrap();
+    let insert = cap.one("execute");
+    let users = format!("{}.users", _g.0);
+    assert_query(&insert, _g.0.as_str(), "INSERT", Some(users.as_str()));
+    let select = cap.one("fetch_one");
+    assert!(select.get("error.type").is_some(), "{select:#?}");
+    let failed: Vec<SpanRec> = cap
+        .spans()
+        .into_iter()
+        .filter(|s| s.get("error.type").is_some())
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    for s in cap.spans() {
+        for v in s.fields.values() {
+            assert!(!v.contains(SHORT_SECRET), "{s:#?}");
+        }
+    }
+}
