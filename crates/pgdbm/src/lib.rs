@@ -55,6 +55,7 @@ mod mask;
 mod migrate;
 mod notify;
 mod observe;
+mod otel;
 mod params;
 mod pool;
 mod pooler;

@@ -79,8 +79,11 @@ impl AsyncMigrationManager {
             ..Default::default()
         };
         for p in &prepared {
-            let outcome =
-                crate::observe::migration(&self.db, &p.migration.filename, &p.sql, async {
+            let outcome = crate::query::instrument::migration(
+                &self.db,
+                &p.migration.filename,
+                &p.sql,
+                async {
                     if let Some(begin) = serialised {
                         self.apply_serialised(client, begin, p).await
                     } else if p.no_transaction {
@@ -88,8 +91,9 @@ impl AsyncMigrationManager {
                     } else {
                         self.apply_transactional(client, p).await.map(Some)
                     }
-                })
-                .await;
+                },
+            )
+            .await;
             let ms = match outcome {
                 Ok(Some(ms)) => ms,
                 Ok(None) => {

@@ -67,7 +67,7 @@ impl Dedicated {
             schema: db.schema().map(str::to_owned),
             ..(**direct).clone()
         };
-        Pool::connect(PoolOptions {
+        crate::replica::connect_pool(PoolOptions {
             search_path: db.schema().map(owned_search_path),
             expect_search_path: false,
             registry: Arc::default(),

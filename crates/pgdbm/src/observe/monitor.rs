@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::Method;
 use crate::error::{Error, Result};
 use crate::manager::AsyncDatabaseManager;
+use crate::query::{Recorded, Recorder};
 use crate::stats::PoolStats;
 
 /// How a monitor records.
@@ -118,18 +118,8 @@ pub struct MonitorMetrics {
     pub pool: PoolStats,
 }
 
-pub(crate) struct Entry {
-    pub(crate) method: Method,
-    pub(crate) query: String,
-    pub(crate) args: Option<String>,
-    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
-    pub(crate) duration: Duration,
-    pub(crate) rows: Option<u64>,
-    pub(crate) error: Option<String>,
-}
-
 /// The shared recorder behind a [`MonitoredAsyncDatabaseManager`] and its transactions.
-pub(crate) struct QueryMonitor {
+struct QueryMonitor {
     config: MonitorConfig,
     executed: AtomicU64,
     failed: AtomicU64,
@@ -159,11 +149,17 @@ impl QueryMonitor {
         })
     }
 
-    pub(crate) fn records_args(&self) -> bool {
+    fn history(&self) -> std::sync::MutexGuard<'_, VecDeque<QueryRecord>> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Recorder for QueryMonitor {
+    fn records_args(&self) -> bool {
         self.config.record_args
     }
 
-    pub(crate) fn record(&self, e: Entry) {
+    fn record(&self, e: Recorded) {
         let d = nanos(e.duration);
         self.executed.fetch_add(1, Ordering::Relaxed);
         if e.error.is_some() {
@@ -198,10 +194,6 @@ impl QueryMonitor {
             history.pop_front();
         }
         history.push_back(record);
-    }
-
-    fn history(&self) -> std::sync::MutexGuard<'_, VecDeque<QueryRecord>> {
-        self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

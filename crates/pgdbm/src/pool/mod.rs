@@ -18,17 +18,23 @@ use crate::pooler::Pooler;
 use crate::template::quote_ident;
 use crate::tls::make_tls_connector;
 
+mod acquiring;
 mod checkout;
 mod listen;
 mod maintenance;
 mod manage;
+#[cfg(feature = "metrics")]
+mod metrics;
 
 pub(crate) use crate::connection::Refill;
+use acquiring::Acquiring;
 pub use checkout::PoolConnection;
 pub(crate) use listen::ListenSpec;
 use maintenance::{spawn_reaper, spawn_refill, Backoff};
 use manage::ConnectSpec;
 pub(crate) use manage::{db_message, ConnectFailure, PgManager, PreparedRegistry};
+#[cfg(feature = "metrics")]
+pub(crate) use metrics::report_state;
 
 /// Acquire counters, read by `get_pool_stats`.
 #[derive(Debug, Default)]
@@ -55,9 +61,20 @@ pub(crate) struct PoolInner {
     pub(crate) pooler: Pooler,
     /// Where migrations connect instead, when set (`direct_connection_string`).
     pub(crate) direct: Option<Arc<DatabaseConfig>>,
-    /// The read replicas of a primary pool with `read_replicas`; `None` otherwise.
-    pub(crate) replicas: Option<Arc<crate::replica::ReplicaSet>>,
+    /// What the layers above keep with this pool and close with it (a primary's read
+    /// replicas); `None` otherwise.
+    pub(crate) companion: Option<Arc<dyn Companion>>,
 }
+
+/// What a pool carries for the layers above it, and closes when it closes: a primary's read
+/// replicas. The pool knows only that it can be closed; its owner downcasts it.
+pub(crate) trait Companion: std::any::Any + Send + Sync {
+    fn close(&self);
+}
+
+/// A [`Companion`] being opened, once the pool's own connections are.
+pub(crate) type OpenCompanion<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Arc<dyn Companion>>> + Send + 'a>>;
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
@@ -106,7 +123,16 @@ pub(crate) struct PoolOptions<'a> {
 }
 
 impl Pool {
+    /// Opens a pool of the server `opts` name.
     pub(crate) async fn connect(opts: PoolOptions<'_>) -> Result<Pool> {
+        Pool::connect_with(opts, None).await
+    }
+
+    /// Opens a pool, then `companion`; if that fails, the pool is closed again.
+    pub(crate) async fn connect_with(
+        opts: PoolOptions<'_>,
+        companion: Option<OpenCompanion<'_>>,
+    ) -> Result<Pool> {
         let config = opts.config;
         config.validate()?;
         if config.log_parameter_values {
@@ -266,23 +292,15 @@ impl Pool {
                 });
             }
         }
-        let replicas = if config.read_replicas.is_empty() {
-            None
-        } else {
-            match crate::replica::ReplicaSet::connect(
-                config,
-                opts.search_path.clone(),
-                opts.expect_search_path,
-                opts.registry.clone(),
-            )
-            .await
-            {
-                Ok(set) => Some(set),
+        let companion = match companion {
+            None => None,
+            Some(open) => match open.await {
+                Ok(c) => Some(c),
                 Err(e) => {
                     pool.close();
                     return Err(e);
                 }
-            }
+            },
         };
         Ok(Pool::assemble(
             pool,
@@ -292,7 +310,7 @@ impl Pool {
             server_version,
             listen,
             refill,
-            replicas,
+            companion,
         ))
     }
 
@@ -306,7 +324,7 @@ impl Pool {
         server_version: String,
         listen: Arc<ListenSpec>,
         refill: Arc<Refill>,
-        replicas: Option<Arc<crate::replica::ReplicaSet>>,
+        companion: Option<Arc<dyn Companion>>,
     ) -> Pool {
         let inner = Arc::new(PoolInner {
             pool,
@@ -323,7 +341,7 @@ impl Pool {
             pooler: config.pooler,
             // Checked by `validate` when the pool was made.
             direct: config.direct_config().ok().flatten().map(Arc::new),
-            replicas,
+            companion,
         });
         spawn_refill(Arc::downgrade(&inner), refill, Backoff::new(config));
         if let Some(lifetime) = config.idle_lifetime() {
@@ -334,7 +352,7 @@ impl Pool {
 
     /// Checks a connection out, waiting at most until `deadline`.
     pub(crate) async fn get(&self, deadline: Option<Instant>) -> Result<PoolConnection> {
-        let acquiring = crate::observe::Acquiring::start(self);
+        let acquiring = Acquiring::start(self);
         let counters = &self.inner.counters;
         let checkout = self.inner.pool.get();
         futures_util::pin_mut!(checkout);
@@ -361,7 +379,7 @@ impl Pool {
                             // Our own checkout is still counted among the waiters.
                             waiting: status.waiting.saturating_sub(1),
                         };
-                        crate::observe::Acquiring::end(acquiring, self, Some(&error));
+                        Acquiring::end(acquiring, self, Some(&error));
                         return Err(error);
                     }
                 },
@@ -393,7 +411,7 @@ impl Pool {
             }),
             Err(e) => Err(Error::Pool(e.to_string())),
         };
-        crate::observe::Acquiring::end(acquiring, self, result.as_ref().err());
+        Acquiring::end(acquiring, self, result.as_ref().err());
         result
     }
 
@@ -406,8 +424,8 @@ impl Pool {
     /// replicas are closed with it.
     pub fn close(&self) {
         self.inner.pool.close();
-        if let Some(replicas) = &self.inner.replicas {
-            replicas.close();
+        if let Some(companion) = &self.inner.companion {
+            companion.close();
         }
     }
 

@@ -5,11 +5,11 @@ use std::future::Future;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::stream::{start_on, start_owned, Opener};
+use super::instrument::{Call, Method, Op};
+use super::stream::{start_on, start_owned, Opener, Owner};
 use super::{query_error, Runner};
 use crate::connection::PgConn;
 use crate::error::{Error, Result};
-use crate::manager::AsyncDatabaseManager;
 use crate::replica::Intent;
 use crate::template::qualify_table;
 
@@ -127,40 +127,29 @@ super::stream::owned_stream!(
     Bytes
 );
 
-impl AsyncDatabaseManager {
-    /// [`copy_to`](Self::copy_to) whose stream owns its connection instead of borrowing the
-    /// manager: `Send + 'static`, for an HTTP response body or a spawned task. Same timeout
-    /// and cancellation rules.
-    ///
-    /// ```no_run
-    /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
-    /// use pgdbm::CopyFormat;
-    /// let csv = db.copy_to_owned("users", CopyFormat::Csv { header: true }).await?;
-    /// tokio::spawn(async move {
-    ///     use futures_util::TryStreamExt;
-    ///     let bytes: Vec<bytes::Bytes> = csv.try_collect().await?;
-    ///     Ok::<_, pgdbm::Error>(bytes)
-    /// });
-    /// # Ok(()) }
-    /// ```
-    pub async fn copy_to_owned(&self, source: &str, format: CopyFormat) -> Result<CopyOutStream> {
-        let open = async {
-            let sql = copy_out_sql(self, source, format)?;
-            let data = start_owned(
-                self,
-                sql,
-                Intent::Write,
-                CopyOut {
-                    in_transaction: false,
-                },
-            )
-            .await?;
-            Ok(data.into_stream(same))
-        };
-        let op = crate::observe::Op::copy_out(crate::observe::Method::CopyToOwned, source, format);
-        match crate::observe::Call::begin(self, op) {
-            None => open.await.map(CopyOutStream::new),
-            Some(call) => call.stream(self, open).await.map(CopyOutStream::new),
-        }
+/// `copy_to` whose stream owns its connection, and `db` with it.
+pub(crate) async fn copy_to_owned<D: Owner>(
+    db: &D,
+    source: &str,
+    format: CopyFormat,
+) -> Result<CopyOutStream> {
+    let open = async {
+        let sql = copy_out_sql(db, source, format)?;
+        let data = start_owned(
+            db,
+            sql,
+            Intent::Write,
+            CopyOut {
+                in_transaction: false,
+            },
+        )
+        .await?;
+        Ok(data.into_stream(same))
+    };
+    let sql = || copy_out_sql(db, source, format).ok();
+    let op = Op::copy_out(Method::CopyToOwned, source, &sql);
+    match Call::begin(db, op) {
+        None => open.await.map(CopyOutStream::new),
+        Some(call) => call.stream(open).await.map(CopyOutStream::new),
     }
 }

@@ -20,9 +20,9 @@ macro_rules! query_methods {
         /// # Ok(()) }
         /// ```
         pub async fn execute(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
-                crate::observe::Op::new(crate::observe::Method::Execute, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::Execute, query, params),
                 crate::query::execute(self, query, params),
             )
         }
@@ -42,9 +42,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<T> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 one: self,
-                crate::observe::Op::new(crate::observe::Method::ExecuteAndReturnId, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::ExecuteAndReturnId, query, params),
                 crate::query::execute_and_return_id(self, query, params),
             )
         }
@@ -75,11 +75,11 @@ macro_rules! query_methods {
         {
             Box::pin(async move {
                 let rows: Vec<P> = rows.into_iter().collect();
-                let op = crate::observe::Op {
+                let op = crate::query::instrument::Op {
                     batch_size: Some(rows.len()),
-                    ..crate::observe::Op::new(crate::observe::Method::Executemany, query, &[])
+                    ..crate::query::instrument::Op::new(crate::query::instrument::Method::Executemany, query, &[])
                 };
-                crate::observe::observed!(self, op, crate::query::executemany(self, query, rows))
+                crate::query::instrument::observed!(self, op, crate::query::executemany(self, query, rows))
             })
         }
 
@@ -111,9 +111,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<T>> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
-                crate::observe::Op::new(crate::observe::Method::FetchValue, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchValue, query, params),
                 crate::query::fetch_value_at(self, query, params, 0),
             )
         }
@@ -125,9 +125,9 @@ macro_rules! query_methods {
             params: &[&(dyn ToSql + Sync)],
             column: usize,
         ) -> Result<Option<T>> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
-                crate::observe::Op::new(crate::observe::Method::FetchValueAt, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchValueAt, query, params),
                 crate::query::fetch_value_at(self, query, params, column),
             )
         }
@@ -138,9 +138,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<crate::Record>> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
-                crate::observe::Op::new(crate::observe::Method::FetchOne, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchOne, query, params),
                 crate::query::fetch_one(self, query, params),
             )
         }
@@ -151,9 +151,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<crate::Record>> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
-                crate::observe::Op::new(crate::observe::Method::FetchAll, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchAll, query, params),
                 crate::query::fetch_all(self, query, params),
             )
         }
@@ -179,9 +179,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<T>> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
-                crate::observe::Op::new(crate::observe::Method::FetchAsModel, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchAsModel, query, params),
                 crate::query::fetch_one_mapped(self, query, params, |r| {
                     crate::de::from_row(r.as_row())
                 }),
@@ -195,9 +195,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<T>> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
-                crate::observe::Op::new(crate::observe::Method::FetchAllAsModel, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchAllAsModel, query, params),
                 crate::query::fetch_all_mapped(self, query, params, |r| {
                     crate::de::from_row(r.as_row())
                 }),
@@ -223,9 +223,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Option<T>> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
-                crate::observe::Op::new(crate::observe::Method::FetchOneAs, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchOneAs, query, params),
                 crate::query::fetch_one_mapped(self, query, params, |r| T::from_row(&r)),
             )
         }
@@ -247,9 +247,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<crate::Record> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 one: self,
-                crate::observe::Op::new(crate::observe::Method::FetchExactlyOne, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchExactlyOne, query, params),
                 crate::query::fetch_exactly_one(self, query, params),
             )
         }
@@ -261,9 +261,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<T> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 one: self,
-                crate::observe::Op::new(crate::observe::Method::FetchExactlyOneAs, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchExactlyOneAs, query, params),
                 async { T::from_row(&crate::query::fetch_exactly_one(self, query, params).await?) },
             )
         }
@@ -274,9 +274,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<T>> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
-                crate::observe::Op::new(crate::observe::Method::FetchAllAs, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchAllAs, query, params),
                 crate::query::fetch_all_mapped(self, query, params, |r| T::from_row(&r)),
             )
         }
@@ -294,9 +294,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<Vec<T>> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
-                crate::observe::Op::new(crate::observe::Method::FetchColumn, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchColumn, query, params),
                 crate::query::fetch_all_mapped(self, query, params, |r| r.get::<T>(0)),
             )
         }
@@ -322,9 +322,9 @@ macro_rules! query_methods {
             query: &str,
             params: &[&(dyn ToSql + Sync)],
         ) -> Result<impl futures_util::Stream<Item = Result<crate::Record>> + Send + '_> {
-            crate::observe::observed!(stream:
+            crate::query::instrument::observed!(stream:
                 self,
-                crate::observe::Op::new(crate::observe::Method::FetchStream, query, params),
+                crate::query::instrument::Op::new(crate::query::instrument::Method::FetchStream, query, params),
                 crate::query::stream_rows(self, query, params),
             )
         }
@@ -365,11 +365,11 @@ macro_rules! query_methods {
             I::IntoIter: Send,
         {
             Box::pin(async move {
-                let op = crate::observe::Op {
-                    text: crate::observe::Text::CopyInto(table),
-                    ..crate::observe::Op::new(crate::observe::Method::CopyRecordsToTable, table, &[])
+                let op = crate::query::instrument::Op {
+                    text: crate::query::instrument::Text::CopyInto(table),
+                    ..crate::query::instrument::Op::new(crate::query::instrument::Method::CopyRecordsToTable, table, &[])
                 };
-                crate::observe::observed!(
+                crate::query::instrument::observed!(
                     self,
                     op,
                     crate::query::copy_records_to_table(self, table, records, columns),
@@ -404,11 +404,11 @@ macro_rules! query_methods {
             R: tokio::io::AsyncRead + Unpin + Send,
         {
             let format = crate::CopyFormat::Csv { header };
-            let op = crate::observe::Op {
-                text: crate::observe::Text::CopyCsvInto(table),
-                ..crate::observe::Op::new(crate::observe::Method::CopyFromCsv, table, &[])
+            let op = crate::query::instrument::Op {
+                text: crate::query::instrument::Text::CopyCsvInto(table),
+                ..crate::query::instrument::Op::new(crate::query::instrument::Method::CopyFromCsv, table, &[])
             };
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
                 op,
                 crate::query::copy_from(self, table, columns, format, reader),
@@ -436,9 +436,10 @@ macro_rules! query_methods {
             source: &str,
             format: crate::CopyFormat,
         ) -> Result<impl futures_util::Stream<Item = Result<bytes::Bytes>> + Send + '_> {
-            crate::observe::observed!(stream:
+            let sql = || crate::query::copy_out_sql(self, source, format).ok();
+            crate::query::instrument::observed!(stream:
                 self,
-                crate::observe::Op::copy_out(crate::observe::Method::CopyTo, source, format),
+                crate::query::instrument::Op::copy_out(crate::query::instrument::Method::CopyTo, source, &sql),
                 crate::query::copy_to(self, source, format),
             )
         }
@@ -446,10 +447,10 @@ macro_rules! query_methods {
         /// Whether a table (or view) exists: `name` in the manager's schema (`public` without
         /// one), or `schema.name`.
         pub async fn table_exists(&self, name: &str) -> Result<bool> {
-            crate::observe::observed!(
+            crate::query::instrument::observed!(
                 self,
-                crate::observe::Op::new(
-                    crate::observe::Method::TableExists,
+                crate::query::instrument::Op::new(
+                    crate::query::instrument::Method::TableExists,
                     crate::query::TABLE_EXISTS,
                     &[],
                 ),

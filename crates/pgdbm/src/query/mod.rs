@@ -75,6 +75,7 @@ mod batch;
 mod copy;
 mod copy_in;
 mod copy_out;
+pub(crate) mod instrument;
 mod log;
 mod methods;
 pub(crate) mod notify;
@@ -85,14 +86,15 @@ mod widen;
 pub(crate) use batch::executemany;
 pub(crate) use copy::copy_records_to_table;
 pub(crate) use copy_in::copy_from;
-pub(crate) use copy_out::{copy_out_sql, copy_to};
+pub(crate) use copy_out::{copy_out_sql, copy_to, copy_to_owned};
 pub use copy_out::{CopyFormat, CopyOutStream};
+pub(crate) use instrument::{Recorded, Recorder};
 pub(crate) use log::{batch_execute_logged, batch_logged, logged, StatementLog};
 pub(crate) use methods::query_methods;
 pub(crate) use pipeline::run_pipeline;
 pub use pipeline::{Handle, Pipeline, PipelineResults};
-pub(crate) use stream::stream_rows;
 pub use stream::RecordStream;
+pub(crate) use stream::{fetch_stream_owned, stream_rows, Owner};
 
 /// The batch methods' future, boxed: generic over their rows, an unboxed one would make a
 /// generic caller's future fail `tokio::spawn`'s `Send` check (a rustc limitation with
@@ -132,8 +134,10 @@ fn is_read_only_refusal(e: &tokio_postgres::Error) -> bool {
 /// What the query methods need from whoever runs them.
 pub(crate) trait Runner: Sync {
     fn templates(&self) -> &Templates;
-    /// The manager the call runs for (a transaction's own): its pool and its monitor.
-    fn manager(&self) -> &crate::AsyncDatabaseManager;
+    /// The recorder (the query monitor) of the manager the call runs for.
+    fn recorder(&self) -> Option<&std::sync::Arc<dyn Recorder>>;
+    /// The pool the call runs on, for spans and metrics; `None` before `connect`.
+    fn pool(&self) -> Option<crate::pool::Pool>;
     fn timeout(&self) -> Option<Duration>;
     /// A connection for one call that `intent`s to read or write with `sql`.
     fn conn(

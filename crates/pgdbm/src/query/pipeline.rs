@@ -10,7 +10,7 @@ use tokio_postgres::types::ToSql;
 use super::Runner;
 use crate::connection::{Output, Want};
 use crate::error::{Error, Result};
-use crate::observe::Method;
+use crate::query::instrument::Method;
 use crate::record::{FromRow, Record};
 use crate::template::Templates;
 
@@ -216,15 +216,6 @@ impl<'a, E> Pipeline<'a, E> {
                 .collect(),
             _ => Err(mismatch()),
         })
-    }
-}
-
-impl<'a> Pipeline<'a, crate::AsyncDatabaseManager> {
-    /// Sends every queued statement on one connection and reads their results. The `Err` of
-    /// this call is for the pipeline as a whole (no connection, a timeout); each statement's
-    /// own error is in its result.
-    pub async fn run(self) -> Result<PipelineResults> {
-        run_pipeline(self).await
     }
 }
 

@@ -9,7 +9,7 @@ use tokio_postgres::types::ToSql;
 use super::{PipelineResults, Queued};
 use crate::connection::{in_order, Output, PgConn, Ready, Sent, TxStatus, Want};
 use crate::error::{Error, Result};
-use crate::observe::Op;
+use crate::query::instrument::Op;
 use crate::query::{query_error, refuse_session_change, Runner, StatementLog};
 use crate::replica::Intent;
 
@@ -34,7 +34,7 @@ pub(super) async fn run<E: Runner>(
                 .as_deref()
                 .or(q.sql.as_deref().ok())
                 .unwrap_or("");
-            crate::observe::watch(ex, Op::new(q.method, text, &q.params))
+            crate::query::instrument::watch(ex, Op::new(q.method, text, &q.params))
         })
         .collect();
     let mut slots: Vec<Option<Result<Output>>> = Vec::with_capacity(n);
@@ -85,7 +85,7 @@ pub(super) async fn run<E: Runner>(
     }
     for (w, slot) in watches.into_iter().zip(&slots) {
         if let Some(r) = slot {
-            crate::observe::end(w, r);
+            crate::query::instrument::end(w, r);
         }
     }
     Ok(PipelineResults {
@@ -343,12 +343,12 @@ impl<'r, 'p> Plan<'r, 'p> {
     }
 }
 
-impl crate::observe::Outcome for Output {
-    fn rows(&self) -> crate::observe::Rows {
+impl crate::query::instrument::Outcome for Output {
+    fn rows(&self) -> crate::query::instrument::Rows {
         match self {
-            Output::Rows(rows) => crate::observe::Rows::Returned(rows.len() as u64),
-            Output::First(row) => crate::observe::Rows::Returned(row.is_some().into()),
-            Output::Affected(n) => crate::observe::Rows::Affected(*n),
+            Output::Rows(rows) => crate::query::instrument::Rows::Returned(rows.len() as u64),
+            Output::First(row) => crate::query::instrument::Rows::Returned(row.is_some().into()),
+            Output::Affected(n) => crate::query::instrument::Rows::Affected(*n),
         }
     }
 }

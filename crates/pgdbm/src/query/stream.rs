@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, TryStreamExt};
 use tokio_postgres::types::ToSql;
 
+use super::instrument::{Call, Method, Op};
 use super::{query_error, ConnRef, Runner, StatementLog};
 use crate::connection::PgConn;
 use crate::error::{shorten_sql, Error, Result};
-use crate::manager::AsyncDatabaseManager;
 use crate::record::Record;
 use crate::replica::Intent;
 
@@ -41,9 +41,24 @@ impl<E: Runner> NoteError for &E {
     }
 }
 
-impl NoteError for AsyncDatabaseManager {
+/// An executor that can hand a stream a pooled connection of its own and travel with it, so
+/// that the stream is `'static`: the manager.
+pub(crate) trait Owner: Runner + Clone + Send + Sync + 'static {
+    /// A connection for a call that `intent`s to read or write with `sql`, owned by the caller.
+    fn owned_conn(
+        &self,
+        deadline: Option<Instant>,
+        intent: Intent,
+        sql: &str,
+    ) -> impl Future<Output = Result<ConnRef<'static>>> + Send;
+}
+
+/// An [`Owner`] hears of the failures of the streams it started.
+pub(crate) struct Noted<D>(D);
+
+impl<D: Owner> NoteError for Noted<D> {
     fn note(&self, error: &Error) {
-        self.note_error(error)
+        self.0.note_error(error)
     }
 }
 
@@ -185,14 +200,14 @@ pub(crate) async fn start_on<'e, E: Runner, O: Opener>(
 
 /// Starts a stream on a connection of its own from the manager's pool: the stream owns it,
 /// and a handle on the manager, and is `'static`.
-pub(crate) async fn start_owned<O: Opener>(
-    db: &AsyncDatabaseManager,
+pub(crate) async fn start_owned<D: Owner, O: Opener>(
+    db: &D,
     sql: String,
     intent: Intent,
     opener: O,
-) -> Result<Streaming<O::Items, ConnRef<'static>, AsyncDatabaseManager>> {
+) -> Result<Streaming<O::Items, ConnRef<'static>, Noted<D>>> {
     let deadline = db.deadline();
-    let conn = db.route(deadline, intent, &sql).await?;
+    let conn = db.owned_conn(deadline, intent, &sql).await?;
     if let ConnRef::Replica(_, host) = &conn {
         let host = host.clone();
         return match start(
@@ -200,19 +215,19 @@ pub(crate) async fn start_owned<O: Opener>(
             sql.clone(),
             db.timeout(),
             deadline,
-            (db.clone(), db.context()),
+            (Noted(db.clone()), db.local_context()),
             &opener,
         )
         .await
         {
             Err(e) if host.fails_over(&e) => {
-                let conn = db.route(deadline, intent, &sql).await?;
+                let conn = db.owned_conn(deadline, intent, &sql).await?;
                 start(
                     conn,
                     sql,
                     db.timeout(),
                     deadline,
-                    (db.clone(), db.context()),
+                    (Noted(db.clone()), db.local_context()),
                     &opener,
                 )
                 .await
@@ -225,7 +240,7 @@ pub(crate) async fn start_owned<O: Opener>(
         sql,
         db.timeout(),
         deadline,
-        (db.clone(), db.context()),
+        (Noted(db.clone()), db.local_context()),
         &opener,
     )
     .await
@@ -371,45 +386,24 @@ owned_stream!(
     Record
 );
 
-impl AsyncDatabaseManager {
-    /// [`fetch_stream`](Self::fetch_stream) whose stream owns its connection (and a handle on
-    /// the manager) instead of borrowing the manager: `Send + 'static`, for an HTTP handler's
-    /// response body or a spawned task. The parameters are sent before this returns, so they
-    /// need not outlive the call. Same timeout rules; dropped before its end, the stream
-    /// cancels its query and its connection goes back to the pool only once it is idle.
-    ///
-    /// ```no_run
-    /// use futures_util::TryStreamExt;
-    ///
-    /// async fn events(db: &pgdbm::AsyncDatabaseManager, kind: &str) -> pgdbm::Result<pgdbm::RecordStream> {
-    ///     db.fetch_stream_owned("SELECT * FROM {{tables.events}} WHERE kind = $1", &[&kind]).await
-    /// }
-    /// # async fn f(db: pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
-    /// let rows = events(&db, "login").await?;
-    /// let task = tokio::spawn(rows.try_for_each(|row| async move {
-    ///     println!("{:?}", row.get::<i64>("id"));
-    ///     Ok(())
-    /// }));
-    /// # Ok(()) }
-    /// ```
-    pub async fn fetch_stream_owned(
-        &self,
-        query: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<RecordStream> {
-        let open = async {
-            let sql = self.templates().render(query)?.into_owned();
-            let opener = Rows {
-                params,
-                in_transaction: false,
-            };
-            let rows = start_owned(self, sql, Intent::Read, opener).await?;
-            Ok(rows.into_stream(Record::new))
+/// `fetch_stream` whose stream owns its connection, and `db` with it.
+pub(crate) async fn fetch_stream_owned<D: Owner>(
+    db: &D,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<RecordStream> {
+    let open = async {
+        let sql = db.templates().render(query)?.into_owned();
+        let opener = Rows {
+            params,
+            in_transaction: false,
         };
-        let op = crate::observe::Op::new(crate::observe::Method::FetchStreamOwned, query, params);
-        match crate::observe::Call::begin(self, op) {
-            None => open.await.map(RecordStream::new),
-            Some(call) => call.stream(self, open).await.map(RecordStream::new),
-        }
+        let rows = start_owned(db, sql, Intent::Read, opener).await?;
+        Ok(rows.into_stream(Record::new))
+    };
+    let op = Op::new(Method::FetchStreamOwned, query, params);
+    match Call::begin(db, op) {
+        None => open.await.map(RecordStream::new),
+        Some(call) => call.stream(open).await.map(RecordStream::new),
     }
 }

@@ -1,7 +1,7 @@
 //! Read replicas: their pools, their health, which reads go to them, and read-your-writes.
 //!
-//! The replicas belong to the primary's [`Pool`], so every manager over that pool shares them,
-//! and closing the pool closes them. Each replica is a pool of its own, checked about once a
+//! The replicas belong to the primary's [`Pool`] (its companion, opened by [`connect_pool`]),
+//! so every manager over that pool shares them, and closing the pool closes them. Each replica is a pool of its own, checked about once a
 //! second in the background ([`health`]); reads are routed at one choke point
 //! ([`route`]), the manager's connection checkout.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::config::{replica_target, DatabaseConfig, ReplicaFallback};
 use crate::error::{Error, Result};
-use crate::pool::{Pool, PoolOptions, PreparedRegistry};
+use crate::pool::{Companion, Pool, PoolOptions, PreparedRegistry};
 use crate::stats::{HostRole, HostStats};
 
 mod conn_ref;
@@ -20,6 +20,35 @@ mod route;
 
 pub(crate) use conn_ref::{ConnRef, Reroute};
 pub(crate) use route::{route, Intent};
+
+/// Opens a pool and, when the settings list read replicas, a pool for each of them, kept
+/// with it.
+pub(crate) async fn connect_pool(opts: PoolOptions<'_>) -> Result<Pool> {
+    let config = opts.config;
+    if config.read_replicas.is_empty() {
+        return Pool::connect(opts).await;
+    }
+    let replicas = ReplicaSet::connect(
+        config,
+        opts.search_path.clone(),
+        opts.expect_search_path,
+        opts.registry.clone(),
+    );
+    Pool::connect_with(
+        opts,
+        Some(Box::pin(async {
+            let set: Arc<dyn Companion> = replicas.await?;
+            Ok(set)
+        })),
+    )
+    .await
+}
+
+/// The read replicas `pool` carries, if any.
+pub(crate) fn replicas_of(pool: &Pool) -> Option<Arc<ReplicaSet>> {
+    let companion: Arc<dyn std::any::Any + Send + Sync> = pool.inner.companion.clone()?;
+    companion.downcast().ok()
+}
 
 /// The replicas of one primary pool and how reads use them.
 pub(crate) struct ReplicaSet {
@@ -52,6 +81,16 @@ pub(crate) struct ReplicaHost {
     behind: Mutex<health::Behind>,
     /// The set's verdicts, so that a statement this replica refuses is remembered.
     pub(crate) verdicts: Arc<crate::sql::routing::Verdicts>,
+}
+
+impl Companion for ReplicaSet {
+    /// Closes every replica pool.
+    fn close(&self) {
+        for h in &self.hosts {
+            h.pool.close();
+            h.checks.close();
+        }
+    }
 }
 
 impl ReplicaSet {
@@ -121,14 +160,6 @@ impl ReplicaSet {
         set.check_all().await;
         health::spawn(Arc::downgrade(&set));
         Ok(set)
-    }
-
-    /// Closes every replica pool.
-    pub(crate) fn close(&self) {
-        for h in &self.hosts {
-            h.pool.close();
-            h.checks.close();
-        }
     }
 
     fn is_closed(&self) -> bool {
@@ -292,7 +323,7 @@ pub(crate) fn host_stats(pool: &Pool) -> Vec<HostStats> {
         }
     };
     let mut hosts = vec![one(pool, HostRole::Primary, !pool.is_closed(), None, None)];
-    if let Some(set) = &pool.inner.replicas {
+    if let Some(set) = replicas_of(pool) {
         for h in &set.hosts {
             hosts.push(one(
                 &h.pool,

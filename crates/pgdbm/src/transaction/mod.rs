@@ -18,6 +18,7 @@ use crate::template::Templates;
 
 mod options;
 mod retry;
+mod start;
 
 pub use options::{IsolationLevel, TransactionOptions};
 pub use retry::RetryPolicy;
@@ -87,7 +88,10 @@ impl TxState {
     async fn run(&self, sql: &str, control: Control) -> Result<()> {
         let conn = self.conn();
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let watch = crate::observe::watch(&self.manager, crate::observe::Op::control(sql));
+        let watch = crate::query::instrument::watch(
+            &self.manager,
+            crate::query::instrument::Op::control(sql),
+        );
         let timed = conn.timed(deadline, sql, async {
             // In a transaction from before BEGIN is sent: dropped or timed out while it is
             // on the wire, the connection must be rolled back, not taken for idle.
@@ -109,7 +113,7 @@ impl TxState {
             Ok(())
         });
         let result = logged(sql, std::iter::empty(), timed).await;
-        crate::observe::end(watch, &result);
+        crate::query::instrument::end(watch, &result);
         if result.is_err() {
             self.aborted.store(true, Ordering::Relaxed);
         }
@@ -326,8 +330,12 @@ impl Runner for Transaction<'_> {
         Runner::templates(&self.state().manager)
     }
 
-    fn manager(&self) -> &AsyncDatabaseManager {
-        &self.state().manager
+    fn recorder(&self) -> Option<&std::sync::Arc<dyn crate::query::Recorder>> {
+        self.state().manager.recorder()
+    }
+
+    fn pool(&self) -> Option<crate::pool::Pool> {
+        Runner::pool(&self.state().manager)
     }
 
     fn timeout(&self) -> Option<Duration> {

@@ -1,54 +1,12 @@
-//! Metrics through the `metrics` facade, with OpenTelemetry's names: the duration of every
-//! operation, and the pool's connections, waiters and waits. Whatever recorder the
-//! application installs (Prometheus, OpenTelemetry, StatsD…) receives them; without one they
-//! cost a check each.
+//! OpenTelemetry's connection metrics through the `metrics` facade: each checkout's wait, the
+//! timeouts, and the pool's connections and waiters.
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram, Label};
+use metrics::{counter, gauge, histogram};
 
-use super::span::Described;
-use super::Failure;
+use super::Pool;
 use crate::error::Error;
-use crate::pool::Pool;
-use crate::query::Runner;
-
-/// `db.client.operation.duration`, in seconds.
-pub(crate) fn operation<E: Runner>(
-    ex: &E,
-    described: &Described,
-    elapsed: Duration,
-    failure: Option<Failure<'_>>,
-) {
-    let pool = ex.manager().pool().ok();
-    let mut labels = vec![Label::new("db.system.name", "postgresql")];
-    if let Some(p) = &pool {
-        labels.push(Label::new("db.namespace", p.inner.database.clone()));
-    }
-    if let Some(op) = &described.operation {
-        labels.push(Label::new("db.operation.name", op.clone()));
-    }
-    if let Some(c) = &described.collection {
-        labels.push(Label::new("db.collection.name", c.clone()));
-    }
-    if let Some(s) = ex.templates().schema() {
-        labels.push(Label::new("pgdbm.schema", s.to_owned()));
-    }
-    if let Some(f) = failure {
-        labels.push(Label::new("error.type", f.error_type().to_owned()));
-        if let Some(code) = match f {
-            Failure::Error(e) => e.code(),
-            Failure::Cancelled => None,
-        } {
-            labels.push(Label::new("db.response.status_code", code.to_owned()));
-        }
-    }
-    histogram!("db.client.operation.duration", labels).record(elapsed.as_secs_f64());
-    // After the call its connection is back: the pool's figures are current.
-    if let Some(p) = &pool {
-        pool_state(p);
-    }
-}
 
 /// `db.client.connection.wait_time` and `db.client.connection.timeouts` for one checkout,
 /// then the pool's figures.
@@ -60,11 +18,11 @@ pub(crate) fn acquired(pool: &Pool, waited: Duration, error: Option<&Error>) {
         counter!("db.client.connection.timeouts", "db.client.connection.pool.name" => name)
             .increment(1);
     }
-    pool_state(pool);
+    report_state(pool);
 }
 
 /// `db.client.connection.count` (idle / used), `.max` and `.pending_requests`.
-fn pool_state(pool: &Pool) {
+pub(crate) fn report_state(pool: &Pool) {
     describe();
     let status = pool.raw_status();
     let name = pool_name(pool);

@@ -5,7 +5,6 @@
 use tracing::field::Empty;
 use tracing::Span;
 
-use crate::error::Error;
 use crate::sql::operation::classify;
 
 /// The operations that get a span of their own.
@@ -39,27 +38,6 @@ pub(crate) enum Method {
     ReleaseSavepoint,
     RollbackToSavepoint,
     Migration,
-}
-
-/// The wait for a pooled connection: an internal span inside the operation's client span.
-pub(crate) fn acquire_span() -> Span {
-    if tracing::Level::INFO > tracing::level_filters::STATIC_MAX_LEVEL
-        || tracing::Level::INFO > tracing::level_filters::LevelFilter::current()
-    {
-        return Span::none();
-    }
-    tracing::info_span!(
-        target: "pgdbm::pool",
-        "pgdbm.pool.acquire",
-        otel.name = "pgdbm.pool.acquire",
-        otel.kind = "internal",
-        otel.status_code = Empty,
-        error.type = Empty,
-        db.namespace = Empty,
-        server.address = Empty,
-        server.port = Empty,
-        pgdbm.schema = Empty,
-    )
 }
 
 /// The same fields on every callsite; span names must be literals, hence the macro.
@@ -195,13 +173,6 @@ impl Method {
     }
 }
 
-/// Where the statement runs: recorded once per span.
-pub(crate) struct Target<'a> {
-    pub(crate) namespace: Option<&'a str>,
-    pub(crate) server: Option<(&'a str, u16)>,
-    pub(crate) schema: Option<&'a str>,
-}
-
 /// What a statement does and to which table, as span attributes and metric labels use them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Described {
@@ -243,7 +214,12 @@ fn unquote(name: &str) -> String {
 
 /// Records the attributes known before the statement runs. `sql` is the rendered text (no
 /// parameter values: they travel separately and are never recorded).
-pub(crate) fn record_start(span: &Span, d: &Described, sql: &str, target: &Target<'_>) {
+pub(crate) fn record_start(
+    span: &Span,
+    d: &Described,
+    sql: &str,
+    target: &crate::otel::Target<'_>,
+) {
     if let Some(op) = &d.operation {
         span.record("db.operation.name", op.as_str());
     }
@@ -257,48 +233,5 @@ pub(crate) fn record_start(span: &Span, d: &Described, sql: &str, target: &Targe
     };
     span.record("otel.name", name.as_str());
     span.record("db.query.text", sql);
-    record_target(span, target);
-}
-
-pub(crate) fn record_target(span: &Span, target: &Target<'_>) {
-    if let Some(ns) = target.namespace {
-        span.record("db.namespace", ns);
-    }
-    if let Some((host, port)) = target.server {
-        span.record("server.address", host);
-        span.record("server.port", i64::from(port));
-    }
-    if let Some(s) = target.schema {
-        span.record("pgdbm.schema", s);
-    }
-}
-
-/// Records a failure: `error.type` (the SQLSTATE, or the kind of client-side error),
-/// `db.response.status_code` for server errors, and the OpenTelemetry span status.
-pub(crate) fn record_error(span: &Span, error: &Error) {
-    span.record("otel.status_code", "ERROR");
-    span.record("error.type", error_type(error));
-    if let Some(code) = error.code() {
-        span.record("db.response.status_code", code);
-    }
-}
-
-/// A low-cardinality name for an error: its SQLSTATE when the server sent one.
-pub(crate) fn error_type(error: &Error) -> &str {
-    if let Some(code) = error.code() {
-        return code;
-    }
-    match error {
-        Error::Configuration { .. } => "configuration",
-        Error::Connection { .. } => "connection",
-        Error::Pool(_) => "pool",
-        Error::Query { .. } => "query",
-        Error::Schema(_) => "schema",
-        Error::Migration { .. } => "migration",
-        Error::Timeout { .. } => "timeout",
-        Error::AcquireTimeout { .. } => "acquire_timeout",
-        Error::Transaction(_) => "transaction",
-        Error::Decode { .. } => "decode",
-        _ => "other",
-    }
+    crate::otel::record_target(span, target);
 }

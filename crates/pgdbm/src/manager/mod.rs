@@ -9,14 +9,14 @@ use tokio_postgres::types::ToSql;
 use crate::config::DatabaseConfig;
 use crate::connection::SessionState;
 use crate::error::{Error, Result};
-use crate::observe::QueryMonitor;
 use crate::pool::PoolConnection;
 use crate::pool::{owned_search_path, Pool, PoolOptions, PreparedRegistry};
-use crate::query::{query_methods, ConnRef, Runner};
+use crate::query::{query_methods, ConnRef, Recorder, Runner};
 use crate::replica::{Intent, WriteTracker};
 use crate::stats::{PoolStats, PoolStatus};
 use crate::template::{check_identifier, quote_ident, Templates};
-use crate::transaction::{Transaction, TransactionOptions};
+
+mod owned;
 
 /// The database manager: query helpers with `{{tables.x}}` templates over a pool.
 ///
@@ -46,7 +46,7 @@ pub struct AsyncDatabaseManager {
     /// Set by `with_timeout`; `None` = the pool's `command_timeout`.
     timeout_override: Option<Option<Duration>>,
     /// Records every call of this handle and of its transactions.
-    monitor: Option<Arc<QueryMonitor>>,
+    monitor: Option<Arc<dyn Recorder>>,
     /// Made by `replica()`: reads go to a read replica.
     replica_view: bool,
     /// Made by `with_settings`/`with_role`: `SET LOCAL`s every call's transaction starts with.
@@ -135,7 +135,7 @@ impl AsyncDatabaseManager {
                 .collect::<Vec<_>>()
                 .join(", ")
         });
-        Pool::connect(PoolOptions {
+        crate::replica::connect_pool(PoolOptions {
             expect_search_path: search_path.is_some(),
             search_path,
             registry: Arc::default(),
@@ -167,7 +167,7 @@ impl AsyncDatabaseManager {
             return Ok(());
         }
         let schema = config.schema.as_deref();
-        let new_pool = Pool::connect(PoolOptions {
+        let new_pool = crate::replica::connect_pool(PoolOptions {
             search_path: schema.map(owned_search_path),
             expect_search_path: false,
             registry: self.inner.registry.clone(),
@@ -305,7 +305,7 @@ impl AsyncDatabaseManager {
     }
 
     /// The same manager recording into `monitor` (or into none).
-    pub(crate) fn with_monitor(&self, monitor: Option<Arc<QueryMonitor>>) -> Self {
+    pub(crate) fn with_monitor(&self, monitor: Option<Arc<dyn Recorder>>) -> Self {
         AsyncDatabaseManager {
             inner: self.inner.clone(),
             timeout_override: self.timeout_override,
@@ -367,7 +367,7 @@ impl AsyncDatabaseManager {
         sql: &str,
     ) -> Result<ConnRef<'static>> {
         let pool = self.pool()?;
-        if let Some(set) = pool.inner.replicas.clone() {
+        if let Some(set) = crate::replica::replicas_of(&pool) {
             // Boxed: the routing future stays out of every call's future.
             return Box::pin(crate::replica::route(
                 self.replica_view,
@@ -383,10 +383,6 @@ impl AsyncDatabaseManager {
         Ok(ConnRef::Pooled(pool.get(deadline).await?))
     }
 
-    pub(crate) fn monitor(&self) -> Option<&Arc<QueryMonitor>> {
-        self.monitor.as_ref()
-    }
-
     /// A raw pooled connection (derefs to `tokio_postgres::Client`). When it is dropped, it
     /// goes back to the pool only after a check that it is idle (no transaction left open).
     pub async fn acquire(&self) -> Result<PoolConnection> {
@@ -399,45 +395,10 @@ impl AsyncDatabaseManager {
     pub(crate) async fn checkout(&self) -> Result<PoolConnection> {
         let pool = self.pool()?;
         let mut conn = pool.get(self.deadline()).await?;
-        if pool.inner.replicas.is_some() {
+        if crate::replica::replicas_of(&pool).is_some() {
             conn.count_release(self.writes());
         }
         Ok(conn)
-    }
-
-    /// Starts a transaction. Commit it with [`Transaction::commit`]; dropping it uncommitted
-    /// rolls it back. [`Transaction::transaction`] nests a savepoint.
-    ///
-    /// ```no_run
-    /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
-    /// let tx = db.transaction().await?;
-    /// tx.execute("UPDATE {{tables.users}} SET name = 'x' WHERE id = $1", &[&1_i32]).await?;
-    /// tx.commit().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn transaction(&self) -> Result<Transaction<'static>> {
-        Transaction::begin(self.clone(), TransactionOptions::default()).await
-    }
-
-    /// Starts a transaction with an isolation level, read-only or deferrable, all sent in the
-    /// `BEGIN` itself. Nested transactions (savepoints) share their parent's options, so only
-    /// a top-level transaction takes them.
-    ///
-    /// ```no_run
-    /// use pgdbm::{IsolationLevel, TransactionOptions};
-    /// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
-    /// let tx = db
-    ///     .transaction_with(TransactionOptions::new().isolation_level(IsolationLevel::RepeatableRead))
-    ///     .await?;
-    /// let n: Option<i64> = tx.fetch_value("SELECT count(*) FROM {{tables.users}}", &[]).await?;
-    /// tx.commit().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn transaction_with(
-        &self,
-        options: TransactionOptions,
-    ) -> Result<Transaction<'static>> {
-        Transaction::begin(self.clone(), options).await
     }
 
     /// Pool statistics: connections, limits, server version and acquire waits. It never waits for a
@@ -512,8 +473,12 @@ impl Runner for AsyncDatabaseManager {
         &self.inner.templates
     }
 
-    fn manager(&self) -> &AsyncDatabaseManager {
-        self
+    fn recorder(&self) -> Option<&Arc<dyn Recorder>> {
+        self.monitor.as_ref()
+    }
+
+    fn pool(&self) -> Option<Pool> {
+        AsyncDatabaseManager::pool(self).ok()
     }
 
     fn timeout(&self) -> Option<Duration> {
@@ -529,7 +494,7 @@ impl Runner for AsyncDatabaseManager {
         // `route` written out rather than called: without replicas a query pays one branch,
         // not a nested future.
         let pool = self.pool()?;
-        if let Some(set) = pool.inner.replicas.clone() {
+        if let Some(set) = crate::replica::replicas_of(&pool) {
             return Box::pin(crate::replica::route(
                 self.replica_view,
                 self.write_tracker(),
@@ -568,5 +533,14 @@ impl fmt::Debug for AsyncDatabaseManager {
             .field("replica_view", &self.replica_view)
             .field("local_context", &self.context.is_some())
             .finish()
+    }
+}
+
+impl crate::Pipeline<'_, AsyncDatabaseManager> {
+    /// Sends every queued statement on one connection and reads their results. The `Err` of
+    /// this call is for the pipeline as a whole (no connection, a timeout); each statement's
+    /// own error is in its result.
+    pub async fn run(self) -> Result<crate::PipelineResults> {
+        crate::query::run_pipeline(self).await
     }
 }

@@ -10,9 +10,9 @@ use std::time::Instant;
 use futures_util::Stream;
 use tracing::{Instrument, Span};
 
-use super::{int, monitor, span, Failure, Method, Op, Outcome, QueryMonitor, Rows, Text, METRICS};
+use super::{span, Failure, Method, Op, Outcome, Recorded, Recorder, Rows, Text, METRICS};
 use crate::error::Result;
-use crate::manager::AsyncDatabaseManager;
+use crate::otel::int;
 use crate::query::Runner;
 
 pin_project_lite::pin_project! {
@@ -27,7 +27,7 @@ pin_project_lite::pin_project! {
 /// For code that cannot wrap its future (transaction control): a watch started before the
 /// statement and [`end`]ed after it. `None` when nothing observes.
 pub(crate) fn watch<E: Runner>(ex: &E, op: Op<'_>) -> Option<Watch> {
-    Call::begin(ex, op).map(|call| Watch::new(ex, call))
+    Call::begin(ex, op).map(Watch::new)
 }
 
 /// Finishes a [`watch`] with the statement's result.
@@ -39,9 +39,6 @@ pub(crate) fn end<T: Outcome>(watch: Option<Watch>, result: &Result<T>) {
 }
 /// Finishes a call exactly once: when it ends, or when it is dropped before.
 pub(crate) struct Watch {
-    /// The manager the call ran for (a transaction's own): owned, so that a stream holding
-    /// the watch may outlive the borrow it was made from.
-    manager: AsyncDatabaseManager,
     call: Option<Call>,
     /// Rows a stream has yielded so far.
     rows: u64,
@@ -50,9 +47,8 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    fn new<E: Runner>(ex: &E, call: Call) -> Self {
+    fn new(call: Call) -> Self {
         Watch {
-            manager: ex.manager().clone(),
             call: Some(call),
             rows: 0,
             streaming: false,
@@ -69,7 +65,7 @@ impl Watch {
 
     fn finish(&mut self, rows: Rows, failure: Option<Failure<'_>>) {
         if let Some(call) = self.call.take() {
-            call.finish(&self.manager, rows, failure);
+            call.finish(rows, failure);
         }
     }
 }
@@ -119,9 +115,13 @@ pub(crate) struct Call {
     /// Operation and collection, when a span or the metrics want them.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     described: span::Described,
+    /// The pool and schema the call ran on, for the metrics' labels: owned, so that a stream
+    /// holding the call may outlive the borrow it was made from.
+    #[cfg(feature = "metrics")]
+    labels: (Option<crate::pool::Pool>, Option<String>),
     method: Method,
-    monitor: Option<Arc<QueryMonitor>>,
-    /// The template text and masked arguments, kept for the monitor's history.
+    recorder: Option<Arc<dyn Recorder>>,
+    /// The template text and masked arguments, kept for the recorder.
     recorded: Option<(String, Option<String>)>,
     started: Instant,
     started_at: chrono::DateTime<chrono::Utc>,
@@ -135,28 +135,24 @@ impl Call {
     /// A call observed by a subscriber, a monitor or the metrics; `None`, at the cost of a
     /// level check and a pointer check, when nothing is.
     pub(crate) fn begin<E: Runner>(ex: &E, op: Op<'_>) -> Option<Call> {
-        let monitor = ex.manager().monitor();
+        let recorder = ex.recorder();
         // Building a span and dropping it costs more than the rest of this check: skip it when
         // no subscriber takes INFO at all (one atomic load).
-        if monitor.is_none() && !METRICS && !tracing::level_enabled!(tracing::Level::INFO) {
+        if recorder.is_none() && !METRICS && !tracing::level_enabled!(tracing::Level::INFO) {
             return None;
         }
         let span = op.method.span();
-        if span.is_disabled() && monitor.is_none() && !METRICS {
+        if span.is_disabled() && recorder.is_none() && !METRICS {
             return None;
         }
-        Some(Call::start(ex, op, span, monitor))
+        Some(Call::start(ex, op, span, recorder))
     }
 
     /// Runs the operation under the span; records it when it ends, or as cancelled when it
     /// is dropped before.
-    pub(crate) async fn run<E: Runner, T: Outcome>(
-        self,
-        ex: &E,
-        fut: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
+    pub(crate) async fn run<T: Outcome>(self, fut: impl Future<Output = Result<T>>) -> Result<T> {
         let span = self.span.clone();
-        let mut watch = Watch::new(ex, self);
+        let mut watch = Watch::new(self);
         let result = fut.instrument(span).await;
         let rows = result.as_ref().map(Outcome::rows).unwrap_or_default();
         watch.finish(rows, result.as_ref().err().map(Failure::Error));
@@ -165,13 +161,12 @@ impl Call {
 
     /// [`run`](Self::run) for `fetch_stream`: the span lasts until the stream ends or is
     /// dropped, and the rows are counted as they go by.
-    pub(crate) async fn stream<E: Runner, S>(
+    pub(crate) async fn stream<S>(
         self,
-        ex: &E,
         fut: impl Future<Output = Result<S>>,
     ) -> Result<ObservedStream<S>> {
         let span = self.span.clone();
-        let mut watch = Watch::new(ex, self);
+        let mut watch = Watch::new(self);
         match fut.instrument(span).await {
             Ok(inner) => {
                 // From here a stream dropped early is the caller's choice, not a failure.
@@ -192,7 +187,7 @@ impl Call {
         ex: &E,
         op: Op<'_>,
         span: Span,
-        monitor: Option<&Arc<QueryMonitor>>,
+        recorder: Option<&Arc<dyn Recorder>>,
     ) -> Call {
         let traced = !span.is_disabled();
         let described = if traced || METRICS {
@@ -200,9 +195,9 @@ impl Call {
         } else {
             None
         };
+        let pool = if traced || METRICS { ex.pool() } else { None };
         if traced {
-            let pool = ex.manager().pool().ok();
-            let target = span::Target {
+            let target = crate::otel::Target {
                 namespace: pool.as_ref().map(|p| p.inner.database.as_str()),
                 server: pool.as_ref().map(|p| p.server()),
                 schema: ex.templates().schema(),
@@ -214,13 +209,13 @@ impl Call {
                     span::record_start(&span, d, "COMMIT", &target)
                 }
                 Some((d, sql)) => span::record_start(&span, d, sql, &target),
-                None => span::record_target(&span, &target),
+                None => crate::otel::record_target(&span, &target),
             }
             if let Some(n) = op.batch_size {
                 span.record("db.operation.batch.size", int(n));
             }
         }
-        let recorded = monitor.map(|m| {
+        let recorded = recorder.map(|m| {
             let text = match op.text {
                 Text::Template(q) | Text::Raw(q) => q.to_owned(),
                 Text::CopyInto(table) => format!("COPY {table} FROM STDIN (FORMAT binary)"),
@@ -232,18 +227,22 @@ impl Call {
                 .then(|| crate::params::mask_params(op.params.iter().copied()));
             (text, args)
         });
+        #[cfg(not(feature = "metrics"))]
+        let _ = pool;
         Call {
             span,
             described: described.map(|(d, _)| d).unwrap_or_default(),
+            #[cfg(feature = "metrics")]
+            labels: (pool, ex.templates().schema().map(str::to_owned)),
             method: op.method,
-            monitor: monitor.cloned(),
+            recorder: recorder.cloned(),
             recorded,
             started: Instant::now(),
             started_at: chrono::Utc::now(),
         }
     }
 
-    fn finish(self, manager: &AsyncDatabaseManager, rows: Rows, failure: Option<Failure<'_>>) {
+    fn finish(self, rows: Rows, failure: Option<Failure<'_>>) {
         let elapsed = self.started.elapsed();
         if !self.span.is_disabled() {
             match rows {
@@ -262,7 +261,7 @@ impl Call {
                 Rows::Unknown => {}
             }
             match failure {
-                Some(Failure::Error(e)) => span::record_error(&self.span, e),
+                Some(Failure::Error(e)) => crate::otel::record_error(&self.span, e),
                 Some(Failure::Cancelled) => {
                     self.span.record("otel.status_code", "ERROR");
                     self.span.record("error.type", "cancelled");
@@ -271,11 +270,9 @@ impl Call {
             }
         }
         #[cfg(feature = "metrics")]
-        super::metrics::operation(manager, &self.described, elapsed, failure);
-        #[cfg(not(feature = "metrics"))]
-        let _ = manager;
-        if let (Some(monitor), Some((query, args))) = (self.monitor, self.recorded) {
-            monitor.record(monitor::Entry {
+        super::metrics::operation(&self.labels, &self.described, elapsed, failure);
+        if let (Some(recorder), Some((query, args))) = (self.recorder, self.recorded) {
+            recorder.record(Recorded {
                 method: self.method,
                 query,
                 args,
@@ -304,7 +301,7 @@ fn rendered<E: Runner>(ex: &E, op: Op<'_>) -> Option<String> {
             })
         }
         Text::Raw(sql) => Some(sql.to_owned()),
-        Text::CopyOut(source, format) => crate::query::copy_out_sql(ex, source, format).ok(),
+        Text::CopyOut(_, sql) => sql(),
         Text::CopyInto(table) | Text::CopyCsvInto(table) => {
             let qualified = crate::template::qualify_table(table, ex.templates().schema()).ok()?;
             let format = match op.text {
