@@ -1,0 +1,9 @@
+//! Pool behaviour: timeouts and cancellation, retry, settings, recycling, reaping, statements.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod connect;
+mod recycling;
+mod statements;
+mod timeouts;
