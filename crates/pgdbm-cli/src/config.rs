@@ -81,6 +81,9 @@ pub struct Environment {
     pub direct_connection_string: Option<String>,
     /// `"auto"` or `"always"`: see [`pgdbm::ResetOnRelease`].
     pub reset_on_release: Option<pgdbm::ResetOnRelease>,
+    /// Share connections among callers' statements: see
+    /// [`pgdbm::DatabaseConfig::multiplexing`].
+    pub multiplexing: Option<bool>,
 }
 
 /// `[modules.NAME]`.
@@ -391,6 +394,9 @@ fn environment_config(e: &Environment, at: &str) -> CliResult<DatabaseConfig> {
     db.direct_connection_string = e.direct_connection_string.clone();
     if let Some(mode) = e.reset_on_release {
         db.reset_on_release = mode;
+    }
+    if let Some(on) = e.multiplexing {
+        db.multiplexing = on;
     }
     Ok(db)
 }

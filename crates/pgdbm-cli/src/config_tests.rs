@@ -66,6 +66,22 @@ fn pooler_and_direct_url_are_read() {
 }
 
 #[test]
+fn multiplexing_is_read() {
+    let text = "[environments.dev]\nurl='postgresql://x@db:5432/d'\nmultiplexing=true\n";
+    let file = parse(text, Path::new("p.toml"), vars).unwrap();
+    let s = resolve(file, Path::new("p.toml"), None).unwrap();
+    assert!(s.db().unwrap().multiplexing);
+    let file = parse(
+        "[environments.dev]\nurl='postgresql://x@db:5432/d'\n",
+        Path::new("p.toml"),
+        vars,
+    )
+    .unwrap();
+    let s = resolve(file, Path::new("p.toml"), None).unwrap();
+    assert!(!s.db().unwrap().multiplexing, "off by default");
+}
+
+#[test]
 fn cycles_are_named() {
     let text = "[environments.dev]\nurl='postgresql://x@h/d'\n\
                 [modules.a]\ndepends_on=['b']\n[modules.b]\ndepends_on=['a']\n[modules.c]\n";

@@ -146,7 +146,7 @@ pub mod __derive {
         get, get_or_default, json, json_or_default, DeserializeOwned, FromSqlOwned,
     };
 }
-pub use stats::{HostRole, HostStats, PoolStats, PoolStatus};
+pub use stats::{HostRole, HostStats, PoolStats, PoolStatus, SharedConnectionStats};
 pub use transaction::{IsolationLevel, RetryPolicy, Transaction, TransactionOptions};
 pub use value::{EnumText, Value};
 

@@ -76,6 +76,29 @@ pub struct PoolStats {
     /// Every server of the pool: the primary first, then each read replica. Empty when
     /// disconnected.
     pub hosts: Vec<HostStats>,
+    /// With `multiplexing`: each shared connection now, with its statements in flight. Such
+    /// a connection counts as used in `used_size`. Empty otherwise.
+    pub shared: Vec<SharedConnectionStats>,
+    /// With `multiplexing`: calls that ran on a shared connection since the pool was made.
+    pub shared_calls: u64,
+}
+
+/// One shared connection of a multiplexing pool.
+///
+/// ```no_run
+/// # async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+/// for c in db.get_pool_stats().await?.shared {
+///     println!("backend {}: {} statement(s) in flight", c.backend_pid, c.in_flight);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct SharedConnectionStats {
+    /// The server process serving it.
+    pub backend_pid: i32,
+    /// Statements of callers on it now.
+    pub in_flight: usize,
 }
 
 /// What a server is to the pool.
@@ -158,6 +181,8 @@ impl PoolStats {
             acquire_timeouts: 0,
             pooler,
             hosts: Vec::new(),
+            shared: Vec::new(),
+            shared_calls: 0,
         }
     }
 
@@ -184,6 +209,11 @@ impl PoolStats {
     /// Whether the pool is open.
     pub fn is_connected(&self) -> bool {
         self.status == PoolStatus::Connected
+    }
+
+    /// Statements in flight on shared connections (multiplexing), all together.
+    pub fn shared_in_flight(&self) -> usize {
+        self.shared.iter().map(|c| c.in_flight).sum()
     }
 }
 

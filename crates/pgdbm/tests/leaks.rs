@@ -75,16 +75,23 @@ async fn through_executor(ex: &impl Executor, sql: &str) -> pgdbm::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_probe_sees_what_another_caller_left() {
-    run(pgdbm::ResetOnRelease::Auto).await;
+    run(pgdbm::ResetOnRelease::Auto, false).await;
 }
 
 /// The same with a reset after every use, sent ahead of the next statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_probe_sees_what_another_caller_left_with_reset_always() {
-    run(pgdbm::ResetOnRelease::Always).await;
+    run(pgdbm::ResetOnRelease::Always, false).await;
 }
 
-async fn run(mode: pgdbm::ResetOnRelease) {
+/// The same with multiplexing: the probes share connections with each other (and with
+/// whatever the classification lets through), the hostile statements get their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_probe_sees_what_another_caller_left_multiplexed() {
+    run(pgdbm::ResetOnRelease::Auto, true).await;
+}
+
+async fn run(mode: pgdbm::ResetOnRelease, multiplexing: bool) {
     let seed = std::env::var("LEAKS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -96,6 +103,7 @@ async fn run(mode: pgdbm::ResetOnRelease) {
     cfg.min_connections = 2;
     cfg.max_connections = 4;
     cfg.reset_on_release = mode;
+    cfg.multiplexing = multiplexing;
     let pool = AsyncDatabaseManager::create_shared_pool(&cfg)
         .await
         .unwrap();
@@ -149,7 +157,22 @@ async fn run(mode: pgdbm::ResetOnRelease) {
         probes += p;
         dropped += d;
     }
-    eprintln!("seed {seed} ({mode}): {probes} probes, {dropped} hostile calls dropped midway");
+    let shared = AsyncDatabaseManager::from_pool(pool.clone(), None)
+        .unwrap()
+        .get_pool_stats()
+        .await
+        .unwrap()
+        .shared_calls;
+    eprintln!(
+        "seed {seed} ({mode}, multiplexing {multiplexing}): {probes} probes ({shared} on shared \
+         connections), {dropped} hostile calls dropped midway"
+    );
     assert!(probes > 1000, "{probes}");
+    // The path named: with multiplexing the probes ran on shared connections.
+    assert_eq!(
+        shared > 0,
+        multiplexing,
+        "{shared} calls on shared connections"
+    );
     pool.close();
 }

@@ -156,6 +156,15 @@ pub struct DatabaseConfig {
     /// parameter shows only its placeholder and kind (`$1: text(12 chars)`), so e-mail
     /// addresses and tokens stay out of logs. Process-wide once a pool is made with it on.
     pub log_parameter_values: bool,
+    /// Multiplexing: session-neutral statements sent outside a transaction (`execute`,
+    /// `fetch_*`, `execute_and_return_id`) share a few pooled connections with other callers'
+    /// statements, pipelined, instead of holding a connection each for their round trip.
+    /// Transactions, streams, COPY, `executemany`, pipelines, `acquire()`, LISTEN and
+    /// statements that change the session still get a connection of their own;
+    /// `max_connections` bounds both kinds together. A timeout on a shared connection returns
+    /// at its deadline without cancelling ([`Error::SharedTimeout`](crate::Error::SharedTimeout)).
+    /// Off by default; refused with `pooler = "transaction"`. Env `DB_MULTIPLEXING`.
+    pub multiplexing: bool,
     /// Where migrations connect when `connection_string` goes through a transaction pooler: the
     /// server itself (Prisma's and Rails' `directUrl`). Same forms as `connection_string`; the
     /// password, user and TLS settings of this config fill what it leaves out. `None` =
@@ -228,6 +237,7 @@ impl Default for DatabaseConfig {
             pooler: Pooler::Direct,
             reset_on_release: crate::ResetOnRelease::Auto,
             log_parameter_values: false,
+            multiplexing: false,
             direct_connection_string: None,
             shared_pool_search_path: Some("pg_catalog".into()),
             listen_connection_string: None,
@@ -300,6 +310,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("pooler", &self.pooler)
             .field("reset_on_release", &self.reset_on_release)
             .field("log_parameter_values", &self.log_parameter_values)
+            .field("multiplexing", &self.multiplexing)
             .field(
                 "direct_connection_string",
                 &self.direct_connection_string.as_deref().map(mask_dsn),
@@ -386,6 +397,66 @@ mod tests {
         assert_eq!(c.pg_config().unwrap().get_password(), Some(&b"inurl"[..]));
         let empty = DatabaseConfig::from_vars(|_| None);
         assert_eq!(empty, DatabaseConfig::default());
+    }
+
+    #[test]
+    fn from_env_reads_multiplexing() {
+        for (value, want) in [("true", true), ("1", true), ("ON", true), ("no", false)] {
+            let c = DatabaseConfig::from_vars(|name| {
+                (name == "DB_MULTIPLEXING").then(|| value.to_string())
+            });
+            assert_eq!(c.multiplexing, want, "DB_MULTIPLEXING={value}");
+        }
+        let c =
+            DatabaseConfig::from_vars(|name| (name == "DB_MULTIPLEXING").then(|| "maybe".into()));
+        assert!(!c.multiplexing, "an unknown value leaves the default");
+        assert!(!DatabaseConfig::default().multiplexing);
+    }
+
+    #[test]
+    fn multiplexing_is_refused_behind_a_transaction_pooler() {
+        let c = DatabaseConfig {
+            multiplexing: true,
+            pooler: crate::Pooler::Transaction,
+            ..DatabaseConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                crate::Error::Configuration {
+                    field: "multiplexing",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("pooler = \"transaction\""), "{e}");
+    }
+
+    #[test]
+    fn multiplexing_bounds_the_server_statement_timeout_by_command_timeout() {
+        let c = DatabaseConfig {
+            multiplexing: true,
+            command_timeout: 5.0,
+            ..DatabaseConfig::default()
+        };
+        assert_eq!(c.server_statement_timeout_ms(), Some(5_000));
+        let c = DatabaseConfig {
+            command_timeout: 5.0,
+            ..DatabaseConfig::default()
+        };
+        assert_eq!(
+            c.server_statement_timeout_ms(),
+            Some(60_000),
+            "only with multiplexing"
+        );
+        let c = DatabaseConfig {
+            multiplexing: true,
+            command_timeout: 0.0,
+            ..DatabaseConfig::default()
+        };
+        assert_eq!(c.server_statement_timeout_ms(), Some(60_000));
     }
 
     #[test]

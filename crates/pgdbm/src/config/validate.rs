@@ -88,6 +88,16 @@ impl DatabaseConfig {
                  on the role or database instead (ALTER ROLE ... IN DATABASE ... SET ...)",
             ));
         }
+        if self.multiplexing && self.pooler.shares_server_connections() {
+            return Err(Error::config(
+                "multiplexing",
+                "cannot be used with pooler = \"transaction\": a transaction pooler may hand each \
+                 pipelined statement of a shared connection to a different server connection, \
+                 and the statement cache and error isolation of multiplexing rely on one server \
+                 session per connection. Turn one of them off (multiplexing already gives more \
+                 throughput from fewer server connections)",
+            ));
+        }
         if self.listen_buffer_size == 0 {
             return Err(Error::config(
                 "listen_buffer_size",
@@ -123,6 +133,22 @@ impl DatabaseConfig {
 
     pub(crate) fn command_timeout(&self) -> Option<Duration> {
         secs(self.command_timeout)
+    }
+
+    /// The `statement_timeout` each connection gets. With multiplexing, `command_timeout`
+    /// bounds it too: a shared connection never cancels, so the server itself must end a
+    /// statement whose caller gave up.
+    pub(crate) fn server_statement_timeout_ms(&self) -> Option<u64> {
+        let command = self
+            .command_timeout()
+            .filter(|_| self.multiplexing)
+            .map(|t| (t.as_millis() as u64).max(1));
+        match (self.statement_timeout_ms, command) {
+            // 0 turns the server's limit off.
+            (Some(0), b @ Some(_)) => b,
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub(crate) fn idle_lifetime(&self) -> Option<Duration> {

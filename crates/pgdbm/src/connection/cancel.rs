@@ -155,7 +155,10 @@ impl PgConn {
         // Queued behind whatever may still be answered, so that afterwards the last
         // ReadyForQuery read is this statement's own, and its status is exact. ROLLBACK
         // outside a transaction only warns.
-        let rollback = state != SessionState::Idle || self.tap.status() != TxStatus::Idle;
+        // A shared connection ran only session-neutral statements, outside transactions: it
+        // needs no ROLLBACK, only the wait for its last answers.
+        let rollback = !matches!(state, SessionState::Idle | SessionState::Shared)
+            || self.tap.status() != TxStatus::Idle;
         let check = if rollback { "ROLLBACK" } else { "" };
         if !self.drain(check).await || self.tap.status() != TxStatus::Idle {
             return false;

@@ -144,6 +144,8 @@ async fn connect_one(
             (client, tokio::spawn(drive(conn, tap.clone())))
         }
     };
+    // Aborting the driver drops the connection's socket: how a stalled connection is closed.
+    tap.set_driver(driver.abort_handle());
     Ok((client, driver, tap))
 }
 

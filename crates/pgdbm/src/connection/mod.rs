@@ -39,6 +39,7 @@ mod hosts;
 mod log;
 mod pipeline;
 mod reset;
+mod shared;
 mod socket;
 mod state;
 mod statements;
@@ -117,6 +118,8 @@ pub(crate) struct PgConn {
     pub(crate) tap: Arc<Tap>,
     /// How the session is put back to what the pool set up.
     reset: Arc<SessionReset>,
+    /// Why pgdbm closed this shared connection, for the callers whose statements were on it.
+    lost: std::sync::OnceLock<String>,
 }
 
 /// How a new connection was made, besides its client.
@@ -169,6 +172,7 @@ impl PgConn {
             shares_server,
             tap: origin.tap,
             reset: origin.reset,
+            lost: std::sync::OnceLock::new(),
         }
     }
 
@@ -351,7 +355,13 @@ impl PgConn {
         operation: &str,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        self.begin_op()?;
+        if !self.try_begin_op() {
+            if self.is_shared() {
+                // Boxed: inline, the shared path would grow every call's future.
+                return Box::pin(self.timed_shared(deadline, operation, fut)).await;
+            }
+            self.begin_op()?;
+        }
         let started = Instant::now();
         // A reset left pending goes out first, in the same round trip; boxed, so that the
         // common path's future does not grow.

@@ -34,6 +34,9 @@ pub(crate) enum SessionState {
     Unknown = 7,
     /// The connection failed or cannot be trusted again: it is closed, never reused.
     Broken = 8,
+    /// Multiplexed: statements of several callers may be in flight at once. Nothing on it is
+    /// ever cancelled; it goes back to the pool through a drain that waits for them all.
+    Shared = 9,
 }
 
 impl SessionState {
@@ -47,6 +50,7 @@ impl SessionState {
             5 => SessionState::Cancelling,
             6 => SessionState::CancellingInTransaction,
             7 => SessionState::Unknown,
+            9 => SessionState::Shared,
             _ => SessionState::Broken,
         }
     }
@@ -75,6 +79,7 @@ impl SessionState {
             }
             SessionState::Unknown => "handed out as a raw client",
             SessionState::Broken => "broken (the connection failed)",
+            SessionState::Shared => "shared by several callers (multiplexed)",
         }
     }
 }
@@ -116,7 +121,8 @@ impl PgConn {
         self.state.current.store(state as u8, Ordering::Release);
     }
 
-    fn swap_state(&self, from: SessionState, to: SessionState) -> bool {
+    /// Moves the state from `from` to `to`; `false` if it was not `from`.
+    pub(super) fn swap_state(&self, from: SessionState, to: SessionState) -> bool {
         self.state
             .current
             .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
@@ -168,6 +174,19 @@ impl PgConn {
     /// Starts a statement: only an idle connection, or one in a transaction with nothing in
     /// flight, may start one.
     pub(crate) fn begin_op(&self) -> Result<()> {
+        if self.try_begin_op() {
+            return Ok(());
+        }
+        Err(Error::Transaction(format!(
+            "the connection cannot run a statement now: it is {}. A transaction whose statement \
+             was cancelled or dropped must be rolled back",
+            self.state().describe()
+        )))
+    }
+
+    /// [`begin_op`](Self::begin_op) without its error.
+    #[inline]
+    pub(crate) fn try_begin_op(&self) -> bool {
         for (from, to) in [
             (SessionState::Idle, SessionState::Active),
             (
@@ -177,14 +196,10 @@ impl PgConn {
         ] {
             if self.swap_state(from, to) {
                 self.state.resume.store(from as u8, Ordering::Release);
-                return Ok(());
+                return true;
             }
         }
-        Err(Error::Transaction(format!(
-            "the connection cannot run a statement now: it is {}. A transaction whose statement \
-             was cancelled or dropped must be rolled back",
-            self.state().describe()
-        )))
+        false
     }
 
     /// Ends a statement begun with [`begin_op`](Self::begin_op). A state moved elsewhere
@@ -236,7 +251,8 @@ impl PgConn {
     pub(crate) fn start_cancelling(&self) {
         let next = match self.state() {
             SessionState::Active => SessionState::Cancelling,
-            SessionState::Broken => return,
+            // A shared connection is never cancelled: the running statement may be anyone's.
+            SessionState::Broken | SessionState::Shared => return,
             _ => SessionState::CancellingInTransaction,
         };
         self.set_state(next);

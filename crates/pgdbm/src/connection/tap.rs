@@ -52,6 +52,9 @@ pub(crate) struct Tap {
     /// `ParameterStatus` messages read since the baseline was taken.
     reports: AtomicU64,
     params: Mutex<Params>,
+    /// The connection's driver task: aborting it closes the socket now, whatever is in flight
+    /// (a stalled shared connection).
+    driver: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +66,18 @@ struct Params {
 impl Tap {
     pub(crate) fn new() -> Arc<Tap> {
         Arc::new(Tap::default())
+    }
+
+    pub(crate) fn set_driver(&self, driver: tokio::task::AbortHandle) {
+        let _ = self.driver.set(driver);
+    }
+
+    /// Ends the connection's driver task, which closes the socket: every request still in
+    /// flight fails as closed.
+    pub(crate) fn kill(&self) {
+        if let Some(driver) = self.driver.get() {
+            driver.abort();
+        }
     }
 
     /// The transaction status of the last `ReadyForQuery`, or [`TxStatus::Pending`].

@@ -1,9 +1,6 @@
 //! The one error type of the crate, with portable kinds and the server's SQLSTATE.
 
-use std::fmt;
 use std::time::Duration;
-
-use tokio_postgres::error::{DbError, SqlState};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -232,6 +229,41 @@ pub enum Error {
     #[error("pipeline error: {0}")]
     Pipeline(String),
 
+    /// A call on a shared (multiplexed) connection did not finish in time. The error comes
+    /// back at the deadline, but nothing is cancelled: a cancel request would stop whichever
+    /// statement the shared connection runs, perhaps another caller's. The statement runs on
+    /// to its end, or until the server's `statement_timeout` (`command_timeout`), and its
+    /// result is discarded. [`Error::is_timeout`] is true, [`Error::kind`] is
+    /// [`ErrorKind::Timeout`].
+    #[error(
+        "{operation} timed out after {after:?} on a shared (multiplexed) connection; it was not \
+         cancelled and may still complete on the server, within `command_timeout`. Raise the \
+         limit with `with_timeout` or `command_timeout`."
+    )]
+    SharedTimeout {
+        /// What timed out (a shortened SQL text).
+        operation: String,
+        /// The limit that was exceeded.
+        after: Duration,
+    },
+
+    /// The shared (multiplexed) connection a call's statement was on was lost: the server
+    /// ended it, or it stalled (no answer long past a statement's deadline) and was closed.
+    /// [`Error::may_have_run`] says whether the statement may have run (and, outside a
+    /// transaction, committed). [`Error::kind`] is [`ErrorKind::ConnectionLost`].
+    #[error(
+        "{operation}: the shared connection was lost ({reason}); {}",
+        if *may_have_run { "the statement may have run" } else { "the statement did not run" }
+    )]
+    ConnectionLost {
+        /// The statement (a shortened SQL text).
+        operation: String,
+        /// Whether the statement may have run.
+        may_have_run: bool,
+        /// Why the connection was lost.
+        reason: String,
+    },
+
     /// `fetch_exactly_one*` found no row, or more than one.
     #[error(
         "expected exactly one row, but the query returned {}\n  sql: {sql}",
@@ -269,7 +301,8 @@ pub enum ErrorKind {
     UndefinedColumn,
     /// `42601`
     SyntaxError,
-    /// A call timed out: [`Error::Timeout`] (the query was cancelled) or
+    /// A call timed out: [`Error::Timeout`] (the query was cancelled),
+    /// [`Error::SharedTimeout`] (on a shared connection, not cancelled) or
     /// [`Error::AcquireTimeout`] (no connection became free).
     Timeout,
     /// A [`Listener`](crate::Listener) may have missed notifications
@@ -282,6 +315,9 @@ pub enum ErrorKind {
     /// A pipelined statement did not run because an earlier one aborted the transaction
     /// ([`Error::PipelineAborted`]).
     PipelineAborted,
+    /// A shared (multiplexed) connection was lost while the call's statement was on it
+    /// ([`Error::ConnectionLost`]).
+    ConnectionLost,
     /// Any other server error.
     OtherDatabase,
     /// Not a server error.
@@ -436,151 +472,6 @@ impl From<tokio_postgres::Error> for Error {
     }
 }
 
-impl Error {
-    /// The server's error fields, when the server raised this error.
-    pub fn as_db_error(&self) -> Option<&DbError> {
-        match self {
-            Error::Query { source, .. } => source.as_db_error(),
-            Error::Connection {
-                source: Some(source),
-                ..
-            } => source.as_db_error(),
-            Error::Migration {
-                source: Some(inner),
-                ..
-            }
-            | Error::RetriesExhausted { source: inner, .. } => inner.as_db_error(),
-            _ => None,
-        }
-    }
-
-    /// The SQLSTATE, when the server raised this error.
-    pub fn sqlstate(&self) -> Option<&SqlState> {
-        self.as_db_error().map(DbError::code)
-    }
-
-    /// The five-character SQLSTATE code, e.g. `"23505"`.
-    pub fn code(&self) -> Option<&str> {
-        self.sqlstate().map(SqlState::code)
-    }
-
-    /// The violated constraint's name, if any.
-    pub fn constraint(&self) -> Option<&str> {
-        self.as_db_error().and_then(DbError::constraint)
-    }
-
-    /// The server's own message for a server error (`duplicate key value violates unique
-    /// constraint "users_email_key"`), without the SQL, the parameters or anything pgdbm adds:
-    /// what an application may pass on, where `Display` (for logs) shows the statement too.
-    ///
-    /// ```
-    /// # fn f(e: &pgdbm::Error) {
-    /// let for_client = e.server_message().unwrap_or("internal error");
-    /// # }
-    /// ```
-    pub fn server_message(&self) -> Option<&str> {
-        self.as_db_error().map(DbError::message)
-    }
-
-    /// The server's DETAIL line, if any.
-    pub fn detail(&self) -> Option<&str> {
-        self.as_db_error().and_then(DbError::detail)
-    }
-
-    /// The portable kind of this error.
-    pub fn kind(&self) -> ErrorKind {
-        if self.is_timeout() {
-            return ErrorKind::Timeout;
-        }
-        if matches!(self, Error::NotificationsMissed { .. }) {
-            return ErrorKind::NotificationsMissed;
-        }
-        if matches!(self, Error::NoReplica { .. }) {
-            return ErrorKind::NoReplica;
-        }
-        if matches!(self, Error::RowCount { .. }) {
-            return ErrorKind::RowCount;
-        }
-        if matches!(self, Error::PipelineAborted { .. }) {
-            return ErrorKind::PipelineAborted;
-        }
-        let Some(state) = self.sqlstate() else {
-            return ErrorKind::Other;
-        };
-        match *state {
-            SqlState::UNIQUE_VIOLATION => ErrorKind::UniqueViolation,
-            SqlState::FOREIGN_KEY_VIOLATION => ErrorKind::ForeignKeyViolation,
-            SqlState::NOT_NULL_VIOLATION => ErrorKind::NotNullViolation,
-            SqlState::CHECK_VIOLATION => ErrorKind::CheckViolation,
-            SqlState::T_R_SERIALIZATION_FAILURE => ErrorKind::SerializationFailure,
-            SqlState::T_R_DEADLOCK_DETECTED => ErrorKind::DeadlockDetected,
-            SqlState::QUERY_CANCELED => ErrorKind::QueryCanceled,
-            SqlState::UNDEFINED_TABLE => ErrorKind::UndefinedTable,
-            SqlState::UNDEFINED_COLUMN => ErrorKind::UndefinedColumn,
-            SqlState::SYNTAX_ERROR => ErrorKind::SyntaxError,
-            _ => ErrorKind::OtherDatabase,
-        }
-    }
-
-    /// A unique constraint was violated (`23505`).
-    pub fn is_unique_violation(&self) -> bool {
-        self.kind() == ErrorKind::UniqueViolation
-    }
-
-    /// A foreign key constraint was violated (`23503`).
-    pub fn is_foreign_key_violation(&self) -> bool {
-        self.kind() == ErrorKind::ForeignKeyViolation
-    }
-
-    /// A NOT NULL constraint was violated (`23502`).
-    pub fn is_not_null_violation(&self) -> bool {
-        self.kind() == ErrorKind::NotNullViolation
-    }
-
-    /// A CHECK constraint was violated (`23514`).
-    pub fn is_check_violation(&self) -> bool {
-        self.kind() == ErrorKind::CheckViolation
-    }
-
-    /// This is a timeout raised by pgdbm: a query cancelled on the server
-    /// ([`Error::Timeout`]) or a wait for a free connection that gave up
-    /// ([`Error::AcquireTimeout`]).
-    pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            Error::Timeout { .. } | Error::AcquireTimeout { .. } | Error::PipelineTimeout { .. }
-        )
-    }
-
-    /// For a pipeline that timed out ([`Error::PipelineTimeout`]): the positions of the
-    /// statements that had completed.
-    pub fn completed_statements(&self) -> Option<&[usize]> {
-        match self {
-            Error::PipelineTimeout { completed, .. } => Some(completed),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn config(field: &'static str, message: impl Into<String>) -> Self {
-        Error::Configuration {
-            field,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn decode(
-        column: impl fmt::Display,
-        pg_type: impl fmt::Display,
-        message: impl fmt::Display,
-    ) -> Self {
-        Error::Decode {
-            column: column.to_string(),
-            pg_type: pg_type.to_string(),
-            message: message.to_string(),
-        }
-    }
-}
-
 /// `host:port`, or the list of `host:port` pairs that a multi-host connection tried.
 fn server_label(host: &str, port: u16) -> String {
     if host.contains(',') {
@@ -590,6 +481,6 @@ fn server_label(host: &str, port: u16) -> String {
     }
 }
 
+mod access;
 #[cfg(test)]
-#[path = "error_tests.rs"]
 mod tests;

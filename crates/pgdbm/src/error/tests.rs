@@ -1,5 +1,7 @@
 //! Tests of `error`.
 
+use std::fmt;
+
 use super::*;
 
 #[derive(Debug)]

@@ -446,6 +446,8 @@ impl AsyncDatabaseManager {
             acquire_timeouts,
             pooler: pool.inner.pooler,
             hosts: crate::replica::host_stats(&pool),
+            shared: pool.shared_stats(),
+            shared_calls: pool.shared_calls(),
         })
     }
 
@@ -485,15 +487,48 @@ impl Runner for AsyncDatabaseManager {
         self.timeout_override.unwrap_or(self.inner.default_timeout)
     }
 
-    async fn conn(
+    fn conn(
         &self,
         deadline: Option<Instant>,
         intent: Intent,
         sql: &str,
+    ) -> impl std::future::Future<Output = Result<ConnRef<'_>>> + Send {
+        self.connection(deadline, intent, sql, false)
+    }
+
+    fn call_conn(
+        &self,
+        deadline: Option<Instant>,
+        intent: Intent,
+        sql: &str,
+    ) -> impl std::future::Future<Output = Result<ConnRef<'_>>> + Send {
+        self.connection(deadline, intent, sql, true)
+    }
+
+    fn in_transaction(&self) -> bool {
+        false
+    }
+
+    fn local_context(&self) -> Option<&str> {
+        self.context.as_deref()
+    }
+}
+
+impl AsyncDatabaseManager {
+    /// A connection for one call; `shareable`: the call may run on a shared connection.
+    async fn connection(
+        &self,
+        deadline: Option<Instant>,
+        intent: Intent,
+        sql: &str,
+        shareable: bool,
     ) -> Result<ConnRef<'_>> {
         // `route` written out rather than called: without replicas a query pays one branch,
         // not a nested future.
         let pool = self.pool()?;
+        if shareable && pool.multiplexes() && self.shares(&pool, sql) {
+            return Ok(ConnRef::Shared(pool.get_shared(deadline).await?));
+        }
         if let Some(set) = crate::replica::replicas_of(&pool) {
             return Box::pin(crate::replica::route(
                 self.replica_view,
@@ -509,12 +544,13 @@ impl Runner for AsyncDatabaseManager {
         Ok(ConnRef::Pooled(pool.get(deadline).await?))
     }
 
-    fn in_transaction(&self) -> bool {
-        false
-    }
-
-    fn local_context(&self) -> Option<&str> {
-        self.context.as_deref()
+    /// Whether a call of `sql` may share a connection: session-neutral, outside a
+    /// `with_settings`/`with_role` view (whose calls open transactions), on a pool without
+    /// read replicas.
+    fn shares(&self, pool: &Pool, sql: &str) -> bool {
+        self.context.is_none()
+            && crate::replica::replicas_of(pool).is_none()
+            && crate::sql::Effects::of(sql).is_none()
     }
 }
 

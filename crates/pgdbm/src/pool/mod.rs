@@ -25,6 +25,7 @@ mod maintenance;
 mod manage;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod mux;
 
 pub(crate) use crate::connection::Refill;
 use acquiring::Acquiring;
@@ -35,6 +36,8 @@ use manage::ConnectSpec;
 pub(crate) use manage::{db_message, ConnectFailure, PgManager, PreparedRegistry};
 #[cfg(feature = "metrics")]
 pub(crate) use metrics::report_state;
+pub(crate) use mux::Shared;
+use mux::{spawn_watch, Mux};
 
 /// Acquire counters, read by `get_pool_stats`.
 #[derive(Debug, Default)]
@@ -64,6 +67,8 @@ pub(crate) struct PoolInner {
     /// What the layers above keep with this pool and close with it (a primary's read
     /// replicas); `None` otherwise.
     pub(crate) companion: Option<Arc<dyn Companion>>,
+    /// The shared connections, when the pool multiplexes.
+    mux: Option<Mux>,
 }
 
 /// What a pool carries for the layers above it, and closes when it closes: a primary's read
@@ -342,7 +347,18 @@ impl Pool {
             // Checked by `validate` when the pool was made.
             direct: config.direct_config().ok().flatten().map(Arc::new),
             companion,
+            mux: config.multiplexing.then(|| {
+                Mux::new(
+                    config
+                        .server_statement_timeout_ms()
+                        .filter(|&ms| ms > 0)
+                        .map(Duration::from_millis),
+                )
+            }),
         });
+        if inner.mux.is_some() {
+            spawn_watch(Arc::downgrade(&inner));
+        }
         spawn_refill(Arc::downgrade(&inner), refill, Backoff::new(config));
         if let Some(lifetime) = config.idle_lifetime() {
             spawn_reaper(Arc::downgrade(&inner), lifetime);
@@ -351,7 +367,16 @@ impl Pool {
     }
 
     /// Checks a connection out, waiting at most until `deadline`.
-    pub(crate) async fn get(&self, deadline: Option<Instant>) -> Result<PoolConnection> {
+    pub(crate) fn get(
+        &self,
+        deadline: Option<Instant>,
+    ) -> impl std::future::Future<Output = Result<PoolConnection>> + Send + '_ {
+        self.checkout(deadline, true)
+    }
+
+    /// [`get`](Self::get); an `exclusive` caller that must wait asks a multiplexing pool to
+    /// give back a shared connection.
+    async fn checkout(&self, deadline: Option<Instant>, exclusive: bool) -> Result<PoolConnection> {
         let acquiring = Acquiring::start(self);
         let counters = &self.inner.counters;
         let checkout = self.inner.pool.get();
@@ -359,7 +384,17 @@ impl Pool {
         // An idle connection is usually ready at once: the clock is read and the timer armed
         // only when we must wait.
         let mut started = None;
-        let got = match checkout.as_mut().now_or_never() {
+        let mut ready = checkout.as_mut().now_or_never();
+        if ready.is_none() && exclusive {
+            if let Some(mux) = &self.inner.mux {
+                // Every connection may be shared: one goes back once its calls end.
+                let status = self.inner.pool.status();
+                if status.size >= status.max_size {
+                    mux.yield_one();
+                }
+            }
+        }
+        let got = match ready.take() {
             Some(r) => r,
             None => match deadline {
                 Some(d) => match tokio::time::timeout_at(d.into(), {

@@ -146,6 +146,16 @@ pub(crate) trait Runner: Sync {
         intent: Intent,
         sql: &str,
     ) -> impl Future<Output = Result<ConnRef<'_>>> + Send;
+    /// A connection for one call of `execute`, `fetch_*` or `execute_and_return_id`: on a
+    /// multiplexing pool, a shared one when `sql` is session-neutral; else as [`conn`](Self::conn).
+    fn call_conn(
+        &self,
+        deadline: Option<Instant>,
+        intent: Intent,
+        sql: &str,
+    ) -> impl Future<Output = Result<ConnRef<'_>>> + Send {
+        self.conn(deadline, intent, sql)
+    }
     /// Inside a transaction: no implicit BEGIN/COMMIT, and errors abort the transaction.
     fn in_transaction(&self) -> bool;
     /// Called with every failed call's error.
@@ -180,7 +190,7 @@ macro_rules! run {
             let mut rerouted = false;
             let mut intent = $intent;
             loop {
-                let conn = ex.conn(deadline, intent, $sql).await?;
+                let conn = ex.call_conn(deadline, intent, $sql).await?;
                 let $conn: &PgConn = &conn;
                 if pooled && $conn.shares_server() {
                     refuse_session_change($sql)?;
@@ -229,6 +239,7 @@ macro_rules! run {
                     })
                     .await;
                 log.finish(&r);
+                conn.settle(&r);
                 if let Err(e) = &r {
                     if pooled && !rerouted {
                         match conn.reroute(e, $sql) {

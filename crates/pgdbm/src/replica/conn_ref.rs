@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::ReplicaHost;
 use crate::connection::PgConn;
 use crate::error::Error;
-use crate::pool::PoolConnection;
+use crate::pool::{PoolConnection, Shared};
 
 /// A connection for one call: checked out of the pool, or borrowed from a transaction.
 // Boxing the pooled variant would cost an allocation per query; the enum lives on the stack
@@ -18,6 +18,8 @@ pub(crate) enum ConnRef<'a> {
     Borrowed(&'a PgConn),
     /// A read replica's connection.
     Replica(PoolConnection, Arc<ReplicaHost>),
+    /// A call on a shared connection (multiplexing).
+    Shared(Shared),
 }
 
 /// Where a call that failed on a replica may run again.
@@ -30,6 +32,17 @@ pub(crate) enum Reroute {
 }
 
 impl ConnRef<'_> {
+    /// After a call's statement: on a shared connection, whether its answer came (anything
+    /// but a timeout), for the connection's stall check.
+    #[inline]
+    pub(crate) fn settle<T>(&self, result: &Result<T, Error>) {
+        if let ConnRef::Shared(call) = self {
+            if !matches!(result, Err(Error::SharedTimeout { .. })) {
+                call.answered();
+            }
+        }
+    }
+
     /// Whether a call of `sql` that failed with `e` on this connection may run again
     /// elsewhere. A statement a replica refuses as a write (`25006`), or because it reads a
     /// temporary or unlogged table (`0A000` during recovery), wrote and read nothing there: it
@@ -63,6 +76,7 @@ impl Deref for ConnRef<'_> {
         match self {
             ConnRef::Pooled(c) | ConnRef::Replica(c, _) => c.conn(),
             ConnRef::Borrowed(c) => c,
+            ConnRef::Shared(s) => s,
         }
     }
 }

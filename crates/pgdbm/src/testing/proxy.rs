@@ -2,6 +2,8 @@
 //! code behaves where the network has latency (a server in another zone, say).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +27,7 @@ use tokio::time::Instant;
 pub struct LatencyProxy {
     addr: SocketAddr,
     accept: JoinHandle<()>,
+    stalled: Arc<AtomicBool>,
 }
 
 impl LatencyProxy {
@@ -32,6 +35,8 @@ impl LatencyProxy {
     pub async fn start(upstream: SocketAddr, one_way: Duration) -> std::io::Result<LatencyProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let stalled = Arc::new(AtomicBool::new(false));
+        let held = stalled.clone();
         let accept = tokio::spawn(async move {
             let mut pumps = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
@@ -42,11 +47,21 @@ impl LatencyProxy {
                 let _ = server.set_nodelay(true);
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                pumps.spawn(delayed(cr, sw, one_way));
-                pumps.spawn(delayed(sr, cw, one_way));
+                pumps.spawn(delayed(cr, sw, one_way, held.clone()));
+                pumps.spawn(delayed(sr, cw, one_way, held.clone()));
             }
         });
-        Ok(LatencyProxy { addr, accept })
+        Ok(LatencyProxy {
+            addr,
+            accept,
+            stalled,
+        })
+    }
+
+    /// Stalls the network (`true`): connections stay open but no byte gets through either way
+    /// until it is resumed (`false`), as when a route fails without a reset.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Release);
     }
 
     /// The address to connect to.
@@ -70,16 +85,21 @@ impl std::fmt::Debug for LatencyProxy {
     }
 }
 
-/// Copies `from` to `to`, each chunk written `delay` after it was read.
+/// Copies `from` to `to`, each chunk written `delay` after it was read, and none while
+/// `stalled`.
 async fn delayed(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
+    stalled: Arc<AtomicBool>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let writer = async move {
         while let Some((due, chunk)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
+            while stalled.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             if to.write_all(&chunk).await.is_err() {
                 return;
             }

@@ -186,6 +186,16 @@ async fn run_and_abort(db: &AsyncDatabaseManager, op: Op, how: u64, delay: Delay
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_aborts_leave_whole_batches_and_clean_connections() {
+    random_aborts(false).await;
+}
+
+/// The same with multiplexing: the plain queries share connections, the rest keep their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_aborts_leave_whole_batches_and_clean_connections_multiplexed() {
+    random_aborts(true).await;
+}
+
+async fn random_aborts(multiplexing: bool) {
     const LANES: u64 = 4;
     const PER_LANE: u64 = 50;
     let seed = seed(0xFA17_0001);
@@ -193,6 +203,7 @@ async fn random_aborts_leave_whole_batches_and_clean_connections() {
     let (db, _guard) = schema_db_with(|c| {
         c.min_connections = 1;
         c.max_connections = 3;
+        c.multiplexing = multiplexing;
         with_app(c, &app);
     })
     .await;
@@ -315,10 +326,12 @@ async fn random_aborts_leave_whole_batches_and_clean_connections() {
     .unwrap();
     let stats = db.get_pool_stats().await.unwrap();
     assert!(stats.size <= 3, "{stats:?}");
+    // The path named: with multiplexing, calls ran on shared connections.
+    assert_eq!(stats.shared_calls > 0, multiplexing, "{stats:?}");
     assert_no_open_transaction(&app).await;
 
     eprintln!(
-        "random_aborts: seed {seed}, {} iterations in {ran_for:?} ({aborted} aborted), settled in \
+        "random_aborts (multiplexing {multiplexing}): seed {seed}, {} iterations in {ran_for:?} ({aborted} aborted), settled in \
          {settled:?}, {backends} backends answered 400 checks; by kind: {tally:?}",
         log.len()
     );

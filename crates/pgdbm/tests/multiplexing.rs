@@ -1,0 +1,366 @@
+//! `multiplexing = true`: session-neutral calls of many callers share a few connections,
+//! pipelined; everything else keeps a connection of its own.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgdbm::{AsyncDatabaseManager, DatabaseConfig, Error, ErrorKind};
+
+fn multiplexed(n: usize) -> impl FnOnce(&mut DatabaseConfig) {
+    move |c| {
+        c.multiplexing = true;
+        c.min_connections = 1;
+        c.max_connections = n;
+    }
+}
+
+/// The server sessions of this manager's pool (its `application_name` is `<schema>_pool`).
+async fn backends(schema: &str) -> i64 {
+    admin_value(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{schema}_pool'"
+    ))
+    .await
+    .unwrap()
+    .parse()
+    .unwrap()
+}
+
+/// Samples the pool while `running` is set: the most server sessions seen, and the most
+/// statements seen in flight on one shared connection.
+fn watch(
+    db: &AsyncDatabaseManager,
+    schema: String,
+    running: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(i64, usize)> {
+    let db = db.clone();
+    tokio::spawn(async move {
+        let (mut sessions, mut per_conn) = (0, 0);
+        while running.load(Ordering::Relaxed) {
+            sessions = sessions.max(backends(&schema).await);
+            let stats = db.get_pool_stats().await.unwrap();
+            per_conn = per_conn.max(stats.shared.iter().map(|c| c.in_flight).max().unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (sessions, per_conn)
+    })
+}
+
+/// Each of `tasks` callers runs `calls` point selects with its own parameters and checks that
+/// every answer is its own. Returns the errors, which must all be allowed by `allowed`.
+async fn load(db: &AsyncDatabaseManager, tasks: usize, calls: usize) -> Vec<Error> {
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let db = db.clone();
+        set.spawn(async move {
+            let mut errors = Vec::new();
+            for i in 0..calls {
+                let key = (t * 1_000_000 + i) as i64;
+                let tag = format!("caller {t}");
+                match db
+                    .fetch_one(
+                        "SELECT $1::int8 * 2 AS twice, $2::text AS tag",
+                        &[&key, &tag],
+                    )
+                    .await
+                {
+                    Ok(row) => {
+                        let row = row.expect("one row");
+                        assert_eq!(row.get::<i64>("twice").unwrap(), key * 2, "another's row");
+                        assert_eq!(row.get::<String>("tag").unwrap(), tag, "another's row");
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            errors
+        });
+    }
+    let mut errors = Vec::new();
+    while let Some(r) = set.join_next().await {
+        errors.extend(r.unwrap());
+    }
+    errors
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_callers_share_four_connections_and_each_gets_its_own_answer() {
+    let (db, g) = schema_db_with(multiplexed(4)).await;
+    let running = Arc::new(AtomicBool::new(true));
+    let watcher = watch(&db, g.0.clone(), running.clone());
+    let errors = load(&db, 64, 2_000).await;
+    running.store(false, Ordering::Relaxed);
+    let (sessions, per_conn) = watcher.await.unwrap();
+    assert!(errors.is_empty(), "errors: {errors:?}");
+    assert!(
+        sessions <= 4,
+        "the server saw {sessions} sessions of a pool of 4"
+    );
+    // The path this test is about: several callers' statements on one connection at once.
+    assert!(
+        per_conn > 1,
+        "at most {per_conn} statement in flight per connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_a_timeout_and_a_terminated_backend_reach_only_their_callers() {
+    let (db, _g) = schema_db_with(multiplexed(4)).await;
+    let loading = {
+        let db = db.clone();
+        tokio::spawn(async move { load(&db, 32, 600).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let failed = db
+        .fetch_value::<i32>("SELECT 1 / $1::int4", &[&0_i32])
+        .await;
+    assert_eq!(failed.unwrap_err().code(), Some("22012"));
+
+    let started = Instant::now();
+    let slow = db
+        .with_timeout(Duration::from_millis(50))
+        .fetch_value::<String>("SELECT pg_sleep(1)::text", &[])
+        .await;
+    let waited = started.elapsed();
+    let e = slow.unwrap_err();
+    assert!(matches!(e, Error::SharedTimeout { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    assert!(
+        waited < Duration::from_millis(500),
+        "returned after {waited:?}"
+    );
+
+    let victim = db.get_pool_stats().await.unwrap().shared[0].backend_pid;
+    admin(&format!("SELECT pg_terminate_backend({victim})")).await;
+
+    let errors = loading.await.unwrap();
+    // The path this test is about: callers were on the terminated connection.
+    assert!(
+        !errors.is_empty(),
+        "no caller was on the terminated connection"
+    );
+    for e in &errors {
+        // Only the callers whose statement was on the terminated connection.
+        assert_eq!(e.kind(), ErrorKind::ConnectionLost, "a neighbour got: {e}");
+        assert_ne!(e.code(), Some("57014"), "a neighbour was cancelled: {e}");
+    }
+    assert!(errors.len() < 32 * 600 / 4, "{} errors", errors.len());
+    // The pool goes on.
+    served_at_once(&db).await;
+}
+
+#[tokio::test]
+async fn a_timeout_on_a_shared_connection_cancels_nothing() {
+    let (db, g) = schema_db_with(multiplexed(1)).await;
+    let marker = g.0.clone();
+    let sql = format!("SELECT pg_sleep(0.4)::text, '{marker}'");
+    let short = db.with_timeout(Duration::from_millis(50));
+    let neighbour = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            db.fetch_value::<i64>("SELECT 7::int8", &[]).await
+        })
+    };
+    let e = short.fetch_value::<String>(&sql, &[]).await.unwrap_err();
+    assert!(matches!(e, Error::SharedTimeout { .. }), "{e}");
+    assert!(e.to_string().contains("not cancelled"), "{e}");
+    // The statement runs on: no cancel request reached it.
+    assert_eq!(active_with(&marker).await, 1, "the statement was cancelled");
+    // The neighbour behind it on the one connection is answered, not cancelled.
+    assert_eq!(neighbour.await.unwrap().unwrap(), Some(7));
+    assert_eq!(db.get_pool_stats().await.unwrap().shared.len(), 1);
+}
+
+#[tokio::test]
+async fn session_changes_and_transactions_keep_a_connection_of_their_own() {
+    let (db, _g) = schema_db_with(multiplexed(3)).await;
+    // Hostile callers, through the methods that would otherwise share.
+    let hostile = [
+        "SELECT set_config('app.tenant', 'leak', false)",
+        "SET search_path = pg_catalog",
+        "CREATE TEMP TABLE leak (x int)",
+        "BEGIN",
+    ];
+    let probes = async {
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            let v: Option<String> = db
+                .fetch_value("SELECT current_setting('app.tenant', true)", &[])
+                .await
+                .unwrap();
+            seen.push(v.unwrap_or_default());
+            // `pg_temp` is this session's own temporary schema.
+            let temp: Option<bool> = db
+                .fetch_value("SELECT to_regclass('pg_temp.leak') IS NOT NULL", &[])
+                .await
+                .unwrap();
+            assert_eq!(
+                temp,
+                Some(false),
+                "a temp table reached a shared connection"
+            );
+            let status: Option<String> = db.fetch_value("SELECT 'ok'::text", &[]).await.unwrap();
+            assert_eq!(status.as_deref(), Some("ok"));
+        }
+        seen
+    };
+    let attacks = async {
+        for sql in hostile {
+            let _ = db.execute(sql, &[]).await;
+            let _ = db.fetch_all(sql, &[]).await;
+        }
+    };
+    let (seen, ()) = tokio::join!(probes, attacks);
+    assert!(
+        seen.iter().all(|v| v.is_empty()),
+        "a setting leaked: {seen:?}"
+    );
+    let stats = db.get_pool_stats().await.unwrap();
+    assert!(stats.shared.len() <= 3);
+    // A transaction gets a connection of its own, and its statements are not shared.
+    let tx = db.transaction().await.unwrap();
+    tx.execute("SELECT set_config('app.tenant', 'tx', true)", &[])
+        .await
+        .unwrap();
+    let outside: Option<String> = db
+        .fetch_value("SELECT current_setting('app.tenant', true)", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        outside.unwrap_or_default(),
+        "",
+        "a transaction's setting was seen outside"
+    );
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_caller_gets_a_connection_while_shared_calls_hold_the_pool() {
+    let (db, _g) = schema_db_with(multiplexed(2)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for _ in 0..16 {
+        let (db, stop, done) = (db.clone(), stop.clone(), done.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let v: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
+                assert_eq!(v, Some(1));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    settle(|| async { db.get_pool_stats().await.unwrap().shared.len() == 2 }).await;
+    let started = Instant::now();
+    let tx = db
+        .with_timeout(Duration::from_secs(5))
+        .transaction()
+        .await
+        .expect("a transaction while shared calls hold every connection");
+    tx.execute("SELECT 1", &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited {:?}",
+        started.elapsed()
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    assert!(done.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test]
+async fn pool_stats_report_statements_in_flight_per_shared_connection() {
+    let (db, _g) = schema_db_with(multiplexed(2)).await;
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.fetch_value::<String>("SELECT pg_sleep(0.05)::text", &[])
+                    .await
+            })
+        })
+        .collect();
+    let mut most = 0;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until && most < 4 {
+        let stats = db.get_pool_stats().await.unwrap();
+        assert!(stats.shared.len() <= 2);
+        most = most.max(stats.shared_in_flight());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert!(
+        most >= 4,
+        "at most {most} statements in flight were reported"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_shared_connection_is_closed_and_its_callers_are_told() {
+    let upstream: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = pgdbm::testing::LatencyProxy::start(upstream, Duration::ZERO)
+        .await
+        .unwrap();
+    let (db, _g) = schema_db_with(|c| {
+        multiplexed(1)(c);
+        c.connection_string = Some(format!("postgresql://postgres@{}/postgres", proxy.addr()));
+        // No server limit: the caller's own deadline is the only due time.
+        c.statement_timeout_ms = None;
+        c.command_timeout = 0.0;
+    })
+    .await;
+    served_at_once(&db).await;
+    proxy.set_stalled(true);
+    let waiting = {
+        let db = db.clone();
+        tokio::spawn(async move { db.fetch_value::<i32>("SELECT 2", &[]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let e = db
+        .with_timeout(Duration::from_millis(100))
+        .fetch_value::<i32>("SELECT 1", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::SharedTimeout { .. }), "{e}");
+    // Due at 100 ms, closed once it is 5 s overdue.
+    let lost = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the stalled connection was closed")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(lost.kind(), ErrorKind::ConnectionLost, "{lost}");
+    assert_eq!(lost.may_have_run(), Some(true));
+    assert!(lost.to_string().contains("stalled"), "{lost}");
+    proxy.set_stalled(false);
+    served_at_once(&db).await;
+}
+
+#[tokio::test]
+async fn multiplexing_is_refused_behind_a_transaction_pooler() {
+    let mut c = config();
+    c.multiplexing = true;
+    c.pooler = pgdbm::Pooler::Transaction;
+    let e = match AsyncDatabaseManager::new(c) {
+        Err(e) => e,
+        Ok(db) => db.connect().await.unwrap_err(),
+    };
+    assert!(
+        matches!(
+            e,
+            Error::Configuration {
+                field: "multiplexing",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
