@@ -364,3 +364,81 @@ async fn multiplexing_is_refused_behind_a_transaction_pooler() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_of_neutral_statements_share_connections() {
+    let (db, _g) = schema_db_with(multiplexed(2)).await;
+    users_table(&db).await;
+    let before = db.get_pool_stats().await.unwrap().shared_calls;
+    let mut tasks = Vec::new();
+    for t in 0..16_i32 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50_i32 {
+                let email = format!("{t}-{i}@x");
+                let mut p = db.pipeline();
+                let ins = p.execute(
+                    "INSERT INTO {{tables.users}} (email, age) VALUES ($1, $2)",
+                    &[&email, &i],
+                );
+                let age = p.fetch_value::<i32>(
+                    "SELECT age FROM {{tables.users}} WHERE email = $1",
+                    &[&email],
+                );
+                let bad = p.fetch_value::<i32>("SELECT 1 / $1::int4", &[&0_i32]);
+                let r = p.run().await.unwrap();
+                assert_eq!(r.get(ins).unwrap(), 1);
+                assert_eq!(r.get(age).unwrap(), Some(i), "another caller's answer");
+                assert_eq!(r.get(bad).unwrap_err().code(), Some("22012"));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(count_users(&db).await, 16 * 50);
+    let stats = db.get_pool_stats().await.unwrap();
+    assert!(
+        stats.shared_calls >= before + 16 * 50,
+        "{} pipelines on shared connections",
+        stats.shared_calls - before
+    );
+    // A pipeline with a session change keeps a connection of its own.
+    let mut p = db.pipeline();
+    let set = p.execute("SELECT set_config('app.tenant', 'p', false)", &[]);
+    p.run().await.unwrap().get(set).unwrap();
+    let seen: Option<String> = db
+        .fetch_value("SELECT current_setting('app.tenant', true)", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.unwrap_or_default(),
+        "",
+        "a pipeline's setting reached a shared connection"
+    );
+}
+
+#[tokio::test]
+async fn a_pipeline_timeout_on_a_shared_connection_cancels_nothing() {
+    let (db, g) = schema_db_with(multiplexed(1)).await;
+    let marker = g.0.clone();
+    let short = db.with_timeout(Duration::from_millis(50));
+    let mut p = short.pipeline();
+    let sql = format!("SELECT pg_sleep(0.4)::text, '{marker}'");
+    let _fast = p.fetch_value::<i32>("SELECT 1", &[]);
+    let _slow = p.fetch_all(&sql, &[]);
+    let e = p.run().await.unwrap_err();
+    assert!(matches!(e, Error::PipelineTimeout { .. }), "{e}");
+    assert_eq!(e.completed_statements(), Some(&[0][..]), "{e}");
+    assert_eq!(active_with(&marker).await, 1, "the statement was cancelled");
+    served_at_once_after(&db, Duration::from_secs(2)).await;
+}
+
+/// The next call is answered within `limit` (a shared connection may first finish what an
+/// abandoned statement left on it).
+async fn served_at_once_after(db: &AsyncDatabaseManager, limit: Duration) {
+    let started = Instant::now();
+    let one: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
+    assert_eq!(one, Some(1));
+    assert!(started.elapsed() < limit, "waited {:?}", started.elapsed());
+}

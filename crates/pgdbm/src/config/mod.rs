@@ -157,10 +157,11 @@ pub struct DatabaseConfig {
     /// addresses and tokens stay out of logs. Process-wide once a pool is made with it on.
     pub log_parameter_values: bool,
     /// Multiplexing: session-neutral statements sent outside a transaction (`execute`,
-    /// `fetch_*`, `execute_and_return_id`) share a few pooled connections with other callers'
-    /// statements, pipelined, instead of holding a connection each for their round trip.
-    /// Transactions, streams, COPY, `executemany`, pipelines, `acquire()`, LISTEN and
-    /// statements that change the session still get a connection of their own;
+    /// `fetch_*`, `execute_and_return_id`, pipelines) share a few pooled connections with
+    /// other callers' statements, pipelined, instead of holding a connection each for their
+    /// round trip. Transactions, streams, COPY, `executemany`, `acquire()`, LISTEN,
+    /// `with_settings` views and statements that change the session still get a connection
+    /// of their own;
     /// `max_connections` bounds both kinds together. A timeout on a shared connection returns
     /// at its deadline without cancelling ([`Error::SharedTimeout`](crate::Error::SharedTimeout)).
     /// Off by default; refused with `pooler = "transaction"`. Env `DB_MULTIPLEXING`.

@@ -194,11 +194,13 @@ pub enum Error {
 
     /// A [`Pipeline`](crate::Pipeline) did not finish in time. It was cancelled as a whole;
     /// `completed` lists the statements that had finished (outside a transaction, each of
-    /// those is committed). [`Error::is_timeout`] is true, [`Error::kind`] is
-    /// [`ErrorKind::Timeout`].
+    /// those is committed). On a shared connection (multiplexing) nothing is cancelled: the
+    /// statements not listed may still run, and their answers are discarded.
+    /// [`Error::is_timeout`] is true, [`Error::kind`] is [`ErrorKind::Timeout`].
     #[error(
         "a pipeline of {statements} statement(s) timed out after {after:?}; {}; the rest is \
-         being cancelled on the server. Raise the limit with `with_timeout` or `command_timeout`.",
+         being cancelled on the server (on a shared connection it is left to finish, its \
+         answers discarded). Raise the limit with `with_timeout` or `command_timeout`.",
         describe_completed(completed)
     )]
     PipelineTimeout {

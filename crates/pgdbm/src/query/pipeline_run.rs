@@ -174,8 +174,21 @@ impl<'r, 'p> Plan<'r, 'p> {
         }
         let deadline = ex.deadline();
         let first = self.sqls.iter().flatten().next().map_or("", |s| &**s);
-        let conn = ex.conn(deadline, Intent::Write, first).await?;
-        let conn: &PgConn = &conn;
+        // On a multiplexing pool a pipeline of session-neutral statements outside a
+        // transaction shares a connection like a single call.
+        let shareable = !self.in_transaction
+            && self.context.is_none()
+            && self
+                .sqls
+                .iter()
+                .flatten()
+                .all(|sql| crate::sql::Effects::of(sql).is_none());
+        let held = if shareable {
+            ex.call_conn(deadline, Intent::Write, first).await?
+        } else {
+            ex.conn(deadline, Intent::Write, first).await?
+        };
+        let conn: &PgConn = &held;
         let started = Instant::now();
         let timed = conn
             .timed(None, "pipeline", async {
@@ -188,9 +201,15 @@ impl<'r, 'p> Plan<'r, 'p> {
                 let Err(_) = tokio::time::timeout_at(deadline.into(), drive.as_mut()).await else {
                     return Ok(None);
                 };
+                if conn.is_shared() {
+                    // A cancel could stop another caller's statement: the rest runs on, and
+                    // its answers are discarded.
+                    return Ok(Some(started.elapsed()));
+                }
                 cancel_the_rest(conn, drive, started).await.map(Some)
             })
             .await;
+        held.settle(&timed);
         if let Ok(Some(after)) | Err(Error::Timeout { after, .. }) = timed {
             let n = self.sqls.len();
             return Err(Error::PipelineTimeout {
