@@ -238,6 +238,39 @@ async fn session_changes_and_transactions_keep_a_connection_of_their_own() {
     tx.rollback().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_reported_session_change_inside_a_function_takes_the_connection_out_of_sharing() {
+    let (db, g) = schema_db_with(multiplexed(1)).await;
+    // The text shows no session change; the function makes one that the server reports.
+    db.execute(
+        "CREATE FUNCTION {{tables.sneaky}}() RETURNS int LANGUAGE sql AS \
+         $$ SELECT set_config('application_name', 'sneaky', false); SELECT 1 $$",
+        &[],
+    )
+    .await
+    .unwrap();
+    let pid: Option<i32> = db
+        .fetch_value("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap();
+    let one: Option<i32> = db
+        .fetch_value("SELECT {{tables.sneaky}}()", &[])
+        .await
+        .unwrap();
+    assert_eq!(one, Some(1));
+    let app: Option<String> = db
+        .fetch_value("SELECT current_setting('application_name')", &[])
+        .await
+        .unwrap();
+    assert_eq!(app.as_deref(), Some(format!("{}_pool", g.0).as_str()));
+    let after: Option<i32> = db
+        .fetch_value("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap();
+    assert_ne!(pid, after, "the changed connection stayed shared");
+    assert!(db.get_pool_stats().await.unwrap().shared_calls >= 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusive_caller_gets_a_connection_while_shared_calls_hold_the_pool() {
     let (db, _g) = schema_db_with(multiplexed(2)).await;
@@ -345,24 +378,30 @@ async fn a_stalled_shared_connection_is_closed_and_its_callers_are_told() {
 }
 
 #[tokio::test]
-async fn multiplexing_is_refused_behind_a_transaction_pooler() {
-    let mut c = config();
-    c.multiplexing = true;
-    c.pooler = pgdbm::Pooler::Transaction;
-    let e = match AsyncDatabaseManager::new(c) {
-        Err(e) => e,
-        Ok(db) => db.connect().await.unwrap_err(),
-    };
-    assert!(
-        matches!(
-            e,
-            Error::Configuration {
-                field: "multiplexing",
-                ..
-            }
-        ),
-        "{e}"
-    );
+async fn multiplexing_is_refused_behind_a_transaction_pooler_and_with_reset_always() {
+    let refusals: [fn(&mut DatabaseConfig); 2] = [
+        |c| c.pooler = pgdbm::Pooler::Transaction,
+        |c| c.reset_on_release = pgdbm::ResetOnRelease::Always,
+    ];
+    for tweak in refusals {
+        let mut c = config();
+        c.multiplexing = true;
+        tweak(&mut c);
+        let e = match AsyncDatabaseManager::new(c) {
+            Err(e) => e,
+            Ok(db) => db.connect().await.unwrap_err(),
+        };
+        assert!(
+            matches!(
+                e,
+                Error::Configuration {
+                    field: "multiplexing",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

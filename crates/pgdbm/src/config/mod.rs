@@ -164,7 +164,8 @@ pub struct DatabaseConfig {
     /// of their own;
     /// `max_connections` bounds both kinds together. A timeout on a shared connection returns
     /// at its deadline without cancelling ([`Error::SharedTimeout`](crate::Error::SharedTimeout)).
-    /// Off by default; refused with `pooler = "transaction"`. Env `DB_MULTIPLEXING`.
+    /// Off by default; refused with `pooler = "transaction"` and with
+    /// `reset_on_release = "always"`. Env `DB_MULTIPLEXING`.
     pub multiplexing: bool,
     /// Where migrations connect when `connection_string` goes through a transaction pooler: the
     /// server itself (Prisma's and Rails' `directUrl`). Same forms as `connection_string`; the
@@ -433,6 +434,23 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("pooler = \"transaction\""), "{e}");
+        let c = DatabaseConfig {
+            multiplexing: true,
+            reset_on_release: crate::ResetOnRelease::Always,
+            ..DatabaseConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                crate::Error::Configuration {
+                    field: "multiplexing",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("reset_on_release"), "{e}");
     }
 
     #[test]

@@ -98,6 +98,15 @@ impl DatabaseConfig {
                  throughput from fewer server connections)",
             ));
         }
+        if self.multiplexing && self.reset_on_release == crate::ResetOnRelease::Always {
+            return Err(Error::config(
+                "multiplexing",
+                "cannot be used with reset_on_release = \"always\": a shared connection carries \
+                 many callers' statements at once and cannot be reset between them. Keep \
+                 reset_on_release = \"auto\" (session-changing statements never share), or turn \
+                 multiplexing off",
+            ));
+        }
         if self.listen_buffer_size == 0 {
             return Err(Error::config(
                 "listen_buffer_size",
