@@ -416,41 +416,34 @@ mod tests {
     }
 
     #[test]
-    fn multiplexing_is_refused_behind_a_transaction_pooler() {
-        let c = DatabaseConfig {
-            multiplexing: true,
-            pooler: crate::Pooler::Transaction,
-            ..DatabaseConfig::default()
-        };
-        let e = c.validate().unwrap_err();
-        assert!(
-            matches!(
-                e,
-                crate::Error::Configuration {
-                    field: "multiplexing",
-                    ..
-                }
+    fn multiplexing_is_refused_behind_a_transaction_pooler_and_with_reset_always() {
+        let refused = [
+            (
+                DatabaseConfig {
+                    pooler: crate::Pooler::Transaction,
+                    ..DatabaseConfig::default()
+                },
+                "pooler = \"transaction\"",
             ),
-            "{e}"
-        );
-        assert!(e.to_string().contains("pooler = \"transaction\""), "{e}");
-        let c = DatabaseConfig {
-            multiplexing: true,
-            reset_on_release: crate::ResetOnRelease::Always,
-            ..DatabaseConfig::default()
-        };
-        let e = c.validate().unwrap_err();
-        assert!(
-            matches!(
-                e,
-                crate::Error::Configuration {
-                    field: "multiplexing",
-                    ..
-                }
+            (
+                DatabaseConfig {
+                    reset_on_release: crate::ResetOnRelease::Always,
+                    ..DatabaseConfig::default()
+                },
+                "reset_on_release = \"always\"",
             ),
-            "{e}"
-        );
-        assert!(e.to_string().contains("reset_on_release"), "{e}");
+        ];
+        for (c, names) in refused {
+            let c = DatabaseConfig {
+                multiplexing: true,
+                ..c
+            };
+            let e = c.validate().unwrap_err();
+            let is_multiplexing =
+                matches!(&e, crate::Error::Configuration { field, .. } if *field == "multiplexing");
+            assert!(is_multiplexing, "{e}");
+            assert!(e.to_string().contains(names), "{e}");
+        }
     }
 
     #[test]

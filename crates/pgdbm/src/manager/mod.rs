@@ -366,21 +366,7 @@ impl AsyncDatabaseManager {
         intent: Intent,
         sql: &str,
     ) -> Result<ConnRef<'static>> {
-        let pool = self.pool()?;
-        if let Some(set) = crate::replica::replicas_of(&pool) {
-            // Boxed: the routing future stays out of every call's future.
-            return Box::pin(crate::replica::route(
-                self.replica_view,
-                self.write_tracker(),
-                pool,
-                set,
-                deadline,
-                intent,
-                sql,
-            ))
-            .await;
-        }
-        Ok(ConnRef::Pooled(pool.get(deadline).await?))
+        self.connection(deadline, intent, sql, false).await
     }
 
     /// A raw pooled connection (derefs to `tokio_postgres::Client`). When it is dropped, it
@@ -515,14 +501,16 @@ impl Runner for AsyncDatabaseManager {
 }
 
 impl AsyncDatabaseManager {
-    /// A connection for one call; `shareable`: the call may run on a shared connection.
-    async fn connection(
+    /// A connection for one call: a shared one when `shareable` and the pool multiplexes, else
+    /// the primary's, unless the pool has replicas and the call may read from one. It borrows
+    /// nothing, so its lifetime `'c` is the caller's choice.
+    async fn connection<'c>(
         &self,
         deadline: Option<Instant>,
         intent: Intent,
         sql: &str,
         shareable: bool,
-    ) -> Result<ConnRef<'_>> {
+    ) -> Result<ConnRef<'c>> {
         // `route` written out rather than called: without replicas a query pays one branch,
         // not a nested future.
         let pool = self.pool()?;

@@ -462,6 +462,9 @@ impl Pool {
         if let Some(companion) = &self.inner.companion {
             companion.close();
         }
+        if let Some(mux) = &self.inner.mux {
+            mux.clear();
+        }
     }
 
     /// `host:port` (or every `host:port` of a multi-host string), never a password.

@@ -150,6 +150,12 @@ impl Mux {
         }
     }
 
+    /// Lets go of every shared connection (the pool is closing): each is released once its
+    /// calls end.
+    pub(crate) fn clear(&self) {
+        self.slots().clear();
+    }
+
     /// Looks the shared connections over: drops broken ones, closes stalled ones, and gives
     /// back those unused for [`IDLE_RELEASE`] or wanted by a waiting caller.
     fn tick(&self, waiting: bool) {
