@@ -25,6 +25,13 @@ usage: cargo run --release -p pgdbm-bench -- [options]
                           tenant1/tenants: 10 statements on 1 / 1,000 tenant schemas
   --conc LIST           comma-separated concurrency levels (default 1,16,64; without --conc
                         the seq10/pipe10 workloads run at 1 and 16, the tenant ones at 16)
+  --mux                 the multiplexing benchmark alone: point selects from 64 callers,
+                        loopback and through a proxy adding 0.5 and 2 ms each way, for
+                        pgdbm multiplexed on 4 and 8 connections, pgdbm exclusive with 4, 8
+                        and 64, deadpool-postgres and sqlx with 64 (3 rounds of 1.5 s per
+                        cell unless given, ~3 minutes); with --write it writes the
+                        \"Multiplexing\" section of docs/benchmarks.md and
+                        docs/benchmarks-mux.svg
   --contenders LIST     comma-separated subset of: pgdbm,pgdbm-serde,pgdbm-traced,
                         pgdbm-monitor,pgdbm-reset-always,raw,deadpool,sqlx,python,
                         pgbench
@@ -72,6 +79,8 @@ pub struct Options {
     pub write: bool,
     /// Print type sizes and exit.
     pub sizes: bool,
+    /// `--mux`: the multiplexing benchmark instead of the suite.
+    pub mux: bool,
     /// `--rss-child WHO WORKLOAD`: one peak-memory measurement (the suite runs itself).
     pub rss_child: Option<(String, String)>,
 }
@@ -91,6 +100,7 @@ pub fn parse() -> Result<Options, String> {
     let mut workloads = Workload::ALL.to_vec();
     let mut concurrency = vec![1, 16, 64];
     let (mut rss, mut write, mut sizes, mut subset) = (true, None, false, false);
+    let mut mux = false;
     let mut testdb = None;
     let mut rss_child = None;
     let (mut conc_given, mut json, mut compare, mut against) = (false, None, None, None);
@@ -109,6 +119,10 @@ pub fn parse() -> Result<Options, String> {
         match name.as_str() {
             "--quick" => quick = true,
             "--sizes" => sizes = true,
+            "--mux" => {
+                mux = true;
+                subset = true;
+            }
             "--no-rss" => rss = false,
             "--testdb" => testdb = Some(true),
             "--no-testdb" => testdb = Some(false),
@@ -185,8 +199,16 @@ pub fn parse() -> Result<Options, String> {
             .ok()
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432/postgres".into()),
-        rounds: rounds.unwrap_or(if quick { 2 } else { 5 }),
-        duration: Duration::from_secs_f64(duration.unwrap_or(if quick { 0.3 } else { 1.0 })),
+        rounds: rounds.unwrap_or(match (quick, mux) {
+            (true, _) => 2,
+            (false, true) => 3,
+            (false, false) => 5,
+        }),
+        duration: Duration::from_secs_f64(duration.unwrap_or(match (quick, mux) {
+            (true, _) => 0.3,
+            (false, true) => 1.5,
+            (false, false) => 1.0,
+        })),
         fixed_ops,
         contenders,
         workloads,
@@ -199,6 +221,7 @@ pub fn parse() -> Result<Options, String> {
         testdb: testdb.unwrap_or(!subset && fixed_ops.is_none()),
         write: write.unwrap_or(!subset && fixed_ops.is_none()),
         sizes,
+        mux,
         rss_child,
     })
 }

@@ -113,8 +113,48 @@ impl Who {
     }
 }
 
+/// How a contender's pool is made: the default for the suite is [`Pool::of`].
+#[derive(Debug, Clone, Copy)]
+pub struct Pool<'a> {
+    /// Connections, all connected before `open` returns.
+    pub size: usize,
+    /// pgdbm's `multiplexing` (pgdbm only).
+    pub multiplexing: bool,
+    /// The sessions' `application_name` (the library's default when `None`).
+    pub application_name: Option<&'a str>,
+}
+
+impl Pool<'_> {
+    /// `size` connections with the library's defaults.
+    pub fn of(size: usize) -> Self {
+        Pool {
+            size,
+            multiplexing: false,
+            application_name: None,
+        }
+    }
+}
+
 /// Opens `who` with `size` connections, all of them connected before it returns.
 pub async fn open(who: Who, url: &str, sqls: &Arc<Sqls>, size: usize) -> Result<Live, BoxError> {
+    open_with(who, url, sqls, Pool::of(size)).await
+}
+
+/// Opens `who` with the pool `pool`.
+pub async fn open_with(
+    who: Who,
+    url: &str,
+    sqls: &Arc<Sqls>,
+    pool: Pool<'_>,
+) -> Result<Live, BoxError> {
+    let Pool {
+        size,
+        multiplexing,
+        application_name,
+    } = pool;
+    if multiplexing && who != Who::Pgdbm {
+        return Err(format!("{} has no multiplexing", who.label()).into());
+    }
     Ok(match who {
         Who::Pgdbm
         | Who::PgdbmSerde
@@ -132,6 +172,9 @@ pub async fn open(who: Who, url: &str, sqls: &Arc<Sqls>, size: usize) -> Result<
                 min_connections: size,
                 max_connections: size,
                 reset_on_release,
+                multiplexing,
+                server_settings: application_name
+                    .map(|name| [("application_name".to_owned(), name.to_owned())].into()),
                 ..defaults
             })?;
             db.connect().await?;
@@ -150,6 +193,9 @@ pub async fn open(who: Who, url: &str, sqls: &Arc<Sqls>, size: usize) -> Result<
         Who::Raw => {
             let mut config = tokio_postgres::Config::from_str(url)?;
             config.options(SESSION_OPTIONS);
+            if let Some(name) = application_name {
+                config.application_name(name);
+            }
             let conns = futures_util::future::try_join_all((0..size).map(|_| async {
                 let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
                 tokio::spawn(async move {
@@ -163,6 +209,9 @@ pub async fn open(who: Who, url: &str, sqls: &Arc<Sqls>, size: usize) -> Result<
         Who::Deadpool => {
             let mut config = tokio_postgres::Config::from_str(url)?;
             config.options(SESSION_OPTIONS);
+            if let Some(name) = application_name {
+                config.application_name(name);
+            }
             let manager = deadpool_postgres::Manager::from_config(
                 config,
                 tokio_postgres::NoTls,
@@ -179,8 +228,11 @@ pub async fn open(who: Who, url: &str, sqls: &Arc<Sqls>, size: usize) -> Result<
             Live::Deadpool(pool)
         }
         Who::Sqlx => {
-            let options =
+            let mut options =
                 sqlx::postgres::PgConnectOptions::from_str(url)?.options([("jit", "off")]);
+            if let Some(name) = application_name {
+                options = options.application_name(name);
+            }
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(size as u32)
                 .min_connections(size as u32)

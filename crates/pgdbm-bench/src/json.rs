@@ -21,6 +21,9 @@ pub struct Doc {
     pub rss: Vec<RssFigure>,
     #[serde(default)]
     pub testdb: Vec<TestdbFigure>,
+    /// The multiplexing benchmark (`--mux`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mux: Option<crate::mux_report::MuxDoc>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -159,6 +162,7 @@ impl Doc {
                     cleanup_ms: ms(w.cleanup),
                 })
                 .collect(),
+            mux: report.mux.as_ref().map(crate::mux_report::MuxDoc::of),
         }
     }
 
@@ -311,6 +315,7 @@ mod tests {
             }],
             rss: Vec::new(),
             testdb: Vec::new(),
+            mux: None,
         };
         let doc = Doc::of(&report);
         let text = serde_json::to_string(&doc).unwrap();

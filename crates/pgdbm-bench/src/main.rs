@@ -16,7 +16,12 @@
 //! cargo run --release -p pgdbm-bench -- --workload seq10,pipe10,seq10_1ms,pipe10_1ms
 //! cargo run --release -p pgdbm-bench -- --workload tenant1,tenants --json /tmp/b.json
 //! cargo run --release -p pgdbm-bench -- --compare /tmp/a.json /tmp/b.json
+//! cargo run --release -p pgdbm-bench -- --mux --write         # multiplexing (~3 minutes)
 //! ```
+//!
+//! `--mux` runs the multiplexing benchmark instead of the suite (see `mux`); with `--write` it
+//! rewrites only the "Multiplexing" section of `docs/benchmarks.md` and
+//! `docs/benchmarks-mux.svg`, and a full run keeps that section.
 
 mod args;
 mod chart;
@@ -26,6 +31,8 @@ mod json;
 mod live;
 mod measure;
 mod multi;
+mod mux;
+mod mux_report;
 mod ops;
 mod pgbench;
 mod python;
@@ -112,7 +119,15 @@ async fn main_run(opts: &Options) -> Result<(), BoxError> {
     }
     report.print();
     let doc = json::Doc::of(&report);
-    if opts.write {
+    if let (true, Some(mux)) = (opts.write, &report.mux) {
+        let dir = args::docs_dir();
+        mux_report::write(&dir, mux, report.cores, &report.server_version)?;
+        eprintln!(
+            "wrote {} and the section {:?} of benchmarks.md",
+            dir.join(mux_report::CHART).display(),
+            mux_report::HEADING
+        );
+    } else if opts.write {
         let dir = args::docs_dir();
         report.write(&dir)?;
         doc.write(&dir.join("benchmarks.json"))?;
@@ -140,6 +155,24 @@ async fn run(
     let version: String = admin.query_one("SHOW server_version", &[]).await?.get(0);
     eprintln!("creating schema {schema} …");
     setup::create_schema(admin, schema).await?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if opts.mux {
+        let mux = mux::run(opts, admin, schema).await?;
+        let minutes = started.elapsed().as_secs_f64() / 60.0;
+        eprintln!("done in {minutes:.1} min");
+        return Ok(report::Report {
+            server_version: version,
+            cores,
+            rounds: opts.rounds,
+            duration: opts.duration,
+            minutes,
+            missing: Vec::new(),
+            outcomes: Vec::new(),
+            rss: Vec::new(),
+            testdb: Vec::new(),
+            mux: Some(mux),
+        });
+    }
     if opts.workloads.iter().any(|w| w.tenants().is_some()) {
         let t = Instant::now();
         tenants::create(admin, schema).await?;
@@ -202,7 +235,7 @@ async fn run(
     eprintln!("done in {minutes:.1} min");
     Ok(report::Report {
         server_version: version,
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores,
         rounds: opts.rounds,
         duration: opts.duration,
         minutes,
@@ -210,6 +243,7 @@ async fn run(
         outcomes,
         rss,
         testdb,
+        mux: None,
     })
 }
 

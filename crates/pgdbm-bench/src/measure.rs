@@ -161,6 +161,27 @@ pub async fn slice(
     budget: Budget,
     seed: u64,
 ) -> Result<Sample, BoxError> {
+    let (result, closer) = slice_open(live, sqls, w, conc, budget, seed).await;
+    let mut memory = None;
+    if let Some(live) = closer {
+        if result.is_ok() && w.tenants().is_some() {
+            memory = tenants::memory(&live, conc).await;
+        }
+        live.close().await;
+    }
+    Ok(Sample { memory, ..result? })
+}
+
+/// Runs one slice of `w` on `conc` tasks and hands back what closes the contender (`None` for
+/// raw connections, closed already), to be looked at first.
+pub async fn slice_open(
+    live: Live,
+    sqls: &Arc<Sqls>,
+    w: Workload,
+    conc: usize,
+    budget: Budget,
+    seed: u64,
+) -> (Result<Sample, BoxError>, Option<Live>) {
     let (handles, closer) = handles(live, conc);
     // Bulk rows are built before the clock starts.
     let parts: Vec<Option<Vec<BulkRow>>> = match budget {
@@ -259,21 +280,14 @@ pub async fn slice(
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    let mut memory = None;
-    if let Some(live) = closer {
-        if result.is_ok() && w.tenants().is_some() {
-            memory = tenants::memory(&live, conc).await;
-        }
-        live.close().await;
-    }
-    result?;
-    Ok(Sample {
+    let sample = result.map(|()| Sample {
         ops,
         secs,
         all_ops,
         cpu_ns,
-        memory,
-    })
+        memory: None,
+    });
+    (sample, closer)
 }
 
 pub fn median(values: &[f64]) -> f64 {

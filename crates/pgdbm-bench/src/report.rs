@@ -186,6 +186,12 @@ impl Report {
     }
 
     pub fn print(&self) {
+        if let Some(mux) = &self.mux {
+            crate::mux_report::print(mux);
+        }
+        if self.outcomes.is_empty() {
+            return;
+        }
         println!();
         println!("{}", self.setup_line());
         for conc in self.concurrencies() {
@@ -226,11 +232,18 @@ impl Report {
         }
     }
 
-    /// Writes `benchmarks.md` and `benchmarks.svg` into `dir`.
+    /// Writes `benchmarks.md` and `benchmarks.svg` into `dir`. The "Multiplexing" section of
+    /// the file there, which `--mux --write` writes, is kept.
     pub fn write(&self, dir: &Path) -> Result<(), BoxError> {
         std::fs::create_dir_all(dir)?;
         crate::chart::draw(self, &dir.join("benchmarks.svg"))?;
-        std::fs::write(dir.join("benchmarks.md"), self.markdown())?;
+        let path = dir.join("benchmarks.md");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let md = match crate::mux_report::section_of(&old) {
+            Some(section) => crate::mux_report::splice(&self.markdown(), section),
+            None => self.markdown(),
+        };
+        std::fs::write(path, md)?;
         Ok(())
     }
 

@@ -17,6 +17,8 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
     pub rss: Vec<Rss>,
     pub testdb: Vec<crate::testdb::Way>,
+    /// The multiplexing benchmark (`--mux`), which runs instead of the suite.
+    pub mux: Option<crate::mux::Results>,
 }
 
 /// One target of the issue, judged case by case.
