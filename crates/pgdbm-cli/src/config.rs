@@ -37,6 +37,35 @@ pub struct FileConfig {
     pub environments: BTreeMap<String, Environment>,
     #[serde(default)]
     pub modules: BTreeMap<String, ModuleConfig>,
+    #[serde(default)]
+    pub check: CheckConfig,
+}
+
+/// `[check]`: where `pgdbm check` looks for SQL, and which module each source file's SQL
+/// belongs to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Source directories or files, relative to this file (default: `src` and each workspace
+    /// member's `src`).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// The module of statements that name none.
+    pub default_module: Option<String>,
+    /// Source path (a file or a directory, relative to this file) -> module.
+    #[serde(default)]
+    pub modules: BTreeMap<String, String>,
+}
+
+/// `[check]`, resolved: paths made absolute against the file's directory.
+#[derive(Debug, Default)]
+pub struct CheckSettings {
+    /// Where the project is: relative paths in reports start here.
+    pub base: PathBuf,
+    pub paths: Vec<PathBuf>,
+    pub default_module: Option<String>,
+    /// Longest prefix first.
+    pub modules: Vec<(PathBuf, String)>,
 }
 
 /// `[project]`.
@@ -135,6 +164,7 @@ pub struct Settings {
     db: Option<DatabaseConfig>,
     /// In file order (sorted by name); see [`Settings::ordered`].
     pub modules: Vec<Module>,
+    pub check: CheckSettings,
 }
 
 const DEFAULT_FILE: &str = "pgdbm.toml";
@@ -177,6 +207,10 @@ fn simple_mode(env: Option<&str>) -> CliResult<Settings> {
             depends_on: Vec::new(),
             fleet: None,
         }],
+        check: CheckSettings {
+            base: PathBuf::from("."),
+            ..CheckSettings::default()
+        },
     })
 }
 
@@ -336,11 +370,44 @@ pub fn resolve(file: FileConfig, path: &Path, env: Option<&str>) -> CliResult<Se
         }
         out
     };
+    let check = check_settings(&file.check, base, &modules, &name)?;
     Ok(Settings {
         source: name,
         env_name,
         db: Some(db),
         modules,
+        check,
+    })
+}
+
+fn check_settings(
+    c: &CheckConfig,
+    base: &Path,
+    modules: &[Module],
+    name: &str,
+) -> CliResult<CheckSettings> {
+    let known = |m: &str| -> CliResult<()> {
+        if modules.iter().any(|x| x.name == m) {
+            return Ok(());
+        }
+        Err(CliError::Config(format!(
+            "{name}: [check] names module {m:?}, which is not a module"
+        )))
+    };
+    if let Some(m) = &c.default_module {
+        known(m)?;
+    }
+    let mut mapped = Vec::new();
+    for (path, module) in &c.modules {
+        known(module)?;
+        mapped.push((base.join(path), module.clone()));
+    }
+    mapped.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().len()));
+    Ok(CheckSettings {
+        base: base.to_path_buf(),
+        paths: c.paths.iter().map(|p| base.join(p)).collect(),
+        default_module: c.default_module.clone(),
+        modules: mapped,
     })
 }
 

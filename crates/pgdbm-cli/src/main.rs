@@ -1,6 +1,7 @@
 //! `pgdbm`: migrations, databases, schemas and test-database housekeeping, configured by
 //! `pgdbm.toml` (the Python pgdbm CLI's format) or `DATABASE_URL`.
 
+mod check;
 mod config;
 mod db;
 mod error;
@@ -56,6 +57,8 @@ enum Command {
     /// Generate a commented pgdbm.toml, or a Rust struct for a table.
     #[command(subcommand)]
     Generate(generate::GenerateCommand),
+    /// Check every SQL statement in the sources against the migrations, without running it.
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +90,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Db(c) => db::run(c, &load()?).await,
         Command::Schema(c) => schema::run(c, &load()?).await,
         Command::Test(c) => db::run_test(c, &load()?).await,
+        Command::Check(c) => check::run(c, &load()?).await,
         Command::Generate(c) => {
             let settings = match generate::needs_settings(&c) {
                 true => Some(load()?),

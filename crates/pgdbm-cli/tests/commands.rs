@@ -45,6 +45,7 @@ fn help_on_every_command_and_version() {
         &["generate", "--help"],
         &["generate", "config", "--help"],
         &["generate", "model", "--help"],
+        &["check", "--help"],
     ] {
         let run = sb.run(args);
         assert!(run.ok().stdout.contains("Usage"), "{args:?}: {run:#?}");

@@ -130,20 +130,22 @@ struct Line {
     quantity: i32,
 }
 
+/// Whether the user exists: a question for the users module, asked by the orders module.
+async fn user_exists(users: &AsyncDatabaseManager, id: i64) -> pgdbm::Result<bool> {
+    let known: Option<i64> = users
+        .fetch_value("SELECT id FROM {{tables.users}} WHERE id = $1", &[&id])
+        .await?;
+    Ok(known.is_some())
+}
+
 /// The order and its valid lines commit together. A line the database refuses (a quantity
 /// below 1, a SKU twice) is rolled back to its savepoint and reported; the rest stays.
+// pgdbm: module = orders
 async fn place_order(
     State(app): State<App>,
     Json(order): Json<NewOrder>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let known: Option<i64> = app
-        .users
-        .fetch_value(
-            "SELECT id FROM {{tables.users}} WHERE id = $1",
-            &[&order.user_id],
-        )
-        .await?;
-    if known.is_none() {
+    if !user_exists(&app.users, order.user_id).await? {
         return Err(ApiError(StatusCode::NOT_FOUND, "no such user".into()));
     }
     let tx = app.orders.transaction().await?;
@@ -180,6 +182,7 @@ async fn place_order(
 
 /// One JSON object per line, as the rows arrive: the response holds its pooled connection,
 /// and a client that hangs up cancels the query and frees the connection.
+// pgdbm: module = orders
 async fn export_orders(State(app): State<App>) -> Result<Response, ApiError> {
     let rows = app
         .orders
