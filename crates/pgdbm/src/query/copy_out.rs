@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::replica::Intent;
 use crate::template::qualify_table;
 
-/// The data format of [`copy_to`](AsyncDatabaseManager::copy_to) and
-/// [`copy_from_csv`](AsyncDatabaseManager::copy_from_csv).
+/// The data format of [`copy_to`](crate::AsyncDatabaseManager::copy_to) and
+/// [`copy_from_csv`](crate::AsyncDatabaseManager::copy_from_csv).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CopyFormat {
@@ -122,7 +122,7 @@ pub(crate) async fn copy_to<'e, E: Runner>(
 super::stream::owned_stream!(
     /// The data of a `COPY … TO STDOUT` as a stream that owns its pooled connection:
     /// `Send + 'static`, for an HTTP response body. Made by
-    /// [`AsyncDatabaseManager::copy_to_owned`].
+    /// [`AsyncDatabaseManager::copy_to_owned`](crate::AsyncDatabaseManager::copy_to_owned).
     CopyOutStream,
     Bytes
 );

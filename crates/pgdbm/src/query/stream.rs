@@ -380,8 +380,8 @@ pub(crate) use owned_stream;
 owned_stream!(
     /// Rows as a stream that owns its pooled connection: `Send + 'static`, so it can be
     /// returned from a function, moved into a spawned task or become an HTTP response body.
-    /// Made by [`AsyncDatabaseManager::fetch_stream_owned`]; it behaves exactly as
-    /// [`fetch_stream`](AsyncDatabaseManager::fetch_stream)'s stream.
+    /// Made by [`AsyncDatabaseManager::fetch_stream_owned`](crate::AsyncDatabaseManager::fetch_stream_owned); it behaves exactly as
+    /// [`fetch_stream`](crate::AsyncDatabaseManager::fetch_stream)'s stream.
     RecordStream,
     Record
 );
