@@ -309,6 +309,27 @@ async fn an_exclusive_caller_gets_a_connection_while_shared_calls_hold_the_pool(
 }
 
 #[tokio::test]
+async fn idle_shared_connections_go_back_to_the_pool() {
+    let (db, _g) = schema_db_with(multiplexed(2)).await;
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { db.fetch_value::<i32>("SELECT 1", &[]).await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert!(!db.get_pool_stats().await.unwrap().shared.is_empty());
+    // Unused for a second: back in the pool, idle.
+    settle(|| async {
+        let s = db.get_pool_stats().await.unwrap();
+        s.shared.is_empty() && s.free_size == s.size
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn pool_stats_report_statements_in_flight_per_shared_connection() {
     let (db, _g) = schema_db_with(multiplexed(2)).await;
     let calls: Vec<_> = (0..12)
