@@ -1,5 +1,5 @@
 //! The multiplexing benchmark's results: the table (ops/s and server sessions per contender
-//! and latency), the issue's targets as ratios, the "Multiplexing" section of
+//! and latency), the targets as ratios, the "Multiplexing" section of
 //! `docs/benchmarks.md`, its chart `docs/benchmarks-mux.svg`, and the figures as JSON.
 
 use std::fmt::Write as _;
@@ -19,7 +19,7 @@ pub const CHART: &str = "benchmarks-mux.svg";
 /// The command that writes the section.
 pub const COMMAND: &str = "cargo run --release -p pgdbm-bench -- --mux --write";
 
-/// One target of the issue: `a` over `b` at `latency`, at least `need`.
+/// One target: `a` over `b` at `latency`, at least `need`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ratio {
     pub name: String,
@@ -283,7 +283,7 @@ pub fn markdown(r: &Results, cores: usize, server_version: &str) -> String {
     );
     let (head, rows) = shared_table(r);
     md.push_str(&markdown_table(&head, &rows));
-    let _ = writeln!(md, "\nThe issue's targets:\n");
+    let _ = writeln!(md, "\nThe targets:\n");
     for t in targets(r) {
         let _ = writeln!(md, "- {}", verdict(&t, true));
     }
