@@ -104,8 +104,10 @@ impl Notification {
 }
 
 /// A stream of notifications on a dedicated connection, made by
-/// [`AsyncDatabaseManager::listen`]. See the [module documentation](self) for reconnects and
-/// back-pressure.
+/// [`AsyncDatabaseManager::listen`]. It reconnects and re-subscribes by itself when its
+/// connection is lost, and holds at most `listen_buffer_size` notifications for a slow
+/// consumer; past that it drops newer ones and reports the gap once as
+/// [`ErrorKind::NotificationsMissed`](crate::ErrorKind::NotificationsMissed).
 ///
 /// Items are `Ok(notification)`, or `Err(e)` with
 /// [`e.kind()`](Error::kind) `==` [`ErrorKind::NotificationsMissed`](crate::ErrorKind) when some
