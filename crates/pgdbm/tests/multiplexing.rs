@@ -308,6 +308,27 @@ async fn an_exclusive_caller_gets_a_connection_while_shared_calls_hold_the_pool(
     assert!(done.load(Ordering::Relaxed) > 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_after_the_only_shared_connection_died_gets_a_new_one() {
+    let (db, _g) = schema_db_with(multiplexed(1)).await;
+    served_at_once(&db).await;
+    let victim = db.get_pool_stats().await.unwrap().shared[0].backend_pid;
+    admin(&format!("SELECT pg_terminate_backend({victim})")).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The dead connection is dropped, not spun on: the next calls get a fresh one.
+    let next = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut last = None;
+        for _ in 0..3 {
+            last = Some(db.fetch_value::<i32>("SELECT pg_backend_pid()", &[]).await);
+        }
+        last
+    })
+    .await
+    .expect("the calls after the death hung");
+    let pid = next.unwrap().unwrap().unwrap();
+    assert_ne!(pid, victim);
+}
+
 #[tokio::test]
 async fn idle_shared_connections_go_back_to_the_pool() {
     let (db, _g) = schema_db_with(multiplexed(2)).await;
@@ -374,16 +395,21 @@ async fn a_stalled_shared_connection_is_closed_and_its_callers_are_told() {
     .await;
     served_at_once(&db).await;
     proxy.set_stalled(true);
+    // The oldest statement on the connection is due at its caller's 100 ms deadline.
+    let short = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.with_timeout(Duration::from_millis(100))
+                .fetch_value::<i32>("SELECT 1", &[])
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let waiting = {
         let db = db.clone();
         tokio::spawn(async move { db.fetch_value::<i32>("SELECT 2", &[]).await })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let e = db
-        .with_timeout(Duration::from_millis(100))
-        .fetch_value::<i32>("SELECT 1", &[])
-        .await
-        .unwrap_err();
+    let e = short.await.unwrap().unwrap_err();
     assert!(matches!(e, Error::SharedTimeout { .. }), "{e}");
     // Due at 100 ms, closed once it is 5 s overdue.
     let lost = tokio::time::timeout(Duration::from_secs(10), waiting)

@@ -164,8 +164,8 @@ pub struct DatabaseConfig {
     /// of their own;
     /// `max_connections` bounds both kinds together. A timeout on a shared connection returns
     /// at its deadline without cancelling ([`Error::SharedTimeout`](crate::Error::SharedTimeout)).
-    /// Off by default; refused with `pooler = "transaction"` and with
-    /// `reset_on_release = "always"`. Env `DB_MULTIPLEXING`.
+    /// Off by default; refused with `pooler = "transaction"`, `reset_on_release = "always"`
+    /// and `statement_cache_size = 0`. Env `DB_MULTIPLEXING`.
     pub multiplexing: bool,
     /// Where migrations connect when `connection_string` goes through a transaction pooler: the
     /// server itself (Prisma's and Rails' `directUrl`). Same forms as `connection_string`; the
@@ -432,6 +432,13 @@ mod tests {
                 },
                 "reset_on_release = \"always\"",
             ),
+            (
+                DatabaseConfig {
+                    statement_cache_size: 0,
+                    ..DatabaseConfig::default()
+                },
+                "statement_cache_size = 0",
+            ),
         ];
         for (c, names) in refused {
             let c = DatabaseConfig {
@@ -447,28 +454,30 @@ mod tests {
     }
 
     #[test]
-    fn multiplexing_bounds_the_server_statement_timeout_by_command_timeout() {
+    fn a_shared_connection_runs_with_statement_timeout_bounded_by_command_timeout() {
         let c = DatabaseConfig {
             multiplexing: true,
             command_timeout: 5.0,
             ..DatabaseConfig::default()
         };
-        assert_eq!(c.server_statement_timeout_ms(), Some(5_000));
-        let c = DatabaseConfig {
-            command_timeout: 5.0,
-            ..DatabaseConfig::default()
-        };
-        assert_eq!(
-            c.server_statement_timeout_ms(),
-            Some(60_000),
-            "only with multiplexing"
-        );
+        assert_eq!(c.shared_statement_timeout_ms(), Some(5_000));
+        // Exclusive connections keep the configured one.
+        assert!(c
+            .session_setup_sql(None, false)
+            .contains("statement_timeout = '60000'"));
         let c = DatabaseConfig {
             multiplexing: true,
             command_timeout: 0.0,
             ..DatabaseConfig::default()
         };
-        assert_eq!(c.server_statement_timeout_ms(), Some(60_000));
+        assert_eq!(c.shared_statement_timeout_ms(), Some(60_000));
+        let c = DatabaseConfig {
+            multiplexing: true,
+            command_timeout: 0.0,
+            statement_timeout_ms: None,
+            ..DatabaseConfig::default()
+        };
+        assert_eq!(c.shared_statement_timeout_ms(), None);
     }
 
     #[test]

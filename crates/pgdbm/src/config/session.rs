@@ -29,7 +29,7 @@ impl DatabaseConfig {
             }
         }
         for (name, value) in [
-            ("statement_timeout", self.server_statement_timeout_ms()),
+            ("statement_timeout", self.statement_timeout_ms),
             (
                 "idle_in_transaction_session_timeout",
                 self.idle_in_transaction_session_timeout_ms,

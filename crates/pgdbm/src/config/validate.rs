@@ -98,6 +98,15 @@ impl DatabaseConfig {
                  throughput from fewer server connections)",
             ));
         }
+        if self.multiplexing && self.statement_cache_size == 0 {
+            return Err(Error::config(
+                "multiplexing",
+                "cannot be used with statement_cache_size = 0: without named statements each new \
+                 SQL text learns its parameter types inside a BEGIN/ROLLBACK of its own, which \
+                 on a shared connection would take in other callers' statements. Keep a \
+                 statement cache (the default is 1000), or turn multiplexing off",
+            ));
+        }
         if self.multiplexing && self.reset_on_release == crate::ResetOnRelease::Always {
             return Err(Error::config(
                 "multiplexing",
@@ -144,13 +153,12 @@ impl DatabaseConfig {
         secs(self.command_timeout)
     }
 
-    /// The `statement_timeout` each connection gets. With multiplexing, `command_timeout`
-    /// bounds it too: a shared connection never cancels, so the server itself must end a
-    /// statement whose caller gave up.
-    pub(crate) fn server_statement_timeout_ms(&self) -> Option<u64> {
+    /// The `statement_timeout` a shared connection (multiplexing) runs with: the configured
+    /// one, bounded by `command_timeout`. A shared connection never cancels, so the server
+    /// itself must end a statement whose caller gave up.
+    pub(crate) fn shared_statement_timeout_ms(&self) -> Option<u64> {
         let command = self
             .command_timeout()
-            .filter(|_| self.multiplexing)
             .map(|t| (t.as_millis() as u64).max(1));
         match (self.statement_timeout_ms, command) {
             // 0 turns the server's limit off.

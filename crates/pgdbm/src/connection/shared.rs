@@ -50,9 +50,7 @@ impl PgConn {
             },
         };
         match outcome {
-            Err(e) if self.client.is_closed() || is_session_end(&e) => {
-                Err(self.lost(operation, &e))
-            }
+            Err(e) if self.is_lost(&e) => Err(self.lost(operation, &e)),
             other => {
                 // Only session-neutral statements come here. Should one have left a
                 // transaction open or a setting changed all the same, the connection leaves
@@ -70,7 +68,25 @@ impl PgConn {
         }
     }
 
-    fn lost(&self, operation: &str, e: &Error) -> Error {
+    /// Whether `e` says the connection was lost under the statement (rather than the
+    /// statement failing on its own): the server ended the session, or the connection closed
+    /// with no answer. A server error that arrived before the end stays what it is.
+    pub(crate) fn is_lost(&self, e: &Error) -> bool {
+        if is_session_end(e) {
+            return true;
+        }
+        let Error::Query { source, .. } = e else {
+            return false;
+        };
+        source.as_db_error().is_none()
+            && (source.is_closed()
+                || (self.client.is_closed()
+                    && std::error::Error::source(source)
+                        .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())))
+    }
+
+    /// The error a caller gets for a statement on a lost shared connection.
+    pub(crate) fn lost(&self, operation: &str, e: &Error) -> Error {
         let ended = is_session_end(e);
         let reason = match self.lost.get() {
             Some(why) => why.clone(),

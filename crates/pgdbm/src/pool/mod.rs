@@ -348,11 +348,11 @@ impl Pool {
             direct: config.direct_config().ok().flatten().map(Arc::new),
             companion,
             mux: config.multiplexing.then(|| {
+                let shared = config.shared_statement_timeout_ms();
                 Mux::new(
-                    config
-                        .server_statement_timeout_ms()
-                        .filter(|&ms| ms > 0)
-                        .map(Duration::from_millis),
+                    shared.filter(|&ms| ms > 0).map(Duration::from_millis),
+                    (shared != config.statement_timeout_ms)
+                        .then(|| format!("SET statement_timeout = {}", shared.unwrap_or(0))),
                 )
             }),
         });

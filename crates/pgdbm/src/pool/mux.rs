@@ -31,6 +31,8 @@ use crate::util::now_micros;
 pub(crate) const STALL_GRACE: Duration = Duration::from_secs(5);
 /// A shared connection unused this long goes back to the pool.
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
+/// How long a connection opened in the background for shared use may take.
+const OPEN_WAIT: Duration = Duration::from_secs(5);
 /// How often the shared connections are looked over.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -43,8 +45,14 @@ pub(crate) struct Mux {
     opened: tokio::sync::Notify,
     /// Calls run on shared connections so far.
     calls: AtomicU64,
-    /// The server's `statement_timeout`: by then it ends any statement.
+    /// The pool closed: no connection is shared any more.
+    closed: AtomicBool,
+    /// The server's `statement_timeout` on a shared connection: by then it ends any
+    /// statement.
     server_limit: Option<Duration>,
+    /// What sets it on a connection taken for shared use, when that differs from the pool's
+    /// own (the release resets it).
+    set_limit: Option<String>,
 }
 
 /// One shared connection and the calls on it.
@@ -62,12 +70,15 @@ pub(crate) struct Slot {
 struct Calls {
     next: u64,
     open: BTreeMap<u64, Call>,
+    /// When the last answer came: the oldest open call's statement has run since then at
+    /// most.
+    last_answer: Option<Instant>,
 }
 
 struct Call {
-    /// When the server should have answered by: the caller's deadline, or the server's
-    /// limit; `None` = no bound.
-    due: Option<Instant>,
+    entered: Instant,
+    /// The caller's deadline.
+    deadline: Option<Instant>,
     /// The caller left before its answer came (a timeout, a dropped future). Its statement
     /// may still be owed an answer: it counts until a later call is answered, since answers
     /// come back in order.
@@ -83,12 +94,14 @@ pub(crate) struct Shared {
 }
 
 impl Mux {
-    pub(crate) fn new(server_limit: Option<Duration>) -> Self {
+    pub(crate) fn new(server_limit: Option<Duration>, set_limit: Option<String>) -> Self {
         Mux {
+            set_limit,
             slots: Mutex::default(),
             opening: AtomicBool::new(false),
             opened: tokio::sync::Notify::new(),
             calls: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
             server_limit,
         }
     }
@@ -97,20 +110,14 @@ impl Mux {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// When a call starting now with `deadline` is due: its deadline, or the server's limit
-    /// if that is later (the server ends the statement by then).
-    fn due(&self, deadline: Option<Instant>) -> Option<Instant> {
-        let server = self.server_limit.map(|l| Instant::now() + l);
-        deadline.max(server)
-    }
-
     /// The shared connection with the fewest calls, unless every one is busy and `spare` says
     /// the pool can give another.
     fn pick(&self, deadline: Option<Instant>, spare: impl FnOnce() -> bool) -> Option<Shared> {
-        let slots = self.slots();
+        let mut slots = self.slots();
+        // A broken one is of no use: it goes (released once its calls end).
+        slots.retain(|s| !s.conn.conn().is_broken());
         let best = slots
             .iter()
-            .filter(|s| !s.conn.conn().is_broken())
             .min_by_key(|s| s.in_flight.load(Ordering::Relaxed))?;
         if best.in_flight.load(Ordering::Relaxed) > 0 && spare() {
             return None;
@@ -120,11 +127,16 @@ impl Mux {
 
     fn enter(&self, slot: &Arc<Slot>, deadline: Option<Instant>) -> Shared {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        slot.enter(self.due(deadline))
+        slot.enter(deadline)
     }
 
-    /// Adds `conn` as a shared connection, with a first call on it.
-    fn add(&self, conn: PoolConnection, deadline: Option<Instant>) -> Option<Shared> {
+    /// Adds `conn` as a shared connection, with a first call on it when `first`.
+    fn add(
+        &self,
+        conn: PoolConnection,
+        first: bool,
+        deadline: Option<Instant>,
+    ) -> Option<Option<Shared>> {
         if !conn.conn().share() {
             return None;
         }
@@ -134,9 +146,19 @@ impl Mux {
             calls: Mutex::default(),
             last_used: AtomicU64::new(now_micros()),
         });
-        let call = self.enter(&slot, deadline);
-        self.slots().push(slot);
+        let mut slots = self.slots();
+        // Checked under the lock that `clear` takes after setting it: no slot outlives it.
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let call = first.then(|| self.enter(&slot, deadline));
+        slots.push(slot);
         Some(call)
+    }
+
+    /// Whether a shared connection that is not broken exists.
+    fn has_slots(&self) -> bool {
+        self.slots().iter().any(|s| !s.conn.conn().is_broken())
     }
 
     /// Gives the least busy shared connection back to the pool (once its calls end), for a
@@ -153,6 +175,7 @@ impl Mux {
     /// Lets go of every shared connection (the pool is closing): each is released once its
     /// calls end.
     pub(crate) fn clear(&self) {
+        self.closed.store(true, Ordering::Release);
         self.slots().clear();
     }
 
@@ -171,7 +194,7 @@ impl Mux {
             let busy = s.in_flight.load(Ordering::Relaxed) > 0;
             // Without callers on it an overdue answer harms no one: the idle release below
             // waits for it (or closes the connection if it never comes).
-            if let Some(overdue) = s.overdue(now).filter(|_| busy) {
+            if let Some(overdue) = s.overdue(now, self.server_limit).filter(|_| busy) {
                 tracing::warn!(
                     backend_pid = pg.backend_pid,
                     overdue_ms = overdue.as_millis() as u64,
@@ -196,7 +219,7 @@ impl Mux {
 }
 
 impl Slot {
-    fn enter(self: &Arc<Slot>, due: Option<Instant>) -> Shared {
+    fn enter(self: &Arc<Slot>, deadline: Option<Instant>) -> Shared {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         let id = calls.next;
@@ -204,7 +227,8 @@ impl Slot {
         calls.open.insert(
             id,
             Call {
-                due,
+                entered: Instant::now(),
+                deadline,
                 abandoned: false,
             },
         );
@@ -215,11 +239,26 @@ impl Slot {
         }
     }
 
-    /// How long past its due time the most overdue unanswered statement is, when that is
-    /// more than [`STALL_GRACE`].
-    fn overdue(&self, now: Instant) -> Option<Duration> {
+    /// How long past its due time the oldest unanswered statement is, when that is more than
+    /// [`STALL_GRACE`]. Answers come in order, so the oldest is the one the connection waits
+    /// on; the ones queued behind it have not started. It started at the later of its call
+    /// and the last answer, and is due by the server's limit from then (the server ends it
+    /// by that time), or without one by its caller's deadline; with neither, it has no due
+    /// time and nothing is judged.
+    fn overdue(&self, now: Instant, server_limit: Option<Duration>) -> Option<Duration> {
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let due = calls.open.values().filter_map(|c| c.due).min()?;
+        let (_, oldest) = calls.open.iter().next()?;
+        let started = calls
+            .last_answer
+            .map_or(oldest.entered, |a| a.max(oldest.entered));
+        let due = match server_limit {
+            Some(limit) => Some(
+                oldest
+                    .deadline
+                    .map_or(started + limit, |d| d.max(started + limit)),
+            ),
+            None => oldest.deadline,
+        }?;
         let late = now.checked_duration_since(due)?;
         (late > STALL_GRACE).then_some(late)
     }
@@ -238,6 +277,7 @@ impl Drop for Shared {
         {
             let mut calls = self.slot.calls.lock().unwrap_or_else(|e| e.into_inner());
             if self.answered.load(Ordering::Relaxed) {
+                calls.last_answer = Some(Instant::now());
                 calls.open.remove(&self.id);
                 let id = self.id;
                 calls.open.retain(|&n, c| n > id || !c.abandoned);
@@ -277,6 +317,40 @@ impl Pool {
             .collect()
     }
 
+    /// A connection of the pool made ready for shared use: its `statement_timeout` set to
+    /// the shared one when that differs (marked changed, so that its release resets it).
+    async fn open_shared(&self, deadline: Option<Instant>) -> Result<PoolConnection> {
+        let conn = self.checkout(deadline, false).await?;
+        if self.inner.pool.is_closed() {
+            return Err(crate::error::Error::Pool(
+                "the pool is closed (disconnect() was called)".into(),
+            ));
+        }
+        if let Some(set) = self.inner.mux.as_ref().and_then(|m| m.set_limit.as_deref()) {
+            let pg = conn.conn();
+            pg.mark_dirty();
+            pg.client
+                .batch_execute(set)
+                .await
+                .map_err(|e| crate::connection::query_error(e, set, std::iter::empty()))?;
+        }
+        Ok(conn)
+    }
+
+    /// Opens another shared connection in a task of its own (the caller has set `opening`).
+    fn open_in_background(&self) {
+        let pool = self.clone();
+        drop(tokio::spawn(async move {
+            let Some(mux) = &pool.inner.mux else { return };
+            let _opening = Opening(mux);
+            // The pool had one to spare: a short wait, then the busy ones do.
+            let deadline = Some(Instant::now() + OPEN_WAIT);
+            if let Ok(conn) = pool.open_shared(deadline).await {
+                mux.add(conn, false, None);
+            }
+        }));
+    }
+
     /// Calls run on shared connections so far; 0 without multiplexing.
     pub(crate) fn shared_calls(&self) -> u64 {
         self.inner
@@ -302,17 +376,26 @@ impl Pool {
             if let Some(call) = mux.pick(deadline, spare) {
                 return Ok(call);
             }
-            // One caller at a time opens another shared connection.
-            if !mux.opening.swap(true, Ordering::AcqRel) {
-                let _opening = Opening(mux);
-                let conn = self.checkout(deadline, false).await?;
-                if let Some(call) = mux.add(conn, deadline) {
+            if mux.has_slots() {
+                // Every shared connection is busy and the pool has one to spare: it is opened
+                // in the background, and this call uses a busy one now rather than wait for a
+                // connect (or fail with it).
+                if !mux.opening.swap(true, Ordering::AcqRel) {
+                    self.open_in_background();
+                }
+                if let Some(call) = mux.pick(deadline, || false) {
                     return Ok(call);
                 }
                 continue;
             }
-            if let Some(call) = mux.pick(deadline, || false) {
-                return Ok(call);
+            // None is shared yet: one caller opens it, the others wait for it.
+            if !mux.opening.swap(true, Ordering::AcqRel) {
+                let _opening = Opening(mux);
+                let conn = self.open_shared(deadline).await?;
+                if let Some(Some(call)) = mux.add(conn, true, deadline) {
+                    return Ok(call);
+                }
+                continue;
             }
             // None is shared yet: wait for the one being opened.
             let opened = mux.opened.notified();
@@ -360,7 +443,7 @@ pub(super) fn spawn_watch(pool: Weak<PoolInner>) {
             let Some(inner) = pool.upgrade() else { return };
             let Some(mux) = &inner.mux else { return };
             if inner.pool.is_closed() {
-                mux.slots().clear();
+                mux.clear();
                 return;
             }
             mux.tick(inner.pool.status().waiting > 0);

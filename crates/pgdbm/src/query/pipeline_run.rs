@@ -10,7 +10,7 @@ use super::{PipelineResults, Queued};
 use crate::connection::{in_order, Output, PgConn, Ready, Sent, TxStatus, Want};
 use crate::error::{Error, Result};
 use crate::query::instrument::Op;
-use crate::query::{query_error, refuse_session_change, Runner, StatementLog};
+use crate::query::{query_error, refuse_session_change, ConnRef, Runner, StatementLog};
 use crate::replica::Intent;
 
 /// What the run records as it goes: kept outside the timed future, so that a timeout still
@@ -201,7 +201,7 @@ impl<'r, 'p> Plan<'r, 'p> {
                 let Err(_) = tokio::time::timeout_at(deadline.into(), drive.as_mut()).await else {
                     return Ok(None);
                 };
-                if conn.is_shared() {
+                if matches!(held, ConnRef::Shared(_)) {
                     // A cancel could stop another caller's statement: the rest runs on, and
                     // its answers are discarded.
                     return Ok(Some(started.elapsed()));
@@ -209,7 +209,21 @@ impl<'r, 'p> Plan<'r, 'p> {
                 cancel_the_rest(conn, drive, started).await.map(Some)
             })
             .await;
-        held.settle(&timed);
+        // A timeout leaves the statements owed their answers: not settled as answered.
+        if !matches!(timed, Ok(Some(_))) {
+            held.settle(&timed);
+        }
+        if matches!(held, ConnRef::Shared(_)) {
+            // The connection lost under the pipeline: each statement says whether it may
+            // have run, as a single call's would.
+            for (i, slot) in progress.slots.iter_mut().enumerate() {
+                if let Some(Err(e)) = slot {
+                    if conn.is_lost(e) {
+                        *slot = Some(Err(conn.lost(self.sql(i), e)));
+                    }
+                }
+            }
+        }
         if let Ok(Some(after)) | Err(Error::Timeout { after, .. }) = timed {
             let n = self.sqls.len();
             return Err(Error::PipelineTimeout {
