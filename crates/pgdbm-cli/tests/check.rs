@@ -259,3 +259,88 @@ fn a_temp_cluster_serves_the_check() {
         "{run:#?}"
     );
 }
+
+#[test]
+fn enums_domains_macros_returning_id_ignore_and_relative_paths() {
+    let sb = Sandbox::without_database("check_more");
+    // Two modules; the sources belong to the second, by a path given as `./src`.
+    project(
+        &sb,
+        &[
+            ("aaa", "CREATE TABLE {{tables.unrelated}} (x int);"),
+            (
+                "zzz",
+                "CREATE TYPE {{tables.mood}} AS ENUM ('calm', 'glad');\n\
+                 CREATE DOMAIN {{tables.big}} AS int8;\n\
+                 CREATE TABLE {{tables.t}} (k int8 PRIMARY KEY, m {{tables.mood}}, b {{tables.big}});\n\
+                 CREATE TABLE {{tables.noid}} (x int);",
+            ),
+        ],
+        r#"#[derive(pgdbm::FromRow)]
+pub struct Row {
+    pub k: i64,
+    pub m: String,
+    pub b: Option<i64>,
+}
+
+pub async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+    db.fetch_all_as::<Row>("SELECT k, m, b FROM {{tables.t}}", &[]).await?;
+    db.fetch_all("SELECT k FROM t", &[]).await?;
+    let _ = tokio::join!(db.fetch_all("SELECT nope FROM {{tables.t}}", &[]));
+    db.execute_and_return_id("INSERT INTO {{tables.noid}} (x) VALUES (1)", &[]).await?;
+    db.fetch_all("SELECT k FROM {{tables.t}} WHERE", &[]).await?;
+    Ok(())
+}
+
+// pgdbm: ignore
+pub async fn g(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
+    db.fetch_all("SELECT definitely wrong", &[]).await?;
+    Ok(())
+}
+"#,
+    );
+    let toml = std::fs::read_to_string(sb.path("pgdbm.toml")).unwrap();
+    std::fs::write(
+        sb.path("pgdbm.toml"),
+        format!("{toml}[check.modules]\n\"src\" = \"zzz\"\n"),
+    )
+    .unwrap();
+    let run = sb.run(&["check", "--path", "./src", "--verbose"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let out = &run.stdout;
+    // An enum read as String and a domain read as its base type pass; so does an
+    // unqualified name, which resolves in the module's schema.
+    assert!(
+        out.contains("error: column \"nope\" does not exist (42703)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nsrc/lib.rs:11:39: error: column \"nope\""),
+        "a call inside tokio::join!: {out}"
+    );
+    assert!(
+        out.contains("error: column \"id\" does not exist (42703)"),
+        "execute_and_return_id appends RETURNING id: {out}"
+    );
+    assert!(out.contains("RETURNING id"), "{out}");
+    assert!(
+        out.contains("syntax error at end of input (42601)"),
+        "{out}"
+    );
+    let sql = "SELECT k FROM \"zzz\".t WHERE";
+    let caret = format!("   | {sql}\n   | {}^\n", " ".repeat(sql.len()));
+    assert!(
+        out.contains(&caret),
+        "the caret after the last character: {out}"
+    );
+    assert!(
+        out.contains("not checked: the SQL of fetch_all is in an item marked `// pgdbm: ignore`"),
+        "{out}"
+    );
+    assert!(out.contains("3 error(s) in 3 statement(s)"), "{out}");
+    assert!(out.contains("1 marked `// pgdbm: ignore`"), "{out}");
+    assert!(
+        !out.contains("no module named"),
+        "the path mapping was lost: {out}"
+    );
+}

@@ -139,6 +139,16 @@ pub use pool::PoolConnection;
 pub use pooler::Pooler;
 pub use query::{CopyFormat, CopyOutStream, Handle, Pipeline, PipelineResults, RecordStream};
 pub use record::{ColumnIndex, FromRow, Record};
+/// Used by the `pgdbm` CLI; not part of the stable API.
+#[doc(hidden)]
+pub mod __cli {
+    /// The statement `execute_and_return_id` sends for `query` (`RETURNING id` appended
+    /// unless it has its own).
+    pub fn with_returning_id(query: &str) -> String {
+        crate::sql::with_returning_id(query)
+    }
+}
+
 /// Used by `#[derive(FromRow)]`; not part of the stable API.
 #[doc(hidden)]
 pub mod __derive {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use pgdbm::tokio_postgres::types::Type;
+use pgdbm::tokio_postgres::types::{Kind, Type};
 use pgdbm::{AsyncDatabaseManager, AsyncMigrationManager, DatabaseConfig, Pool};
 
 use super::find::{Found, RowStruct};
@@ -158,14 +158,18 @@ pub async fn describe(
     }
 }
 
-/// Whether a field of Rust type `rust` (as written) decodes a column of type `ty`. Types it
-/// does not know pass: only a certain mismatch is reported.
+/// Whether a field of Rust type `rust` (as written) decodes a column of type `ty`, as pgdbm
+/// reads rows: a domain as its base type, an enum as text. Types it does not know pass: only
+/// a certain mismatch is reported.
 fn decodes(rust: &str, ty: &Type) -> bool {
     let inner = rust
         .strip_prefix("Option<")
         .and_then(|r| r.strip_suffix('>'))
         .unwrap_or(rust);
-    let last = inner.rsplit("::").next().unwrap_or(inner);
+    // The type's own path, without its generic arguments: `chrono::DateTime<chrono::Utc>`
+    // is a `DateTime`.
+    let head = inner.split('<').next().unwrap_or(inner);
+    let last = head.rsplit("::").next().unwrap_or(head);
     let want: &[&str] = match last {
         "i16" => &["int2"],
         "i32" => &["int4"],
@@ -173,17 +177,40 @@ fn decodes(rust: &str, ty: &Type) -> bool {
         "f32" => &["float4"],
         "f64" => &["float8"],
         "bool" => &["bool"],
-        "String" => &["text", "varchar", "bpchar", "name", "citext", "unknown"],
+        "String" => &[
+            "text",
+            "varchar",
+            "bpchar",
+            "name",
+            "citext",
+            "unknown",
+            "ltree",
+            "lquery",
+            "ltxtquery",
+        ],
         "Uuid" => &["uuid"],
         "Decimal" => &["numeric"],
         "NaiveDate" => &["date"],
         "NaiveTime" => &["time"],
         "NaiveDateTime" => &["timestamp"],
-        "Vec<u8>" => &["bytea"],
-        _ if last.starts_with("DateTime<") => &["timestamptz"],
+        "DateTime" => &["timestamptz"],
+        "Vec" if inner == "Vec<u8>" => &["bytea"],
         _ => return true,
     };
-    want.contains(&ty.name())
+    let ty = base(ty);
+    let name = match ty.kind() {
+        Kind::Enum(_) => "text",
+        _ => ty.name(),
+    };
+    want.contains(&name)
+}
+
+/// A domain's base type, through domains of domains.
+fn base(ty: &Type) -> &Type {
+    match ty.kind() {
+        Kind::Domain(b) => base(b),
+        _ => ty,
+    }
 }
 
 /// A throwaway database on the configured server, dropped by [`Scratch::drop_now`].
@@ -208,7 +235,8 @@ impl Scratch {
         let m = util::manager(&admin).await?;
         m.execute(&format!("CREATE DATABASE {}", util::quote(&name)), &[])
             .await?;
-        m.disconnect().await?;
+        // Made: whatever happens from here, the caller drops it.
+        let _ = m.disconnect().await;
         Ok(Scratch {
             config: util::with_database(db, &name),
             admin,
@@ -216,18 +244,25 @@ impl Scratch {
         })
     }
 
-    /// Drops the database, ending whatever sessions are still on it.
+    /// Drops the database, ending whatever sessions are still on it. A failure names the
+    /// database left behind.
     pub async fn drop_now(&self) -> CliResult {
-        let m = util::manager(&self.admin).await?;
-        m.execute(
-            &format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                util::quote(&self.name)
-            ),
-            &[],
-        )
-        .await?;
-        m.disconnect().await?;
-        Ok(())
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            util::quote(&self.name)
+        );
+        let dropped = async {
+            let m = util::manager(&self.admin).await?;
+            m.execute(&sql, &[]).await?;
+            let _ = m.disconnect().await;
+            Ok::<_, CliError>(())
+        }
+        .await;
+        dropped.map_err(|e| {
+            CliError::Failed(format!(
+                "the scratch database {} was left on the server ({e}); drop it with {sql}",
+                self.name
+            ))
+        })
     }
 }

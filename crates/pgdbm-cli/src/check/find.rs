@@ -57,6 +57,8 @@ pub struct Unseen {
     pub column: usize,
     pub method: String,
     pub why: String,
+    /// Marked `// pgdbm: ignore`, rather than built at run time.
+    pub ignored: bool,
 }
 
 /// A struct deriving `FromRow`: its fields as columns.
@@ -118,30 +120,59 @@ pub fn scan(roots: &[PathBuf]) -> CliResult<Sources> {
         parsed.push((file.clone(), krate_of(file), text, ast));
     }
     // Constants and `FromRow` structs of each crate first: calls may use them from any file.
-    let mut consts: HashMap<PathBuf, HashMap<String, String>> = HashMap::new();
-    let mut sources = Sources {
-        files: files.len(),
-        ..Sources::default()
-    };
+    // A name defined twice in a crate (with other values) is ambiguous there: `None`.
+    let mut consts: HashMap<PathBuf, HashMap<String, Option<String>>> = HashMap::new();
+    let mut rows: HashMap<PathBuf, HashMap<String, Option<RowStruct>>> = HashMap::new();
+    let mut own = Vec::with_capacity(parsed.len());
     for (_, krate, _, ast) in &parsed {
         let mut items = Items::default();
         items.visit_file(ast);
-        consts
-            .entry(krate.clone())
-            .or_default()
-            .extend(items.consts);
-        sources
-            .rows
-            .entry(krate.clone())
-            .or_default()
-            .extend(items.rows);
+        let crate_consts = consts.entry(krate.clone()).or_default();
+        for (name, value) in &items.consts {
+            crate_consts
+                .entry(name.clone())
+                .and_modify(|v| {
+                    if v.as_ref() != Some(value) {
+                        *v = None;
+                    }
+                })
+                .or_insert_with(|| Some(value.clone()));
+        }
+        let crate_rows = rows.entry(krate.clone()).or_default();
+        for (name, row) in items.rows {
+            crate_rows
+                .entry(name)
+                .and_modify(|v| *v = None)
+                .or_insert(Some(row));
+        }
+        own.push(items.consts);
     }
-    for (file, krate, text, ast) in &parsed {
-        let empty = HashMap::new();
+    let mut sources = Sources {
+        files: files.len(),
+        rows: rows
+            .into_iter()
+            .map(|(k, r)| {
+                (
+                    k,
+                    r.into_iter().filter_map(|(n, r)| Some((n, r?))).collect(),
+                )
+            })
+            .collect(),
+        ..Sources::default()
+    };
+    for ((file, krate, text, ast), own) in parsed.iter().zip(own) {
+        // The file's own constants first, then the crate's unambiguous ones.
+        let mut visible: HashMap<String, String> = consts
+            .get(krate)
+            .into_iter()
+            .flatten()
+            .filter_map(|(n, v)| Some((n.clone(), v.clone()?)))
+            .collect();
+        visible.extend(own);
         let mut calls = Calls {
             file,
             krate,
-            consts: consts.get(krate).unwrap_or(&empty),
+            consts: &visible,
             comments: module_comments(text),
             modules: Vec::new(),
             out: &mut sources,
@@ -184,9 +215,18 @@ fn krate_of(file: &Path) -> PathBuf {
     file.parent().unwrap_or(Path::new(".")).to_path_buf()
 }
 
-/// `// pgdbm: module = name` comments, by the line of the item they stand above (the next line
-/// that is neither blank, a comment nor an attribute).
-fn module_comments(text: &str) -> HashMap<usize, String> {
+/// What a `// pgdbm: ...` comment says of the item below it.
+#[derive(Debug, Clone)]
+enum Mark {
+    /// `// pgdbm: module = name`
+    Module(String),
+    /// `// pgdbm: ignore`: its statements are not checked (listed with `--verbose`).
+    Ignore,
+}
+
+/// `// pgdbm: module = name` and `// pgdbm: ignore` comments, by the line of the item they
+/// stand above (the next line that is neither blank, a comment nor an attribute).
+fn module_comments(text: &str) -> HashMap<usize, Mark> {
     let lines: Vec<&str> = text.lines().collect();
     let mut out = HashMap::new();
     for (i, line) in lines.iter().enumerate() {
@@ -196,18 +236,19 @@ fn module_comments(text: &str) -> HashMap<usize, String> {
         let Some(rest) = rest.trim().strip_prefix("pgdbm:") else {
             continue;
         };
-        let Some((key, value)) = rest.split_once('=') else {
-            continue;
+        let mark = match rest.split_once('=') {
+            Some((key, value)) if key.trim() == "module" => {
+                Mark::Module(value.trim().trim_matches('"').to_owned())
+            }
+            None if rest.trim() == "ignore" => Mark::Ignore,
+            _ => continue,
         };
-        if key.trim() != "module" {
-            continue;
-        }
         let item = (i + 1..lines.len()).find(|&j| {
             let t = lines[j].trim();
             !(t.is_empty() || t.starts_with("//") || t.starts_with("#["))
         });
         if let Some(j) = item {
-            out.insert(j + 1, value.trim().trim_matches('"').to_owned());
+            out.insert(j + 1, mark);
         }
     }
     out
@@ -305,10 +346,11 @@ fn type_text(ty: &syn::Type) -> String {
 /// literals, or a `const`/`static` string named by its last path segment.
 fn literal(e: &syn::Expr, consts: &HashMap<String, String>) -> Option<String> {
     match e {
+        // As rustc reads it: a raw string's CRLF line ends become LF.
         syn::Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Str(s),
             ..
-        }) => Some(s.value()),
+        }) => Some(s.value().replace("\r\n", "\n")),
         syn::Expr::Reference(r) => literal(&r.expr, consts),
         syn::Expr::Paren(p) => literal(&p.expr, consts),
         syn::Expr::Group(g) => literal(&g.expr, consts),
@@ -362,9 +404,9 @@ struct Calls<'a> {
     file: &'a Path,
     krate: &'a Path,
     consts: &'a HashMap<String, String>,
-    comments: HashMap<usize, String>,
-    /// The `// pgdbm: module` of each enclosing item, innermost last.
-    modules: Vec<Option<String>>,
+    comments: HashMap<usize, Mark>,
+    /// The `// pgdbm:` mark of each enclosing item, innermost last.
+    modules: Vec<Option<Mark>>,
     out: &'a mut Sources,
 }
 
@@ -374,7 +416,17 @@ impl Calls<'_> {
     }
 
     fn module(&self) -> Option<String> {
-        self.modules.iter().rev().flatten().next().cloned()
+        self.modules.iter().rev().flatten().find_map(|m| match m {
+            Mark::Module(name) => Some(name.clone()),
+            Mark::Ignore => None,
+        })
+    }
+
+    fn ignored(&self) -> bool {
+        self.modules
+            .iter()
+            .flatten()
+            .any(|m| matches!(m, Mark::Ignore))
     }
 
     fn call(&mut self, call: &syn::ExprMethodCall) {
@@ -390,6 +442,17 @@ impl Calls<'_> {
         };
         let at = sql.span().start();
         let (line, column) = (at.line, at.column + 1);
+        if self.ignored() {
+            self.out.unseen.push(Unseen {
+                file: self.file.to_path_buf(),
+                line,
+                column,
+                method,
+                why: "in an item marked `// pgdbm: ignore`".into(),
+                ignored: true,
+            });
+            return;
+        }
         let Some(text) = literal(sql, self.consts) else {
             self.out.unseen.push(Unseen {
                 file: self.file.to_path_buf(),
@@ -397,6 +460,7 @@ impl Calls<'_> {
                 column,
                 method,
                 why: unseen_why(sql),
+                ignored: false,
             });
             return;
         };
@@ -457,5 +521,19 @@ impl<'ast> Visit<'ast> for Calls<'_> {
     fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
         self.call(call);
         syn::visit::visit_expr_method_call(self, call);
+    }
+
+    /// Calls inside macros whose arguments are expressions (`tokio::join!`, `try_join!`,
+    /// `assert!`, `vec!`...); other macro bodies are not read.
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        let args = m.parse_body_with(
+            syn::punctuated::Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated,
+        );
+        if let Ok(args) = args {
+            for arg in &args {
+                self.visit_expr(arg);
+            }
+        }
+        syn::visit::visit_macro(self, m);
     }
 }

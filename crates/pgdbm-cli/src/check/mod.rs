@@ -79,8 +79,14 @@ pub async fn run(args: CheckArgs, settings: &Settings) -> CliResult {
     };
     let dropped = scratch.drop_now().await;
     drop(cluster);
-    let checked = outcome?;
-    dropped?;
+    let checked = match (outcome, dropped) {
+        (Ok(checked), Ok(())) => checked,
+        (Err(e), Ok(())) | (Ok(_), Err(e)) => return Err(e),
+        (Err(e), Err(left)) => {
+            eprintln!("error: {left}");
+            return Err(e);
+        }
+    };
     let totals = Totals {
         files: sources.files,
         modules: modules.len(),
@@ -201,11 +207,13 @@ fn module_of<'m>(
                 ))
             })
     };
+    // Compared as absolute, resolved paths: `./src`, `src` and `/abs/src` are one place.
+    let file = absolute(&s.file);
     if let Some((_, name)) = settings
         .check
         .modules
         .iter()
-        .find(|(prefix, _)| s.file.starts_with(prefix))
+        .find(|(prefix, _)| file.starts_with(absolute(prefix)))
     {
         return Ok((by_name(name)?, false));
     }
@@ -223,6 +231,15 @@ fn module_of<'m>(
     Ok((first, modules.len() > 1))
 }
 
+/// `path` resolved (symbolic links, `.` and `..`), or made absolute if it does not exist.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    })
+}
+
 async fn check<'s>(
     scratch: &Scratch,
     modules: &[&Module],
@@ -235,8 +252,21 @@ async fn check<'s>(
     let conn = plain.acquire().await?;
     let mut out = Vec::with_capacity(sources.statements.len());
     let mut renderers = std::collections::HashMap::new();
+    let mut search_path: Option<&str> = None;
     for s in &sources.statements {
         let (module, guessed) = module_of(s, settings, modules)?;
+        // Unqualified names resolve as a manager of the module's own pool sees them: its
+        // schema, then public.
+        if search_path != Some(module.name.as_str()) {
+            let path = match describe::schema_of(module) {
+                Some(schema) => format!("{}, public", crate::util::quote(&schema)),
+                None => "public".to_owned(),
+            };
+            conn.batch_execute(&format!("SET search_path = {path}"))
+                .await
+                .map_err(|e| CliError::Failed(format!("setting search_path: {e}")))?;
+            search_path = Some(module.name.as_str());
+        }
         let renderer = match renderers.get(&module.name) {
             Some(r) => r,
             None => {
@@ -245,7 +275,14 @@ async fn check<'s>(
                 renderers.entry(module.name.clone()).or_insert(db)
             }
         };
-        let (rendered, verdict) = match renderer.prepare_query(&s.sql) {
+        let rendered = renderer
+            .prepare_query(&s.sql)
+            .map(|r| match s.method.as_str() {
+                // What the method sends: `RETURNING id` appended unless the statement has one.
+                "execute_and_return_id" => pgdbm::__cli::with_returning_id(&r),
+                _ => r,
+            });
+        let (rendered, verdict) = match rendered {
             Ok(r) => {
                 let row = s
                     .row_type

@@ -24,10 +24,8 @@ pub struct Totals {
 }
 
 fn rel(path: &Path, base: &Path) -> String {
-    path.strip_prefix(base)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    let path = path.strip_prefix(base).unwrap_or(path);
+    path.strip_prefix(".").unwrap_or(path).display().to_string()
 }
 
 /// The text report; `verbose` also lists the statements that were not checked.
@@ -112,20 +110,26 @@ pub fn text(
         }
     }
     let described = checked.len() - skipped.len();
+    let ignored = unseen.iter().filter(|u| u.ignored).count();
+    let run_time = unseen.len() - ignored;
     let failed = checked
         .iter()
         .filter(|c| matches!(c.verdict, Verdict::Errors(_)))
         .count();
     out.push_str(&format!(
         "checked {described} statement(s) in {} file(s) against {} module(s) in {:.2} s: {errors} \
-         error(s) in {failed} statement(s); {} not checked ({} built at run time, {} with \
-         several statements){}\n",
+         error(s) in {failed} statement(s); {} not checked ({run_time} built at run time, {} with \
+         several statements{}){}\n",
         totals.files,
         totals.modules,
         totals.seconds,
         unseen.len() + skipped.len(),
-        unseen.len(),
         skipped.len(),
+        if ignored > 0 {
+            format!(", {ignored} marked `// pgdbm: ignore`")
+        } else {
+            String::new()
+        },
         if verbose || unseen.len() + skipped.len() == 0 {
             ""
         } else {
@@ -156,6 +160,11 @@ fn caret(sql: &str, p: &Problem) -> String {
             marked = true;
         }
         seen += len;
+    }
+    if !marked {
+        // Past the end ("syntax error at end of input"): after the last character.
+        let last = sql.lines().last().map_or(0, |l| l.chars().count());
+        out.push_str(&format!("   | {}^\n", " ".repeat(last)));
     }
     out
 }
