@@ -330,6 +330,64 @@ async fn a_call_after_the_only_shared_connection_died_gets_a_new_one() {
 }
 
 #[tokio::test]
+async fn only_shared_connections_run_with_statement_timeout_capped_by_command_timeout() {
+    let (db, _g) = schema_db_with(|c| {
+        multiplexed(2)(c);
+        c.command_timeout = 5.0;
+    })
+    .await;
+    let shared: Option<String> = db
+        .fetch_value("SELECT current_setting('statement_timeout')", &[])
+        .await
+        .unwrap();
+    assert_eq!(shared.as_deref(), Some("5s"));
+    assert!(db.get_pool_stats().await.unwrap().shared_calls > 0);
+    let tx = db.transaction().await.unwrap();
+    let exclusive: Option<String> = tx
+        .fetch_value("SELECT current_setting('statement_timeout')", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        exclusive.as_deref(),
+        Some("1min"),
+        "an exclusive connection was capped"
+    );
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_queued_behind_a_long_one_does_not_count_as_stalled() {
+    let (db, _g) = schema_db_with(|c| {
+        multiplexed(1)(c);
+        // No server limit: only callers' deadlines give due times.
+        c.statement_timeout_ms = None;
+        c.command_timeout = 0.0;
+    })
+    .await;
+    served_at_once(&db).await;
+    let long = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.fetch_value::<String>("SELECT pg_sleep(6.5)::text", &[])
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Queued behind the long one, due at 100 ms: 5 s later it is still waiting its turn.
+    let e = db
+        .with_timeout(Duration::from_millis(100))
+        .fetch_value::<i32>("SELECT 1", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::SharedTimeout { .. }), "{e}");
+    let done = long.await.unwrap();
+    assert!(
+        done.is_ok(),
+        "the long statement's connection was closed: {done:?}"
+    );
+}
+
+#[tokio::test]
 async fn idle_shared_connections_go_back_to_the_pool() {
     let (db, _g) = schema_db_with(multiplexed(2)).await;
     let calls: Vec<_> = (0..8)
