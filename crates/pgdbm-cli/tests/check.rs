@@ -289,6 +289,7 @@ pub async fn f(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
     let _ = tokio::join!(db.fetch_all("SELECT nope FROM {{tables.t}}", &[]));
     db.execute_and_return_id("INSERT INTO {{tables.noid}} (x) VALUES (1)", &[]).await?;
     db.fetch_all("SELECT k FROM {{tables.t}} WHERE", &[]).await?;
+    db.fetch_all(TWICE, &[]).await?;
     Ok(())
 }
 
@@ -299,6 +300,9 @@ pub async fn g(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
 }
 "#,
     );
+    // A constant of two files with other values: which one a call means is not known.
+    sb.write("src/a.rs", "const TWICE: &str = \"SELECT 1\";\n");
+    sb.write("src/b.rs", "const TWICE: &str = \"SELECT nope_b\";\n");
     let toml = std::fs::read_to_string(sb.path("pgdbm.toml")).unwrap();
     std::fs::write(
         sb.path("pgdbm.toml"),
@@ -339,6 +343,10 @@ pub async fn g(db: &pgdbm::AsyncDatabaseManager) -> pgdbm::Result<()> {
     );
     assert!(out.contains("3 error(s) in 3 statement(s)"), "{out}");
     assert!(out.contains("1 marked `// pgdbm: ignore`"), "{out}");
+    assert!(
+        out.contains("src/lib.rs:14:18: not checked: the SQL of fetch_all is a variable"),
+        "an ambiguous constant is not guessed: {out}"
+    );
     assert!(
         !out.contains("no module named"),
         "the path mapping was lost: {out}"
