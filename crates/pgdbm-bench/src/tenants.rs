@@ -210,6 +210,13 @@ pub async fn memory(live: &Live, size: usize) -> Option<Memory> {
         }
         Live::PgdbmTenants(_, managers) => {
             let db = managers.first()?;
+            // The path the workload is about: misses sent unprepared, in one round trip.
+            if let Ok(stats) = db.get_pool_stats().await {
+                eprintln!(
+                    "  pgdbm: {} of {} calls were cache misses sent unprepared",
+                    stats.unprepared_misses, stats.acquire_count
+                );
+            }
             let held = futures_util::future::try_join_all((0..size).map(|_| db.acquire()))
                 .await
                 .ok()?;

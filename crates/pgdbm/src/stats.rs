@@ -81,6 +81,10 @@ pub struct PoolStats {
     pub shared: Vec<SharedConnectionStats>,
     /// With `multiplexing`: calls that ran on a shared connection since the pool was made.
     pub shared_calls: u64,
+    /// Calls sent without preparing, in one round trip instead of two: the first miss of a
+    /// text on a connection, run with the parameter types the server gave its template in
+    /// another schema (many tenants on one pool, say). A text's second miss prepares it.
+    pub unprepared_misses: u64,
 }
 
 /// One shared connection of a multiplexing pool.
@@ -183,6 +187,7 @@ impl PoolStats {
             hosts: Vec::new(),
             shared: Vec::new(),
             shared_calls: 0,
+            unprepared_misses: 0,
         }
     }
 

@@ -9,9 +9,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use lru::LruCache;
 
 use crate::util::FxHasher;
-use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
 
@@ -157,6 +160,9 @@ impl Templates {
             return Ok(Rendered::Shared(hit.clone()));
         }
         let rendered: Arc<str> = Arc::from(self.render_uncached(query)?.as_str());
+        if self.quoted_schema.is_some() {
+            note_origin(&rendered, query);
+        }
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
@@ -222,6 +228,48 @@ impl Templates {
         out.push_str(rest);
         Ok(out)
     }
+}
+
+/// Rendered texts remembered with their template; past this the least recently used go.
+const ORIGINS_LIMIT: NonZeroUsize = match NonZeroUsize::new(16_384) {
+    Some(n) => n,
+    None => unreachable!(),
+};
+
+type Origins = LruCache<Arc<str>, Arc<str>, BuildHasherDefault<FxHasher>>;
+
+fn origins() -> &'static Mutex<Origins> {
+    static ORIGINS: OnceLock<Mutex<Origins>> = OnceLock::new();
+    ORIGINS.get_or_init(|| {
+        Mutex::new(LruCache::with_hasher(
+            ORIGINS_LIMIT,
+            BuildHasherDefault::default(),
+        ))
+    })
+}
+
+fn note_origin(rendered: &Arc<str>, template: &str) {
+    if &**rendered == template {
+        return;
+    }
+    origins()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .put(rendered.clone(), Arc::from(template));
+}
+
+/// The template a schema-qualified text was rendered from, if it was rendered recently: texts
+/// of one template differ only in their schema (one per tenant, say), so what the server
+/// inferred for one of them is a good first guess for the others.
+///
+/// A guess only: the same template may name different tables in different schemas, so callers
+/// must be ready for the server to disagree.
+pub(crate) fn template_of(rendered: &str) -> Option<Arc<str>> {
+    origins()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(rendered)
+        .cloned()
 }
 
 /// The inside of a `{{word}}` or `{{word.word…}}` at the start of `tail` (spaces allowed

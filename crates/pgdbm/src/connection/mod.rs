@@ -35,6 +35,7 @@ use crate::tls::MakeTls;
 use crate::util::{now_micros, FxHasher};
 
 mod cancel;
+mod family;
 mod hosts;
 mod log;
 mod pipeline;
@@ -48,6 +49,8 @@ mod typeinfo;
 mod watchdog;
 
 pub(crate) use cancel::CancelTarget;
+pub(crate) use family::Families;
+use family::Plan;
 pub(crate) use hosts::{describe_failures, Connected, HostFailure, Servers};
 pub(crate) use log::{query_error, StatementLog};
 pub(crate) use pipeline::{in_order, Output, Ready, Sent, Want};
@@ -90,6 +93,10 @@ pub(crate) struct PgConn {
     statements: Option<Mutex<StatementCache>>,
     /// Without named statements: the parameter types the server infers, by SQL text.
     param_types: Option<Mutex<statements::ParamTypeCache>>,
+    /// Texts this connection missed, to prepare those missed twice (see `family`).
+    seen: Option<Mutex<family::Seen>>,
+    /// The pool's parameter types by template (see `family`).
+    families: Arc<Families>,
     /// Statements registered with `add_prepared_statement`; never evicted.
     pinned: Mutex<Vec<(Arc<str>, Statement, crate::sql::Effects)>>,
     /// Whether `pinned` is non-empty, so the common case skips its lock.
@@ -135,6 +142,7 @@ pub(crate) struct ConnOrigin {
     pub(crate) pooled: Option<PooledOrigin>,
     pub(crate) tap: Arc<Tap>,
     pub(crate) reset: Arc<SessionReset>,
+    pub(crate) families: Arc<Families>,
 }
 
 /// What a connection behind a transaction pooler carries besides the rest.
@@ -155,6 +163,8 @@ impl PgConn {
             statements: NonZeroUsize::new(origin.cache_size)
                 .map(|n| Mutex::new(LruCache::with_hasher(n, BuildHasherDefault::default()))),
             param_types: (origin.cache_size == 0).then(statements::param_type_cache),
+            seen: family::seen(origin.cache_size),
+            families: origin.families,
             pinned: Mutex::new(Vec::new()),
             has_pinned: AtomicBool::new(false),
             prepared_generation: AtomicU64::new(0),
@@ -234,7 +244,16 @@ impl PgConn {
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         self.count();
         if self.uses_named_statements() {
-            let st = self.statement(sql).await?;
+            let st = match self.cached_statement(sql) {
+                Some(st) => st,
+                // Boxed: the miss path's futures are large and rare.
+                None => match Box::pin(self.plan_miss(sql, params.len(), in_transaction)).await? {
+                    Plan::Named(st) => st,
+                    Plan::Guessed(types) => {
+                        return Box::pin(self.query_guessed(sql, params, &types)).await
+                    }
+                },
+            };
             self.client.query(&st, params).await
         } else {
             let typed = self.typed_params(sql, params, in_transaction).await?;
@@ -272,7 +291,16 @@ impl PgConn {
     ) -> Result<RowStream, tokio_postgres::Error> {
         self.count();
         if self.uses_named_statements() {
-            let st = self.statement(sql).await?;
+            let st = match self.cached_statement(sql) {
+                Some(st) => st,
+                // Boxed: the miss path's futures are large and rare.
+                None => match Box::pin(self.plan_miss(sql, params.len(), in_transaction)).await? {
+                    Plan::Named(st) => st,
+                    Plan::Guessed(types) => {
+                        return Box::pin(self.stream_guessed(sql, params, &types)).await
+                    }
+                },
+            };
             self.client.query_raw(&st, params.iter().copied()).await
         } else {
             let typed = self.typed_params(sql, params, in_transaction).await?;
@@ -335,7 +363,16 @@ impl PgConn {
             return Ok(pipeline::affected(&msgs));
         }
         if self.uses_named_statements() {
-            let st = self.statement(sql).await?;
+            let st = match self.cached_statement(sql) {
+                Some(st) => st,
+                // Boxed: the miss path's futures are large and rare.
+                None => match Box::pin(self.plan_miss(sql, params.len(), in_transaction)).await? {
+                    Plan::Named(st) => st,
+                    Plan::Guessed(types) => {
+                        return Box::pin(self.execute_guessed(sql, params, &types)).await
+                    }
+                },
+            };
             self.client.execute(&st, params).await
         } else {
             let typed = self.typed_params(sql, params, in_transaction).await?;

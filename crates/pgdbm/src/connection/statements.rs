@@ -55,27 +55,36 @@ impl PgConn {
     /// does to the session is classified once, kept beside it, and noted here, before the
     /// statement is sent (so a statement cut off halfway is covered too).
     pub(crate) async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        if let Some((st, fx)) = self.pinned_statement(sql) {
-            self.note_effects(fx);
+        if let Some(st) = self.cached_statement(sql) {
             return Ok(st);
-        }
-        if let Some(cache) = &self.statements {
-            let hit = cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(sql)
-                .map(|(st, fx)| (st.clone(), *fx));
-            if let Some((st, fx)) = hit {
-                self.note_effects(fx);
-                return Ok(st);
-            }
         }
         // Boxed: the driver's prepare future (with its type lookups) is large, and inline it
         // would be part of, and copied with, every query's future, cache hit or not.
         Box::pin(self.prepare_and_cache(sql)).await
     }
 
-    async fn prepare_and_cache(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+    /// `sql`'s registered or cached statement, its effects noted.
+    #[inline]
+    pub(super) fn cached_statement(&self, sql: &str) -> Option<Statement> {
+        if let Some((st, fx)) = self.pinned_statement(sql) {
+            self.note_effects(fx);
+            return Some(st);
+        }
+        let (st, fx) = self
+            .statements
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .map(|(st, fx)| (st.clone(), *fx))?;
+        self.note_effects(fx);
+        Some(st)
+    }
+
+    pub(super) async fn prepare_and_cache(
+        &self,
+        sql: &str,
+    ) -> Result<Statement, tokio_postgres::Error> {
         let fx = Effects::of(sql);
         self.note_effects(fx);
         let Some(cache) = &self.statements else {
@@ -83,6 +92,7 @@ impl PgConn {
             return self.client.prepare(sql).await;
         };
         let st = self.client.prepare(sql).await?;
+        self.learn_family(sql, &st);
         cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -10,7 +10,7 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::connection::{
-    describe_failures, ConnOrigin, Connected, HostFailure, PgConn, PooledOrigin, Servers,
+    describe_failures, ConnOrigin, Connected, Families, HostFailure, PgConn, PooledOrigin, Servers,
     SessionReset, SessionState, TypeLookups,
 };
 use crate::error::Result;
@@ -86,6 +86,7 @@ pub(crate) struct ConnectSpec {
     pub(super) pooler: Pooler,
     /// How a session a caller changed is put back.
     pub(super) reset: Arc<SessionReset>,
+    pub(super) families: Arc<Families>,
 }
 
 impl ConnectSpec {
@@ -179,6 +180,7 @@ impl ConnectSpec {
                 pooled,
                 tap: tap.clone(),
                 reset: self.reset.clone(),
+                families: self.families.clone(),
             },
         );
         self.registry.apply(&conn).await;

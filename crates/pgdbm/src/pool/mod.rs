@@ -190,6 +190,7 @@ impl Pool {
         });
         let spec = ConnectSpec {
             reset,
+            families: Arc::default(),
             refill: refill.clone(),
             setup_sql,
             transaction_setup,
@@ -499,6 +500,11 @@ impl Pool {
     /// The server version, read when the pool was created.
     pub(crate) fn server_version(&self) -> &str {
         &self.inner.server_version
+    }
+
+    /// See [`crate::PoolStats::unprepared_misses`].
+    pub(crate) fn unprepared_misses(&self) -> u64 {
+        self.inner.pool.manager().spec.families.unprepared()
     }
 
     pub(crate) fn wait_stats(&self) -> (u64, Duration, u64) {

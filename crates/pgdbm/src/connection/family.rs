@@ -1,0 +1,228 @@
+//! Statement-cache misses in one round trip, for many schemas on one pool.
+//!
+//! Each tenant's schema makes a template a different SQL text, so with many tenants most calls
+//! are the first of their text on their connection, and preparing costs a round trip of its
+//! own before the statement runs. A text's first miss on a connection, when its template was
+//! prepared before (in any schema, on any connection of the pool), is sent unprepared instead:
+//! Parse with the parameter types the server inferred for that template, Bind, Execute, all
+//! in one round trip, and nothing left on the server. Its second miss prepares it, so a text
+//! used again costs the same round trips as preparing at once (1 + 2 + 1… against 2 + 1…),
+//! and one used once costs one.
+//!
+//! The types are a guess (the same template may name different tables in different schemas):
+//! only built-in types are shared, only outside a transaction, and when the server or the
+//! driver refuses the guess, the statement is prepared and run as usual. A refused guess
+//! failed at Parse or Bind, before anything ran.
+
+use std::hash::{BuildHasher, BuildHasherDefault};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+use tokio_postgres::types::{ToSql, Type, WrongType};
+use tokio_postgres::{Row, RowStream, Statement};
+
+use super::PgConn;
+use crate::sql::Effects;
+use crate::util::FxHasher;
+
+/// Templates whose parameter types a pool remembers.
+const TEMPLATES: NonZeroUsize = match NonZeroUsize::new(4096) {
+    Some(n) => n,
+    None => unreachable!(),
+};
+
+/// Missed texts one connection remembers, to prepare those it misses twice.
+const SEEN_LIMIT: usize = 1024;
+
+type TypesByTemplate = LruCache<Arc<str>, Arc<[Type]>, BuildHasherDefault<FxHasher>>;
+
+/// Parameter types by template, shared by a pool's connections.
+#[derive(Debug)]
+pub(crate) struct Families {
+    types: Mutex<TypesByTemplate>,
+    unprepared: AtomicU64,
+}
+
+impl Default for Families {
+    fn default() -> Self {
+        Families {
+            types: Mutex::new(LruCache::with_hasher(TEMPLATES, Default::default())),
+            unprepared: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Families {
+    /// Cache misses sent unprepared, in one round trip, and not refused.
+    pub(crate) fn unprepared(&self) -> u64 {
+        self.unprepared.load(Ordering::Relaxed)
+    }
+
+    fn learn(&self, template: Arc<str>, types: &[Type]) {
+        // A type of the schema's own (an enum, a domain) has another OID in the next schema.
+        if types.iter().all(|t| Type::from_oid(t.oid()).is_some()) {
+            self.types
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put(template, types.into());
+        }
+    }
+
+    fn get(&self, template: &str) -> Option<Arc<[Type]>> {
+        self.types
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(template)
+            .cloned()
+    }
+}
+
+/// The missed texts of one connection, by hash.
+pub(super) type Seen = LruCache<u64, (), BuildHasherDefault<FxHasher>>;
+
+pub(super) fn seen(cache_size: usize) -> Option<Mutex<Seen>> {
+    NonZeroUsize::new(cache_size.min(SEEN_LIMIT))
+        .map(|n| Mutex::new(LruCache::with_hasher(n, Default::default())))
+}
+
+/// How a statement goes out.
+pub(crate) enum Plan {
+    /// By its prepared statement.
+    Named(Statement),
+    /// Unprepared, with the types the server inferred for its template in another schema.
+    Guessed(Arc<[Type]>),
+}
+
+impl PgConn {
+    /// How `sql` goes out after missing the cache: on a first miss the one-round-trip guess
+    /// described in this module, else newly prepared.
+    pub(crate) async fn plan_miss(
+        &self,
+        sql: &str,
+        params: usize,
+        in_transaction: bool,
+    ) -> Result<Plan, tokio_postgres::Error> {
+        if !in_transaction && self.tap.status() == super::TxStatus::Idle {
+            if let Some(types) = self.guess(sql, params) {
+                return Ok(Plan::Guessed(types));
+            }
+        }
+        self.prepare_and_cache(sql).await.map(Plan::Named)
+    }
+
+    fn guess(&self, sql: &str, params: usize) -> Option<Arc<[Type]>> {
+        let seen = self.seen.as_ref()?;
+        let hash = BuildHasherDefault::<FxHasher>::default().hash_one(sql);
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        // Missed before on this connection: worth preparing now.
+        if seen.pop(&hash).is_some() {
+            return None;
+        }
+        let types = self
+            .families
+            .get(&crate::template::template_of(sql)?)
+            .filter(|t| t.len() == params)?;
+        seen.put(hash, ());
+        drop(seen);
+        self.note_effects(Effects::of(sql));
+        Some(types)
+    }
+
+    /// Remembers a newly prepared statement's parameter types for its template.
+    pub(super) fn learn_family(&self, sql: &str, st: &Statement) {
+        if self.seen.is_some() {
+            if let Some(template) = crate::template::template_of(sql) {
+                self.families.learn(template, st.params());
+            }
+        }
+    }
+
+    /// Whether `error` refuses a guessed statement: a type the driver cannot encode the value
+    /// as, or one the server cannot use there. Either way nothing ran.
+    fn refused(error: &tokio_postgres::Error) -> bool {
+        if let Some(db) = error.as_db_error() {
+            return matches!(
+                db.code().code(),
+                // undefined function or operator, datatype mismatch, cannot coerce, ambiguous
+                // function, invalid binary representation
+                "42883" | "42804" | "42846" | "42725" | "22P03"
+            );
+        }
+        std::error::Error::source(error).is_some_and(|s| s.is::<WrongType>())
+    }
+
+    fn counted<T>(&self, r: &Result<T, tokio_postgres::Error>) {
+        if r.is_ok() {
+            self.families.unprepared.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// [`Plan::Guessed`] for [`query`](PgConn::query).
+    pub(super) async fn query_guessed(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        types: &[Type],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let typed = zip(params, types);
+        match self.client.query_typed(sql, &typed).await {
+            Err(e) if Self::refused(&e) => {
+                let st = self.prepare_and_cache(sql).await?;
+                self.client.query(&st, params).await
+            }
+            r => {
+                self.counted(&r);
+                r
+            }
+        }
+    }
+
+    /// [`Plan::Guessed`] for [`query_stream`](PgConn::query_stream).
+    pub(super) async fn stream_guessed(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        types: &[Type],
+    ) -> Result<RowStream, tokio_postgres::Error> {
+        let typed = params.iter().copied().zip(types.iter().cloned());
+        match self.client.query_typed_raw(sql, typed).await {
+            Err(e) if Self::refused(&e) => {
+                let st = self.prepare_and_cache(sql).await?;
+                self.client.query_raw(&st, params.iter().copied()).await
+            }
+            r => {
+                self.counted(&r);
+                r
+            }
+        }
+    }
+
+    /// [`Plan::Guessed`] for [`execute`](PgConn::execute).
+    pub(super) async fn execute_guessed(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        types: &[Type],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let typed = zip(params, types);
+        match self.client.execute_typed(sql, &typed).await {
+            Err(e) if Self::refused(&e) => {
+                let st = self.prepare_and_cache(sql).await?;
+                self.client.execute(&st, params).await
+            }
+            r => {
+                self.counted(&r);
+                r
+            }
+        }
+    }
+}
+
+fn zip<'a>(
+    params: &[&'a (dyn ToSql + Sync)],
+    types: &[Type],
+) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params.iter().copied().zip(types.iter().cloned()).collect()
+}

@@ -1,0 +1,227 @@
+//! Many schemas on one pool: a text's first miss on a connection, when its template was
+//! prepared in another schema, costs one round trip, not two, and still runs in its own schema;
+//! its second miss prepares it; a guess the server or the driver refuses falls back to
+//! preparing, with the same outcome.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgdbm::{AsyncDatabaseManager, DatabaseConfig, Pool};
+
+const NAME_BY_ID: &str = "SELECT name FROM {{tables.items}} WHERE id = $1";
+
+struct Tenants {
+    pool: Pool,
+    managers: Vec<AsyncDatabaseManager>,
+    _guards: Vec<SchemaGuard>,
+}
+
+/// `id_types.len()` schemas on one pool, each with `items(id <type> PRIMARY KEY, name text)`
+/// holding one row whose name is the schema's index.
+async fn tenants(url: &str, cache: usize, id_types: &[&str]) -> Tenants {
+    let cfg = DatabaseConfig {
+        connection_string: Some(url.to_owned()),
+        min_connections: 1,
+        max_connections: 1,
+        statement_cache_size: cache,
+        retry_attempts: 0,
+        ..Default::default()
+    };
+    let pool = AsyncDatabaseManager::create_shared_pool(&cfg)
+        .await
+        .unwrap();
+    let mut managers = Vec::new();
+    let mut guards = Vec::new();
+    for (n, ty) in id_types.iter().enumerate() {
+        let schema = unique("tm");
+        guards.push(SchemaGuard(schema.clone()));
+        let id = if *ty == "text" { "'7'" } else { "7" };
+        admin(&format!(
+            "CREATE SCHEMA \"{schema}\"; \
+             CREATE TABLE \"{schema}\".items (id {ty} PRIMARY KEY, name text); \
+             INSERT INTO \"{schema}\".items VALUES ({id}, 'tenant {n}')"
+        ))
+        .await;
+        managers.push(AsyncDatabaseManager::from_pool(pool.clone(), Some(&schema)).unwrap());
+    }
+    Tenants {
+        pool,
+        managers,
+        _guards: guards,
+    }
+}
+
+async fn unprepared(db: &AsyncDatabaseManager) -> u64 {
+    db.get_pool_stats().await.unwrap().unprepared_misses
+}
+
+async fn name_of(db: &AsyncDatabaseManager, id: i32) -> Option<String> {
+    db.fetch_value::<String>(NAME_BY_ID, &[&id]).await.unwrap()
+}
+
+#[tokio::test]
+async fn first_misses_go_unprepared_each_in_its_own_schema() {
+    let t = tenants(&database_url(), 100, &["int4"; 6]).await;
+    let m = &t.managers;
+    // The first tenant prepares the template.
+    assert_eq!(name_of(&m[0], 7).await.as_deref(), Some("tenant 0"));
+    assert_eq!(unprepared(&m[0]).await, 0);
+    // Every other tenant's text misses: sent unprepared once, rows its own; then prepared.
+    for (n, db) in m.iter().enumerate().skip(1) {
+        assert_eq!(name_of(db, 7).await, Some(format!("tenant {n}")));
+        assert_eq!(unprepared(&m[0]).await, n as u64);
+        assert_eq!(name_of(db, 8).await, None, "a second miss is prepared");
+        assert_eq!(
+            name_of(db, 7).await,
+            Some(format!("tenant {n}")),
+            "now cached"
+        );
+        assert_eq!(unprepared(&m[0]).await, n as u64);
+    }
+
+    // `execute` and `fetch_all` take the same path, and write only their own tenant's rows.
+    let rename = "UPDATE {{tables.items}} SET name = $1 WHERE id = $2";
+    let all = "SELECT id, name FROM {{tables.items}} WHERE id >= $1";
+    m[0].execute(rename, &[&"zero", &7_i32]).await.unwrap();
+    m[1].fetch_all(all, &[&0_i32]).await.unwrap();
+    let n = m[3].execute(rename, &[&"three", &7_i32]).await.unwrap();
+    assert_eq!(n, 1);
+    let rows = m[4].fetch_all(all, &[&0_i32]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<String>("name").unwrap(), "tenant 4");
+    assert_eq!(unprepared(&m[0]).await, 7);
+    for (n, db) in m.iter().enumerate() {
+        let want = match n {
+            0 => "zero".to_owned(),
+            3 => "three".to_owned(),
+            _ => format!("tenant {n}"),
+        };
+        let got: Option<String> = db
+            .fetch_value("SELECT name FROM {{tables.items}}", &[])
+            .await
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(want.as_str()), "tenant {n}");
+    }
+    drop(t.pool);
+}
+
+/// Inside a transaction a refused guess could not be sent again: misses are prepared.
+#[tokio::test]
+async fn inside_a_transaction_misses_are_prepared() {
+    let t = tenants(&database_url(), 1, &["int4"; 3]).await;
+    let m = &t.managers;
+    name_of(&m[0], 7).await;
+    let tx = m[1].transaction().await.unwrap();
+    let got: Option<String> = tx.fetch_value(NAME_BY_ID, &[&7_i32]).await.unwrap();
+    assert_eq!(got.as_deref(), Some("tenant 1"));
+    tx.commit().await.unwrap();
+    assert_eq!(unprepared(&m[0]).await, 0);
+    // Outside one, the next tenant's miss is sent unprepared.
+    assert_eq!(name_of(&m[2], 7).await.as_deref(), Some("tenant 2"));
+    assert_eq!(unprepared(&m[0]).await, 1);
+}
+
+/// Where one template names columns of different types, a guess the driver or the server
+/// refuses falls back to preparing, with the outcome a prepared statement gives.
+#[tokio::test]
+async fn a_refused_guess_is_prepared_with_the_same_outcome() {
+    // Tenants 0, 2 and 3 have text ids, tenant 1 int4 ids.
+    let t = tenants(&database_url(), 1, &["text", "int4", "text", "text"]).await;
+    let m = &t.managers;
+    let by_text = m[0]
+        .fetch_value::<String>(NAME_BY_ID, &[&"7"])
+        .await
+        .unwrap();
+    assert_eq!(by_text.as_deref(), Some("tenant 0"));
+    // The guess says text; the driver cannot send an i32 as text: prepared instead.
+    assert_eq!(name_of(&m[1], 7).await.as_deref(), Some("tenant 1"));
+    assert_eq!(unprepared(&m[0]).await, 0);
+    // Now the guess says int4; the server has no `text = integer`: prepared instead, which
+    // gives the error a prepared statement gives for an i32 against a text column.
+    let guessed = m[2]
+        .fetch_value::<String>(NAME_BY_ID, &[&7_i32])
+        .await
+        .unwrap_err();
+    assert_eq!(unprepared(&m[0]).await, 0);
+    let alone = tenants(&database_url(), 100, &["text"]).await;
+    let prepared = alone.managers[0]
+        .fetch_value::<String>(NAME_BY_ID, &[&7_i32])
+        .await
+        .unwrap_err();
+    assert_eq!(guessed.kind(), prepared.kind());
+    let strip = |e: &pgdbm::Error| e.to_string().replace(m[2].schema().unwrap(), "S");
+    let alone_schema = alone.managers[0].schema().unwrap().to_owned();
+    assert_eq!(
+        strip(&guessed),
+        prepared.to_string().replace(&alone_schema, "S")
+    );
+    // The tenant is fine after it, and the guess (text again) holds for the next tenant.
+    let ok = m[2]
+        .fetch_value::<String>(NAME_BY_ID, &[&"7"])
+        .await
+        .unwrap();
+    assert_eq!(ok.as_deref(), Some("tenant 2"));
+    let ok = m[3]
+        .fetch_value::<String>(NAME_BY_ID, &[&"7"])
+        .await
+        .unwrap();
+    assert_eq!(ok.as_deref(), Some("tenant 3"));
+    assert_eq!(unprepared(&m[0]).await, 1);
+}
+
+/// The path by its cost: through 50 ms each way, a miss sent unprepared takes one round trip,
+/// a miss prepared first takes two.
+#[tokio::test]
+async fn through_a_slow_network_an_unprepared_miss_is_one_round_trip() {
+    let url = database_url();
+    let cfg: tokio_postgres::Config = url.parse().unwrap();
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) if h != "localhost" => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let proxy = pgdbm::testing::LatencyProxy::start(
+        format!("{host}:{port}").parse().unwrap(),
+        Duration::from_millis(50),
+    )
+    .await
+    .unwrap();
+    let user = cfg.get_user().unwrap_or("postgres");
+    let dbname = cfg.get_dbname().unwrap_or("postgres");
+    let t = tenants(
+        &format!("postgresql://{user}@{}/{dbname}", proxy.addr()),
+        1,
+        &["int4"; 3],
+    )
+    .await;
+    let m = &t.managers;
+    name_of(&m[0], 7).await;
+    let started = Instant::now();
+    assert_eq!(name_of(&m[1], 7).await.as_deref(), Some("tenant 1"));
+    let unprepared_miss = started.elapsed();
+    assert_eq!(unprepared(&m[0]).await, 1);
+    // A template never prepared before has nothing to guess from.
+    let started = Instant::now();
+    let got: Option<String> = m[2]
+        .fetch_value(
+            "SELECT name FROM {{tables.items}} WHERE id = $1 AND true",
+            &[&7_i32],
+        )
+        .await
+        .unwrap();
+    let prepared_miss = started.elapsed();
+    assert_eq!(got.as_deref(), Some("tenant 2"));
+    assert_eq!(unprepared(&m[0]).await, 1);
+    // One round trip is 100 ms here.
+    assert!(
+        unprepared_miss >= Duration::from_millis(100)
+            && unprepared_miss < Duration::from_millis(190),
+        "{unprepared_miss:?}"
+    );
+    assert!(
+        prepared_miss >= Duration::from_millis(200),
+        "{prepared_miss:?}"
+    );
+}
