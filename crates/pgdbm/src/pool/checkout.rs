@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
-use super::PgManager;
+use super::core::Object;
 use crate::connection::{PgConn, SessionState, RELEASED};
 
 /// A connection checked out of the pool. It derefs to the driver's [`Client`], for anything
@@ -25,14 +25,14 @@ use crate::connection::{PgConn, SessionState, RELEASED};
 /// ```
 pub struct PoolConnection {
     /// Always `Some` until `detach` or drop.
-    obj: Option<deadpool::managed::Object<PgManager>>,
+    obj: Option<Object>,
     /// Bumped when the connection is released: a manager with read replicas counts its writes
     /// this way (read-your-writes).
     writes: Option<Arc<AtomicU64>>,
 }
 
 impl PoolConnection {
-    pub(crate) fn new(obj: deadpool::managed::Object<PgManager>) -> Self {
+    pub(crate) fn new(obj: Object) -> Self {
         PoolConnection {
             obj: Some(obj),
             writes: None,
@@ -61,7 +61,7 @@ impl PoolConnection {
             writes.fetch_add(1, Ordering::AcqRel);
         }
         let obj = self.obj.take().expect("connection present until dropped");
-        let conn = deadpool::managed::Object::take(obj);
+        let conn = Object::take(obj);
         // Out of the pool now, though its client lives on.
         conn.refill.signal();
         conn.client
@@ -78,7 +78,7 @@ impl PoolConnection {
     }
 }
 
-fn cancel_and_close(obj: deadpool::managed::Object<PgManager>) {
+fn cancel_and_close(obj: Object) {
     let runtime = obj.runtime.clone();
     // `Recovering` closes the connection when dropped, whether the task runs or not.
     let closing = Recovering(Some(obj));
@@ -128,13 +128,13 @@ impl Drop for PoolConnection {
 
 /// Closes a connection now: out of the pool's count, its client dropped (the driver sends
 /// Terminate, or the socket closes with the runtime), so the server ends the session.
-fn close(obj: deadpool::managed::Object<PgManager>) {
-    drop(deadpool::managed::Object::take(obj));
+fn close(obj: Object) {
+    drop(Object::take(obj));
 }
 
 /// A connection held out of the pool while it is brought back to idle; closed unless that
 /// succeeds.
-struct Recovering(Option<deadpool::managed::Object<PgManager>>);
+struct Recovering(Option<Object>);
 
 impl Recovering {
     async fn run(mut self) {

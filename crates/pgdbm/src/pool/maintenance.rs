@@ -11,8 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use deadpool::managed::{PoolError, Timeouts};
-
 use super::{ConnectFailure, PoolInner};
 use crate::config::DatabaseConfig;
 use crate::connection::Refill;
@@ -80,37 +78,14 @@ pub(super) fn spawn_refill(pool: Weak<PoolInner>, refill: Arc<Refill>, backoff: 
 
 /// Drops dead connections, then opens as many as `min_size` lacks.
 async fn top_up(inner: &PoolInner) -> Result<(), ConnectFailure> {
-    inner.pool.retain(|conn, _| !conn.is_broken());
-    let status = inner.pool.status();
-    let missing = inner.min_size.saturating_sub(status.size);
+    inner.pool.retain(|conn| !conn.is_broken());
+    let missing = inner.min_size.saturating_sub(inner.pool.status().size);
     if missing == 0 {
         return Ok(());
     }
-    // deadpool makes a connection only when no idle one is left, so the idle ones are held
-    // for the moment it takes to open the missing ones. Never waits for a slot: without a free
-    // one the pool is busy at max_connections, above min anyway.
-    let no_wait = Timeouts {
-        wait: Some(Duration::ZERO),
-        create: None,
-        recycle: None,
-    };
-    let got = futures_util::future::join_all(
-        (0..status.available + missing).map(|_| inner.pool.timeout_get(&no_wait)),
-    )
-    .await;
-    let mut failure = None;
-    for r in got {
-        if let Err(PoolError::Backend(f)) = r {
-            failure = Some(f);
-        }
-    }
-    match failure {
-        Some(f) => Err(f),
-        None => {
-            tracing::debug!(opened = missing, "topped the pool up to min_connections");
-            Ok(())
-        }
-    }
+    let opened = inner.pool.open_idle(missing).await?;
+    tracing::debug!(opened, "topped the pool up to min_connections");
+    Ok(())
 }
 
 /// Closes connections idle for longer than `lifetime`, keeping `min_size`, and drops dead
@@ -131,7 +106,7 @@ pub(super) fn spawn_reaper(pool: Weak<PoolInner>, lifetime: Duration) {
             let mut removable = size.saturating_sub(inner.min_size);
             let limit = lifetime.as_micros() as u64;
             let now = now_micros();
-            let removed = inner.pool.retain(|conn, _| {
+            let removed = inner.pool.retain(|conn| {
                 // A dead connection is useless even to keep `min_connections`: it goes, and
                 // the refill replaces it.
                 if conn.is_broken() {
@@ -152,8 +127,8 @@ pub(super) fn spawn_reaper(pool: Weak<PoolInner>, lifetime: Duration) {
                     true
                 }
             });
-            if !removed.removed.is_empty() {
-                tracing::debug!(closed = removed.removed.len(), "closed idle connections");
+            if removed > 0 {
+                tracing::debug!(closed = removed, "closed idle connections");
             }
             // Also a retry for a refill that gave up earlier (the server was down).
             if inner.pool.status().size < inner.min_size {

@@ -1,4 +1,4 @@
-//! What deadpool calls to make and recycle connections: each connection opened with the
+//! What the pool calls to make and reuse connections: each connection opened with the
 //! pool's settings (and its failure classified for retry), registered statements pinned, and
 //! only idle connections handed out again.
 
@@ -6,7 +6,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::connection::{
@@ -60,7 +59,7 @@ impl PreparedRegistry {
     }
 }
 
-/// Creates and recycles connections for deadpool.
+/// Creates and vets connections for the pool.
 pub(crate) struct PgManager {
     pub(super) spec: Arc<ConnectSpec>,
     /// New connections are made on the runtime that created the pool, whichever runtime asks
@@ -335,12 +334,10 @@ impl fmt::Display for ConnectFailure {
     }
 }
 
-impl managed::Manager for PgManager {
-    // Boxed so deadpool's slots and every checkout move 8 bytes, not the whole connection.
-    type Type = Box<PgConn>;
-    type Error = ConnectFailure;
-
-    async fn create(&self) -> Result<Box<PgConn>, ConnectFailure> {
+impl PgManager {
+    /// A new connection, boxed so that the pool's queue and every checkout move 8 bytes, not
+    /// the whole connection.
+    pub(super) async fn create(&self) -> Result<Box<PgConn>, ConnectFailure> {
         // Spawning also keeps the large connect state machine out of every checkout future.
         let spec = self.spec.clone();
         match self
@@ -355,21 +352,25 @@ impl managed::Manager for PgManager {
         }
     }
 
-    async fn recycle(&self, conn: &mut Box<PgConn>, _: &Metrics) -> RecycleResult<ConnectFailure> {
-        // Only a connection known to be idle is handed out again; any other one was taken
-        // out of the pool when it was released, so this is a last line of defence.
+    /// Whether an idle connection may be handed out again. Only a connection known to be
+    /// idle was put back; this is the last line of defence, and the `max_queries` limit.
+    #[inline]
+    pub(super) fn reusable(&self, conn: &PgConn) -> bool {
         if conn.is_broken() || conn.state() != SessionState::Idle {
-            return Err(RecycleError::message("connection is not idle"));
+            return false;
         }
         let max_queries = self.spec.max_queries;
-        if max_queries > 0 && conn.queries.load(Ordering::Relaxed) >= max_queries {
-            return Err(RecycleError::message("max_queries reached"));
-        }
-        // Boxed, and only when needed: inline, the prepare future would sit in every checkout
-        // future (deadpool's get() future held 4.4 KB, copied on every query).
-        if self.spec.registry.is_behind(conn) {
-            Box::pin(self.spec.registry.apply(conn)).await;
-        }
-        Ok(())
+        max_queries == 0 || conn.queries.load(Ordering::Relaxed) < max_queries
+    }
+
+    /// Whether `conn` lacks statements registered since it was last checked out.
+    #[inline]
+    pub(super) fn is_behind(&self, conn: &PgConn) -> bool {
+        self.spec.registry.is_behind(conn)
+    }
+
+    /// Prepares the statements `conn` lacks.
+    pub(super) async fn catch_up(&self, conn: &PgConn) {
+        self.spec.registry.apply(conn).await;
     }
 }

@@ -1,5 +1,6 @@
-//! The connection pool: deadpool's core with our own manager (start-up settings, retry, statement
-//! cache, `max_queries` recycling, idle reaping that never goes below `min_connections`), plus
+//! The connection pool: a small core of our own (`core`: one short lock per checkout and
+//! release), the manager that opens and vets connections (start-up settings, retry, statement
+//! cache, `max_queries` recycling), idle reaping that never goes below `min_connections`, and
 //! wait statistics.
 
 use std::fmt;
@@ -7,8 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool::managed::{self};
-use deadpool::Runtime;
 use futures_util::FutureExt;
 
 use crate::config::DatabaseConfig;
@@ -20,6 +19,7 @@ use crate::tls::make_tls_connector;
 
 mod acquiring;
 mod checkout;
+mod core;
 mod listen;
 mod maintenance;
 mod manage;
@@ -30,6 +30,8 @@ mod mux;
 pub(crate) use crate::connection::Refill;
 use acquiring::Acquiring;
 pub use checkout::PoolConnection;
+pub(crate) use core::Status;
+use core::{Core, PoolError};
 pub(crate) use listen::ListenSpec;
 use maintenance::{spawn_reaper, spawn_refill, Backoff};
 use manage::ConnectSpec;
@@ -48,7 +50,7 @@ pub(crate) struct WaitCounters {
 }
 
 pub(crate) struct PoolInner {
-    pool: managed::Pool<PgManager>,
+    pool: Arc<Core>,
     pub(crate) min_size: usize,
     pub(crate) database: String,
     /// Where new connections go, for errors.
@@ -215,11 +217,7 @@ impl Pool {
             spec: Arc::new(spec),
             runtime: tokio::runtime::Handle::current(),
         };
-        let pool = managed::Pool::builder(manager)
-            .max_size(config.max_connections)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| Error::Pool(format!("cannot build the pool: {e}")))?;
+        let pool = Core::new(manager, config.max_connections);
 
         if opts.replica.is_some() {
             return Ok(Pool::assemble(
@@ -236,22 +234,15 @@ impl Pool {
         // The first connection is made with retry; the rest of `min_connections` after it.
         let mut attempts = 0u32;
         let mut delay = config.retry_delay;
-        let first: managed::Object<PgManager> = loop {
+        let first = loop {
             attempts += 1;
             match pool.get().await {
                 Ok(obj) => break obj,
                 Err(e) => {
                     let failure = match e {
-                        managed::PoolError::Backend(f) => f,
-                        other => {
-                            return Err(Error::Connection {
-                                host,
-                                port,
-                                database,
-                                attempts,
-                                message: other.to_string(),
-                                source: None,
-                            })
+                        PoolError::Backend(f) => f,
+                        PoolError::Closed => {
+                            return Err(Error::Pool("the pool was closed while connecting".into()))
                         }
                     };
                     if failure.is_retryable() && attempts <= config.retry_attempts {
@@ -285,8 +276,8 @@ impl Pool {
             if let Err(e) = r {
                 pool.close();
                 let (message, source) = match e {
-                    managed::PoolError::Backend(f) => (f.message(), f.into_source()),
-                    other => (other.to_string(), None),
+                    PoolError::Backend(f) => (f.message(), f.into_source()),
+                    PoolError::Closed => ("the pool was closed while connecting".into(), None),
                 };
                 return Err(Error::Connection {
                     host,
@@ -323,7 +314,7 @@ impl Pool {
     /// The pool around `pool`, with its background upkeep started.
     #[allow(clippy::too_many_arguments)]
     fn assemble(
-        pool: managed::Pool<PgManager>,
+        pool: Arc<Core>,
         config: &DatabaseConfig,
         opts: PoolOptions<'_>,
         (host, port, database): (String, u16, String),
@@ -433,11 +424,11 @@ impl Pool {
         }
         let result = match got {
             Ok(obj) => Ok(PoolConnection::new(obj)),
-            Err(managed::PoolError::Closed) => Err(Error::Pool(
+            Err(PoolError::Closed) => Err(Error::Pool(
                 "the pool is closed (disconnect() was called); create a new manager or call connect() again".into(),
             )),
             // Keep the driver error: its SQLSTATE (53300 too many connections, say) matters.
-            Err(managed::PoolError::Backend(f)) => Err(Error::Connection {
+            Err(PoolError::Backend(f)) => Err(Error::Connection {
                 host: self.inner.host.clone(),
                 port: self.inner.port,
                 database: self.inner.database.clone(),
@@ -445,7 +436,6 @@ impl Pool {
                 message: format!("opening a new pooled connection: {}", f.message()),
                 source: f.into_source(),
             }),
-            Err(e) => Err(Error::Pool(e.to_string())),
         };
         Acquiring::end(acquiring, self, result.as_ref().err());
         result
@@ -482,7 +472,7 @@ impl Pool {
         self.inner.pool.is_closed()
     }
 
-    pub(crate) fn raw_status(&self) -> deadpool::Status {
+    pub(crate) fn raw_status(&self) -> Status {
         self.inner.pool.status()
     }
 
@@ -490,7 +480,7 @@ impl Pool {
     /// connection's idle time nor the wait statistics change).
     pub(crate) fn idle_backend_pid(&self) -> Option<i32> {
         let mut pid = None;
-        self.inner.pool.retain(|conn, _| {
+        self.inner.pool.retain(|conn| {
             pid = pid.or(Some(conn.backend_pid));
             true
         });

@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod checkouts;
 mod connect;
 mod recycling;
 mod statements;
