@@ -52,12 +52,26 @@ fn watch(
 /// Each of `tasks` callers runs `calls` point selects with its own parameters and checks that
 /// every answer is its own. Returns the errors, which must all be allowed by `allowed`.
 async fn load(db: &AsyncDatabaseManager, tasks: usize, calls: usize) -> Vec<Error> {
+    load_until(db, tasks, calls, Arc::new(AtomicBool::new(false))).await
+}
+
+/// [`load`], each caller also stopping once `stop` is set.
+async fn load_until(
+    db: &AsyncDatabaseManager,
+    tasks: usize,
+    calls: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<Error> {
     let mut set = tokio::task::JoinSet::new();
     for t in 0..tasks {
         let db = db.clone();
+        let stop = stop.clone();
         set.spawn(async move {
             let mut errors = Vec::new();
             for i in 0..calls {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let key = (t * 1_000_000 + i) as i64;
                 let tag = format!("caller {t}");
                 match db
@@ -107,10 +121,13 @@ async fn many_callers_share_four_connections_and_each_gets_its_own_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_a_timeout_and_a_terminated_backend_reach_only_their_callers() {
-    let (db, _g) = schema_db_with(multiplexed(4)).await;
+    let (db, g) = schema_db_with(multiplexed(4)).await;
+    // The callers go on until the backend is gone, however fast their calls are.
+    let stop = Arc::new(AtomicBool::new(false));
     let loading = {
         let db = db.clone();
-        tokio::spawn(async move { load(&db, 32, 600).await })
+        let stop = stop.clone();
+        tokio::spawn(async move { load_until(&db, 32, 1_000_000, stop).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -133,15 +150,30 @@ async fn a_failure_a_timeout_and_a_terminated_backend_reach_only_their_callers()
         "returned after {waited:?}"
     );
 
-    let victim = db.get_pool_stats().await.unwrap().shared[0].backend_pid;
-    admin(&format!("SELECT pg_terminate_backend({victim})")).await;
+    // A caller whose statement is surely on the connection when its backend goes: the one
+    // running a long statement (shared like the others).
+    let marker = g.0.clone();
+    let sleeper = {
+        let db = db.clone();
+        let sql = format!("SELECT pg_sleep(5)::text, '{marker}'");
+        tokio::spawn(async move { db.fetch_value::<String>(&sql, &[]).await })
+    };
+    settle(|| {
+        let marker = marker.clone();
+        async move { active_with(&marker).await == 1 }
+    })
+    .await;
+    admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+         AND query LIKE '%{marker}%' AND query NOT LIKE '%pg_stat_activity%'"
+    ))
+    .await;
+    let lost = sleeper.await.unwrap().unwrap_err();
+    assert_eq!(lost.kind(), ErrorKind::ConnectionLost, "{lost}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
 
     let errors = loading.await.unwrap();
-    // The path this test is about: callers were on the terminated connection.
-    assert!(
-        !errors.is_empty(),
-        "no caller was on the terminated connection"
-    );
     for e in &errors {
         // Only the callers whose statement was on the terminated connection.
         assert_eq!(e.kind(), ErrorKind::ConnectionLost, "a neighbour got: {e}");
