@@ -18,19 +18,17 @@
 //! is known to be idle; if that fails, or no runtime is left to run it, the connection is
 //! closed, which makes the server roll back. Recycling accepts only idle connections.
 
-use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use futures_util::{pin_mut, TryStreamExt};
 use lru::LruCache;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, RowStream, Statement};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tls::MakeTls;
 use crate::util::{now_micros, FxHasher};
 
@@ -45,6 +43,7 @@ mod socket;
 mod state;
 mod statements;
 mod tap;
+mod timed;
 mod typeinfo;
 mod watchdog;
 
@@ -378,53 +377,5 @@ impl PgConn {
             let typed = self.typed_params(sql, params, in_transaction).await?;
             self.client.execute_typed(sql, &typed).await
         }
-    }
-
-    /// Runs `fut`, one statement (or one all-or-nothing batch) on this connection, under
-    /// `deadline`: the choke point of the session state. On expiry the error comes back at once;
-    /// the connection is left cancelling, and whoever holds it hands it to [`recover`] when it
-    /// is released, so the cancel and drain finish in the background, out of the pool.
-    ///
-    /// [`recover`]: PgConn::recover
-    pub(crate) async fn timed<T>(
-        &self,
-        deadline: Option<Instant>,
-        operation: &str,
-        fut: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        if !self.try_begin_op() {
-            if self.is_shared() {
-                // Boxed: inline, the shared path would grow every call's future.
-                return Box::pin(self.timed_shared(deadline, operation, fut)).await;
-            }
-            self.begin_op()?;
-        }
-        let started = Instant::now();
-        // A reset left pending goes out first, in the same round trip; boxed, so that the
-        // common path's future does not grow.
-        let mut reset = self.queue_pending_reset();
-        let outcome = match deadline {
-            None => fut.await,
-            // No timer per statement: the connection's driver task keeps one (`watchdog`).
-            Some(deadline) => {
-                let watching = self.tap.watchdog.watch(deadline);
-                match watchdog::until_expired(&watching, fut).await {
-                    Some(r) => r,
-                    None => {
-                        self.start_cancelling();
-                        return Err(Error::Timeout {
-                            operation: crate::error::shorten_sql(operation),
-                            after: started.elapsed(),
-                        });
-                    }
-                }
-            }
-        };
-        let outcome = match reset.take() {
-            None => outcome,
-            Some(reset) => self.pending_reset_done(reset, outcome).await,
-        };
-        self.end_op();
-        outcome
     }
 }

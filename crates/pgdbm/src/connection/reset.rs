@@ -95,12 +95,12 @@ impl PgConn {
     /// The outcome of a statement sent behind a pending reset: the reset's error when it
     /// failed (the statement then ran on a session that may not have been reset, and the
     /// connection is broken), else the statement's.
-    pub(super) async fn pending_reset_done<T>(
+    pub(super) fn after_pending_reset<T>(
         &self,
-        reset: PendingReset<'_>,
+        reset: Result<(), tokio_postgres::Error>,
         outcome: Result<T>,
     ) -> Result<T> {
-        match reset.await {
+        match reset {
             Ok(()) => outcome,
             Err(source) => {
                 self.mark_broken();

@@ -153,18 +153,3 @@ impl Drop for Watching<'_> {
         self.0.deadline.store(NONE, Ordering::Release);
     }
 }
-
-/// Runs `fut` until it ends or `watching`'s deadline passes (`None`).
-pub(crate) async fn until_expired<F: Future>(watching: &Watching<'_>, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        if watching.poll_expired(cx) {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
-}

@@ -30,7 +30,7 @@ macro_rules! all_or_nothing {
                 .await?;
             let $conn: &PgConn = &conn;
             $conn
-                .timed(deadline, $operation, async {
+                .timed(deadline, $operation, || async {
                     if implicit_tx {
                         // In a transaction from before BEGIN is sent: dropped or timed out
                         // while it is on the wire, the connection must be rolled back.
@@ -198,7 +198,7 @@ macro_rules! run {
                 let mut replace = false;
                 let log = StatementLog::start($sql, params.iter().copied());
                 let r = $conn
-                    .timed(deadline, $sql, async {
+                    .timed(deadline, $sql, || async {
                         if let Some(context) = context {
                             let begin = $conn.begin_sql("BEGIN", Some(context));
                             // Boxed: inline, this rare path would grow every call's future.

@@ -191,7 +191,7 @@ impl<'r, 'p> Plan<'r, 'p> {
         let conn: &PgConn = &held;
         let started = Instant::now();
         let timed = conn
-            .timed(None, "pipeline", async {
+            .timed(None, "pipeline", || async {
                 let drive = self.drive(conn, progress);
                 let Some(deadline) = deadline else {
                     drive.await;

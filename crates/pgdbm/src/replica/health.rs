@@ -167,7 +167,7 @@ impl ReplicaHost {
         let pg = conn.conn();
         let sql = format!("{CHECK_SQL};\n{ATTRIBUTE_CALLS_SQL}");
         let msgs = pg
-            .timed(Some(deadline), &sql, async {
+            .timed(Some(deadline), &sql, || async {
                 pg.client
                     .simple_query(&sql)
                     .await

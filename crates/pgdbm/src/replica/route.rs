@@ -192,7 +192,7 @@ async fn query_rows(
     deadline: Option<Instant>,
 ) -> Result<Vec<SimpleQueryMessage>> {
     let pg = conn.conn();
-    pg.timed(deadline, sql, async {
+    pg.timed(deadline, sql, || async {
         pg.client
             .simple_query(sql)
             .await

@@ -92,7 +92,7 @@ impl TxState {
             &self.manager,
             crate::query::instrument::Op::control(sql),
         );
-        let timed = conn.timed(deadline, sql, async {
+        let timed = conn.timed(deadline, sql, || async {
             // In a transaction from before BEGIN is sent: dropped or timed out while it is
             // on the wire, the connection must be rolled back, not taken for idle.
             if control == Control::Begin {
