@@ -148,7 +148,7 @@ impl Templates {
     /// The query with templates applied. Queries without `{{` are returned as they are, without
     /// touching the cache; cached ones are shared, not copied.
     pub(crate) fn render<'q>(&self, query: &'q str) -> Result<Rendered<'q>> {
-        if !query.contains("{{") {
+        if !has_braces(query) {
             return Ok(Rendered::Borrowed(query));
         }
         if let Some(hit) = self
@@ -228,6 +228,20 @@ impl Templates {
         out.push_str(rest);
         Ok(out)
     }
+}
+
+/// Whether `query` holds `{{`. A one-byte search (memchr) first: most queries have no brace
+/// at all, and in a template the first brace usually opens a placeholder.
+#[inline]
+fn has_braces(query: &str) -> bool {
+    let mut rest = query.as_bytes();
+    while let Some(i) = memchr::memchr(b'{', rest) {
+        rest = &rest[i + 1..];
+        if rest.first() == Some(&b'{') {
+            return true;
+        }
+    }
+    false
 }
 
 /// Rendered texts remembered with their template; past this the least recently used go.
@@ -346,6 +360,21 @@ mod tests {
             "SELECT '{{}}', '{{1}}', '{{ a b }}'",
         ] {
             assert_eq!(t.render(query).unwrap(), query);
+        }
+    }
+
+    #[test]
+    fn finds_double_braces_only() {
+        for (q, want) in [
+            ("SELECT 1", false),
+            ("SELECT '{\"a\": {\"b\": 1}}'", false),
+            ("{", false),
+            ("{{", true),
+            ("x { y {{tables.t}}", true),
+            ("SELECT * FROM {{tables.t}}", true),
+            ("{ {", false),
+        ] {
+            assert_eq!(has_braces(q), want, "{q}");
         }
     }
 

@@ -1,6 +1,8 @@
 //! `AsyncDatabaseManager`: a schema-scoped handle over an owned or a shared pool.
 
 use std::fmt;
+
+use futures_util::future::Either;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -480,7 +482,10 @@ impl Runner for AsyncDatabaseManager {
         intent: Intent,
         sql: &str,
     ) -> impl std::future::Future<Output = Result<ConnRef<'_>>> + Send {
-        self.connection(deadline, intent, sql, false)
+        match self.ready_conn(false) {
+            Some(conn) => Either::Left(std::future::ready(Ok(conn))),
+            None => Either::Right(Box::pin(self.connection(deadline, intent, sql, false))),
+        }
     }
 
     fn call_conn(
@@ -489,7 +494,10 @@ impl Runner for AsyncDatabaseManager {
         intent: Intent,
         sql: &str,
     ) -> impl std::future::Future<Output = Result<ConnRef<'_>>> + Send {
-        self.connection(deadline, intent, sql, true)
+        match self.ready_conn(true) {
+            Some(conn) => Either::Left(std::future::ready(Ok(conn))),
+            None => Either::Right(Box::pin(self.connection(deadline, intent, sql, true))),
+        }
     }
 
     fn in_transaction(&self) -> bool {
@@ -531,6 +539,19 @@ impl AsyncDatabaseManager {
             .await;
         }
         Ok(ConnRef::Pooled(pool.get(deadline).await?))
+    }
+
+    /// An idle pooled connection at once, without a future, when the call needs no routing
+    /// (no read replicas) nor sharing (`shareable` on a multiplexing pool) and one is ready;
+    /// `None` sends it the long way, through [`connection`](Self::connection), boxed so that
+    /// its large future is not part of (and moved with) every call's.
+    #[inline]
+    fn ready_conn(&self, shareable: bool) -> Option<ConnRef<'static>> {
+        let pool = self.pool().ok()?;
+        if (shareable && pool.multiplexes()) || crate::replica::replicas_of(&pool).is_some() {
+            return None;
+        }
+        pool.try_get().map(ConnRef::Pooled)
     }
 
     /// Whether a call of `sql` may share a connection: session-neutral, outside a

@@ -19,10 +19,16 @@ pub(crate) struct Acquiring {
 }
 
 impl Acquiring {
+    /// Whether anything may observe a checkout: the metrics, or a subscriber taking INFO.
+    #[inline]
+    pub(crate) fn observed() -> bool {
+        METRICS || tracing::level_enabled!(tracing::Level::INFO)
+    }
+
     /// `None` when nothing observes.
     pub(crate) fn start(pool: &Pool) -> Option<Acquiring> {
         // As in `Call::begin`: no span is built when no subscriber takes INFO.
-        if !METRICS && !tracing::level_enabled!(tracing::Level::INFO) {
+        if !Self::observed() {
             return None;
         }
         // Only inside an operation: a checkout outside one (while connecting, say) would be a

@@ -134,6 +134,30 @@ impl Core {
         }
     }
 
+    /// The oldest idle connection, when it can be handed out as it is; `None` sends the
+    /// caller to [`get`](Core::get), which also deals with connections that cannot.
+    #[inline]
+    pub(crate) fn try_idle(self: &Arc<Self>) -> Option<Object> {
+        if self.is_closed() {
+            return None;
+        }
+        let conn = {
+            let mut slots = self.lock();
+            let ready = slots
+                .idle
+                .front()
+                .is_some_and(|c| self.manager.reusable(c) && !self.manager.is_behind(c));
+            if !ready {
+                return None;
+            }
+            slots.idle.pop_front()?
+        };
+        Some(Object {
+            conn: Some(conn),
+            core: self.clone(),
+        })
+    }
+
     /// What is there now, or the line to wait in (`None`: closed).
     fn next_or_wait(&self) -> Result<Given, Option<oneshot::Receiver<Grant>>> {
         if self.is_closed() {

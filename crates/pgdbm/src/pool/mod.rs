@@ -366,6 +366,18 @@ impl Pool {
         self.checkout(deadline, true)
     }
 
+    /// An idle connection at once, without a future, when one is ready and nothing observes
+    /// the wait; `None` sends the caller to [`get`](Self::get).
+    #[inline]
+    pub(crate) fn try_get(&self) -> Option<PoolConnection> {
+        if Acquiring::observed() {
+            return None;
+        }
+        let obj = self.inner.pool.try_idle()?;
+        self.inner.counters.acquires.fetch_add(1, Ordering::Relaxed);
+        Some(PoolConnection::new(obj))
+    }
+
     /// [`get`](Self::get); an `exclusive` caller that must wait asks a multiplexing pool to
     /// give back a shared connection.
     async fn checkout(&self, deadline: Option<Instant>, exclusive: bool) -> Result<PoolConnection> {
