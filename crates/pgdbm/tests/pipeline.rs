@@ -369,21 +369,9 @@ async fn dropped_at_random_moments_the_pool_stays_clean() {
 /// one pipeline take one round trip, not ten.
 #[tokio::test]
 async fn through_a_slow_network_a_pipeline_is_one_round_trip() {
-    let url = database_url();
-    let cfg: tokio_postgres::Config = url.parse().unwrap();
-    let host = match cfg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) if h != "localhost" => h.clone(),
-        _ => "127.0.0.1".into(),
-    };
-    let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    let upstream = format!("{host}:{port}").parse().unwrap();
-    let proxy = pgdbm::testing::LatencyProxy::start(upstream, Duration::from_millis(20))
-        .await
-        .unwrap();
-    let user = cfg.get_user().unwrap_or("postgres");
-    let dbname = cfg.get_dbname().unwrap_or("postgres");
+    let (_proxy, url) = proxied_url(Duration::from_millis(20)).await;
     let db = AsyncDatabaseManager::new(pgdbm::DatabaseConfig {
-        connection_string: Some(format!("postgresql://{user}@{}/{dbname}", proxy.addr())),
+        connection_string: Some(url),
         min_connections: 1,
         max_connections: 1,
         ..Default::default()

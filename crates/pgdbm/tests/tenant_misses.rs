@@ -175,27 +175,8 @@ async fn a_refused_guess_is_prepared_with_the_same_outcome() {
 /// a miss prepared first takes two.
 #[tokio::test]
 async fn through_a_slow_network_an_unprepared_miss_is_one_round_trip() {
-    let url = database_url();
-    let cfg: tokio_postgres::Config = url.parse().unwrap();
-    let host = match cfg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) if h != "localhost" => h.clone(),
-        _ => "127.0.0.1".into(),
-    };
-    let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    let proxy = pgdbm::testing::LatencyProxy::start(
-        format!("{host}:{port}").parse().unwrap(),
-        Duration::from_millis(50),
-    )
-    .await
-    .unwrap();
-    let user = cfg.get_user().unwrap_or("postgres");
-    let dbname = cfg.get_dbname().unwrap_or("postgres");
-    let t = tenants(
-        &format!("postgresql://{user}@{}/{dbname}", proxy.addr()),
-        1,
-        &["int4"; 3],
-    )
-    .await;
+    let (_proxy, url) = proxied_url(Duration::from_millis(50)).await;
+    let t = tenants(&url, 1, &["int4"; 3]).await;
     let m = &t.managers;
     name_of(&m[0], 7).await;
     let started = Instant::now();

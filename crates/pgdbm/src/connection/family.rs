@@ -14,6 +14,7 @@
 //! driver refuses the guess, the statement is prepared and run as usual. A refused guess
 //! failed at Parse or Bind, before anything ran.
 
+use std::future::Future;
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +88,9 @@ pub(super) fn seen(cache_size: usize) -> Option<Mutex<Seen>> {
         .map(|n| Mutex::new(LruCache::with_hasher(n, Default::default())))
 }
 
+/// How a statement goes out, or the driver's error preparing it.
+pub(crate) type PlanResult = Result<Plan, tokio_postgres::Error>;
+
 /// How a statement goes out.
 pub(crate) enum Plan {
     /// By its prepared statement.
@@ -96,14 +100,14 @@ pub(crate) enum Plan {
 }
 
 impl PgConn {
-    /// How `sql` goes out after missing the cache: on a first miss the one-round-trip guess
-    /// described in this module, else newly prepared.
+    /// How `sql` goes out after missing the cache: on a text's first miss the one-round-trip
+    /// guess described in this module, else newly prepared.
     pub(crate) async fn plan_miss(
         &self,
         sql: &str,
         params: usize,
         in_transaction: bool,
-    ) -> Result<Plan, tokio_postgres::Error> {
+    ) -> PlanResult {
         if !in_transaction && self.tap.status() == super::TxStatus::Idle {
             if let Some(types) = self.guess(sql, params) {
                 return Ok(Plan::Guessed(types));
@@ -153,9 +157,26 @@ impl PgConn {
         std::error::Error::source(error).is_some_and(|s| s.is::<WrongType>())
     }
 
-    fn counted<T>(&self, r: &Result<T, tokio_postgres::Error>) {
-        if r.is_ok() {
-            self.families.unprepared.fetch_add(1, Ordering::Relaxed);
+    /// Runs a guessed statement (`guessed`); when the guess is refused, prepares `sql` and runs
+    /// it by its statement (`named`) instead.
+    async fn run_guessed<T, N, NF>(
+        &self,
+        sql: &str,
+        guessed: impl Future<Output = Result<T, tokio_postgres::Error>>,
+        named: N,
+    ) -> Result<T, tokio_postgres::Error>
+    where
+        N: FnOnce(Statement) -> NF,
+        NF: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        match guessed.await {
+            Err(e) if Self::refused(&e) => named(self.prepare_and_cache(sql).await?).await,
+            r => {
+                if r.is_ok() {
+                    self.families.unprepared.fetch_add(1, Ordering::Relaxed);
+                }
+                r
+            }
         }
     }
 
@@ -167,16 +188,11 @@ impl PgConn {
         types: &[Type],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let typed = zip(params, types);
-        match self.client.query_typed(sql, &typed).await {
-            Err(e) if Self::refused(&e) => {
-                let st = self.prepare_and_cache(sql).await?;
-                self.client.query(&st, params).await
-            }
-            r => {
-                self.counted(&r);
-                r
-            }
-        }
+        let guessed = self.client.query_typed(sql, &typed);
+        self.run_guessed(sql, guessed, |st| async move {
+            self.client.query(&st, params).await
+        })
+        .await
     }
 
     /// [`Plan::Guessed`] for [`query_stream`](PgConn::query_stream).
@@ -187,16 +203,11 @@ impl PgConn {
         types: &[Type],
     ) -> Result<RowStream, tokio_postgres::Error> {
         let typed = params.iter().copied().zip(types.iter().cloned());
-        match self.client.query_typed_raw(sql, typed).await {
-            Err(e) if Self::refused(&e) => {
-                let st = self.prepare_and_cache(sql).await?;
-                self.client.query_raw(&st, params.iter().copied()).await
-            }
-            r => {
-                self.counted(&r);
-                r
-            }
-        }
+        let guessed = self.client.query_typed_raw(sql, typed);
+        self.run_guessed(sql, guessed, |st| async move {
+            self.client.query_raw(&st, params.iter().copied()).await
+        })
+        .await
     }
 
     /// [`Plan::Guessed`] for [`execute`](PgConn::execute).
@@ -207,16 +218,11 @@ impl PgConn {
         types: &[Type],
     ) -> Result<u64, tokio_postgres::Error> {
         let typed = zip(params, types);
-        match self.client.execute_typed(sql, &typed).await {
-            Err(e) if Self::refused(&e) => {
-                let st = self.prepare_and_cache(sql).await?;
-                self.client.execute(&st, params).await
-            }
-            r => {
-                self.counted(&r);
-                r
-            }
-        }
+        let guessed = self.client.execute_typed(sql, &typed);
+        self.run_guessed(sql, guessed, |st| async move {
+            self.client.execute(&st, params).await
+        })
+        .await
     }
 }
 

@@ -245,7 +245,7 @@ impl PgConn {
         if self.uses_named_statements() {
             let st = match self.cached_statement(sql) {
                 Some(st) => st,
-                // Boxed: the miss path's futures are large and rare.
+                // Written out, not a helper returning a future: a hit makes no future at all.
                 None => match Box::pin(self.plan_miss(sql, params.len(), in_transaction)).await? {
                     Plan::Named(st) => st,
                     Plan::Guessed(types) => {
@@ -292,7 +292,7 @@ impl PgConn {
         if self.uses_named_statements() {
             let st = match self.cached_statement(sql) {
                 Some(st) => st,
-                // Boxed: the miss path's futures are large and rare.
+                // Written out, not a helper returning a future: a hit makes no future at all.
                 None => match Box::pin(self.plan_miss(sql, params.len(), in_transaction)).await? {
                     Plan::Named(st) => st,
                     Plan::Guessed(types) => {
@@ -364,7 +364,7 @@ impl PgConn {
         if self.uses_named_statements() {
             let st = match self.cached_statement(sql) {
                 Some(st) => st,
-                // Boxed: the miss path's futures are large and rare.
+                // Written out, not a helper returning a future: a hit makes no future at all.
                 None => match Box::pin(self.plan_miss(sql, params.len(), in_transaction)).await? {
                     Plan::Named(st) => st,
                     Plan::Guessed(types) => {

@@ -218,3 +218,23 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// A `testing::LatencyProxy` in front of the test server, adding `one_way` each way, and the
+/// server URL through it.
+pub async fn proxied_url(one_way: std::time::Duration) -> (pgdbm::testing::LatencyProxy, String) {
+    let url = database_url();
+    let cfg: tokio_postgres::Config = url.parse().unwrap();
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) if h != "localhost" => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let proxy =
+        pgdbm::testing::LatencyProxy::start(format!("{host}:{port}").parse().unwrap(), one_way)
+            .await
+            .unwrap();
+    let user = cfg.get_user().unwrap_or("postgres");
+    let dbname = cfg.get_dbname().unwrap_or("postgres");
+    let through = format!("postgresql://{user}@{}/{dbname}", proxy.addr());
+    (proxy, through)
+}
