@@ -232,17 +232,25 @@ impl Report {
         }
     }
 
-    /// Writes `benchmarks.md` and `benchmarks.svg` into `dir`. The "Multiplexing" section of
-    /// the file there, which `--mux --write` writes, is kept.
+    /// Writes `benchmarks.md` and `benchmarks.svg` into `dir`. The sections of the file there
+    /// that the suite does not write are kept: "Multiplexing" (written by `--mux --write`) and
+    /// the callgrind table (written by hand), at the end.
     pub fn write(&self, dir: &Path) -> Result<(), BoxError> {
         std::fs::create_dir_all(dir)?;
         crate::chart::draw(self, &dir.join("benchmarks.svg"))?;
         let path = dir.join("benchmarks.md");
         let old = std::fs::read_to_string(&path).unwrap_or_default();
-        let md = match crate::mux_report::section_of(&old) {
+        let mut md = match crate::mux_report::section_of(&old) {
             Some(section) => crate::mux_report::splice(&self.markdown(), section),
             None => self.markdown(),
         };
+        if let Some(section) = section_at(&old, CALLGRIND_HEADING) {
+            if !md.ends_with("\n\n") {
+                md.push('\n');
+            }
+            md.push_str(section.trim_end());
+            md.push('\n');
+        }
         std::fs::write(path, md)?;
         Ok(())
     }
@@ -382,3 +390,41 @@ const METHOD: &str = "
 - `±` is half the spread (max − min) of the rounds over their median; `(range)` is the lowest
   and highest ratio of rounds run side by side.
 ";
+
+/// The heading of the hand-written callgrind section of `benchmarks.md`.
+const CALLGRIND_HEADING: &str = "## Instructions per call (callgrind)";
+
+/// The section of `doc` whose heading starts with `heading`: to the next `## ` heading, or
+/// the end.
+fn section_at<'d>(doc: &'d str, heading: &str) -> Option<&'d str> {
+    let start = if doc.starts_with(heading) {
+        0
+    } else {
+        doc.find(&format!("\n{heading}"))? + 1
+    };
+    let rest = &doc[start + heading.len()..];
+    let end = rest
+        .find("\n## ")
+        .map_or(doc.len(), |i| start + heading.len() + i + 1);
+    Some(&doc[start..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_callgrind_section_is_found_to_the_next_heading_or_the_end() {
+        let doc = "# B\n\n## Instructions per call (callgrind), before and after\n\nt\n\n## Next\n";
+        assert_eq!(
+            section_at(doc, CALLGRIND_HEADING),
+            Some("## Instructions per call (callgrind), before and after\n\nt\n\n")
+        );
+        let last = "# B\n\n## Instructions per call (callgrind)\n\nt\n";
+        assert_eq!(
+            section_at(last, CALLGRIND_HEADING),
+            Some("## Instructions per call (callgrind)\n\nt\n")
+        );
+        assert_eq!(section_at("# B\n", CALLGRIND_HEADING), None);
+    }
+}
