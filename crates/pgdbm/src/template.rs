@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use lru::LruCache;
@@ -245,31 +244,26 @@ fn has_braces(query: &str) -> bool {
 }
 
 /// Rendered texts remembered with their template; past this the least recently used go.
-const ORIGINS_LIMIT: NonZeroUsize = match NonZeroUsize::new(16_384) {
-    Some(n) => n,
-    None => unreachable!(),
-};
+const ORIGINS_LIMIT: usize = 16_384;
 
 type Origins = LruCache<Arc<str>, Arc<str>, BuildHasherDefault<FxHasher>>;
 
 fn origins() -> &'static Mutex<Origins> {
     static ORIGINS: OnceLock<Mutex<Origins>> = OnceLock::new();
-    ORIGINS.get_or_init(|| {
-        Mutex::new(LruCache::with_hasher(
-            ORIGINS_LIMIT,
-            BuildHasherDefault::default(),
-        ))
-    })
+    // Unbounded for the crate, bounded here: `with_hasher(limit)` would allocate the whole
+    // table up front.
+    ORIGINS.get_or_init(|| Mutex::new(LruCache::unbounded_with_hasher(Default::default())))
 }
 
 fn note_origin(rendered: &Arc<str>, template: &str) {
     if &**rendered == template {
         return;
     }
-    origins()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .put(rendered.clone(), Arc::from(template));
+    let mut origins = origins().lock().unwrap_or_else(|e| e.into_inner());
+    origins.put(rendered.clone(), Arc::from(template));
+    if origins.len() > ORIGINS_LIMIT {
+        origins.pop_lru();
+    }
 }
 
 /// The template a schema-qualified text was rendered from, if it was rendered recently: texts
@@ -361,6 +355,21 @@ mod tests {
         ] {
             assert_eq!(t.render(query).unwrap(), query);
         }
+    }
+
+    #[test]
+    fn remembered_origins_stay_bounded() {
+        for n in 0..ORIGINS_LIMIT + 10 {
+            let rendered: Arc<str> = Arc::from(format!("SELECT * FROM \"bound_{n}\".t").as_str());
+            note_origin(&rendered, "SELECT * FROM {{tables.t}}");
+        }
+        assert!(origins().lock().unwrap().len() <= ORIGINS_LIMIT);
+        // The most recent ones are kept.
+        let last = format!("SELECT * FROM \"bound_{}\".t", ORIGINS_LIMIT + 9);
+        assert_eq!(
+            template_of(&last).as_deref(),
+            Some("SELECT * FROM {{tables.t}}")
+        );
     }
 
     #[test]

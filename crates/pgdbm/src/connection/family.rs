@@ -16,7 +16,6 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, BuildHasherDefault};
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -29,10 +28,7 @@ use crate::sql::Effects;
 use crate::util::FxHasher;
 
 /// Templates whose parameter types a pool remembers.
-const TEMPLATES: NonZeroUsize = match NonZeroUsize::new(4096) {
-    Some(n) => n,
-    None => unreachable!(),
-};
+const TEMPLATES: usize = 4096;
 
 /// Missed texts one connection remembers, to prepare those it misses twice.
 const SEEN_LIMIT: usize = 1024;
@@ -49,7 +45,8 @@ pub(crate) struct Families {
 impl Default for Families {
     fn default() -> Self {
         Families {
-            types: Mutex::new(LruCache::with_hasher(TEMPLATES, Default::default())),
+            // Bounded in `learn`: `with_hasher(limit)` would allocate the whole table now.
+            types: Mutex::new(LruCache::unbounded_with_hasher(Default::default())),
             unprepared: AtomicU64::new(0),
         }
     }
@@ -64,10 +61,11 @@ impl Families {
     fn learn(&self, template: Arc<str>, types: &[Type]) {
         // A type of the schema's own (an enum, a domain) has another OID in the next schema.
         if types.iter().all(|t| Type::from_oid(t.oid()).is_some()) {
-            self.types
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .put(template, types.into());
+            let mut known = self.types.lock().unwrap_or_else(|e| e.into_inner());
+            known.put(template, types.into());
+            if known.len() > TEMPLATES {
+                known.pop_lru();
+            }
         }
     }
 
@@ -84,8 +82,8 @@ impl Families {
 pub(super) type Seen = LruCache<u64, (), BuildHasherDefault<FxHasher>>;
 
 pub(super) fn seen(cache_size: usize) -> Option<Mutex<Seen>> {
-    NonZeroUsize::new(cache_size.min(SEEN_LIMIT))
-        .map(|n| Mutex::new(LruCache::with_hasher(n, Default::default())))
+    // Bounded in `guess`: `with_hasher(limit)` would allocate the whole table per connection.
+    (cache_size > 0).then(|| Mutex::new(LruCache::unbounded_with_hasher(Default::default())))
 }
 
 /// How a statement goes out, or the driver's error preparing it.
@@ -129,9 +127,19 @@ impl PgConn {
             .get(&crate::template::template_of(sql)?)
             .filter(|t| t.len() == params)?;
         seen.put(hash, ());
+        if seen.len() > SEEN_LIMIT.min(self.statement_capacity()) {
+            seen.pop_lru();
+        }
         drop(seen);
         self.note_effects(Effects::of(sql));
         Some(types)
+    }
+
+    /// How many statements this connection's cache holds.
+    fn statement_capacity(&self) -> usize {
+        self.statements.as_ref().map_or(0, |c| {
+            c.lock().unwrap_or_else(|e| e.into_inner()).cap().get()
+        })
     }
 
     /// Remembers a newly prepared statement's parameter types for its template.
