@@ -49,56 +49,6 @@ fn watch(
     })
 }
 
-/// Each of `tasks` callers runs `calls` point selects with its own parameters and checks that
-/// every answer is its own. Returns the errors, which must all be allowed by `allowed`.
-async fn load(db: &AsyncDatabaseManager, tasks: usize, calls: usize) -> Vec<Error> {
-    load_until(db, tasks, calls, Arc::new(AtomicBool::new(false))).await
-}
-
-/// [`load`], each caller also stopping once `stop` is set.
-async fn load_until(
-    db: &AsyncDatabaseManager,
-    tasks: usize,
-    calls: usize,
-    stop: Arc<AtomicBool>,
-) -> Vec<Error> {
-    let mut set = tokio::task::JoinSet::new();
-    for t in 0..tasks {
-        let db = db.clone();
-        let stop = stop.clone();
-        set.spawn(async move {
-            let mut errors = Vec::new();
-            for i in 0..calls {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let key = (t * 1_000_000 + i) as i64;
-                let tag = format!("caller {t}");
-                match db
-                    .fetch_one(
-                        "SELECT $1::int8 * 2 AS twice, $2::text AS tag",
-                        &[&key, &tag],
-                    )
-                    .await
-                {
-                    Ok(row) => {
-                        let row = row.expect("one row");
-                        assert_eq!(row.get::<i64>("twice").unwrap(), key * 2, "another's row");
-                        assert_eq!(row.get::<String>("tag").unwrap(), tag, "another's row");
-                    }
-                    Err(e) => errors.push(e),
-                }
-            }
-            errors
-        });
-    }
-    let mut errors = Vec::new();
-    while let Some(r) = set.join_next().await {
-        errors.extend(r.unwrap());
-    }
-    errors
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_callers_share_four_connections_and_each_gets_its_own_answer() {
     let (db, g) = schema_db_with(multiplexed(4)).await;

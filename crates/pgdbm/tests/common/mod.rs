@@ -238,3 +238,63 @@ pub async fn proxied_url(one_way: std::time::Duration) -> (pgdbm::testing::Laten
     let through = format!("postgresql://{user}@{}/{dbname}", proxy.addr());
     (proxy, through)
 }
+
+/// Load for the multiplexing tests: each of `tasks` callers runs `calls` point selects with its
+/// own parameters and checks that every answer is its own. Returns the errors.
+pub async fn load(
+    db: &pgdbm::AsyncDatabaseManager,
+    tasks: usize,
+    calls: usize,
+) -> Vec<pgdbm::Error> {
+    load_until(
+        db,
+        tasks,
+        calls,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .await
+}
+
+/// [`load`], each caller also stopping once `stop` is set.
+pub async fn load_until(
+    db: &pgdbm::AsyncDatabaseManager,
+    tasks: usize,
+    calls: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<pgdbm::Error> {
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let db = db.clone();
+        let stop = stop.clone();
+        set.spawn(async move {
+            let mut errors = Vec::new();
+            for i in 0..calls {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let key = (t * 1_000_000 + i) as i64;
+                let tag = format!("caller {t}");
+                match db
+                    .fetch_one(
+                        "SELECT $1::int8 * 2 AS twice, $2::text AS tag",
+                        &[&key, &tag],
+                    )
+                    .await
+                {
+                    Ok(row) => {
+                        let row = row.expect("one row");
+                        assert_eq!(row.get::<i64>("twice").unwrap(), key * 2, "another's row");
+                        assert_eq!(row.get::<String>("tag").unwrap(), tag, "another's row");
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            errors
+        });
+    }
+    let mut errors = Vec::new();
+    while let Some(r) = set.join_next().await {
+        errors.extend(r.unwrap());
+    }
+    errors
+}
