@@ -112,18 +112,24 @@ impl Core {
     /// else the next one released (in the order callers asked).
     pub(crate) async fn get(self: &Arc<Self>) -> Result<Object, PoolError> {
         loop {
-            let given = match self.next_or_wait() {
-                Ok(given) => given,
+            let (given, waited) = match self.next_or_wait() {
+                Ok(given) => (given, false),
                 Err(waiting) => match waiting {
                     None => return Err(PoolError::Closed),
                     Some(rx) => match rx.await {
-                        Ok(grant) => grant.take(),
+                        Ok(grant) => (grant.take(), true),
                         // Closed: the pool dropped every waiter.
                         Err(_) => return Err(PoolError::Closed),
                     },
                 },
             };
             match given {
+                // Handed over after a wait but not fit to reuse: its room is this caller's,
+                // who opens a connection in it rather than going back to the end of the line.
+                Given::Conn(conn) if waited && !self.manager.reusable(&conn) => {
+                    drop(conn);
+                    return self.open().await;
+                }
                 Given::Conn(conn) => {
                     if let Some(obj) = self.reuse(conn).await {
                         return Ok(obj);
@@ -160,10 +166,12 @@ impl Core {
 
     /// What is there now, or the line to wait in (`None`: closed).
     fn next_or_wait(&self) -> Result<Given, Option<oneshot::Receiver<Grant>>> {
+        let mut slots = self.lock();
+        // Under the lock: `close` sets the flag under it too, so no one joins the line after
+        // it was cleared.
         if self.is_closed() {
             return Err(None);
         }
-        let mut slots = self.lock();
         if let Some(conn) = slots.idle.pop_front() {
             return Ok(Given::Conn(conn));
         }
@@ -227,24 +235,29 @@ impl Core {
         })
     }
 
-    /// Opens up to `n` connections now, as idle ones, without waiting for room; the first
-    /// failure is returned after every attempt has ended.
+    /// Opens up to `n` connections now, one after another, as idle ones, without waiting for
+    /// room; the first failure ends it and is returned.
     pub(crate) async fn open_idle(self: &Arc<Self>, n: usize) -> Result<usize, ConnectFailure> {
-        let rooms = {
-            let mut slots = self.lock();
-            let n = n.min(self.max_size.saturating_sub(slots.size));
-            slots.size += n;
-            n
-        };
-        let opened = futures_util::future::join_all((0..rooms).map(|_| self.open())).await;
         let mut failure = None;
         let mut count = 0;
-        for r in opened {
-            match r {
+        // One at a time, each room reserved right before the future that gives it back if
+        // dropped: a room counted for a future never polled would stay counted.
+        for _ in 0..n {
+            {
+                let mut slots = self.lock();
+                if self.is_closed() || slots.size >= self.max_size {
+                    break;
+                }
+                slots.size += 1;
+            }
+            match self.open().await {
                 // Dropping the object puts it back, idle.
                 Ok(_) => count += 1,
-                Err(PoolError::Backend(f)) => failure = failure.or(Some(f)),
-                Err(PoolError::Closed) => {}
+                Err(PoolError::Backend(f)) => {
+                    failure = Some(f);
+                    break;
+                }
+                Err(PoolError::Closed) => break,
             }
         }
         match failure {
@@ -337,9 +350,9 @@ impl Core {
     /// Closes the idle connections now and the others as they come back; waiters get
     /// [`PoolError::Closed`].
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
         let (idle, waiters) = {
             let mut slots = self.lock();
+            self.closed.store(true, Ordering::Release);
             let idle = std::mem::take(&mut slots.idle);
             slots.size -= idle.len();
             (idle, std::mem::take(&mut slots.waiters))

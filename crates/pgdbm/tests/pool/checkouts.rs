@@ -211,3 +211,31 @@ async fn a_closed_pool_answers_its_waiters_at_once() {
     drop(held);
     assert!(db.fetch_value::<i32>("SELECT 1", &[]).await.is_err());
 }
+
+/// Callers racing a close: every one is answered promptly (with rows or with "closed"), none
+/// is left waiting for a connection that will never be handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_racing_a_close_are_all_answered() {
+    for round in 0..10_u64 {
+        let (pool, db) = pool_of_size(1).await;
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..50 {
+                    if db.fetch_value::<i32>("SELECT 1", &[]).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(round * 3)).await;
+        pool.close();
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("a caller was left waiting after the close")
+                .unwrap();
+        }
+    }
+}
