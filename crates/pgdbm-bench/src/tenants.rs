@@ -213,8 +213,8 @@ pub async fn memory(live: &Live, size: usize) -> Option<Memory> {
             // The path the workload is about: misses sent unprepared, in one round trip.
             if let Ok(stats) = db.get_pool_stats().await {
                 eprintln!(
-                    "  pgdbm: {} of {} calls were cache misses sent unprepared",
-                    stats.unprepared_misses, stats.acquire_count
+                    "  pgdbm: {} of {} calls were cache misses answered in one round trip",
+                    stats.one_trip_misses, stats.acquire_count
                 );
             }
             let held = futures_util::future::try_join_all((0..size).map(|_| db.acquire()))

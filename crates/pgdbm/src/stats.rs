@@ -81,10 +81,11 @@ pub struct PoolStats {
     pub shared: Vec<SharedConnectionStats>,
     /// With `multiplexing`: calls that ran on a shared connection since the pool was made.
     pub shared_calls: u64,
-    /// Calls sent without preparing, in one round trip instead of two: the first miss of a
-    /// text on a connection, run with the parameter types the server gave its template in
-    /// another schema (many tenants on one pool, say). A text's second miss prepares it.
-    pub unprepared_misses: u64,
+    /// Statement-cache misses answered in one round trip instead of two: a plain read whose
+    /// template was prepared in another schema (many tenants on one pool, say) runs
+    /// unprepared with that template's parameter types, alongside its own prepare, and the
+    /// types matched.
+    pub one_trip_misses: u64,
 }
 
 /// One shared connection of a multiplexing pool.
@@ -187,7 +188,7 @@ impl PoolStats {
             hosts: Vec::new(),
             shared: Vec::new(),
             shared_calls: 0,
-            unprepared_misses: 0,
+            one_trip_misses: 0,
         }
     }
 

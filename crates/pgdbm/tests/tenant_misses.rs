@@ -1,7 +1,7 @@
-//! Many schemas on one pool: a text's first miss on a connection, when its template was
-//! prepared in another schema, costs one round trip, not two, and still runs in its own schema;
-//! its second miss prepares it; a guess the server or the driver refuses falls back to
-//! preparing, with the same outcome.
+//! Many schemas on one pool: a plain read that misses the statement cache, when its template
+//! was prepared in another schema, costs one round trip, not two: it runs unprepared with that
+//! template's parameter types alongside its own prepare. It runs in its own schema, and when
+//! its own types differ, the prepared statement's answer is the one given.
 
 mod common;
 
@@ -53,8 +53,8 @@ async fn tenants(url: &str, cache: usize, id_types: &[&str]) -> Tenants {
     }
 }
 
-async fn unprepared(db: &AsyncDatabaseManager) -> u64 {
-    db.get_pool_stats().await.unwrap().unprepared_misses
+async fn one_trip(db: &AsyncDatabaseManager) -> u64 {
+    db.get_pool_stats().await.unwrap().one_trip_misses
 }
 
 async fn name_of(db: &AsyncDatabaseManager, id: i32) -> Option<String> {
@@ -62,26 +62,22 @@ async fn name_of(db: &AsyncDatabaseManager, id: i32) -> Option<String> {
 }
 
 #[tokio::test]
-async fn first_misses_go_unprepared_each_in_its_own_schema() {
+async fn misses_take_one_round_trip_each_in_its_own_schema() {
     let t = tenants(&database_url(), 100, &["int4"; 6]).await;
     let m = &t.managers;
     // The first tenant prepares the template.
     assert_eq!(name_of(&m[0], 7).await.as_deref(), Some("tenant 0"));
-    assert_eq!(unprepared(&m[0]).await, 0);
-    // Every other tenant's text misses: sent unprepared once, rows its own; then prepared.
+    assert_eq!(one_trip(&m[0]).await, 0);
+    // Every other tenant's text misses once: one round trip, rows its own; then cached.
     for (n, db) in m.iter().enumerate().skip(1) {
         assert_eq!(name_of(db, 7).await, Some(format!("tenant {n}")));
-        assert_eq!(unprepared(&m[0]).await, n as u64);
-        assert_eq!(name_of(db, 8).await, None, "a second miss is prepared");
-        assert_eq!(
-            name_of(db, 7).await,
-            Some(format!("tenant {n}")),
-            "now cached"
-        );
-        assert_eq!(unprepared(&m[0]).await, n as u64);
+        assert_eq!(one_trip(&m[0]).await, n as u64);
+        assert_eq!(name_of(db, 8).await, None, "cached now");
+        assert_eq!(one_trip(&m[0]).await, n as u64);
     }
 
-    // `execute` and `fetch_all` take the same path, and write only their own tenant's rows.
+    // `fetch_all` takes the same path; a write never does (it would run before its types
+    // are checked).
     let rename = "UPDATE {{tables.items}} SET name = $1 WHERE id = $2";
     let all = "SELECT id, name FROM {{tables.items}} WHERE id >= $1";
     m[0].execute(rename, &[&"zero", &7_i32]).await.unwrap();
@@ -91,7 +87,7 @@ async fn first_misses_go_unprepared_each_in_its_own_schema() {
     let rows = m[4].fetch_all(all, &[&0_i32]).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<String>("name").unwrap(), "tenant 4");
-    assert_eq!(unprepared(&m[0]).await, 7);
+    assert_eq!(one_trip(&m[0]).await, 6, "the fetch_all, not the UPDATE");
     for (n, db) in m.iter().enumerate() {
         let want = match n {
             0 => "zero".to_owned(),
@@ -107,7 +103,54 @@ async fn first_misses_go_unprepared_each_in_its_own_schema() {
     drop(t.pool);
 }
 
-/// Inside a transaction a refused guess could not be sent again: misses are prepared.
+/// Where one template names columns of different types, the guess gives the answer a
+/// prepared statement gives, not the guessed types' answer: a `timestamp` column compared
+/// with a `SystemTime` guessed as `timestamptz` would be shifted by the session's time zone.
+#[tokio::test]
+async fn a_guess_with_other_types_gives_the_prepared_answer() {
+    let url = database_url();
+    let cfg = DatabaseConfig {
+        connection_string: Some(url),
+        min_connections: 1,
+        max_connections: 1,
+        retry_attempts: 0,
+        server_settings: Some([("TimeZone".to_owned(), "America/New_York".to_owned())].into()),
+        ..Default::default()
+    };
+    let pool = AsyncDatabaseManager::create_shared_pool(&cfg)
+        .await
+        .unwrap();
+    let mut managers = Vec::new();
+    let mut guards = Vec::new();
+    for ty in ["timestamptz", "timestamp", "timestamp"] {
+        let schema = unique("tz");
+        guards.push(SchemaGuard(schema.clone()));
+        admin(&format!(
+            "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".items (ts {ty}); \
+             INSERT INTO \"{schema}\".items VALUES ('2020-01-01 00:00:00+00')"
+        ))
+        .await;
+        managers.push(AsyncDatabaseManager::from_pool(pool.clone(), Some(&schema)).unwrap());
+    }
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(1_577_836_800); // 2020-01-01T00:00:00Z
+    let count = "SELECT count(*) FROM {{tables.items}} WHERE ts = $1";
+    let n: Option<i64> = managers[0].fetch_value(count, &[&at]).await.unwrap();
+    assert_eq!(n, Some(1));
+    // The timestamp column holds 2020-01-01 00:00 (the insert's +00 dropped): the prepared
+    // statement binds the SystemTime as that wall-clock time and finds it.
+    let n: Option<i64> = managers[1].fetch_value(count, &[&at]).await.unwrap();
+    assert_eq!(n, Some(1), "the guessed timestamptz answer would be 0");
+    let stats = managers[0].get_pool_stats().await.unwrap();
+    assert_eq!(stats.one_trip_misses, 0, "the guess was not the answer");
+    // The last prepare taught the template `timestamp`: for another such schema the guess
+    // matches and is the answer, in one round trip.
+    let n: Option<i64> = managers[2].fetch_value(count, &[&at]).await.unwrap();
+    assert_eq!(n, Some(1));
+    let stats = managers[0].get_pool_stats().await.unwrap();
+    assert_eq!(stats.one_trip_misses, 1);
+}
+
+/// Inside a transaction a failed unprepared run would abort it: misses are prepared first.
 #[tokio::test]
 async fn inside_a_transaction_misses_are_prepared() {
     let t = tenants(&database_url(), 1, &["int4"; 3]).await;
@@ -117,16 +160,16 @@ async fn inside_a_transaction_misses_are_prepared() {
     let got: Option<String> = tx.fetch_value(NAME_BY_ID, &[&7_i32]).await.unwrap();
     assert_eq!(got.as_deref(), Some("tenant 1"));
     tx.commit().await.unwrap();
-    assert_eq!(unprepared(&m[0]).await, 0);
-    // Outside one, the next tenant's miss is sent unprepared.
+    assert_eq!(one_trip(&m[0]).await, 0);
+    // Outside one, the next tenant's miss takes one round trip.
     assert_eq!(name_of(&m[2], 7).await.as_deref(), Some("tenant 2"));
-    assert_eq!(unprepared(&m[0]).await, 1);
+    assert_eq!(one_trip(&m[0]).await, 1);
 }
 
-/// Where one template names columns of different types, a guess the driver or the server
-/// refuses falls back to preparing, with the outcome a prepared statement gives.
+/// A guess the driver cannot encode (an i32 as text) or the server refuses (`text = int4`)
+/// ends with the prepared statement's outcome: its rows, or its error.
 #[tokio::test]
-async fn a_refused_guess_is_prepared_with_the_same_outcome() {
+async fn a_refused_guess_ends_with_the_prepared_outcome() {
     // Tenants 0, 2 and 3 have text ids, tenant 1 int4 ids.
     let t = tenants(&database_url(), 1, &["text", "int4", "text", "text"]).await;
     let m = &t.managers;
@@ -135,16 +178,16 @@ async fn a_refused_guess_is_prepared_with_the_same_outcome() {
         .await
         .unwrap();
     assert_eq!(by_text.as_deref(), Some("tenant 0"));
-    // The guess says text; the driver cannot send an i32 as text: prepared instead.
+    // The guess says text; the driver cannot send an i32 as text: the prepared answer.
     assert_eq!(name_of(&m[1], 7).await.as_deref(), Some("tenant 1"));
-    assert_eq!(unprepared(&m[0]).await, 0);
-    // Now the guess says int4; the server has no `text = integer`: prepared instead, which
-    // gives the error a prepared statement gives for an i32 against a text column.
+    assert_eq!(one_trip(&m[0]).await, 0);
+    // Now the guess says int4; the server has no `text = integer`: the prepared statement's
+    // error for an i32 against a text column.
     let guessed = m[2]
         .fetch_value::<String>(NAME_BY_ID, &[&7_i32])
         .await
         .unwrap_err();
-    assert_eq!(unprepared(&m[0]).await, 0);
+    assert_eq!(one_trip(&m[0]).await, 0);
     let alone = tenants(&database_url(), 100, &["text"]).await;
     let prepared = alone.managers[0]
         .fetch_value::<String>(NAME_BY_ID, &[&7_i32])
@@ -168,21 +211,21 @@ async fn a_refused_guess_is_prepared_with_the_same_outcome() {
         .await
         .unwrap();
     assert_eq!(ok.as_deref(), Some("tenant 3"));
-    assert_eq!(unprepared(&m[0]).await, 1);
+    assert_eq!(one_trip(&m[0]).await, 1);
 }
 
-/// The path by its cost: through 50 ms each way, a miss sent unprepared takes one round trip,
-/// a miss prepared first takes two.
+/// The path by its cost: through 50 ms each way, a miss sent with its guess takes one round
+/// trip, a miss prepared first takes two.
 #[tokio::test]
-async fn through_a_slow_network_an_unprepared_miss_is_one_round_trip() {
+async fn through_a_slow_network_a_guessed_miss_is_one_round_trip() {
     let (_proxy, url) = proxied_url(Duration::from_millis(50)).await;
     let t = tenants(&url, 1, &["int4"; 3]).await;
     let m = &t.managers;
     name_of(&m[0], 7).await;
     let started = Instant::now();
     assert_eq!(name_of(&m[1], 7).await.as_deref(), Some("tenant 1"));
-    let unprepared_miss = started.elapsed();
-    assert_eq!(unprepared(&m[0]).await, 1);
+    let guessed_miss = started.elapsed();
+    assert_eq!(one_trip(&m[0]).await, 1);
     // A template never prepared before has nothing to guess from.
     let started = Instant::now();
     let got: Option<String> = m[2]
@@ -194,12 +237,11 @@ async fn through_a_slow_network_an_unprepared_miss_is_one_round_trip() {
         .unwrap();
     let prepared_miss = started.elapsed();
     assert_eq!(got.as_deref(), Some("tenant 2"));
-    assert_eq!(unprepared(&m[0]).await, 1);
+    assert_eq!(one_trip(&m[0]).await, 1);
     // One round trip is 100 ms here.
     assert!(
-        unprepared_miss >= Duration::from_millis(100)
-            && unprepared_miss < Duration::from_millis(190),
-        "{unprepared_miss:?}"
+        guessed_miss >= Duration::from_millis(100) && guessed_miss < Duration::from_millis(190),
+        "{guessed_miss:?}"
     );
     assert!(
         prepared_miss >= Duration::from_millis(200),

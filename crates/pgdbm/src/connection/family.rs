@@ -2,36 +2,35 @@
 //!
 //! Each tenant's schema makes a template a different SQL text, so with many tenants most calls
 //! are the first of their text on their connection, and preparing costs a round trip of its
-//! own before the statement runs. A text's first miss on a connection, when its template was
-//! prepared before (in any schema, on any connection of the pool), is sent unprepared instead:
-//! Parse with the parameter types the server inferred for that template, Bind, Execute, all
-//! in one round trip, and nothing left on the server. Its second miss prepares it, so a text
-//! used again costs the same round trips as preparing at once (1 + 2 + 1… against 2 + 1…),
-//! and one used once costs one.
+//! own before the statement runs. When a missed text is a plain read and its template was
+//! prepared before (in any schema, on any connection of the pool), two requests go out
+//! together: the prepare of the text, and the text itself, unprepared, with the parameter types
+//! the server inferred for its template (Parse, Bind, Execute). One round trip answers both.
+//! If the prepared statement's parameter types are the guessed ones, the unprepared run is
+//! exactly what the prepared statement would have given, result or error, and it is the
+//! answer; the statement is cached for next time either way. If they differ (the template
+//! names other columns in this schema), the unprepared run is dropped and the prepared
+//! statement runs, a second round trip, with the result the prepared path gives.
 //!
-//! The types are a guess (the same template may name different tables in different schemas):
-//! only built-in types are shared, only outside a transaction, and when the server or the
-//! driver refuses the guess, the statement is prepared and run as usual. A refused guess
-//! failed at Parse or Bind, before anything ran.
+//! Only plain reads (`sql::routing`) are sent this way, since the unprepared run executes
+//! before its types are checked; only built-in parameter types are shared (a schema's own enum
+//! has another OID in the next schema); and only outside a transaction, where a failed run
+//! would abort what follows.
 
 use std::future::Future;
-use std::hash::{BuildHasher, BuildHasherDefault};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
-use tokio_postgres::types::{ToSql, Type, WrongType};
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, RowStream, Statement};
 
 use super::PgConn;
-use crate::sql::Effects;
 use crate::util::FxHasher;
 
 /// Templates whose parameter types a pool remembers.
 const TEMPLATES: usize = 4096;
-
-/// Missed texts one connection remembers, to prepare those it misses twice.
-const SEEN_LIMIT: usize = 1024;
 
 type TypesByTemplate = LruCache<Arc<str>, Arc<[Type]>, BuildHasherDefault<FxHasher>>;
 
@@ -39,7 +38,7 @@ type TypesByTemplate = LruCache<Arc<str>, Arc<[Type]>, BuildHasherDefault<FxHash
 #[derive(Debug)]
 pub(crate) struct Families {
     types: Mutex<TypesByTemplate>,
-    unprepared: AtomicU64,
+    one_trip: AtomicU64,
 }
 
 impl Default for Families {
@@ -47,15 +46,15 @@ impl Default for Families {
         Families {
             // Bounded in `learn`: `with_hasher(limit)` would allocate the whole table now.
             types: Mutex::new(LruCache::unbounded_with_hasher(Default::default())),
-            unprepared: AtomicU64::new(0),
+            one_trip: AtomicU64::new(0),
         }
     }
 }
 
 impl Families {
-    /// Cache misses sent unprepared, in one round trip, and not refused.
-    pub(crate) fn unprepared(&self) -> u64 {
-        self.unprepared.load(Ordering::Relaxed)
+    /// Cache misses answered in one round trip.
+    pub(crate) fn one_trip(&self) -> u64 {
+        self.one_trip.load(Ordering::Relaxed)
     }
 
     fn learn(&self, template: Arc<str>, types: &[Type]) {
@@ -78,14 +77,6 @@ impl Families {
     }
 }
 
-/// The missed texts of one connection, by hash.
-pub(super) type Seen = LruCache<u64, (), BuildHasherDefault<FxHasher>>;
-
-pub(super) fn seen(cache_size: usize) -> Option<Mutex<Seen>> {
-    // Bounded in `guess`: `with_hasher(limit)` would allocate the whole table per connection.
-    (cache_size > 0).then(|| Mutex::new(LruCache::unbounded_with_hasher(Default::default())))
-}
-
 /// How a statement goes out, or the driver's error preparing it.
 pub(crate) type PlanResult = Result<Plan, tokio_postgres::Error>;
 
@@ -93,7 +84,8 @@ pub(crate) type PlanResult = Result<Plan, tokio_postgres::Error>;
 pub(crate) enum Plan {
     /// By its prepared statement.
     Named(Statement),
-    /// Unprepared, with the types the server inferred for its template in another schema.
+    /// Unprepared, with the types the server inferred for its template in another schema,
+    /// alongside its prepare.
     Guessed(Arc<[Type]>),
 }
 
@@ -115,61 +107,30 @@ impl PgConn {
     }
 
     fn guess(&self, sql: &str, params: usize) -> Option<Arc<[Type]>> {
-        let seen = self.seen.as_ref()?;
-        let hash = BuildHasherDefault::<FxHasher>::default().hash_one(sql);
-        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        // Missed before on this connection: worth preparing now.
-        if seen.pop(&hash).is_some() {
-            return None;
-        }
         let types = self
             .families
             .get(&crate::template::template_of(sql)?)
             .filter(|t| t.len() == params)?;
-        seen.put(hash, ());
-        if seen.len() > SEEN_LIMIT.min(self.statement_capacity()) {
-            seen.pop_lru();
-        }
-        drop(seen);
-        self.note_effects(Effects::of(sql));
-        Some(types)
-    }
-
-    /// How many statements this connection's cache holds.
-    fn statement_capacity(&self) -> usize {
-        self.statements.as_ref().map_or(0, |c| {
-            c.lock().unwrap_or_else(|e| e.into_inner()).cap().get()
-        })
+        // `x.name` is read as a column, never as a call of a user function `name(x)` (what a
+        // replica's catalog would tell): every text here is schema-qualified. A read that
+        // calls a writing function that way would run twice when the guess is wrong.
+        crate::sql::routing::is_plain_read_with(sql, &Some(Arc::default())).then_some(types)
     }
 
     /// Remembers a newly prepared statement's parameter types for its template.
     pub(super) fn learn_family(&self, sql: &str, st: &Statement) {
-        if self.seen.is_some() {
-            if let Some(template) = crate::template::template_of(sql) {
-                self.families.learn(template, st.params());
-            }
+        if let Some(template) = crate::template::template_of(sql) {
+            self.families.learn(template, st.params());
         }
     }
 
-    /// Whether `error` refuses a guessed statement: a type the driver cannot encode the value
-    /// as, or one the server cannot use there. Either way nothing ran.
-    fn refused(error: &tokio_postgres::Error) -> bool {
-        if let Some(db) = error.as_db_error() {
-            return matches!(
-                db.code().code(),
-                // undefined function or operator, datatype mismatch, cannot coerce, ambiguous
-                // function, invalid binary representation
-                "42883" | "42804" | "42846" | "42725" | "22P03"
-            );
-        }
-        std::error::Error::source(error).is_some_and(|s| s.is::<WrongType>())
-    }
-
-    /// Runs a guessed statement (`guessed`); when the guess is refused, prepares `sql` and runs
-    /// it by its statement (`named`) instead.
+    /// Runs a guessed statement (`guessed`, with `types`) alongside the prepare of `sql`, in
+    /// one round trip; when the prepared statement's parameter types are not `types`, drops
+    /// the guessed run and runs the prepared statement (`named`) instead.
     async fn run_guessed<T, N, NF>(
         &self,
         sql: &str,
+        types: &[Type],
         guessed: impl Future<Output = Result<T, tokio_postgres::Error>>,
         named: N,
     ) -> Result<T, tokio_postgres::Error>
@@ -177,15 +138,16 @@ impl PgConn {
         N: FnOnce(Statement) -> NF,
         NF: Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        match guessed.await {
-            Err(e) if Self::refused(&e) => named(self.prepare_and_cache(sql).await?).await,
-            r => {
-                if r.is_ok() {
-                    self.families.unprepared.fetch_add(1, Ordering::Relaxed);
-                }
-                r
-            }
+        // The prepare is polled first, so its request goes out first.
+        let (prepared, guessed) =
+            futures_util::future::join(self.prepare_and_cache(sql), guessed).await;
+        let st = prepared?;
+        if st.params() != types {
+            drop(guessed);
+            return named(st).await;
         }
+        self.families.one_trip.fetch_add(1, Ordering::Relaxed);
+        guessed
     }
 
     /// [`Plan::Guessed`] for [`query`](PgConn::query).
@@ -197,7 +159,7 @@ impl PgConn {
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let typed = zip(params, types);
         let guessed = self.client.query_typed(sql, &typed);
-        self.run_guessed(sql, guessed, |st| async move {
+        self.run_guessed(sql, types, guessed, |st| async move {
             self.client.query(&st, params).await
         })
         .await
@@ -212,7 +174,7 @@ impl PgConn {
     ) -> Result<RowStream, tokio_postgres::Error> {
         let typed = params.iter().copied().zip(types.iter().cloned());
         let guessed = self.client.query_typed_raw(sql, typed);
-        self.run_guessed(sql, guessed, |st| async move {
+        self.run_guessed(sql, types, guessed, |st| async move {
             self.client.query_raw(&st, params.iter().copied()).await
         })
         .await
@@ -227,7 +189,7 @@ impl PgConn {
     ) -> Result<u64, tokio_postgres::Error> {
         let typed = zip(params, types);
         let guessed = self.client.execute_typed(sql, &typed);
-        self.run_guessed(sql, guessed, |st| async move {
+        self.run_guessed(sql, types, guessed, |st| async move {
             self.client.execute(&st, params).await
         })
         .await

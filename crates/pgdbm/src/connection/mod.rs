@@ -92,8 +92,6 @@ pub(crate) struct PgConn {
     statements: Option<Mutex<StatementCache>>,
     /// Without named statements: the parameter types the server infers, by SQL text.
     param_types: Option<Mutex<statements::ParamTypeCache>>,
-    /// Texts this connection missed, to prepare those missed twice (see `family`).
-    seen: Option<Mutex<family::Seen>>,
     /// The pool's parameter types by template (see `family`).
     families: Arc<Families>,
     /// Statements registered with `add_prepared_statement`; never evicted.
@@ -162,7 +160,6 @@ impl PgConn {
             statements: NonZeroUsize::new(origin.cache_size)
                 .map(|n| Mutex::new(LruCache::with_hasher(n, BuildHasherDefault::default()))),
             param_types: (origin.cache_size == 0).then(statements::param_type_cache),
-            seen: family::seen(origin.cache_size),
             families: origin.families,
             pinned: Mutex::new(Vec::new()),
             has_pinned: AtomicBool::new(false),

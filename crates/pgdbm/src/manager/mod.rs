@@ -436,7 +436,7 @@ impl AsyncDatabaseManager {
             hosts: crate::replica::host_stats(&pool),
             shared: pool.shared_stats(),
             shared_calls: pool.shared_calls(),
-            unprepared_misses: pool.unprepared_misses(),
+            one_trip_misses: pool.one_trip_misses(),
         })
     }
 

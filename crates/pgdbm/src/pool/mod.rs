@@ -504,9 +504,9 @@ impl Pool {
         &self.inner.server_version
     }
 
-    /// See [`crate::PoolStats::unprepared_misses`].
-    pub(crate) fn unprepared_misses(&self) -> u64 {
-        self.inner.pool.manager().spec.families.unprepared()
+    /// See [`crate::PoolStats::one_trip_misses`].
+    pub(crate) fn one_trip_misses(&self) -> u64 {
+        self.inner.pool.manager().spec.families.one_trip()
     }
 
     pub(crate) fn wait_stats(&self) -> (u64, Duration, u64) {

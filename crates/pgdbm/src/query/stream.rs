@@ -304,7 +304,8 @@ pub(crate) async fn stream_rows<'e, E: Runner>(
     let sql = ex.templates().render(query)?.into_owned();
     let opener = Rows {
         params,
-        in_transaction: ex.in_transaction(),
+        // A `with_settings`/`with_role` view's stream runs in a transaction of its own.
+        in_transaction: ex.in_transaction() || ex.local_context().is_some(),
     };
     Ok(start_on(ex, sql, Intent::Read, opener)
         .await?
@@ -396,7 +397,8 @@ pub(crate) async fn fetch_stream_owned<D: Owner>(
         let sql = db.templates().render(query)?.into_owned();
         let opener = Rows {
             params,
-            in_transaction: false,
+            // A `with_settings`/`with_role` view's stream runs in a transaction of its own.
+            in_transaction: db.local_context().is_some(),
         };
         let rows = start_owned(db, sql, Intent::Read, opener).await?;
         Ok(rows.into_stream(Record::new))
