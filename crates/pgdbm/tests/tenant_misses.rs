@@ -18,20 +18,26 @@ struct Tenants {
     _guards: Vec<SchemaGuard>,
 }
 
-/// `id_types.len()` schemas on one pool, each with `items(id <type> PRIMARY KEY, name text)`
-/// holding one row whose name is the schema's index.
-async fn tenants(url: &str, cache: usize, id_types: &[&str]) -> Tenants {
+/// A shared pool of one connection with a statement cache of `cache`.
+async fn one_connection_pool(url: &str, cache: usize, time_zone: Option<&str>) -> Pool {
     let cfg = DatabaseConfig {
         connection_string: Some(url.to_owned()),
         min_connections: 1,
         max_connections: 1,
         statement_cache_size: cache,
         retry_attempts: 0,
+        server_settings: time_zone.map(|tz| [("TimeZone".to_owned(), tz.to_owned())].into()),
         ..Default::default()
     };
-    let pool = AsyncDatabaseManager::create_shared_pool(&cfg)
+    AsyncDatabaseManager::create_shared_pool(&cfg)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// `id_types.len()` schemas on one pool, each with `items(id <type> PRIMARY KEY, name text)`
+/// holding one row whose name is the schema's index.
+async fn tenants(url: &str, cache: usize, id_types: &[&str]) -> Tenants {
+    let pool = one_connection_pool(url, cache, None).await;
     let mut managers = Vec::new();
     let mut guards = Vec::new();
     for (n, ty) in id_types.iter().enumerate() {
@@ -108,18 +114,7 @@ async fn misses_take_one_round_trip_each_in_its_own_schema() {
 /// with a `SystemTime` guessed as `timestamptz` would be shifted by the session's time zone.
 #[tokio::test]
 async fn a_guess_with_other_types_gives_the_prepared_answer() {
-    let url = database_url();
-    let cfg = DatabaseConfig {
-        connection_string: Some(url),
-        min_connections: 1,
-        max_connections: 1,
-        retry_attempts: 0,
-        server_settings: Some([("TimeZone".to_owned(), "America/New_York".to_owned())].into()),
-        ..Default::default()
-    };
-    let pool = AsyncDatabaseManager::create_shared_pool(&cfg)
-        .await
-        .unwrap();
+    let pool = one_connection_pool(&database_url(), 100, Some("America/New_York")).await;
     let mut managers = Vec::new();
     let mut guards = Vec::new();
     for ty in ["timestamptz", "timestamp", "timestamp"] {
