@@ -90,8 +90,9 @@ pub(crate) enum Plan {
 }
 
 impl PgConn {
-    /// How `sql` goes out after missing the cache: on a text's first miss the one-round-trip
-    /// guess described in this module, else newly prepared.
+    /// How `sql` goes out after missing the cache: a plain read whose template's types are
+    /// known runs with them alongside its prepare (this module's one round trip); anything
+    /// else is prepared first.
     pub(crate) async fn plan_miss(
         &self,
         sql: &str,
