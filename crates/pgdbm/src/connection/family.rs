@@ -19,7 +19,7 @@
 
 use std::future::Future;
 use std::hash::BuildHasherDefault;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -39,6 +39,8 @@ type TypesByTemplate = LruCache<Arc<str>, Arc<[Type]>, BuildHasherDefault<FxHash
 pub(crate) struct Families {
     types: Mutex<TypesByTemplate>,
     one_trip: AtomicU64,
+    /// A connection's statement cache has evicted a statement.
+    evicted: AtomicBool,
 }
 
 impl Default for Families {
@@ -47,6 +49,7 @@ impl Default for Families {
             // Bounded in `learn`: `with_hasher(limit)` would allocate the whole table now.
             types: Mutex::new(LruCache::unbounded_with_hasher(Default::default())),
             one_trip: AtomicU64::new(0),
+            evicted: AtomicBool::new(false),
         }
     }
 }
@@ -55,6 +58,19 @@ impl Families {
     /// Cache misses answered in one round trip.
     pub(crate) fn one_trip(&self) -> u64 {
         self.one_trip.load(Ordering::Relaxed)
+    }
+
+    /// Whether a connection's statement cache has evicted a statement: the caches are too
+    /// small for the texts the pool runs.
+    #[inline]
+    pub(crate) fn evicted(&self) -> bool {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn note_eviction(&self) {
+        if !self.evicted() {
+            self.evicted.store(true, Ordering::Relaxed);
+        }
     }
 
     fn learn(&self, template: Arc<str>, types: &[Type]) {

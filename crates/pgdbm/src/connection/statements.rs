@@ -93,10 +93,13 @@ impl PgConn {
         };
         let st = self.client.prepare(sql).await?;
         self.learn_family(sql, &st);
-        cache
+        let evicted = cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .put(sql.into(), (st.clone(), fx));
+            .push(sql.into(), (st.clone(), fx));
+        if evicted.is_some_and(|(old, _)| *old != *sql) {
+            self.families.note_eviction();
+        }
         Ok(st)
     }
 

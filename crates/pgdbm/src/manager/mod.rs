@@ -62,6 +62,8 @@ struct ManagerInner {
     default_timeout: Option<Duration>,
     /// This manager's writes, for read-your-writes on replicas.
     writes: WriteTracker,
+    /// Where this schema's calls go first on a shared pool (see `Pool::home`).
+    home: Option<usize>,
 }
 
 enum PoolSource {
@@ -89,6 +91,7 @@ impl AsyncDatabaseManager {
                 registry: Arc::default(),
                 default_timeout,
                 writes: WriteTracker::default(),
+                home: None,
             }),
             timeout_override: None,
             monitor: None,
@@ -105,6 +108,7 @@ impl AsyncDatabaseManager {
         }
         let registry = pool.inner.registry.clone();
         let default_timeout = pool.inner.command_timeout;
+        let home = schema.and_then(|s| pool.home(s));
         Ok(AsyncDatabaseManager {
             inner: Arc::new(ManagerInner {
                 source: PoolSource::External(pool),
@@ -112,6 +116,7 @@ impl AsyncDatabaseManager {
                 registry,
                 default_timeout,
                 writes: WriteTracker::default(),
+                home,
             }),
             timeout_override: None,
             monitor: None,
@@ -538,7 +543,9 @@ impl AsyncDatabaseManager {
             ))
             .await;
         }
-        Ok(ConnRef::Pooled(pool.get(deadline).await?))
+        Ok(ConnRef::Pooled(
+            pool.get_home(deadline, self.inner.home).await?,
+        ))
     }
 
     /// An idle pooled connection at once, without a future, when the call needs no routing
@@ -551,7 +558,7 @@ impl AsyncDatabaseManager {
         if (shareable && pool.multiplexes()) || crate::replica::replicas_of(&pool).is_some() {
             return None;
         }
-        pool.try_get().map(ConnRef::Pooled)
+        pool.try_get(self.inner.home).map(ConnRef::Pooled)
     }
 
     /// Whether a call of `sql` may share a connection: session-neutral, outside a

@@ -20,6 +20,7 @@ use crate::tls::make_tls_connector;
 mod acquiring;
 mod checkout;
 mod core;
+mod home;
 mod listen;
 mod maintenance;
 mod manage;
@@ -236,7 +237,7 @@ impl Pool {
         let mut delay = config.retry_delay;
         let first = loop {
             attempts += 1;
-            match pool.get().await {
+            match pool.get(None).await {
                 Ok(obj) => break obj,
                 Err(e) => {
                     let failure = match e {
@@ -269,7 +270,7 @@ impl Pool {
             }
         };
         let rest = config.min_connections.saturating_sub(1);
-        let more = futures_util::future::join_all((0..rest).map(|_| pool.get())).await;
+        let more = futures_util::future::join_all((0..rest).map(|_| pool.get(None))).await;
         let server_version = first.version.clone();
         drop(first);
         for r in more {
@@ -363,27 +364,51 @@ impl Pool {
         &self,
         deadline: Option<Instant>,
     ) -> impl std::future::Future<Output = Result<PoolConnection>> + Send + '_ {
-        self.checkout(deadline, true)
+        self.checkout(deadline, true, None)
+    }
+
+    /// [`get`](Self::get) for one call of one statement by a manager of a schema whose
+    /// [`home`](Self::home) is `home`.
+    pub(crate) fn get_home(
+        &self,
+        deadline: Option<Instant>,
+        home: Option<usize>,
+    ) -> impl std::future::Future<Output = Result<PoolConnection>> + Send + '_ {
+        self.checkout(deadline, true, home)
+    }
+
+    /// Where the calls of one statement of `schema`'s managers go first when the statement
+    /// caches are too small for the pool's texts (see `home.rs`); `None`: anywhere.
+    pub(crate) fn home(&self, schema: &str) -> Option<usize> {
+        if self.inner.mux.is_some() {
+            return None;
+        }
+        self.inner.pool.homing.home(schema)
     }
 
     /// An idle connection at once, without a future, when one is ready and nothing observes
     /// the wait; `None` sends the caller to [`get`](Self::get).
     #[inline]
-    pub(crate) fn try_get(&self) -> Option<PoolConnection> {
+    pub(crate) fn try_get(&self, home: Option<usize>) -> Option<PoolConnection> {
         if Acquiring::observed() {
             return None;
         }
-        let obj = self.inner.pool.try_idle()?;
+        let obj = self.inner.pool.try_idle(home)?;
         self.inner.counters.acquires.fetch_add(1, Ordering::Relaxed);
         Some(PoolConnection::new(obj))
     }
 
     /// [`get`](Self::get); an `exclusive` caller that must wait asks a multiplexing pool to
     /// give back a shared connection.
-    async fn checkout(&self, deadline: Option<Instant>, exclusive: bool) -> Result<PoolConnection> {
+    async fn checkout(
+        &self,
+        deadline: Option<Instant>,
+        exclusive: bool,
+        home: Option<usize>,
+    ) -> Result<PoolConnection> {
         let acquiring = Acquiring::start(self);
         let counters = &self.inner.counters;
-        let checkout = self.inner.pool.get();
+        let checkout = self.inner.pool.get(home);
         futures_util::pin_mut!(checkout);
         // An idle connection is usually ready at once: the clock is read and the timer armed
         // only when we must wait.

@@ -320,7 +320,7 @@ impl Pool {
     /// A connection of the pool made ready for shared use: its `statement_timeout` set to
     /// the shared one when that differs (marked changed, so that its release resets it).
     async fn open_shared(&self, deadline: Option<Instant>) -> Result<PoolConnection> {
-        let conn = self.checkout(deadline, false).await?;
+        let conn = self.checkout(deadline, false, None).await?;
         if self.inner.pool.is_closed() {
             return Err(crate::error::Error::Pool(
                 "the pool is closed (disconnect() was called)".into(),

@@ -5,6 +5,7 @@ mod common;
 
 mod checkouts;
 mod connect;
+mod homes;
 mod recycling;
 mod statements;
 mod timeouts;
