@@ -177,7 +177,8 @@ impl Report {
     fn setup_line(&self) -> String {
         format!(
             "PostgreSQL {} on the same machine, {} cores; {} rounds per case, {:.2} s counted per \
-             contender per timed round (after a warm-in of a tenth of that); median of the rounds",
+             contender per timed round (after a warm-in of a tenth of that, 8 s for the tenant \
+             workloads); median of the rounds",
             self.server_version,
             self.cores,
             self.rounds,
@@ -367,7 +368,8 @@ const METHOD: &str = "
   *concurrency* connections for every slice and closes it afterwards (64 connections for each
   of five contenders at once would not fit in a default `max_connections` of 100). In a timed
   slice every task first runs one operation uncounted (statements get prepared, asyncpg
-  introspects types), then the window opens after a warm-in of a tenth of its length.
+  introspects types), then the window opens after a warm-in of a tenth of its length (at least
+  8 s for the tenant workloads: a fresh pool first prepares their 10,000 texts).
 - pgdbm-rs: its public API with default settings (statement cache on). tokio-postgres: one
   dedicated connection per task, statements prepared once. deadpool-postgres: `prepare_cached`
   on every call. sqlx 0.9: `query`, `query_as` with `#[derive(FromRow)]`, `query_scalar`
