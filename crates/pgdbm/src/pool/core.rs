@@ -137,7 +137,7 @@ impl Core {
     /// A connection: an idle one that is still reusable, else a new one while there is room,
     /// else the next one released (in the order callers asked). With `home` (a call of one
     /// statement, see [`Homing::home`]) and homing on, that home's connection first: idle, or
-    /// waited for at most [`HOME_WAIT`] while it runs one call and no one else waits for it.
+    /// waited for at most [`HOME_WAIT`] while it runs one call and its line is not full.
     pub(crate) async fn get(self: &Arc<Self>, home: Option<usize>) -> Result<Object, PoolError> {
         let mut want = home.filter(|_| self.homing.on(&self.manager));
         let in_call = want.is_some();
