@@ -132,6 +132,16 @@ pub async fn run(
             let mut rates: HashMap<Who, Vec<f64>> = HashMap::new();
             let mut cpu: HashMap<Who, (u64, u64)> = HashMap::new();
             let mut memory: HashMap<Who, Vec<Memory>> = HashMap::new();
+            if w.kind() != Kind::Timed && w.bulk_table().is_none() {
+                // One slice uncounted first: the process's first large results grow its heap
+                // (page faults, the allocator's thresholds), a cost the first contender of
+                // round 1 would otherwise pay alone.
+                let c = sides[0];
+                slice(&url, schema, ext, &sqls, c, w, conc, budget, u64::MAX)
+                    .await
+                    .map_err(|e| format!("{} {} @{conc} (warm-up): {e}", c.label(), w.name()))?;
+                tokio::time::sleep(SETTLE).await;
+            }
             for round in 0..rounds {
                 let mut order = sides.clone();
                 order.rotate_left(round % sides.len());
