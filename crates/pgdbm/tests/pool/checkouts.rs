@@ -58,12 +58,20 @@ async fn waiters_are_served_in_the_order_they_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_that_give_up_at_any_moment_lose_nothing() {
     let (_pool, db) = pool_of_size(2).await;
-    let mut rng = Rng(7);
+    give_up_at_random(std::slice::from_ref(&db), 7, 3_000).await;
+    both_come_back(&db, &db).await;
+    assert_eq!(waiting(&db).await, 0);
+}
+
+/// 40 rounds of 8 callers of a short statement, each through one of `dbs` (a pool of two
+/// connections) and dropped after a random time below `max_cut_us`.
+pub(crate) async fn give_up_at_random(dbs: &[AsyncDatabaseManager], seed: u64, max_cut_us: u64) {
+    let mut rng = Rng(seed);
     for round in 0..40 {
         let mut tasks = Vec::new();
         for _ in 0..8 {
-            let db = db.clone();
-            let cut = Duration::from_micros(rng.below(3_000));
+            let db = dbs[rng.below(dbs.len() as u64) as usize].clone();
+            let cut = Duration::from_micros(rng.below(max_cut_us));
             tasks.push(tokio::spawn(async move {
                 let _ = tokio::time::timeout(
                     cut,
@@ -75,20 +83,22 @@ async fn waiters_that_give_up_at_any_moment_lose_nothing() {
         for t in tasks {
             t.await.unwrap();
         }
-        let stats = db.get_pool_stats().await.unwrap();
+        let stats = dbs[0].get_pool_stats().await.unwrap();
         assert!(stats.size <= 2, "round {round}: {stats:?}");
     }
-    // Every connection is back (recovered ones may take a moment): both can be taken at once.
+}
+
+/// Both connections of a pool of two are back (recovered ones may take a moment): they can be
+/// taken at once, through `a` and `b`.
+pub(crate) async fn both_come_back(a: &AsyncDatabaseManager, b: &AsyncDatabaseManager) {
     let both = tokio::time::timeout(
         Duration::from_secs(10),
-        futures_util::future::try_join(db.acquire(), db.acquire()),
+        futures_util::future::try_join(a.acquire(), b.acquire()),
     )
     .await
     .expect("both connections came back")
     .unwrap();
     assert_ne!(both.0.backend_pid(), both.1.backend_pid());
-    drop(both);
-    assert_eq!(waiting(&db).await, 0);
 }
 
 /// The narrowest moment: a connection is handed to a waiter that gives up before it looks.

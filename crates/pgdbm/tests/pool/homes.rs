@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::checkouts::{both_come_back, give_up_at_random};
 use crate::common::*;
 use pgdbm::{AsyncDatabaseManager, DatabaseConfig, Pool};
 
@@ -118,35 +119,8 @@ async fn a_call_waits_for_its_busy_home_only_briefly() {
 async fn callers_that_give_up_while_waiting_for_a_home_lose_nothing() {
     let (_pool, dbs) = tenants(2, 4).await;
     overflow_a_cache(&dbs[0]).await;
-    let mut rng = Rng(11);
-    for round in 0..40 {
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let db = dbs[rng.below(dbs.len() as u64) as usize].clone();
-            let cut = Duration::from_micros(rng.below(8_000));
-            tasks.push(tokio::spawn(async move {
-                let _ = tokio::time::timeout(
-                    cut,
-                    db.fetch_value::<i32>("SELECT 1 FROM pg_sleep(0.001)", &[]),
-                )
-                .await;
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let stats = dbs[0].get_pool_stats().await.unwrap();
-        assert!(stats.size <= 2, "round {round}: {stats:?}");
-    }
-    let both = tokio::time::timeout(
-        Duration::from_secs(10),
-        futures_util::future::try_join(dbs[1].acquire(), dbs[2].acquire()),
-    )
-    .await
-    .expect("both connections came back")
-    .unwrap();
-    assert_ne!(both.0.backend_pid(), both.1.backend_pid());
-    drop(both);
+    give_up_at_random(&dbs, 11, 8_000).await;
+    both_come_back(&dbs[1], &dbs[2]).await;
     let stats = dbs[0].get_pool_stats().await.unwrap();
     assert_eq!((stats.size, stats.waiting), (2, 0), "{stats:?}");
 }
