@@ -34,8 +34,6 @@ const HOME_LINE: usize = 4;
 pub(super) struct Homes<G> {
     used: Vec<bool>,
     waiters: Vec<VecDeque<oneshot::Sender<G>>>,
-    /// Whether any home has a line, so that a release without one looks no further.
-    lines: bool,
 }
 
 impl<G> Homes<G> {
@@ -43,7 +41,6 @@ impl<G> Homes<G> {
         Homes {
             used: vec![false; max_size],
             waiters: (0..max_size).map(|_| VecDeque::new()).collect(),
-            lines: false,
         }
     }
 
@@ -80,16 +77,11 @@ impl<G> Homes<G> {
         }
         let (tx, rx) = oneshot::channel();
         line.push_back(tx);
-        self.lines = true;
         Some(rx)
     }
 
     /// The first caller waiting for home `h`, taken out.
-    #[inline]
     pub(super) fn waiter(&mut self, h: usize) -> Option<oneshot::Sender<G>> {
-        if !self.lines {
-            return None;
-        }
         self.waiters.get_mut(h)?.pop_front()
     }
 
@@ -100,13 +92,11 @@ impl<G> Homes<G> {
             line.retain(|tx| !tx.is_closed());
             n += line.len();
         }
-        self.lines = n > 0;
         n
     }
 
     /// Every caller waiting for a home, taken out (the pool is closing).
     pub(super) fn take_waiters(&mut self) -> Vec<oneshot::Sender<G>> {
-        self.lines = false;
         self.waiters.iter_mut().flat_map(std::mem::take).collect()
     }
 }
@@ -115,7 +105,7 @@ impl<G> Homes<G> {
 pub(crate) struct Homing {
     /// Per home: its connection is out for one call of one statement.
     in_call: Box<[AtomicBool]>,
-    /// The first schema's hash plus one (0: none yet).
+    /// The first schema's hash, made odd so that 0 means none yet.
     first: AtomicU64,
     /// Managers of more than one schema use the pool.
     many: AtomicBool,
