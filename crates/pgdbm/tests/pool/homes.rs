@@ -70,6 +70,43 @@ async fn calls_go_to_their_schemas_home_once_the_caches_evict() {
     );
 }
 
+/// Only calls of one statement go home: a transaction, and a connection of one's own, take
+/// the oldest idle connection, so one after another they go round the pool.
+#[tokio::test]
+async fn transactions_and_acquire_never_go_home() {
+    let (_pool, dbs) = tenants(4, 8).await;
+    overflow_a_cache(&dbs[0]).await;
+    let db = &dbs[0];
+    let home = pid(db).await;
+    assert_eq!(pid(db).await, home, "single calls go home");
+
+    let mut in_transactions = HashSet::new();
+    for _ in 0..8 {
+        let tx = db.transaction().await.unwrap();
+        let p: i32 = tx
+            .fetch_value("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        in_transactions.insert(p);
+    }
+    assert!(
+        in_transactions.len() >= 2,
+        "transactions: {in_transactions:?}"
+    );
+
+    let mut acquired = HashSet::new();
+    for _ in 0..8 {
+        let conn = db.acquire().await.unwrap();
+        acquired.insert(conn.backend_pid());
+        drop(conn);
+        // A raw connection goes back after a check in the background.
+        settle(|| async { db.get_pool_stats().await.unwrap().free_size == 4 }).await;
+    }
+    assert!(acquired.len() >= 2, "acquire: {acquired:?}");
+}
+
 #[tokio::test]
 async fn one_schema_alone_never_goes_home() {
     let (_pool, dbs) = tenants(3, 1).await;
