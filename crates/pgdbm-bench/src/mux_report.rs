@@ -320,21 +320,28 @@ pub fn splice(doc: &str, section: &str) -> String {
 /// Where the section is in `doc`: from its heading to the next heading of its level (the
 /// blank line before that stays), or the end.
 fn find(doc: &str) -> Option<(usize, usize)> {
-    let start = if doc.starts_with(&format!("{HEADING}\n")) {
-        0
-    } else {
-        doc.find(&format!("\n{HEADING}\n"))? + 1
-    };
-    let body = start + HEADING.len();
-    let end = doc[body..]
-        .find("\n## ")
-        .map_or(doc.len(), |i| body + i + 1);
+    let (start, end) = section_span(doc, &format!("{HEADING}\n"))?;
     // Keep the blank line before the next heading outside the section.
     let end = if end < doc.len() && doc[..end].ends_with("\n\n") {
         end - 1
     } else {
         end
     };
+    Some((start, end))
+}
+
+/// Where the section of `doc` whose heading line starts with `heading` is: from the heading to
+/// the next `## ` heading (the blank lines before it included), or the end.
+pub fn section_span(doc: &str, heading: &str) -> Option<(usize, usize)> {
+    let start = if doc.starts_with(heading) {
+        0
+    } else {
+        doc.find(&format!("\n{heading}"))? + 1
+    };
+    let body = start + heading.len();
+    let end = doc[body..]
+        .find("\n## ")
+        .map_or(doc.len(), |i| body + i + 1);
     Some((start, end))
 }
 

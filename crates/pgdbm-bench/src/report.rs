@@ -399,16 +399,7 @@ const CALLGRIND_HEADING: &str = "## Instructions per call (callgrind)";
 /// The section of `doc` whose heading starts with `heading`: to the next `## ` heading, or
 /// the end.
 fn section_at<'d>(doc: &'d str, heading: &str) -> Option<&'d str> {
-    let start = if doc.starts_with(heading) {
-        0
-    } else {
-        doc.find(&format!("\n{heading}"))? + 1
-    };
-    let rest = &doc[start + heading.len()..];
-    let end = rest
-        .find("\n## ")
-        .map_or(doc.len(), |i| start + heading.len() + i + 1);
-    Some(&doc[start..end])
+    crate::mux_report::section_span(doc, heading).map(|(a, b)| &doc[a..b])
 }
 
 #[cfg(test)]
